@@ -1,0 +1,101 @@
+"""Beam-time cost of an energy scan: dwell plus monochromator move and settle overheads."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+
+@dataclass(frozen=True)
+class ScanTimeModel:
+    """Time cost of measuring a sorted list of energies.
+
+    A move from energy ``a`` to ``b`` takes ``move_overhead_s + |b - a| / speed_eV_per_s`` and every
+    energy point then waits ``settle_s`` before the exposure. The scan is measured in increasing energy,
+    so the distance part of all moves adds up to the energy span.
+
+    Parameters
+    ----------
+    dwell_s
+        Base exposure of one pick (s). A point picked ``k`` times is exposed ``k * dwell_s``.
+    settle_s
+        Wait after every monochromator move (s).
+    speed_eV_per_s
+        Monochromator speed (eV/s); ``inf`` for a move time independent of distance.
+    move_overhead_s
+        Fixed cost of starting and stopping each move (s).
+    """
+
+    dwell_s: float = 0.1
+    settle_s: float = 0.0
+    speed_eV_per_s: float = math.inf
+    move_overhead_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("dwell_s", "settle_s", "move_overhead_s"):
+            value = getattr(self, name)
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0 s, got {value!r}")
+        if self.dwell_s <= 0:
+            raise ValueError(f"dwell_s must be > 0 s, got {self.dwell_s!r}")
+        if not self.speed_eV_per_s > 0:
+            raise ValueError(f"speed_eV_per_s must be > 0 eV/s, got {self.speed_eV_per_s!r}")
+
+    def move_time_s(self, start_eV: ArrayLike, stop_eV: ArrayLike) -> NDArray[np.float64]:
+        """Time (s) of monochromator moves from ``start_eV`` to ``stop_eV``, excluding settle; 0 if equal."""
+        start = np.asarray(start_eV, dtype=float)
+        stop = np.asarray(stop_eV, dtype=float)
+        distance = np.abs(stop - start)
+        travel = distance / self.speed_eV_per_s if np.isfinite(self.speed_eV_per_s) else 0.0 * distance
+        return np.where(distance > 0, self.move_overhead_s + travel, 0.0)
+
+    def insertion_overhead_s(self, candidates_eV: ArrayLike, selected_eV: ArrayLike) -> NDArray[np.float64]:
+        """Extra time (s) that adding each candidate energy to a sorted scan of ``selected_eV`` costs.
+
+        The cost of a new energy between its neighbours ``a < e < b`` is
+        ``move(a, e) + move(e, b) - move(a, b) + settle``; outside the selected span it is one move plus settle.
+        Candidates already selected cost no overhead (a repeat only lengthens the dwell).
+        """
+        cand = np.asarray(candidates_eV, dtype=float)
+        sel = np.sort(np.asarray(selected_eV, dtype=float))
+        if sel.size == 0:
+            return np.full(cand.shape, self.settle_s)
+        pos = np.searchsorted(sel, cand)
+        left = sel[np.clip(pos - 1, 0, sel.size - 1)]
+        right = sel[np.clip(pos, 0, sel.size - 1)]
+        inside = (pos > 0) & (pos < sel.size)
+        extra = np.where(
+            inside,
+            self.move_time_s(left, cand) + self.move_time_s(cand, right) - self.move_time_s(left, right),
+            np.where(pos == 0, self.move_time_s(cand, right), self.move_time_s(left, cand)),
+        )
+        already = np.isin(cand, sel)
+        return np.where(already, 0.0, extra + self.settle_s)
+
+    def scan_time_s(self, energies_eV: ArrayLike, dwell_s: ArrayLike) -> float:
+        """Total time (s) of measuring ``energies_eV`` in increasing order with the given dwell per point.
+
+        Sum of dwells, the moves between consecutive energies and one settle per energy. The move to the
+        first energy (from wherever the monochromator is parked) is not included.
+        """
+        energies = np.asarray(energies_eV, dtype=float)
+        dwell = np.broadcast_to(np.asarray(dwell_s, dtype=float), energies.shape)
+        order = np.argsort(energies)
+        e = energies[order]
+        moves = float(self.move_time_s(e[:-1], e[1:]).sum()) if e.size > 1 else 0.0
+        return float(dwell.sum()) + moves + self.settle_s * e.size
+
+    def to_dict(self) -> dict[str, float | str]:
+        """JSON-friendly parameters (``speed_eV_per_s`` is the string ``"inf"`` when unlimited)."""
+        out: dict[str, float | str] = dict(asdict(self))
+        if not np.isfinite(self.speed_eV_per_s):
+            out["speed_eV_per_s"] = "inf"
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, float | str]) -> ScanTimeModel:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**{key: float(value) for key, value in data.items()})
