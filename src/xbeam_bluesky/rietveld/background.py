@@ -1,0 +1,73 @@
+"""Background functions, all linear in their coefficients (GSAS-II's set).
+
+Each function returns a basis matrix B (n_points, n_terms) so that background = B @ coefficients.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["BACKGROUND_TYPES", "background_basis"]
+
+BACKGROUND_TYPES = (
+    "chebyshev",
+    "cosine",
+    "q2_power",
+    "q-2_power",
+    "lin_interpolate",
+    "inv_interpolate",
+    "log_interpolate",
+)
+
+
+def _interp_basis(u: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+    """Hat functions: linear interpolation weights of u between the sorted nodes."""
+    n = len(nodes)
+    if n == 1:
+        return np.ones((len(u), 1))
+    basis = np.zeros((len(u), n))
+    j = np.clip(np.searchsorted(nodes, u, side="right") - 1, 0, n - 2)
+    t = (u - nodes[j]) / (nodes[j + 1] - nodes[j])
+    rows = np.arange(len(u))
+    basis[rows, j] = 1.0 - t
+    basis[rows, j + 1] = t
+    return basis
+
+
+def background_basis(kind: str, n_terms: int, two_theta: np.ndarray, wavelength: float) -> np.ndarray:
+    """Basis matrix of a background function over ``two_theta`` (deg).
+
+    Parameters
+    ----------
+    kind
+        One of :data:`BACKGROUND_TYPES`.
+    n_terms
+        Number of coefficients (≥ 1).
+    two_theta
+        The 2θ values (deg) of the fitted range; Chebyshev and the interpolations span its ends.
+    wavelength
+        Wavelength (Å) for the Q power series.
+    """
+    if kind not in BACKGROUND_TYPES:
+        raise ValueError(f"background type {kind!r}: expected one of {', '.join(BACKGROUND_TYPES)}")
+    if not 1 <= int(n_terms) <= 36:
+        raise ValueError(f"background terms {n_terms!r}: expected an integer from 1 to 36")
+    n = int(n_terms)
+    x = np.asarray(two_theta, dtype=float)
+    lo, hi = float(x[0]), float(x[-1])
+    if kind == "chebyshev":
+        u = 2.0 * (x - lo) / (hi - lo) - 1.0 if hi > lo else np.zeros_like(x)
+        return np.polynomial.chebyshev.chebvander(u, n - 1)
+    if kind == "cosine":
+        return np.stack([np.cos(np.radians(180.0 * x * i / hi)) for i in range(n)], axis=1)
+    q = 4.0 * np.pi * np.sin(np.radians(x / 2.0)) / wavelength
+    if kind == "q2_power":
+        return np.stack([q ** (2 * i) for i in range(n)], axis=1)
+    if kind == "q-2_power":
+        return np.stack([np.ones_like(q) if i == 0 else q ** (-2 * i) for i in range(n)], axis=1)
+    if kind == "lin_interpolate":
+        return _interp_basis(x, np.linspace(lo, hi, n))
+    if kind == "inv_interpolate":
+        return _interp_basis(1.0 / x, np.linspace(1.0 / hi, 1.0 / lo, n))[:, ::-1]
+    # log_interpolate
+    return _interp_basis(np.log(x), np.linspace(np.log(lo), np.log(hi), n))

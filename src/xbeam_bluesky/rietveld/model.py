@@ -1,0 +1,401 @@
+"""The powder pattern model and its Jacobian.
+
+y_calc(2θ) = background + Σ_phases S · Σ_hkl m |F|² LP · P_MD · profile(2θ − 2θ_hkl), for Kα1 and Kα2.
+
+Intensity-like parameters (scale, atoms through |F|², preferred orientation, background) enter
+linearly through fixed peak shapes, so their Jacobian columns are ``shape_matrix @ dI/dp``; position
+and width parameters use analytic profile derivatives chained through per-peak sensitivities
+(sparse matrix products). Only SH/L uses a finite difference.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .background import background_basis
+from .crystal import Phase, Reflections, generate_reflections
+from .instrument import Instrument
+from .lattice import hkl_products
+from .profile import LN2, PeakSet, evaluate_peaks
+from .structure_factors import structure_factors
+
+__all__ = ["ModelState", "PatternCalculator", "PhaseState", "initial_state"]
+
+RAD = np.pi / 180.0
+SQRT8LN2 = np.sqrt(8.0 * LN2)
+#: smallest Gaussian variance (centideg²) and Lorentzian FWHM (centideg) allowed in the model
+MIN_SIG2 = 0.01
+MIN_GAM = 0.01
+
+
+@dataclass
+class PhaseState:
+    """Refinable values of one phase.
+
+    Attributes
+    ----------
+    a_free
+        Free lattice parameters; ``A = phase.lattice_matrix @ a_free`` (Å⁻²).
+    scale
+        Phase scale factor S.
+    xyz, uiso
+        Coordinates (fractional) and Uiso (Å²) per site.
+    po_ratio, po_axis
+        March–Dollase ratio r (1 = random) and axis [h, k, l].
+    """
+
+    a_free: np.ndarray
+    scale: float
+    xyz: np.ndarray
+    uiso: np.ndarray
+    po_ratio: float = 1.0
+    po_axis: tuple[int, int, int] = (0, 0, 1)
+
+
+@dataclass
+class ModelState:
+    """Every refinable value of a model (instrument, sample, background, phases)."""
+
+    instrument: Instrument
+    phases: list[PhaseState]
+    displacement: float = 0.0  # sample displacement (μm, GSAS-II "Shift")
+    transparency: float = 0.0  # GSAS-II "Transparency"
+    background_kind: str = "chebyshev"
+    background_coefs: np.ndarray = field(default_factory=lambda: np.zeros(1))
+
+    def copy(self) -> ModelState:
+        """Deep copy."""
+        return copy.deepcopy(self)
+
+
+def initial_state(phases: list[Phase], instrument: Instrument) -> ModelState:
+    """Starting values: the CIF cells and atoms, unit scales, the instrument's profile, flat background."""
+    states = []
+    for ph in phases:
+        from .lattice import cell_to_a
+
+        a_terms = cell_to_a(ph.cell)
+        a_free = np.linalg.lstsq(ph.lattice_matrix, a_terms, rcond=None)[0]
+        states.append(PhaseState(a_free=a_free, scale=1.0, xyz=ph.xyz.copy(), uiso=ph.uiso.copy()))
+    return ModelState(instrument=instrument, phases=states)
+
+
+@dataclass
+class _PhaseCalc:
+    """Per-phase intermediate results of one evaluation."""
+
+    refl: Reflections
+    hp: np.ndarray  # (n_refl, 6) hkl products
+    q: np.ndarray  # 1/d²
+    tth: np.ndarray  # Bragg 2θ (deg) for λ1
+    pos1: np.ndarray
+    intensity: np.ndarray  # I per reflection (Kα1), scale included
+    i_noscale: np.ndarray
+    f2: np.ndarray
+    lp: np.ndarray
+    po: np.ndarray
+    sf: object | None
+    d_po: np.ndarray | None
+
+
+class PatternCalculator:
+    """Evaluates the pattern (and Jacobian) over a fixed 2θ grid for a fixed set of phases.
+
+    Parameters
+    ----------
+    two_theta
+        Sorted 2θ grid (deg).
+    phases
+        Phases (static data).
+    instrument
+        Provides the fixed wavelengths (the refinable profile terms live in :class:`ModelState`).
+    margin
+        Reflections are generated for 2θ up to this far outside the grid (deg).
+    """
+
+    def __init__(self, two_theta: np.ndarray, phases: list[Phase], instrument: Instrument, margin: float = 3.0):
+        self.x = np.asarray(two_theta, dtype=float)
+        self.phases = phases
+        self.lam1 = instrument.wavelength1
+        self.lam2 = instrument.wavelength2 if instrument.ratio > 0 and instrument.wavelength2 > 0 else 0.0
+        self.margin = margin
+        self.fp_fpp = [ph.anomalous(self.lam1) for ph in phases]
+        self.reflections: list[Reflections] = []
+        self._bkg_cache: dict[tuple[str, int], np.ndarray] = {}
+
+    def update_reflections(self, state: ModelState) -> None:
+        """(Re)generate reflection lists for the current cells."""
+        lam_max = max(self.lam1, self.lam2)
+        hi = min(float(self.x[-1]) + self.margin, 179.0)
+        lo = max(float(self.x[0]) - self.margin, 0.5)
+        d_min = lam_max / (2.0 * np.sin(np.radians(hi / 2.0)))
+        d_max = self.lam1 / (2.0 * np.sin(np.radians(lo / 2.0)))
+        self.reflections = []
+        for ph, ps in zip(self.phases, state.phases, strict=True):
+            a_terms = ph.lattice_matrix @ ps.a_free
+            self.reflections.append(generate_reflections(ph, a_terms, d_min, d_max))
+
+    def background_matrix(self, kind: str, n_terms: int) -> np.ndarray:
+        """Cached background basis over this grid."""
+        key = (kind, n_terms)
+        if key not in self._bkg_cache:
+            self._bkg_cache[key] = background_basis(kind, n_terms, self.x, self.lam1)
+        return self._bkg_cache[key]
+
+    # ------------------------------------------------------------------ forward model
+    def _phase_calc(self, k: int, state: ModelState, want_atoms: bool, want_po: bool) -> _PhaseCalc:
+        ph = self.phases[k]
+        ps = state.phases[k]
+        inst = state.instrument
+        refl = self.reflections[k]
+        hp = hkl_products(refl.hkl)
+        q = hp @ (ph.lattice_matrix @ ps.a_free)
+        sin_t = np.clip(self.lam1 * np.sqrt(np.maximum(q, 0.0)) / 2.0, 0.0, 0.999999)
+        tth = 2.0 * np.degrees(np.arcsin(sin_t))
+        cos_t = np.sqrt(1.0 - sin_t**2)
+        fp, fpp = self.fp_fpp[k]
+        sf = structure_factors(ph, refl.hkl, q / 4.0, ps.xyz, ps.uiso, fp, fpp, want_derivs=want_atoms)
+        c2t = np.cos(np.radians(tth))
+        p = inst.polarization
+        lp = ((1.0 - p) * c2t**2 + p) / (2.0 * sin_t**2 * cos_t)
+        po, d_po = self._march_dollase(ph, ps, refl, want_po)
+        i_noscale = refl.multiplicity * sf.f2 * lp * po
+        const = 9.0e-2 / (np.pi * inst.goniometer_radius)
+        pos1 = (
+            tth
+            + inst.zero
+            - const * (4.0 * state.displacement * cos_t + state.transparency * np.sin(np.radians(tth)) * 100.0)
+        )
+        return _PhaseCalc(
+            refl=refl,
+            hp=hp,
+            q=q,
+            tth=tth,
+            pos1=pos1,
+            intensity=ps.scale * i_noscale,
+            i_noscale=i_noscale,
+            f2=sf.f2,
+            lp=lp,
+            po=po,
+            sf=sf if want_atoms else None,
+            d_po=d_po,
+        )
+
+    def _march_dollase(self, ph: Phase, ps: PhaseState, refl: Reflections, want_deriv: bool):
+        n = len(refl.hkl)
+        if ps.po_ratio == 1.0 and not want_deriv:
+            return np.ones(n), None
+        a_terms = ph.lattice_matrix @ ps.a_free
+        gs = np.array(
+            [
+                [a_terms[0], a_terms[3] / 2, a_terms[4] / 2],
+                [a_terms[3] / 2, a_terms[1], a_terms[5] / 2],
+                [a_terms[4] / 2, a_terms[5] / 2, a_terms[2]],
+            ]
+        )
+        axis = np.asarray(ps.po_axis, dtype=float)
+        eq = refl.equivalents  # (n, n_rot, 3)
+        num = np.einsum("hri,ij,j->hr", eq, gs, axis)
+        den = np.sqrt(np.einsum("hri,ij,hrj->hr", eq, gs, eq) * (axis @ gs @ axis))
+        cos2 = np.clip((num / den) ** 2, 0.0, 1.0)
+        sin2 = 1.0 - cos2
+        r = ps.po_ratio
+        base = r * r * cos2 + sin2 / r
+        po = np.mean(base**-1.5, axis=1)
+        if not want_deriv:
+            return po, None
+        d = np.mean(-1.5 * base**-2.5 * (2.0 * r * cos2 - sin2 / r**2), axis=1)
+        return po, d
+
+    def widths(self, state: ModelState, pos1: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Gaussian and Lorentzian FWHM (deg) at the peak positions, and the σ² (centideg²) before clamping."""
+        inst = state.instrument
+        th = np.radians(pos1 / 2.0)
+        tan_t = np.tan(th)
+        cos_t = np.cos(th)
+        sig2 = inst.u * tan_t**2 + inst.v * tan_t + inst.w
+        gam = inst.x / cos_t + inst.y * tan_t
+        fg = SQRT8LN2 * np.sqrt(np.maximum(sig2, MIN_SIG2)) / 100.0
+        fl = np.maximum(gam, MIN_GAM) / 100.0
+        return fg, fl, sig2, gam, tan_t, cos_t
+
+    def evaluate(self, state: ModelState, groups: frozenset[str] = frozenset(), jacobian: bool = False):
+        """Compute the pattern and, if asked, the Jacobian blocks for the refined groups.
+
+        Returns
+        -------
+        Evaluation
+            y (total), background, per-phase components, and a dict of Jacobian blocks.
+        """
+        inst = state.instrument
+        want_atoms = jacobian and bool(groups & {"atoms_xyz", "atoms_uiso"})
+        want_po = jacobian and "preferred_orientation" in groups
+        pcs = [self._phase_calc(k, state, want_atoms, want_po) for k in range(len(self.phases))]
+        lam_ratio = 360.0 * (self.lam2 - self.lam1) / (np.pi * self.lam1) if self.lam2 else 0.0
+        pos_list, int_list, phase_of, refl_of, dpos2 = [], [], [], [], []
+        for k, pc in enumerate(pcs):
+            n = len(pc.pos1)
+            pos_list.append(pc.pos1)
+            int_list.append(pc.intensity)
+            phase_of.append(np.full(n, k))
+            refl_of.append(np.arange(n))
+            dpos2.append(np.ones(n))
+        if self.lam2:
+            for k, pc in enumerate(pcs):
+                n = len(pc.pos1)
+                half = np.radians(pc.pos1 / 2.0)
+                pos_list.append(pc.pos1 + lam_ratio * np.tan(half))
+                int_list.append(inst.ratio * pc.intensity)
+                phase_of.append(np.full(n, k))
+                refl_of.append(np.arange(n))
+                dpos2.append(1.0 + lam_ratio * (np.pi / 360.0) / np.cos(half) ** 2)
+        pos = np.concatenate(pos_list) if pos_list else np.zeros(0)
+        inten = np.concatenate(int_list) if int_list else np.zeros(0)
+        phase_of_a = np.concatenate(phase_of) if phase_of else np.zeros(0, int)
+        refl_of_a = np.concatenate(refl_of) if refl_of else np.zeros(0, int)
+        dpos2_a = np.concatenate(dpos2) if dpos2 else np.zeros(0)
+        pos1_all = np.concatenate([pc.pos1 for pc in pcs] * (2 if self.lam2 else 1)) if pcs else np.zeros(0)
+        fg, fl, sig2, gam, tan_t, cos_t = self.widths(state, pos1_all)
+        peaks = PeakSet(pos=pos, fwhm_g=fg, fwhm_l=fl, shl=max(inst.sh_l, 0.0))
+        terms = evaluate_peaks(self.x, peaks, want_derivs=jacobian)
+        shape = terms.matrix(terms.value, len(self.x))
+        nb = len(state.background_coefs)
+        bmat = self.background_matrix(state.background_kind, nb)
+        ybkg = bmat @ state.background_coefs
+        comps = []
+        for k in range(len(pcs)):
+            comps.append(shape @ np.where(phase_of_a == k, inten, 0.0))
+        y = ybkg + (np.sum(comps, axis=0) if comps else 0.0)
+        ev = Evaluation(
+            y=y,
+            background=ybkg,
+            components=comps,
+            pcs=pcs,
+            peak_pos=pos,
+            peak_phase=phase_of_a,
+            peak_refl=refl_of_a,
+            peak_intensity=inten,
+            shape=shape,
+        )
+        if not jacobian:
+            return ev
+        ev.blocks = self._jacobian_blocks(
+            state, groups, pcs, terms, shape, inten, phase_of_a, refl_of_a, dpos2_a, sig2, gam, tan_t, cos_t, bmat, peaks
+        )
+        return ev
+
+    def _jacobian_blocks(
+        self, state, groups, pcs, terms, shape, inten, phase_of, refl_of, dpos2, sig2, gam, tan_t, cos_t, bmat, peaks
+    ) -> dict[str, np.ndarray]:
+        inst = state.instrument
+        n = len(self.x)
+        blocks: dict[str, np.ndarray] = {}
+        ratio_peak = np.where(np.arange(len(inten)) >= sum(len(pc.pos1) for pc in pcs), inst.ratio, 1.0)
+        if "background" in groups:
+            blocks["background"] = bmat
+        if "scale" in groups:
+            cols = []
+            for k, pc in enumerate(pcs):
+                i_ns = np.where(phase_of == k, pc.i_noscale[refl_of] if len(pc.i_noscale) else 0.0, 0.0)
+                cols.append(shape @ (i_ns * ratio_peak))
+            blocks["scale"] = np.stack(cols, axis=1)
+        # intensity derivatives through |F|² and PO: shape @ dI_peak
+        for k, pc in enumerate(pcs):
+            ps = state.phases[k]
+            ph = self.phases[k]
+            sel = phase_of == k
+            fac = np.zeros(len(inten))
+            fac[sel] = (ps.scale * pc.refl.multiplicity * pc.lp * pc.po)[refl_of[sel]] * ratio_peak[sel]
+            if "atoms_xyz" in groups:
+                cols = []
+                for j in range(ph.n_sites):
+                    basis = ph.xyz_basis[j]
+                    for b in range(basis.shape[1]):
+                        dref = pc.sf.d_xyz[:, j, :] @ basis[:, b]
+                        dpk = np.zeros(len(inten))
+                        dpk[sel] = dref[refl_of[sel]]
+                        cols.append(shape @ (fac * dpk))
+                blocks[f"atoms_xyz:{k}"] = np.stack(cols, axis=1) if cols else np.zeros((n, 0))
+            if "atoms_uiso" in groups:
+                dpk = np.zeros((len(inten), ph.n_sites))
+                dpk[sel] = pc.sf.d_uiso[refl_of[sel]]
+                blocks[f"atoms_uiso:{k}"] = shape @ (fac[:, None] * dpk)
+            if "preferred_orientation" in groups:
+                dpk = np.zeros(len(inten))
+                dpk[sel] = (ps.scale * pc.refl.multiplicity * pc.lp * pc.f2 * pc.d_po)[refl_of[sel]] * ratio_peak[sel]
+                blocks[f"preferred_orientation:{k}"] = (shape @ dpk)[:, None]
+        # position parameters
+        pos_groups = groups & {"cell", "zero", "displacement", "transparency"}
+        if pos_groups:
+            dmat = terms.matrix(terms.d_pos * inten[_pair_peaks(terms)], n)
+            const = 9.0e-2 / (np.pi * inst.goniometer_radius)
+            cos_b = np.concatenate([np.cos(np.radians(pc.tth / 2.0)) for pc in pcs] * (2 if self.lam2 else 1))
+            sin2t = np.concatenate([np.sin(np.radians(pc.tth)) for pc in pcs] * (2 if self.lam2 else 1))
+            if "zero" in groups:
+                blocks["zero"] = (dmat @ dpos2)[:, None]
+            if "displacement" in groups:
+                blocks["displacement"] = (dmat @ (dpos2 * (-const * 4.0 * cos_b)))[:, None]
+            if "transparency" in groups:
+                blocks["transparency"] = (dmat @ (dpos2 * (-const * 100.0 * sin2t)))[:, None]
+            if "cell" in groups:
+                for k, pc in enumerate(pcs):
+                    ph = self.phases[k]
+                    sel = phase_of == k
+                    sin_t = np.sin(np.radians(pc.tth / 2.0))
+                    cos_t2 = np.cos(np.radians(pc.tth / 2.0))
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        dtth_dq = np.where(pc.q > 0, np.degrees(self.lam1 / (2.0 * np.sqrt(pc.q) * cos_t2)), 0.0)
+                    del sin_t
+                    dq_da = pc.hp @ ph.lattice_matrix  # (n_refl, n_free)
+                    dpk = np.zeros((len(inten), dq_da.shape[1]))
+                    dpk[sel] = (dtth_dq[:, None] * dq_da)[refl_of[sel]]
+                    blocks[f"cell:{k}"] = dmat @ (dpos2[:, None] * dpk)
+        width_groups = groups & {"U", "V", "W", "X", "Y"}
+        if width_groups:
+            pp = _pair_peaks(terms)
+            gmat = terms.matrix(terms.d_fwhm_g * inten[pp], n)
+            lmat = terms.matrix(terms.d_fwhm_l * inten[pp], n)
+            safe = np.maximum(sig2, MIN_SIG2)
+            dfg_dsig2 = np.where(sig2 > MIN_SIG2, SQRT8LN2 / (2.0 * np.sqrt(safe)) / 100.0, 0.0)
+            live_l = (gam > MIN_GAM).astype(float) / 100.0
+            if "U" in groups:
+                blocks["U"] = (gmat @ (dfg_dsig2 * tan_t**2))[:, None]
+            if "V" in groups:
+                blocks["V"] = (gmat @ (dfg_dsig2 * tan_t))[:, None]
+            if "W" in groups:
+                blocks["W"] = (gmat @ dfg_dsig2)[:, None]
+            if "X" in groups:
+                blocks["X"] = (lmat @ (live_l / cos_t))[:, None]
+            if "Y" in groups:
+                blocks["Y"] = (lmat @ (live_l * tan_t))[:, None]
+        if "SH/L" in groups:
+            h = max(1e-4, 0.05 * abs(inst.sh_l))
+            shifted = PeakSet(pos=peaks.pos, fwhm_g=peaks.fwhm_g, fwhm_l=peaks.fwhm_l, shl=peaks.shl + h)
+            t2 = evaluate_peaks(self.x, shifted, want_derivs=False)
+            y2 = t2.matrix(t2.value, n) @ inten
+            blocks["SH/L"] = ((y2 - shape @ inten) / h)[:, None]
+        return blocks
+
+
+def _pair_peaks(terms) -> np.ndarray:
+    counts = np.diff(terms.indptr)
+    return np.repeat(np.arange(len(counts)), counts)
+
+
+@dataclass
+class Evaluation:
+    """The result of one model evaluation."""
+
+    y: np.ndarray
+    background: np.ndarray
+    components: list[np.ndarray]
+    pcs: list[_PhaseCalc]
+    peak_pos: np.ndarray
+    peak_phase: np.ndarray
+    peak_refl: np.ndarray
+    peak_intensity: np.ndarray
+    shape: object
+    blocks: dict[str, np.ndarray] = field(default_factory=dict)
