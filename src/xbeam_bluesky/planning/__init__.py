@@ -3,6 +3,7 @@
 Pure science: numpy/scipy only, no bluesky/ophyd/tiled imports.
 """
 
+from xbeam_bluesky.planning.conventional import conventional_grid
 from xbeam_bluesky.planning.design import (
     EnergyDesign,
     GreedySelection,
@@ -13,6 +14,7 @@ from xbeam_bluesky.planning.design import (
 from xbeam_bluesky.planning.noise import TransmissionNoise
 from xbeam_bluesky.planning.prior import (
     GaussianProcessPrior,
+    RawDataExtension,
     fe_k_grid,
     fit_length_scale,
     library_log_likelihood,
@@ -20,23 +22,39 @@ from xbeam_bluesky.planning.prior import (
     rbf_kernel,
 )
 from xbeam_bluesky.planning.reconstruction import error_decomposition, grid_indices, reconstruct
+from xbeam_bluesky.planning.tiling import (
+    TilePlan,
+    check_stage_limits,
+    default_overlap,
+    estimate_imaging_time,
+    plan_tiles,
+    tile_size_mm,
+)
 from xbeam_bluesky.planning.timing import ScanTimeModel
 
 __all__ = [
     "EnergyDesign",
     "GaussianProcessPrior",
     "GreedySelection",
+    "RawDataExtension",
     "ScanTimeModel",
+    "TilePlan",
     "TransmissionNoise",
+    "check_stage_limits",
+    "conventional_grid",
+    "default_overlap",
     "design_energies",
     "error_decomposition",
+    "estimate_imaging_time",
     "fe_k_grid",
     "fit_length_scale",
     "greedy_select",
     "grid_indices",
     "library_log_likelihood",
     "load_design",
+    "plan_tiles",
     "prior_from_library",
     "rbf_kernel",
     "reconstruct",
+    "tile_size_mm",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,40 @@ def fit_length_scale(
 
 
 @dataclass(frozen=True)
+class RawDataExtension:
+    """Distribution of the edge jump and smooth background of un-normalized spectra.
+
+    Attributes
+    ----------
+    jump_mean, jump_std
+        Mean ``m_a`` and standard deviation ``s_a`` of the edge jump (absorbance units).
+    background_std
+        Standard deviation ``s_b`` of each background coefficient (absorbance units).
+    e0_eV
+        Edge energy used in the background functions ``(E0/E)³``, ``(E0/E)⁴`` and 1 (eV).
+    """
+
+    jump_mean: float
+    jump_std: float
+    background_std: float
+    e0_eV: float
+
+    def __post_init__(self) -> None:
+        if not self.jump_mean > 0:
+            raise ValueError(f"jump_mean must be > 0, got {self.jump_mean!r}")
+        for name in ("jump_std", "background_std"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not self.e0_eV > 0:
+            raise ValueError(f"e0_eV must be > 0 eV, got {self.e0_eV!r}")
+
+    def background_functions(self, energies_eV: NDArray[np.float64]) -> tuple[NDArray[np.float64], ...]:
+        """The background basis ``(E0/E)³, (E0/E)⁴, 1`` on the grid."""
+        ratio = self.e0_eV / np.asarray(energies_eV, dtype=float)
+        return ratio**3, ratio**4, np.ones_like(ratio)
+
+
+@dataclass(frozen=True)
 class GaussianProcessPrior:
     """GP prior ``f ~ N(μ, K)`` over normalized absorbance on a candidate energy grid.
 
@@ -106,7 +140,7 @@ class GaussianProcessPrior:
     names: tuple[str, ...] = ()
     source: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
-    units: str = "normalized"
+    raw_data: RawDataExtension | None = None
 
     def __post_init__(self) -> None:
         e = np.asarray(self.energies_eV, dtype=float)
@@ -128,9 +162,35 @@ class GaussianProcessPrior:
         """Number of candidate energies."""
         return int(np.asarray(self.energies_eV).size)
 
+    @property
+    def units(self) -> str:
+        """``"normalized"`` (edge step 1) or ``"absorbance"`` (with the raw-data extension)."""
+        return "normalized" if self.raw_data is None else "absorbance"
+
     def covariance(self) -> NDArray[np.float64]:
-        """Prior covariance ``K`` (n × n, normalized units²)."""
-        return rbf_kernel(np.asarray(self.energies_eV), np.asarray(self.std), self.length_scale_eV)
+        """Prior covariance (n × n, units²): ``K``, or ``K'`` with the raw-data extension."""
+        e = np.asarray(self.energies_eV)
+        k = rbf_kernel(e, np.asarray(self.std), self.length_scale_eV)
+        if self.raw_data is None:
+            return k
+        raw = self.raw_data
+        base_mean = np.asarray(self.mean) / raw.jump_mean
+        cov = (raw.jump_mean**2 + raw.jump_std**2) * k + raw.jump_std**2 * np.outer(base_mean, base_mean)
+        for phi in raw.background_functions(e):
+            cov += raw.background_std**2 * np.outer(phi, phi)
+        return cov
+
+    def with_raw_data(self, extension: RawDataExtension) -> GaussianProcessPrior:
+        """The prior of un-normalized data ``a f + background`` (METHODS §1 raw-data extension).
+
+        ``f`` follows this (normalized) prior, the edge jump ``a ~ N(m_a, s_a²)`` and the background is
+        ``Σ b_φ φ(E)`` with ``b_φ ~ N(0, s_b²)``, ``φ ∈ {(E0/E)³, (E0/E)⁴, 1}``; so the mean is ``m_a μ`` and
+        ``K' = (m_a² + s_a²) K + s_a² μμᵀ + Σ_φ s_b² φφᵀ``. Use it with a noise model whose ``edge_jump`` is 1
+        (the data are already in absorbance units).
+        """
+        if self.raw_data is not None:
+            raise ValueError("the prior already has a raw-data extension")
+        return replace(self, mean=extension.jump_mean * np.asarray(self.mean), raw_data=extension)
 
     @classmethod
     def from_matrix(
@@ -191,6 +251,8 @@ class GaussianProcessPrior:
         return {
             "length_scale_eV": self.length_scale_eV,
             "library_size": len(self.names),
+            "n_candidates": self.size,
+            "raw_data": None if self.raw_data is None else asdict(self.raw_data),
             "library": self.source,
             "spectra": list(self.names),
             "units": self.units,
@@ -206,6 +268,7 @@ def prior_from_library(
     align: str = "calibration",
     length_scale_eV: float | None = None,
     exclude: tuple[str, ...] = (),
+    strict: bool = True,
 ) -> GaussianProcessPrior:
     """Build the prior from a directory of reference spectra (None: the bundled Fe K library).
 
@@ -227,16 +290,21 @@ def prior_from_library(
         Fixed length scale (eV); fitted when None.
     exclude
         Names of spectra to leave out (for leave-one-out validation).
+    strict
+        Raise on the first unreadable file (NaN, non-monotonic energies, ...) instead of skipping it.
 
     Raises
     ------
+    FileNotFoundError
+        The directory does not exist.
     ValueError
-        Fewer than 3 spectra cover the grid (the message lists why the others were dropped).
+        A file cannot be read (``strict``; the message names the file and point), or fewer than 3 spectra cover
+        the grid (the message lists why the others were dropped).
     """
     from xbeam_bluesky.spectra import aligned_library, load_library
 
     grid = fe_k_grid() if energies_eV is None else np.asarray(energies_eV, dtype=float)
-    spectra = [s for s in load_library(directory) if s.name not in exclude]
+    spectra = [s for s in load_library(directory, strict=strict) if s.name not in exclude]
     aligned = aligned_library(spectra, grid, align=align, e0_ref=e0_ref_eV)
     names, matrix, dropped = aligned.names, aligned.matrix, aligned.dropped
     source = str(directory) if directory is not None else "bundled Fe-K"

@@ -12,14 +12,14 @@ from xbeam_bluesky.planning.prior import GaussianProcessPrior
 def grid_indices(
     grid_eV: NDArray[np.float64], energies_eV: ArrayLike, *, name: str = "energies_eV"
 ) -> NDArray:
-    """Indices of ``energies_eV`` on the candidate grid; each must lie within half a grid step of a candidate."""
+    """Indices of ``energies_eV`` on the candidate grid; each must lie within a tenth of a grid step of one."""
     e = np.atleast_1d(np.asarray(energies_eV, dtype=float))
     if not np.all(np.isfinite(e)):
         raise ValueError(f"{name} contains NaN or inf")
     idx = np.clip(np.searchsorted(grid_eV, e), 1, grid_eV.size - 1)
     idx = np.where(np.abs(grid_eV[idx - 1] - e) <= np.abs(grid_eV[idx] - e), idx - 1, idx)
     steps = np.diff(grid_eV)
-    tol = 0.5 * np.concatenate([steps[:1], np.minimum(steps[:-1], steps[1:]), steps[-1:]])[idx] + 1e-9
+    tol = 0.1 * np.concatenate([steps[:1], np.minimum(steps[:-1], steps[1:]), steps[-1:]])[idx] + 1e-9
     off = np.abs(grid_eV[idx] - e) > tol
     if np.any(off):
         raise ValueError(
