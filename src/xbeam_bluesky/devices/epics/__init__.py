@@ -1,1 +1,38 @@
-"""TODO"""
+"""Real beamline hardware as ophyd-async EPICS devices, configured by PV prefixes in a TOML file.
+
+The classes follow the simulated devices' interface (``limits``/``check_position`` on movables,
+``frame_shape``/``pixel_um``/``exposure`` on the camera, ``"open"``/``"closed"`` on the shutter), so the same plans
+run on either. Connected with ``init_devices(mock=True)`` they behave like an IOC: motors move instantly, the
+shutter status follows its command, and the camera writes frames through its HDF5 plugin
+(:class:`ScmosCameraMock`).
+"""
+
+from ._beamline import make_epics_devices
+from ._camera import EpicsScmosCamera, EpicsShutter, ScmosCameraMock, ShutterState, mock_frame
+from ._config import (
+    CameraConfig,
+    EpicsBeamlineConfig,
+    MonoConfig,
+    ShutterConfig,
+    StageConfig,
+    load_epics_config,
+)
+from ._motion import EpicsAxis, EpicsMonochromator, EpicsSampleStage
+
+__all__ = [
+    "CameraConfig",
+    "EpicsAxis",
+    "EpicsBeamlineConfig",
+    "EpicsMonochromator",
+    "EpicsSampleStage",
+    "EpicsScmosCamera",
+    "EpicsShutter",
+    "MonoConfig",
+    "ScmosCameraMock",
+    "ShutterConfig",
+    "ShutterState",
+    "StageConfig",
+    "load_epics_config",
+    "make_epics_devices",
+    "mock_frame",
+]

@@ -1,0 +1,278 @@
+"""An sCMOS areaDetector camera with its HDF5 file-writer plugin, and a beam shutter."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import h5py
+import numpy as np
+from ophyd_async.core import (
+    AsyncStatus,
+    DetectorTriggerLogic,
+    DeviceMock,
+    PathProvider,
+    SignalDict,
+    StandardReadable,
+    StrictEnum,
+    callback_on_mock_put,
+    default_mock_class,
+    set_and_wait_for_other_value,
+    set_mock_value,
+)
+from ophyd_async.epics.adcore import (
+    ADAcquireLogic,
+    ADBaseDataType,
+    ADBaseIO,
+    ADImageMode,
+    ADState,
+    ADWriterFactory,
+    AreaDetector,
+    prepare_exposures,
+    trigger_info_from_num_images,
+)
+from ophyd_async.epics.core import epics_signal_r, epics_signal_rw
+
+__all__ = [
+    "EpicsScmosCamera",
+    "EpicsShutter",
+    "ScmosCameraMock",
+    "ScmosTriggerLogic",
+    "ShutterMock",
+    "ShutterState",
+    "mock_frame",
+]
+
+#: The dataset the areaDetector HDF5 plugin writes frames to (and ``ADHDFDataLogic`` points readers at).
+HDF_DATASET = "/entry/data/data"
+
+
+class ScmosTriggerLogic(DetectorTriggerLogic):
+    """Internally triggered exposures for a generic sCMOS areaDetector driver.
+
+    Parameters
+    ----------
+    driver
+        The camera's ``ADBaseIO`` driver.
+    readout_time
+        Dead time between frames (s), e.g. the rolling-shutter readout of the sensor.
+    """
+
+    def __init__(self, driver: ADBaseIO, readout_time: float) -> None:
+        self.driver = driver
+        self.readout_time = readout_time
+
+    def get_deadtime(self, config_values: SignalDict) -> float:
+        """Dead time between frames (s)."""
+        return self.readout_time
+
+    async def prepare_internal(self, num: int, livetime: float, deadtime: float) -> None:
+        """Configure ``num`` exposures of ``livetime`` s each."""
+        await prepare_exposures(self.driver, num, livetime, deadtime)
+
+    async def default_trigger_info(self):
+        """One collection of the driver's current ``NumImages`` frames."""
+        return await trigger_info_from_num_images(self.driver)
+
+
+class ScmosCameraMock(DeviceMock["EpicsScmosCamera"]):
+    """Mock behaviour standing in for the IOC: acquiring writes frames through the HDF5 plugin.
+
+    With ``init_devices(mock=True)`` the camera reports an unsigned 16-bit mono sensor of
+    ``frame_shape`` pixels. Setting ``Acquire`` produces ``NumImages`` frames (one in ``Single`` mode),
+    ``AcquireTime`` apart; while the HDF5 plugin is capturing each frame is appended to
+    ``FilePath/FileName.h5`` at ``/entry/data/data`` (SWMR) and ``NumCaptured`` counts it, exactly as the
+    areaDetector HDF5 plugin does, so plans, TiledWriter and the read-back helpers run unchanged.
+    Frame ``n`` (0-based, counted by ``ArrayCounter``) is :func:`mock_frame` ``(n, shape)``.
+    """
+
+    async def connect(self, device: EpicsScmosCamera) -> None:
+        """Set IOC-like defaults and install the acquisition and file-writing callbacks."""
+        driver, hdf = device.driver, device.hdf
+        height, width = device.frame_shape
+        set_mock_value(driver.array_size_x, width)
+        set_mock_value(driver.array_size_y, height)
+        set_mock_value(driver.data_type, ADBaseDataType.UINT16)
+        set_mock_value(driver.detector_state, ADState.IDLE)
+        set_mock_value(hdf.file_path_exists, True)
+        files: dict[str, h5py.File] = {}
+
+        def on_capture(value: bool) -> None:
+            if value:
+                set_mock_value(hdf.num_captured, 0)
+            else:
+                for h5 in files.values():
+                    h5.close()
+                files.clear()
+
+        async def acquire_frames() -> None:
+            mode, num, exposure = await asyncio.gather(
+                driver.image_mode.get_value(), driver.num_images.get_value(), driver.acquire_time.get_value()
+            )
+            n_frames = 1 if mode == ADImageMode.SINGLE else max(1, num)
+            set_mock_value(driver.detector_state, ADState.ACQUIRE)
+            for _ in range(n_frames):
+                if not await driver.acquire.get_value():
+                    break  # aborted
+                await asyncio.sleep(exposure)
+                counter = await driver.array_counter.get_value()
+                frame = mock_frame(counter, (height, width))
+                set_mock_value(driver.array_counter, counter + 1)
+                if await hdf.capture.get_value():
+                    path = Path(await hdf.file_path.get_value()) / f"{await hdf.file_name.get_value()}.h5"
+                    _append_frame(files, path, frame)
+                    set_mock_value(hdf.num_captured, await hdf.num_captured.get_value() + 1)
+            set_mock_value(driver.detector_state, ADState.IDLE)
+            set_mock_value(driver.acquire, False)
+
+        tasks: set[asyncio.Task] = set()
+
+        def on_acquire(value: bool) -> None:
+            if value:
+                task = asyncio.get_running_loop().create_task(acquire_frames())
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+
+        callback_on_mock_put(hdf.capture, on_capture)
+        callback_on_mock_put(driver.acquire, on_acquire)
+
+
+def mock_frame(counter: int, shape: tuple[int, int]) -> np.ndarray:
+    """The frame the mock camera produces as its ``counter``-th image (uint16, ``shape`` = (y, x)).
+
+    A ramp along x offset by 100 counts per frame, so each frame is distinguishable and its pixels too.
+    """
+    height, width = shape
+    row = (np.arange(width, dtype=np.int64) + 100 * counter) % 65536
+    return np.broadcast_to(row, (height, width)).astype(np.uint16)
+
+
+def _append_frame(files: dict[str, h5py.File], path: Path, frame: np.ndarray) -> None:
+    """Append ``frame`` to ``path`` at :data:`HDF_DATASET`, opening (SWMR) the file on first use."""
+    key = str(path)
+    if key not in files:
+        h5 = h5py.File(path, "w", libver="latest")
+        h5.create_dataset(
+            HDF_DATASET, shape=(0, *frame.shape), maxshape=(None, *frame.shape), chunks=(1, *frame.shape),
+            dtype=frame.dtype,
+        )  # fmt: skip
+        h5.swmr_mode = True
+        files[key] = h5
+    dataset = files[key][HDF_DATASET]
+    dataset.resize(dataset.shape[0] + 1, axis=0)
+    dataset[-1] = frame
+    dataset.flush()
+
+
+@default_mock_class(ScmosCameraMock)
+class EpicsScmosCamera(AreaDetector[ADBaseIO]):
+    """An sCMOS camera on an areaDetector IOC, writing frames with the HDF5 plugin (SWMR).
+
+    Works with any areaDetector driver exposing the ADBase records (ADAndor3, ADHamamatsu, ADPcoEdge...).
+    Frames go to files named by ``path_provider`` in a directory the IOC can write and this process can
+    read; the run documents carry StreamResource/StreamDatum pointing at them.
+
+    Parameters
+    ----------
+    prefix
+        PV prefix of the IOC, e.g. ``"BL08:SCMOS1:"``.
+    path_provider
+        Where the HDF5 plugin writes (directory as seen by the IOC) and how files are named.
+    driver_suffix, hdf_suffix
+        Suffixes of the driver and HDF5 plugin records (``"cam1:"``, ``"HDF1:"``).
+    readout_time
+        Dead time between frames (s).
+    shape
+        (y, x) frame size in pixels (reported as the sensor size in mock mode).
+    pixel_size_um
+        Pixel size at the sample, µm.
+    name
+        Device name.
+    """
+
+    def __init__(
+        self,
+        prefix: str,
+        path_provider: PathProvider,
+        driver_suffix: str = "cam1:",
+        hdf_suffix: str = "HDF1:",
+        readout_time: float = 1e-3,
+        shape: tuple[int, int] = (2048, 2048),
+        pixel_size_um: float = 1.0,
+        name: str = "",
+    ) -> None:
+        self.frame_shape = (int(shape[0]), int(shape[1]))
+        self.pixel_um = float(pixel_size_um)
+        self.readout_s = float(readout_time)
+        driver = ADBaseIO(prefix + driver_suffix)
+        super().__init__(
+            driver,
+            prefix,
+            ADWriterFactory.hdf(path_provider, writer_suffix=hdf_suffix),
+            acquire_logic=ADAcquireLogic(driver),
+            trigger_logic=ScmosTriggerLogic(driver, readout_time),
+            name=name,
+        )
+
+    @property
+    def exposure(self):
+        """The exposure time signal (s): the driver's ``AcquireTime``."""
+        return self.driver.acquire_time
+
+    def frame_time_s(self, exposure_s: float) -> float:
+        """Time per frame (exposure + readout) in s."""
+        return float(exposure_s) + self.readout_s
+
+
+class ShutterState(StrictEnum):
+    """Commanded and reported state of a beam shutter."""
+
+    CLOSED = "Closed"
+    OPEN = "Open"
+
+
+class ShutterMock(DeviceMock["EpicsShutter"]):
+    """Mock behaviour standing in for the IOC: the status follows the command at once."""
+
+    async def connect(self, device: EpicsShutter) -> None:
+        """Start closed and mirror every command into the status record."""
+        set_mock_value(device.status, ShutterState.CLOSED)
+        callback_on_mock_put(device.command, lambda value: set_mock_value(device.status, ShutterState(value)))
+
+
+@default_mock_class(ShutterMock)
+class EpicsShutter(StandardReadable):
+    """A beam shutter with a command record and a status readback (``Open``/``Closed`` enums).
+
+    Parameters
+    ----------
+    command_pv
+        The writable command record.
+    status_pv
+        The status record; defaults to ``command_pv`` + ``"_RBV"``.
+    name
+        Device name.
+    """
+
+    def __init__(self, command_pv: str, status_pv: str | None = None, name: str = "") -> None:
+        with self.add_children_as_readables():
+            self.status = epics_signal_r(ShutterState, status_pv or command_pv + "_RBV")
+        self.command = epics_signal_rw(ShutterState, command_pv)
+        super().__init__(name=name)
+
+    @AsyncStatus.wrap
+    async def set(self, value: ShutterState | str) -> None:
+        """Command ``value`` (``"open"`` or ``"closed"``, any case) and wait for the status to report it."""
+        state = _shutter_state(value)
+        await set_and_wait_for_other_value(self.command, state, self.status, state)
+
+    async def is_open(self) -> bool:
+        """True when the status record reports the shutter open."""
+        return await self.status.get_value() == ShutterState.OPEN
+
+
+def _shutter_state(value: ShutterState | str) -> ShutterState:
+    for state in ShutterState:
+        if str(value).lower() in {state.value.lower(), state.name.lower()}:
+            return state
+    raise ValueError(f"shutter position {value!r}; expected 'open' or 'closed'")

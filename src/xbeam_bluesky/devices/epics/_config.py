@@ -1,0 +1,170 @@
+"""EPICS beamline configuration from TOML: PV prefixes and the few facts the plans need about the hardware."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CameraConfig",
+    "EpicsBeamlineConfig",
+    "MonoConfig",
+    "ShutterConfig",
+    "StageConfig",
+    "load_epics_config",
+]
+
+
+@dataclass(frozen=True)
+class MonoConfig:
+    """The monochromator: ``prefix`` + ``energy`` names the energy motor record (eV).
+
+    ``limits_eV`` are the energies plans may request, checked before any motion (the motor record's own soft
+    limits still apply).
+    """
+
+    prefix: str
+    energy: str = "Energy"
+    limits_eV: tuple[float, float] = (4500.0, 25000.0)
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """The sample stage: ``prefix`` + ``x`` / ``y`` name the motor records (mm).
+
+    ``x_limits_mm`` / ``y_limits_mm`` are checked before any motion; ``out_position_mm`` is where the sample is out
+    of the beam (flat fields).
+    """
+
+    prefix: str
+    x: str = "X"
+    y: str = "Y"
+    x_limits_mm: tuple[float, float] = (-15.0, 15.0)
+    y_limits_mm: tuple[float, float] = (-10.0, 10.0)
+    out_position_mm: tuple[float, float] = (14.0, 0.0)
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """The sCMOS areaDetector IOC and where its HDF5 plugin writes.
+
+    ``write_dir`` is the frame directory as the IOC sees it; ``read_dir`` the same directory as this host sees it
+    (defaults to ``write_dir``; differs when the IOC runs on another machine). ``shape`` is (y, x) pixels,
+    ``pixel_size_um`` the pixel size at the sample (µm), ``readout_s`` the dead time per frame (s).
+    """
+
+    prefix: str
+    write_dir: str
+    read_dir: str | None = None
+    driver: str = "cam1:"
+    hdf: str = "HDF1:"
+    shape: tuple[int, int] = (2048, 2048)
+    pixel_size_um: float = 1.0
+    readout_s: float = 0.01
+
+
+@dataclass(frozen=True)
+class ShutterConfig:
+    """A beam shutter: command record and status record (``Open``/``Closed``)."""
+
+    command: str
+    status: str | None = None
+
+
+@dataclass(frozen=True)
+class EpicsBeamlineConfig:
+    """PV prefixes of the beamline devices (the ``[epics.*]`` tables of the TOML config)."""
+
+    mono: MonoConfig
+    stage: StageConfig
+    camera: CameraConfig
+    shutter: ShutterConfig | None = None
+    source: str = "<memory>"
+
+
+_SECTIONS: dict[str, type] = {
+    "mono": MonoConfig,
+    "stage": StageConfig,
+    "camera": CameraConfig,
+    "shutter": ShutterConfig,
+}
+_PAIRS = {"limits_eV", "x_limits_mm", "y_limits_mm", "out_position_mm", "shape"}
+
+
+def _section(source: str, name: str, table: Any, cls: type) -> Any:
+    where = f"{source}: [epics.{name}]"
+    if not isinstance(table, dict):
+        raise ValueError(f"{where} must be a table, got {type(table).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise ValueError(f"{where} has unknown key(s) {unknown}; expected some of {sorted(known)}")
+    missing = [n for n, f in known.items() if f.default is MISSING and n not in table]
+    if missing:
+        raise ValueError(f"{where} is missing required key(s) {missing}")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key in _PAIRS:
+            if not (
+                isinstance(value, list) and len(value) == 2 and all(isinstance(v, int | float) for v in value)
+            ):
+                raise ValueError(f"{where} {key} = {value!r}; expected a pair of numbers like [1.0, 2.0]")
+            values[key] = (
+                (int(value[0]), int(value[1])) if key == "shape" else (float(value[0]), float(value[1]))
+            )
+        elif key in {"pixel_size_um", "readout_s"}:
+            if not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"{where} {key} = {value!r}; expected a non-negative number")
+            values[key] = float(value)
+        elif not isinstance(value, str) or not value:
+            raise ValueError(f"{where} {key} = {value!r}; expected a non-empty string (a PV name or suffix)")
+        else:
+            values[key] = value
+    return cls(**values)
+
+
+def load_epics_config(path: str | Path) -> EpicsBeamlineConfig:
+    """Read the ``[epics.*]`` tables of a TOML config file.
+
+    Parameters
+    ----------
+    path
+        The TOML file (see ``profiles/xbeam.example.toml``).
+
+    Returns
+    -------
+    EpicsBeamlineConfig
+        Prefixes and hardware facts; the devices are built from it by :func:`make_epics_devices`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is not valid TOML, has no ``[epics]`` table, or a section has a missing, unknown or
+        mistyped key (the message names the file, section and key).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"EPICS config file {path} does not exist")
+    try:
+        document = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML ({exc})") from None
+    epics = document.get("epics")
+    if not isinstance(epics, dict):
+        raise ValueError(f"{path}: no [epics] table; expected [epics.mono], [epics.stage], [epics.camera]")
+    unknown = sorted(set(epics) - set(_SECTIONS))
+    if unknown:
+        raise ValueError(
+            f"{path}: unknown section(s) {['epics.' + u for u in unknown]}; expected {list(_SECTIONS)}"
+        )
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        if name in epics:
+            sections[name] = _section(str(path), name, epics[name], cls)
+        elif name != "shutter":
+            raise ValueError(f"{path}: missing section [epics.{name}]")
+    return EpicsBeamlineConfig(**sections, source=str(path))
