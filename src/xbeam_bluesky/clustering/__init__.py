@@ -1,1 +1,67 @@
-"""TODO"""
+"""Noise-defined grid clustering of XAS-imaging stacks (Ito et al., Sci. Rep. 14, 22549, 2024).
+
+Pure science: numpy/scipy (h5py for reading stacks); never imports the beamline stack.
+"""
+
+from ._denoise import denoise_labels, pure_regions
+from ._discovery import discover_sites, region_spectra
+from ._mosaic import Mosaic, TileMap, stitch_tiles
+from ._separation import (
+    ACCEPT_THRESHOLD,
+    MERGE_THRESHOLD,
+    AbsorbanceNoise,
+    directed_separation,
+    separation_matrix,
+    separation_to_sites,
+    standardize,
+    standardized_noise,
+)
+from ._sites import Sites, merge_sites, sites_from_library
+from ._stack import (
+    ArrayStack,
+    BlockResult,
+    ClusterResult,
+    HDF5Stack,
+    StackSource,
+    assign_block,
+    assign_spectra,
+    cluster_stack,
+    row_blocks,
+)
+from ._streaming import Assignment, FrameCorrection, StreamingAssigner
+from ._summary import GramAccumulator, area_fractions
+
+__all__ = [
+    "ACCEPT_THRESHOLD",
+    "MERGE_THRESHOLD",
+    "AbsorbanceNoise",
+    "ArrayStack",
+    "Assignment",
+    "BlockResult",
+    "ClusterResult",
+    "FrameCorrection",
+    "GramAccumulator",
+    "HDF5Stack",
+    "Mosaic",
+    "Sites",
+    "StackSource",
+    "StreamingAssigner",
+    "TileMap",
+    "area_fractions",
+    "assign_block",
+    "assign_spectra",
+    "cluster_stack",
+    "denoise_labels",
+    "directed_separation",
+    "discover_sites",
+    "merge_sites",
+    "pure_regions",
+    "region_spectra",
+    "row_blocks",
+    "separation_matrix",
+    "separation_to_sites",
+    "sites_from_library",
+    "standardize",
+    "standardized_noise",
+    "stitch_tiles",
+]

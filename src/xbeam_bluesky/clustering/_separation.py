@@ -1,0 +1,127 @@
+"""Standardized spectra, their photon noise, and the separation statistic D (Ito et al. 2024)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+#: Normal quantile Φ⁻¹(0.99): a spectrum this far (in D) from every site opens a new site.
+ACCEPT_THRESHOLD = 2.326
+#: Normal quantile Φ⁻¹(0.9999): sites closer than this (average linkage in D) are merged.
+MERGE_THRESHOLD = 3.719
+
+
+class AbsorbanceNoise(Protocol):
+    """Anything that gives the variance of an absorbance μt measured with ``i0_counts`` incident counts."""
+
+    def var_absorbance(self, i0_counts: ArrayLike, mu_t: ArrayLike) -> NDArray[np.float64]:
+        """Variance of μt (dimensionless²) for incident counts ``i0_counts`` and absorbance ``mu_t``."""
+        ...
+
+
+def standardize(spectra: ArrayLike) -> NDArray[np.float64]:
+    """Standardize spectra along the last axis: z = (s − mean s) / ‖s − mean s‖.
+
+    Parameters
+    ----------
+    spectra
+        Spectra, shape (..., n_energies), any units (absorbance μt in practice).
+
+    Returns
+    -------
+    z
+        Zero-mean, unit-norm spectra; z_p·z_q is the Pearson correlation. A flat spectrum gives zeros.
+    """
+    s = np.asarray(spectra, dtype=np.float64)
+    c = s - s.mean(axis=-1, keepdims=True)
+    norm = np.linalg.norm(c, axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.where(norm > 0, c / np.where(norm > 0, norm, 1.0), 0.0)
+    return z
+
+
+def standardized_noise(mu_t: ArrayLike, i0_counts: float, noise: AbsorbanceNoise) -> NDArray[np.float64]:
+    """Photon noise on the standardized spectrum: τ_i = σ_μt,i / ‖μt − mean μt‖.
+
+    Parameters
+    ----------
+    mu_t
+        Absorbance spectra μt (dimensionless), shape (..., n_energies).
+    i0_counts
+        Incident (flat-field) counts per pixel per frame.
+    noise
+        Detector noise model giving Var(μt).
+
+    Returns
+    -------
+    tau
+        Standard deviation of each standardized channel, same shape as ``mu_t``.
+    """
+    mu = np.asarray(mu_t, dtype=np.float64)
+    sigma = np.sqrt(np.asarray(noise.var_absorbance(i0_counts, mu), dtype=np.float64))
+    norm = np.linalg.norm(mu - mu.mean(axis=-1, keepdims=True), axis=-1, keepdims=True)
+    if np.any(norm <= 0):
+        raise ValueError("mu_t: a spectrum is flat (zero variance over energy); it cannot be standardized")
+    return sigma / norm
+
+
+def directed_separation(z_p: ArrayLike, z_q: ArrayLike, tau_p: ArrayLike) -> NDArray[np.float64]:
+    """D(p→q) = (1 − z_p·z_q) / sqrt(Σ_i (z_p,i − z_q,i)² τ_p,i²).
+
+    Φ(−D) approximates the probability that photon noise on p makes it correlate better with q than
+    with itself. Broadcasts over leading axes; identical spectra give D = 0.
+
+    Parameters
+    ----------
+    z_p, z_q
+        Standardized spectra, shape (..., n_energies).
+    tau_p
+        Noise of the standardized spectrum p, shape (..., n_energies).
+    """
+    zp = np.asarray(z_p, dtype=np.float64)
+    zq = np.asarray(z_q, dtype=np.float64)
+    tp = np.asarray(tau_p, dtype=np.float64)
+    num = 1.0 - np.sum(zp * zq, axis=-1)
+    den = np.sqrt(np.sum((zp - zq) ** 2 * tp**2, axis=-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+    return np.maximum(d, 0.0)
+
+
+def separation_matrix(z: ArrayLike, tau: ArrayLike) -> NDArray[np.float64]:
+    """Symmetric separation D between every pair of spectra: min(D(p→q), D(q→p)).
+
+    The smaller direction is kept: two sites are only as distinguishable as their most easily
+    confused direction (see ``docs/decisions/clustering-separation-statistic.md``).
+
+    Parameters
+    ----------
+    z
+        Standardized spectra, shape (n, n_energies).
+    tau
+        Their standardized noise, shape (n, n_energies).
+
+    Returns
+    -------
+    D
+        Shape (n, n), zero diagonal.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    tau = np.asarray(tau, dtype=np.float64)
+    directed = directed_separation(z[:, None, :], z[None, :, :], tau[:, None, :])
+    d = np.minimum(directed, directed.T)
+    np.fill_diagonal(d, 0.0)
+    return d
+
+
+def separation_to_sites(
+    z_new: ArrayLike, tau_new: ArrayLike, z_sites: ArrayLike, tau_sites: ArrayLike
+) -> NDArray[np.float64]:
+    """Symmetric D between each new spectrum and each site, shape (n_new, n_sites)."""
+    zn = np.asarray(z_new, dtype=np.float64)[:, None, :]
+    tn = np.asarray(tau_new, dtype=np.float64)[:, None, :]
+    zs = np.asarray(z_sites, dtype=np.float64)[None, :, :]
+    ts = np.asarray(tau_sites, dtype=np.float64)[None, :, :]
+    return np.minimum(directed_separation(zn, zs, tn), directed_separation(zs, zn, ts))

@@ -1,0 +1,312 @@
+"""Clustering a whole absorbance stack in row blocks with bounded memory (local or on a Dask cluster)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ._denoise import denoise_labels
+from ._discovery import discover_sites
+from ._separation import standardize
+from ._sites import Sites
+from ._streaming import StreamingAssigner
+from ._summary import GramAccumulator, area_fractions
+
+logger = logging.getLogger(__name__)
+
+
+class StackSource(Protocol):
+    """An absorbance stack (n_energies, ny, nx) readable by row blocks."""
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(n_energies, ny, nx)."""
+        ...
+
+    def read_rows(self, y0: int, y1: int) -> NDArray[np.floating]:
+        """Absorbance μt of rows [y0, y1), shape (n_energies, y1 - y0, nx)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ArrayStack:
+    """An in-memory absorbance stack (n_energies, ny, nx)."""
+
+    stack: NDArray[np.floating]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(n_energies, ny, nx)."""
+        return tuple(np.shape(self.stack))  # type: ignore[return-value]
+
+    def read_rows(self, y0: int, y1: int) -> NDArray[np.floating]:
+        """Rows [y0, y1) of every energy."""
+        return np.asarray(self.stack[:, y0:y1])
+
+
+@dataclass(frozen=True)
+class HDF5Stack:
+    """An absorbance stack in an HDF5 file, read lazily (picklable: reopened on each read).
+
+    Attributes
+    ----------
+    path
+        HDF5 file.
+    dataset
+        Dataset path of the (n_energies, ny, nx) stack.
+    """
+
+    path: Path
+    dataset: str = "/stack"
+    _shape: tuple[int, int, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        import h5py
+
+        path = Path(self.path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such HDF5 file")
+        with h5py.File(path, "r") as f:
+            if self.dataset not in f:
+                raise ValueError(f"{path}: no dataset {self.dataset!r} (expected (energy, y, x) absorbance)")
+            shape = f[self.dataset].shape
+        if len(shape) != 3:
+            raise ValueError(f"{path}{self.dataset}: shape {shape}; expected 3-D (energy, y, x)")
+        object.__setattr__(self, "path", path)
+        object.__setattr__(self, "_shape", tuple(int(s) for s in shape))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(n_energies, ny, nx)."""
+        return self._shape
+
+    def read_rows(self, y0: int, y1: int) -> NDArray[np.floating]:
+        """Rows [y0, y1) of every energy."""
+        import h5py
+
+        with h5py.File(self.path, "r") as f:
+            return f[self.dataset][:, y0:y1, :]
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    """Assignment of one row block (picklable, small: maps plus r × r matrices)."""
+
+    y0: int
+    labels: NDArray[np.int32]
+    confidence: NDArray[np.float32]
+    novel: NDArray[np.bool_]
+    masked: NDArray[np.bool_]
+    gram: GramAccumulator
+
+
+def assign_block(source: StackSource, y0: int, y1: int, sites: Sites, n_threads: int = 1) -> BlockResult:
+    """Assign rows [y0, y1) of a stack by streaming its energy frames through a StreamingAssigner.
+
+    The same function runs locally and on Dask workers, so batch and live labels come from one code path.
+    """
+    block = source.read_rows(y0, y1)
+    assigner = StreamingAssigner(sites, block.shape[1:], n_threads=n_threads)
+    try:
+        for i, frame in enumerate(block):
+            assigner.update(frame, i)
+        result = assigner.finalize()
+        coords, basis = assigner.coordinates()
+    finally:
+        assigner.close()
+    gram = GramAccumulator(sites.n_clusters, basis)
+    gram.add(result.labels, coords)
+    return BlockResult(y0, result.labels, result.confidence, result.novel, result.masked, gram)
+
+
+@dataclass(frozen=True)
+class ClusterResult:
+    """Cluster maps and summaries of one stack or mosaic.
+
+    Attributes
+    ----------
+    labels
+        Final labels (ny, nx) int32, 0 = unassigned/masked (denoised unless disabled).
+    raw_labels
+        Labels before spatial denoising.
+    confidence
+        D margin between the best and second site (float32).
+    novel
+        Pixels no site explains within the noise.
+    masked
+        Pixels with NaN/Inf/saturated/dead values or flat spectra.
+    spectra
+        Cluster spectra (n_clusters, n_energies), absorbance, NaN for empty clusters.
+    fractions
+        Output of :func:`area_fractions`.
+    sites
+        The final sites (library, mixtures and any found in the data).
+    """
+
+    labels: NDArray[np.int32]
+    raw_labels: NDArray[np.int32]
+    confidence: NDArray[np.float32]
+    novel: NDArray[np.bool_]
+    masked: NDArray[np.bool_]
+    spectra: NDArray[np.float64]
+    fractions: dict[str, Any]
+    sites: Sites
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-friendly summary: clusters present, names, area fractions, masked and novel counts."""
+        present = [k for k in range(1, self.sites.n_clusters + 1) if self.fractions["counts"][k] > 0]
+        names, origin = self.sites.cluster_names, self.sites.cluster_origin
+        return {
+            "n_sites": len(self.sites),
+            "n_clusters": len(present),
+            "clusters": [
+                {
+                    "label": k,
+                    "name": names[k - 1],
+                    "origin": origin[k - 1],
+                    "area_fraction": self.fractions["fractions"][k - 1],
+                    "pixels": self.fractions["counts"][k],
+                }
+                for k in present
+            ],
+            "unassigned_fraction": self.fractions["unassigned"],
+            "masked_pixels": int(self.masked.sum()),
+            "novel_pixels": int(self.novel.sum()),
+        }
+
+
+MapFunction = Callable[[Callable[..., BlockResult], Iterable[int], Iterable[int]], Iterable[BlockResult]]
+
+
+def row_blocks(source_shape: Sequence[int], memory_bytes: int = 256 * 2**20) -> list[tuple[int, int]]:
+    """Row blocks (y0, y1) whose float32 block (n_energies × rows × nx) fits in ``memory_bytes``."""
+    n_e, ny, nx = source_shape
+    rows = max(1, min(ny, memory_bytes // max(1, 4 * n_e * nx)))
+    return [(y, min(y + rows, ny)) for y in range(0, ny, rows)]
+
+
+def _assign_all(
+    source: StackSource,
+    sites: Sites,
+    blocks: list[tuple[int, int]],
+    map_fn: MapFunction | None,
+    n_threads: int,
+) -> tuple[NDArray, NDArray, NDArray, NDArray, GramAccumulator]:
+    _, ny, nx = source.shape
+    labels = np.zeros((ny, nx), np.int32)
+    conf = np.zeros((ny, nx), np.float32)
+    novel = np.zeros((ny, nx), bool)
+    masked = np.zeros((ny, nx), bool)
+    gram: GramAccumulator | None = None
+
+    def run(y0: int, y1: int) -> BlockResult:
+        return assign_block(source, y0, y1, sites, n_threads)
+
+    results = (map_fn or map)(run, [b[0] for b in blocks], [b[1] for b in blocks])
+    for res in results:
+        rows = slice(res.y0, res.y0 + res.labels.shape[0])
+        labels[rows], conf[rows], novel[rows], masked[rows] = (
+            res.labels,
+            res.confidence,
+            res.novel,
+            res.masked,
+        )
+        if gram is None:
+            gram = res.gram
+        else:
+            gram.merge(res.gram)
+    assert gram is not None
+    return labels, conf, novel, masked, gram
+
+
+def cluster_stack(
+    source: StackSource,
+    sites: Sites,
+    *,
+    denoise: bool = True,
+    discover: bool = True,
+    window: int = 5,
+    min_count: int = 23,
+    memory_bytes: int = 256 * 2**20,
+    map_fn: MapFunction | None = None,
+    n_threads: int = 2,
+) -> ClusterResult:
+    """Cluster an absorbance stack in row blocks with bounded memory.
+
+    Pass 1 assigns every block to ``sites`` (streaming its frames); if ``discover``, compact regions of
+    novel pixels open new sites (their spectra re-read from ``source``) and, when any were opened, pass 2
+    re-assigns every block to the extended sites so all labels are exact. Then the label map is spatially
+    denoised and cluster spectra (first singular vector of the members before denoising) and area
+    fractions computed.
+
+    Parameters
+    ----------
+    source
+        The stack (n_energies, ny, nx), absorbance μt on the sites' energy grid.
+    sites
+        Sites to start from.
+    denoise
+        Apply spatial denoising.
+    discover
+        Open sites from the data for phases no site explains.
+    window, min_count
+        Denoising (and discovery) seed window side and threshold.
+    memory_bytes
+        Bound on the float32 block read at once (per worker).
+    map_fn
+        ``map``-like function running ``assign_block`` over blocks (e.g. on a Dask cluster); the
+        built-in ``map`` when ``None``.
+    n_threads
+        Threads per block assignment.
+    """
+    n_e = source.shape[0]
+    if n_e != sites.n_energies:
+        raise ValueError(f"stack has {n_e} energies but the sites have {sites.n_energies}")
+    blocks = row_blocks(source.shape, memory_bytes)
+    labels, conf, novel, masked, gram = _assign_all(source, sites, blocks, map_fn, n_threads)
+    if discover:
+        extended = discover_sites(sites, novel, source.read_rows, window=window, min_count=min_count)
+        if len(extended) > len(sites):
+            sites = extended
+            labels, conf, novel, masked, gram = _assign_all(source, sites, blocks, map_fn, n_threads)
+    final = denoise_labels(labels, window=window, min_count=min_count) if denoise else labels
+    return ClusterResult(
+        labels=final,
+        raw_labels=labels,
+        confidence=conf,
+        novel=novel,
+        masked=masked,
+        spectra=gram.spectra(),
+        fractions=area_fractions(final, sites.n_clusters),
+        sites=sites,
+    )
+
+
+def assign_spectra(spectra: ArrayLike, sites: Sites) -> NDArray[np.int32]:
+    """The published assignment: each spectrum to the site of highest Pearson correlation.
+
+    Direct O(N·K·E) evaluation in float64, used as the reference the streaming assigner must match.
+
+    Parameters
+    ----------
+    spectra
+        Absorbance spectra, shape (n, n_energies).
+    sites
+        Sites.
+
+    Returns
+    -------
+    labels
+        Cluster of the best site (1..n_clusters), 0 for spectra with NaN/Inf or zero variance.
+    """
+    x = np.asarray(spectra, dtype=np.float64)
+    ok = np.all(np.isfinite(x), axis=1)
+    z = standardize(np.where(ok[:, None], x, 0.0))
+    ok &= np.any(z != 0, axis=1)
+    return np.where(ok, sites.groups[np.argmax(z @ sites.z.T, axis=1)], 0).astype(np.int32)

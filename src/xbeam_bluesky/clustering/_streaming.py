@@ -1,0 +1,369 @@
+"""Per-frame streaming assignment of pixels to sites, in a low-rank subspace of the site spectra."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ._separation import ACCEPT_THRESHOLD, standardize
+from ._sites import Sites
+
+
+@dataclass(frozen=True)
+class FrameCorrection:
+    """Dark and flat correction turning raw counts into absorbance μt = −ln((I − dark) / (flat − dark)).
+
+    Attributes
+    ----------
+    dark
+        Dark image (counts), shape (ny, nx).
+    flat
+        Flat (open-beam) image (counts), shape (ny, nx) for all energies, or (n_energies, ny, nx).
+    saturation
+        Raw counts at or above this value mark the pixel as saturated (masked); ``None`` disables it.
+    """
+
+    dark: NDArray[np.float32]
+    flat: NDArray[np.float32]
+    saturation: float | None = 65535.0
+
+    def __post_init__(self) -> None:
+        dark = np.ascontiguousarray(self.dark, dtype=np.float32)
+        flat = np.ascontiguousarray(self.flat, dtype=np.float32)
+        if dark.ndim != 2:
+            raise ValueError(f"FrameCorrection: dark must be 2-D (ny, nx), got shape {dark.shape}")
+        if flat.shape[-2:] != dark.shape or flat.ndim not in (2, 3):
+            raise ValueError(
+                f"FrameCorrection: flat must be (ny, nx) or (n_energies, ny, nx) matching dark {dark.shape}, "
+                f"got {flat.shape}"
+            )
+        object.__setattr__(self, "dark", dark)
+        object.__setattr__(self, "flat", flat)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """Result of assigning every pixel of one tile to a site.
+
+    Attributes
+    ----------
+    labels
+        Cluster label per pixel (1..n_clusters, the group of the best site), 0 = masked/dead/unassigned;
+        shape (ny, nx), int32.
+    confidence
+        D margin between the best site and the best site of any other cluster, in units of the pixel's
+        photon noise (float32; 0 where label is 0, +inf with a single cluster).
+    novel
+        True where no site explains the pixel within the noise (χ² excess above the acceptance threshold).
+    masked
+        True where a frame had NaN/Inf, a saturated or dead pixel, or the spectrum is flat.
+    sites
+        The sites the labels refer to.
+    energies_used
+        Indices of the energies that contributed (all of them unless frames were missing).
+    """
+
+    labels: NDArray[np.int32]
+    confidence: NDArray[np.float32]
+    novel: NDArray[np.bool_]
+    masked: NDArray[np.bool_]
+    sites: Sites
+    energies_used: NDArray[np.intp]
+
+
+def _subspace_basis(z: NDArray[np.float64], background: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Orthonormal rows spanning the site vectors, the constant vector and the background shapes."""
+    n_e = z.shape[1]
+    stack = np.vstack([np.full((1, n_e), 1.0 / np.sqrt(n_e)), z, background])
+    _, s, vt = np.linalg.svd(stack, full_matrices=False)
+    rank = int(np.sum(s > s[0] * 1e-9))
+    return vt[:rank]
+
+
+class StreamingAssigner:
+    """Assign pixels to sites while energy frames arrive, one frame at a time, in any order.
+
+    Because sites are zero-mean and unit-norm, the published assignment argmax_k z_k·x equals
+    argmax_k Σ_i z_k,i x_i, a sum over energy frames. The site vectors span a subspace of rank
+    r ≪ K (library mixtures), so instead of K sums per pixel the assigner keeps the r projections
+    onto an orthonormal basis U of span{z_k} ∪ {1} plus Σx² per pixel; scores z_k·x = C_k·(U x)
+    are formed only when labels are asked for. Frames are buffered and added with one matrix
+    product per buffer, in pixel chunks shared by a thread pool.
+
+    Parameters
+    ----------
+    sites
+        Sites to assign to (their energy grid defines ``energy_index``).
+    shape
+        Frame shape (ny, nx) in pixels.
+    correction
+        Dark/flat correction for raw-count frames; ``None`` when frames are already absorbance μt.
+    buffer_frames
+        Frames buffered before one accumulation pass.
+    chunk_pixels
+        Pixels per work item.
+    n_threads
+        Worker threads for the accumulation.
+    background_powers
+        Smooth non-resonant background shapes (E₀/E)ⁿ, E₀ the first energy, allowed on top of a site
+        before a pixel counts as novel (they never change the labels).
+    """
+
+    def __init__(
+        self,
+        sites: Sites,
+        shape: tuple[int, int],
+        *,
+        correction: FrameCorrection | None = None,
+        buffer_frames: int = 16,
+        chunk_pixels: int = 32768,
+        n_threads: int = 2,
+        background_powers: tuple[float, ...] = (3.0,),
+    ) -> None:
+        if len(shape) != 2 or min(shape) < 1:
+            raise ValueError(f"shape: expected (ny, nx) with positive sizes, got {shape}")
+        if correction is not None and correction.dark.shape != tuple(shape):
+            raise ValueError(f"correction: dark shape {correction.dark.shape} does not match frames {shape}")
+        if (
+            correction is not None
+            and correction.flat.ndim == 3
+            and correction.flat.shape[0] != sites.n_energies
+        ):
+            raise ValueError(f"correction: {correction.flat.shape[0]} flats for {sites.n_energies} energies")
+        self.sites = sites
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.n_pixels = self.shape[0] * self.shape[1]
+        self.correction = correction
+        e = sites.energies
+        self._background = np.array([(e[0] / e) ** n for n in background_powers]).reshape(-1, e.size)
+        self._basis = _subspace_basis(sites.z, self._background)
+        self._basis32 = self._basis.astype(np.float32)
+        self._acc = np.zeros((self._basis.shape[0], self.n_pixels))
+        self._sq = np.zeros(self.n_pixels)
+        self._bad = np.zeros(self.n_pixels, dtype=bool)
+        self._received = np.zeros(sites.n_energies, dtype=bool)
+        self._buffer_frames = int(buffer_frames)
+        self._buffer: NDArray | None = None
+        self._pending: list[int] = []
+        self._chunks = [
+            (s, min(s + chunk_pixels, self.n_pixels)) for s in range(0, self.n_pixels, chunk_pixels)
+        ]
+        self._pool = ThreadPoolExecutor(max(1, n_threads), thread_name_prefix="xbeam-cluster")
+        self._log_flat = None
+        if correction is not None and correction.flat.ndim == 2:
+            with np.errstate(all="ignore"):
+                self._log_flat = np.log(correction.flat - correction.dark).ravel()
+        self._lock = threading.Lock()
+
+    @property
+    def rank(self) -> int:
+        """Dimension r of the accumulated subspace (per-pixel numbers kept: r + 1)."""
+        return self._basis.shape[0]
+
+    @property
+    def n_received(self) -> int:
+        """Number of energy frames accumulated or buffered so far."""
+        return int(self._received.sum()) + len(self._pending)
+
+    def update(self, frame: ArrayLike, energy_index: int) -> None:
+        """Add one energy frame.
+
+        Parameters
+        ----------
+        frame
+            Raw counts (with a ``correction``) or absorbance μt, shape ``shape``.
+        energy_index
+            Index of the frame's energy on the sites' energy grid.
+
+        Raises
+        ------
+        ValueError
+            If the frame has the wrong shape, the index is out of range, or the energy was already added.
+        """
+        arr = np.asarray(frame)
+        idx = int(energy_index)
+        if arr.shape != self.shape:
+            raise ValueError(f"frame for energy index {idx}: shape {arr.shape}, expected {self.shape}")
+        if not 0 <= idx < self.sites.n_energies:
+            raise ValueError(f"energy_index {idx} outside 0..{self.sites.n_energies - 1}")
+        with self._lock:
+            if self._received[idx] or idx in self._pending:
+                raise ValueError(f"energy_index {idx}: a frame for this energy was already added")
+            if self._buffer is None:
+                dtype = np.float32 if arr.dtype.kind == "f" else arr.dtype
+                self._buffer = np.empty((self._buffer_frames, self.n_pixels), dtype=dtype)
+            self._buffer[len(self._pending)] = arr.reshape(-1)
+            self._pending.append(idx)
+            if len(self._pending) == self._buffer_frames:
+                self._flush()
+
+    def flush(self) -> None:
+        """Accumulate buffered frames now (labels asked for later include them)."""
+        with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        idx = np.asarray(self._pending)
+        u = np.ascontiguousarray(self._basis32[:, idx])
+        list(self._pool.map(lambda c: self._accumulate(c[0], c[1], idx, u), self._chunks))
+        self._received[idx] = True
+        self._pending.clear()
+
+    def _accumulate(self, s: int, e: int, idx: NDArray[np.intp], u: NDArray[np.float32]) -> None:
+        assert self._buffer is not None
+        n = len(idx)
+        blk = self._buffer[:n, s:e].astype(np.float32)
+        bad = np.zeros(e - s, dtype=bool)
+        corr = self.correction
+        with np.errstate(all="ignore"):
+            if corr is not None:
+                if corr.saturation is not None:
+                    bad |= (blk >= corr.saturation).any(axis=0)
+                blk -= corr.dark.reshape(-1)[s:e]
+                np.log(blk, out=blk)
+                if self._log_flat is not None:
+                    np.subtract(self._log_flat[s:e], blk, out=blk)
+                else:
+                    flat = corr.flat.reshape(corr.flat.shape[0], -1)[idx, s:e] - corr.dark.reshape(-1)[s:e]
+                    np.subtract(np.log(flat), blk, out=blk)
+        finite = np.isfinite(blk).all(axis=0)
+        if not finite.all():
+            blk[:, ~finite] = 0.0
+            bad |= ~finite
+        self._acc[:, s:e] += u @ blk
+        self._sq[s:e] += np.einsum("ij,ij->j", blk, blk)
+        if bad.any():
+            self._bad[s:e] |= bad
+
+    def close(self) -> None:
+        """Stop the worker threads."""
+        self._pool.shutdown(wait=True)
+
+    # ---------------------------------------------------------------- labels
+    def _restricted(self) -> tuple[NDArray, NDArray, NDArray, NDArray]:
+        """Basis algebra for the energies received so far.
+
+        Returns T (coordinates = T @ acc in an orthonormal basis Q of the received energies), Q,
+        the site coordinates C (K × r') and the coordinates w of the constant vector.
+        """
+        rec = np.flatnonzero(self._received)
+        u_r = self._basis[:, rec]
+        w_, s_, vt = np.linalg.svd(u_r, full_matrices=False)
+        keep = s_ > s_[0] * 1e-9
+        q = vt[keep]
+        t = (w_[:, keep] / s_[keep]).T
+        z_r = standardize(self.sites.mu_t[:, rec])
+        return t, q, z_r @ q.T, q @ np.ones(len(rec))
+
+    def coordinates(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Per-pixel coordinates of the spectra in an orthonormal basis of the received energies.
+
+        Returns
+        -------
+        coords
+            Shape (r', n_pixels).
+        basis
+            Orthonormal rows Q over the received energies, shape (r', n_received); x ≈ Qᵀ coords.
+        """
+        self.flush()
+        t, q, _, _ = self._restricted()
+        return t @ self._acc, q
+
+    def labels_now(self) -> NDArray[np.int32]:
+        """Provisional labels from the energies received so far (final once all have arrived)."""
+        self.flush()
+        if not self._received.any():
+            return np.zeros(self.shape, dtype=np.int32)
+        t, _, c, w = self._restricted()
+        n_rec = int(self._received.sum())
+        out = np.zeros(self.n_pixels, dtype=np.int32)
+        for s, e in self._chunks:
+            p = t @ self._acc[:, s:e]
+            css = self._sq[s:e] - (w @ p) ** 2 / n_rec
+            ok = ~self._bad[s:e] & (css > 1e-12 * n_rec)
+            out[s:e] = np.where(ok, self.sites.groups[np.argmax(c @ p, axis=0)], 0)
+        return out.reshape(self.shape)
+
+    def _background_coords(
+        self, z_r: NDArray[np.float64], q: NDArray[np.float64], rec: NDArray[np.intp]
+    ) -> list[NDArray[np.float64]]:
+        """For each background shape, coordinates (K × r') of its part orthogonal to 1 and each site."""
+        out = []
+        for phi in self._background[:, rec]:
+            phi = phi - phi.mean()
+            per_site = phi[None, :] - (z_r @ phi)[:, None] * z_r
+            norms = np.linalg.norm(per_site, axis=1, keepdims=True)
+            per_site = np.where(norms > 1e-12, per_site / np.where(norms > 1e-12, norms, 1.0), 0.0)
+            out.append(per_site @ q.T)
+        return out
+
+    def finalize(self, *, novel_threshold: float = ACCEPT_THRESHOLD) -> Assignment:
+        """Labels, confidence (D margin) and novel flags from everything received.
+
+        Missing energies are handled exactly: sites are re-standardized on the energies received.
+
+        Parameters
+        ----------
+        novel_threshold
+            A pixel whose residual from its best site exceeds the photon-noise expectation by more than
+            this many standard deviations is flagged novel.
+        """
+        self.flush()
+        rec = np.flatnonzero(self._received)
+        if rec.size < 3:
+            raise ValueError(f"finalize: only {rec.size} energy frames received; need at least 3")
+        t, q, c, w = self._restricted()
+        z_r = c @ q  # restandardized sites on received energies, (K, n_rec)
+        n_rec = rec.size
+        c_bg = self._background_coords(z_r, q, rec)
+        noise, i0 = self.sites.noise, self.sites.i0_counts
+        labels = np.zeros(self.n_pixels, dtype=np.int32)
+        conf = np.zeros(self.n_pixels, dtype=np.float32)
+        novel = np.zeros(self.n_pixels, dtype=bool)
+        masked = self._bad.copy()
+        groups = self.sites.groups
+        single = self.sites.n_clusters == 1
+        for s, e in self._chunks:
+            p = t @ self._acc[:, s:e]
+            mean = (w @ p) / n_rec
+            css = self._sq[s:e] - mean**2 * n_rec
+            ok = ~self._bad[s:e] & (css > 1e-12 * n_rec)
+            masked[s:e] |= ~ok
+            scores = c @ p
+            best = np.argmax(scores, axis=0)
+            cols = np.arange(e - s)
+            s_best = scores[best, cols]
+            model = mean[:, None] + s_best[:, None] * z_r[best]  # best-site fit, (n, n_rec)
+            var = np.asarray(noise.var_absorbance(i0, model), dtype=np.float64)
+            if not single:
+                scores[groups[:, None] == groups[best][None, :]] = -np.inf
+                second = np.argmax(scores, axis=0)
+                diff2 = (z_r[best] - z_r[second]) ** 2
+                with np.errstate(all="ignore"):
+                    margin = (s_best - scores[second, cols]) / np.sqrt(np.sum(diff2 * var, axis=1))
+            else:
+                margin = np.full(e - s, np.inf)
+            rss = css - s_best**2
+            for cb in c_bg:
+                rss -= np.einsum("nr,rn->n", cb[best], p) ** 2
+            rss = np.maximum(rss, 0.0)
+            expect = var.sum(axis=1) * (n_rec - 2) / n_rec
+            with np.errstate(all="ignore"):
+                excess = (rss - expect) / np.sqrt(2.0 * np.sum(var**2, axis=1))
+            labels[s:e] = np.where(ok, groups[best], 0)
+            conf[s:e] = np.where(ok, margin, 0.0)
+            novel[s:e] = ok & (excess > novel_threshold)
+        return Assignment(
+            labels.reshape(self.shape),
+            conf.reshape(self.shape),
+            novel.reshape(self.shape),
+            masked.reshape(self.shape),
+            self.sites,
+            rec,
+        )
