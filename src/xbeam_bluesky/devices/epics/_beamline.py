@@ -39,7 +39,7 @@ def make_epics_devices(
     write_dir = Path(frames_dir) if frames_dir is not None else Path(cam.write_dir)
     read_dir = Path(frames_dir) if frames_dir is not None else Path(cam.read_dir or cam.write_dir)
     path_provider = StaticPathProvider(
-        UUIDFilenameProvider(), write_dir, directory_uri=read_dir.absolute().as_uri() + "/"
+        UUIDFilenameProvider(), write_dir, directory_uri=f"file://localhost{read_dir.absolute().as_posix()}/"
     )
     devices: dict[str, Device] = {
         "mono": EpicsMonochromator(
