@@ -1,1 +1,1 @@
-"""TODO"""
+"""Beamline devices: ``devices.sim`` (physics simulation) and ``devices.epics`` (real hardware)."""

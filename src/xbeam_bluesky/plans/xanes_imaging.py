@@ -1,0 +1,328 @@
+"""Full-field XANES imaging: an energy series of transmission frames over several stage tiles."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+from bluesky.protocols import Movable, Readable
+from bluesky.utils import MsgGenerator
+from ophyd import Signal
+
+from xbeam_bluesky.plans.layout import ORDERS
+from xbeam_bluesky.plans.segments import DetectorSegments
+from xbeam_bluesky.spectra import edge_energy
+
+#: Names of the event fields that tag each frame with its place in the acquisition.
+ENERGY_INDEX_KEY = "energy_index"
+TILE_INDEX_KEY = "tile_index"
+
+
+def _limits(device: Any) -> tuple[float, float] | None:
+    limits = getattr(device, "limits", None)
+    if limits is None or len(limits) != 2 or limits[0] >= limits[1]:  # (0, 0) = no limits for ophyd motors
+        return None
+    return float(limits[0]), float(limits[1])
+
+
+def _check_within(device: Any, value: float, what: str) -> None:
+    limits = _limits(device)
+    if limits is not None and not limits[0] <= value <= limits[1]:
+        units = getattr(device, "units", "")
+        raise ValueError(
+            f"{what} {value} {units} is outside the limits of {getattr(device, 'name', device)}: "
+            f"[{limits[0]}, {limits[1]}] {units}"
+        )
+
+
+def _as_xy(value: Any, what: str) -> tuple[float, float]:
+    try:
+        x, y = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} = {value!r}; expected an [x, y] pair of numbers in mm") from None
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise ValueError(f"{what} = {value!r}; expected finite numbers in mm")
+    return x, y
+
+
+def validate_xanes_imaging(
+    camera: Any,
+    mono: Any,
+    stage: Any,
+    energies: Sequence[float],
+    tiles: Sequence[Sequence[float]],
+    dwell: float,
+    *,
+    shutter: Any = None,
+    n_darks: int = 5,
+    n_flats: int = 2,
+    flat_position: Sequence[float] | None = None,
+    order: str = "energy",
+) -> tuple[list[float], list[tuple[float, float]], tuple[float, float] | None]:
+    """Check the arguments of :func:`xanes_imaging` without moving anything.
+
+    Returns
+    -------
+    energies, tiles, flat_position
+        Normalized values (floats; (x, y) tuples; None when no flats are taken).
+
+    Raises
+    ------
+    ValueError
+        Naming the offending value and the limit or the expected form.
+    """
+    if isinstance(energies, str | bytes) or not hasattr(energies, "__iter__"):
+        raise ValueError(f"energies = {energies!r}; expected a list of energies in eV")
+    energies_f = []
+    for i, e in enumerate(energies):
+        try:
+            value = float(e)
+        except (TypeError, ValueError):
+            raise ValueError(f"energies[{i}] = {e!r}; expected a number in eV") from None
+        if not math.isfinite(value):
+            raise ValueError(f"energies[{i}] = {e!r}; expected a finite energy in eV")
+        _check_within(mono, value, f"energies[{i}] =")
+        energies_f.append(value)
+    if not energies_f:
+        raise ValueError("energies is empty; expected at least one energy in eV")
+    tiles_f = [_as_xy(t, f"tiles[{i}]") for i, t in enumerate(list(tiles))]
+    if not tiles_f:
+        raise ValueError("tiles is empty; expected at least one [x, y] stage position in mm")
+    for i, (x, y) in enumerate(tiles_f):
+        _check_within(stage.x, x, f"tiles[{i}] x =")
+        _check_within(stage.y, y, f"tiles[{i}] y =")
+    if not (isinstance(dwell, int | float) and math.isfinite(dwell) and dwell > 0):
+        raise ValueError(f"dwell = {dwell!r}; expected a positive exposure time in s")
+    if order not in ORDERS:
+        raise ValueError(f"order = {order!r}; expected one of {ORDERS}")
+    if int(n_darks) != n_darks or n_darks < 0 or int(n_flats) != n_flats or n_flats < 0:
+        raise ValueError(f"n_darks = {n_darks!r}, n_flats = {n_flats!r}; expected non-negative integers")
+    if n_darks and shutter is None:
+        raise ValueError(f"n_darks = {n_darks} but no shutter was given; pass shutter=... or n_darks=0")
+    flat_xy = None
+    if n_flats:
+        if flat_position is None:
+            flat_position = getattr(stage, "out_position_mm", None)
+            if flat_position is None:
+                raise ValueError(
+                    f"n_flats = {n_flats} needs flat_position=[x, y] (sample out of the beam, mm); "
+                    f"{getattr(stage, 'name', stage)} has no out_position_mm"
+                )
+        flat_xy = _as_xy(flat_position, "flat_position")
+        _check_within(stage.x, flat_xy[0], "flat_position x =")
+        _check_within(stage.y, flat_xy[1], "flat_position y =")
+    for device, what in ((camera, "camera"), (mono, "mono"), (stage, "stage")):
+        if not isinstance(device, Readable):
+            raise ValueError(f"{what} = {device!r} is not a bluesky Readable device")
+    return energies_f, tiles_f, flat_xy
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    return repr(getattr(value, "name", value))
+
+
+def xanes_imaging(
+    camera: Readable,
+    mono: Movable,
+    stage: Readable,
+    energies: Sequence[float],
+    tiles: Sequence[Sequence[float]],
+    dwell: float,
+    *,
+    shutter: Movable | None = None,
+    n_darks: int = 5,
+    n_flats: int = 2,
+    flat_position: Sequence[float] | None = None,
+    order: str = "energy",
+    edge: str = "Fe-K",
+    e0: float | None = None,
+    design: dict | None = None,
+    pixel_size_um: float | None = None,
+    md: dict | None = None,
+) -> MsgGenerator[str]:
+    """Full-field XANES imaging over a list of energies and stage tiles.
+
+    Dark frames first (shutter closed), then for each energy flat frames (sample moved to ``flat_position``)
+    and one frame per tile (``order="energy"``); or, with ``order="tile"``, flats at every energy first and
+    then the whole energy list at each tile. The monochromator and the stage return to their start positions
+    at the end, also after a failure. All arguments are checked before anything moves.
+
+    Parameters
+    ----------
+    camera : Readable
+        Area detector (ophyd-async ``StandardDetector``: stage → new file, ``prepare`` sets the exposure).
+    mono : Movable
+        Monochromator energy in eV.
+    stage : Readable
+        Sample stage with ``x`` and ``y`` Movable axes in mm.
+    energies : list of float
+        Photon energies in eV, measured in this order (a repeated energy is measured again).
+    tiles : list of [float, float]
+        Stage positions [x, y] in mm, the centre of each field of view.
+    dwell : float
+        Exposure per frame in s.
+    shutter : Movable, optional
+        Beam shutter (``"closed"`` for darks); required when ``n_darks > 0``.
+    n_darks : int
+        Dark frames at the start (stream ``dark``).
+    n_flats : int
+        Flat frames per energy (stream ``flat``), sample at ``flat_position``.
+    flat_position : [float, float], optional
+        Stage [x, y] in mm with the sample out of the beam; default: the stage's ``out_position_mm``.
+    order : {"energy", "tile"}
+        Outer loop of the acquisition.
+    edge : str
+        Absorption edge, e.g. ``"Fe-K"``.
+    e0 : float, optional
+        Edge energy in eV (default: the tabulated energy of ``edge``).
+    design : dict, optional
+        Provenance of the energy list (the planner's design record), stored as is.
+    pixel_size_um : float, optional
+        Pixel size at the sample in µm (default: the camera's ``pixel_um``).
+    md : dict, optional
+        Extra start-document metadata.
+
+    Returns
+    -------
+    str
+        The run uid.
+
+    Notes
+    -----
+    Every event of every stream carries the camera frame, the monochromator readback, the stage x/y readbacks
+    and the fields ``energy_index`` / ``tile_index`` (−1 where not applicable: darks have both −1, flats a
+    tile index of −1). The start document holds ``purpose="xanes_imaging"``, ``energies``, ``dwell``, ``order``,
+    ``tiles = {"positions", "pixel_size_um", "frame_shape"}``, ``edge``, ``e0``, ``design``, ``n_darks``,
+    ``n_flats``, ``flat_position``, ``noise_model`` (camera gain/read noise/dark offset and ``i0_counts``)
+    and ``data_keys`` naming the event fields.
+    """
+    energies_f, tiles_f, flat_xy = validate_xanes_imaging(
+        camera, mono, stage, energies, tiles, dwell,
+        shutter=shutter, n_darks=n_darks, n_flats=n_flats, flat_position=flat_position, order=order,
+    )  # fmt: skip
+    e0_value = float(e0) if e0 is not None else edge_energy(edge)
+    energy_index = Signal(name=ENERGY_INDEX_KEY, value=-1)
+    tile_index = Signal(name=TILE_INDEX_KEY, value=-1)
+    frame_shape = getattr(camera, "frame_shape", None)
+    pixel = pixel_size_um if pixel_size_um is not None else getattr(camera, "pixel_um", None)
+    noise = camera.noise_metadata(dwell) if hasattr(camera, "noise_metadata") else None
+    n_primary = len(energies_f) * len(tiles_f)
+    x_axis, y_axis = stage.x, stage.y  # type: ignore[attr-defined]
+    start_md: dict[str, Any] = {
+        "purpose": "xanes_imaging",
+        "plan_name": "xanes_imaging",
+        "plan_args": _json_safe(
+            {
+                "camera": camera,
+                "mono": mono,
+                "stage": stage,
+                "energies": energies_f,
+                "tiles": [list(t) for t in tiles_f],
+                "dwell": dwell,
+                "shutter": shutter,
+                "n_darks": n_darks,
+                "n_flats": n_flats,
+                "flat_position": flat_xy and list(flat_xy),
+                "order": order,
+                "edge": edge,
+                "e0": e0_value,
+            }
+        ),
+        "detectors": [camera.name],
+        "motors": [mono.name, x_axis.name, y_axis.name],  # type: ignore[attr-defined]
+        "num_points": n_primary,
+        "num_intervals": n_primary - 1,
+        "hints": {"dimensions": [([mono.name], "primary")]},  # type: ignore[attr-defined]
+        "edge": edge,
+        "e0": e0_value,
+        "energies": energies_f,
+        "dwell": float(dwell),
+        "order": order,
+        "tiles": {
+            "positions": [list(t) for t in tiles_f],
+            "pixel_size_um": pixel,
+            "frame_shape": list(frame_shape) if frame_shape else None,
+        },
+        "frame_shape": list(frame_shape) if frame_shape else None,
+        "design": _json_safe(design) if design is not None else None,
+        "n_darks": int(n_darks),
+        "n_flats": int(n_flats),
+        "flat_position": list(flat_xy) if flat_xy else None,
+        "noise_model": noise,
+        "i0": noise.get("i0_counts") if noise else None,
+        "data_keys": {
+            "frame": camera.name,
+            "energy": mono.name,  # type: ignore[attr-defined]
+            "x": x_axis.name,
+            "y": y_axis.name,
+            "energy_index": ENERGY_INDEX_KEY,
+            "tile_index": TILE_INDEX_KEY,
+        },
+    }
+    start_md.update(md or {})
+    readables = [camera, mono, stage, energy_index, tile_index]
+    segments = DetectorSegments(camera, dwell)
+
+    def take(stream: str, ie: int, it: int, count: int = 1) -> MsgGenerator[None]:
+        yield from bps.mv(energy_index, ie, tile_index, it)
+        for _ in range(count):
+            yield from segments.read(readables, stream)
+
+    def move_stage(xy: tuple[float, float]) -> MsgGenerator[None]:
+        yield from bps.mv(x_axis, xy[0], y_axis, xy[1])
+
+    def body() -> MsgGenerator[str]:
+        uid = yield from bps.open_run(start_md)
+        if n_darks:
+            yield from bps.mv(shutter, "closed")
+            yield from take("dark", -1, -1, n_darks)
+            yield from bps.mv(shutter, "open")
+        if order == "energy":
+            for ie, energy in enumerate(energies_f):
+                yield from bps.mv(mono, energy)
+                if flat_xy is not None:
+                    yield from move_stage(flat_xy)
+                    yield from take("flat", ie, -1, n_flats)
+                for it, xy in enumerate(tiles_f):
+                    yield from move_stage(xy)
+                    yield from take("primary", ie, it)
+        else:
+            if flat_xy is not None:
+                yield from move_stage(flat_xy)
+                for ie, energy in enumerate(energies_f):
+                    yield from bps.mv(mono, energy)
+                    yield from take("flat", ie, -1, n_flats)
+            for it, xy in enumerate(tiles_f):
+                yield from move_stage(xy)
+                for ie, energy in enumerate(energies_f):
+                    yield from bps.mv(mono, energy)
+                    yield from take("primary", ie, it)
+        yield from segments.close()
+        yield from bps.close_run()
+        return uid
+
+    start_energy = yield from bps.rd(mono, default_value=None)
+    start_x = yield from bps.rd(x_axis, default_value=None)
+    start_y = yield from bps.rd(y_axis, default_value=None)
+
+    def restore() -> MsgGenerator[None]:
+        yield from segments.close()
+        if start_energy is not None:
+            yield from bps.mv(mono, start_energy)
+        if start_x is not None and start_y is not None:
+            yield from move_stage((start_x, start_y))
+        if shutter is not None and n_darks:
+            yield from bps.mv(shutter, "open")
+
+    baseline = [d for d in (mono, stage, shutter) if d is not None]
+    plan = bpp.baseline_wrapper(body(), baseline)
+    return (yield from bpp.finalize_wrapper(plan, restore()))
