@@ -359,8 +359,9 @@ class PatternCalculator:
             gmat = terms.matrix(terms.d_fwhm_g * inten[pp], n)
             lmat = terms.matrix(terms.d_fwhm_l * inten[pp], n)
             safe = np.maximum(sig2, MIN_SIG2)
-            dfg_dsig2 = np.where(sig2 > MIN_SIG2, SQRT8LN2 / (2.0 * np.sqrt(safe)) / 100.0, 0.0)
-            live_l = (gam > MIN_GAM).astype(float) / 100.0
+            # derivatives as if unclamped, so a width term at its floor can still move away from it
+            dfg_dsig2 = SQRT8LN2 / (2.0 * np.sqrt(safe)) / 100.0
+            live_l = np.full(len(gam), 0.01)
             if "U" in groups:
                 blocks["U"] = (gmat @ (dfg_dsig2 * tan_t**2))[:, None]
             if "V" in groups:

@@ -150,20 +150,29 @@ def _fcj_offsets(pos: np.ndarray, emin: np.ndarray, shl: float, n: int) -> tuple
 
 def _pv(dx: np.ndarray, big: np.ndarray, eta: np.ndarray, want_derivs: bool):
     """Unit-area pseudo-Voigt and (optionally) d/d(dx), d/dΓ, d/dη."""
-    u = (2.0 * dx / big) ** 2
-    lor = (2.0 / np.pi) / big / (1.0 + u)
-    gau = (2.0 * np.sqrt(LN2 / np.pi)) / big * np.exp(-LN2 * u)
-    val = eta * lor + (1.0 - eta) * gau
+    inv_b = 1.0 / big
+    u = dx * (2.0 * inv_b)
+    u *= u
+    lor = (2.0 / np.pi) * inv_b / (1.0 + u)
+    gau = np.exp(-LN2 * u)
+    gau *= (2.0 * np.sqrt(LN2 / np.pi)) * inv_b
+    val = gau + eta * (lor - gau)
     if not want_derivs:
         return val, None, None, None
-    d_lor_dx = lor * (-8.0 * dx / big**2) / (1.0 + u)
-    d_gau_dx = gau * (-8.0 * LN2 * dx / big**2)
-    d_dx = eta * d_lor_dx + (1.0 - eta) * d_gau_dx
-    d_lor_db = lor / big * (-1.0 + 2.0 * u / (1.0 + u))
-    d_gau_db = gau / big * (-1.0 + 2.0 * LN2 * u)
-    d_big = eta * d_lor_db + (1.0 - eta) * d_gau_db
+    d_lor_dx = lor * (-8.0 * dx * inv_b * inv_b) / (1.0 + u)
+    d_gau_dx = gau * (-8.0 * LN2 * dx * inv_b * inv_b)
+    d_dx = d_gau_dx + eta * (d_lor_dx - d_gau_dx)
+    d_lor_db = lor * inv_b * (-1.0 + 2.0 * u / (1.0 + u))
+    d_gau_db = gau * inv_b * (-1.0 + 2.0 * LN2 * u)
+    d_big = d_gau_db + eta * (d_lor_db - d_gau_db)
     d_eta = lor - gau
     return val, d_dx, d_big, d_eta
+
+
+def _scatter(values: np.ndarray, dest: np.ndarray) -> np.ndarray:
+    out = np.empty_like(values)
+    out[dest] = values
+    return out
 
 
 def peak_windows(peaks: PeakSet) -> tuple[np.ndarray, np.ndarray]:
@@ -197,45 +206,60 @@ def evaluate_peaks(x: np.ndarray, peaks: PeakSet, want_derivs: bool = True) -> P
     indptr = np.zeros(n_peaks + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     total = int(indptr[-1])
-    peak_of = np.repeat(np.arange(n_peaks), counts)
-    rows = i0[peak_of] + (np.arange(total) - indptr[peak_of])
-    value = np.empty(total)
-    d_pos = np.empty(total) if want_derivs else None
-    d_g = np.empty(total) if want_derivs else None
-    d_l = np.empty(total) if want_derivs else None
 
     fg = np.maximum(peaks.fwhm_g, 1e-6)
     fl = np.maximum(peaks.fwhm_l, 1e-6)
     big, eta, dbig_dg, dbig_dl, deta_dg, deta_dl = tch_mix(fg, fl)
     groups, emin = _fcj_nodes(peaks.pos, peaks.shl, big)
-    pair_group = np.empty(n_peaks, dtype=np.int64)
-    for gi, (idx, _) in enumerate(groups):
-        pair_group[idx] = gi
-    pair_gid = pair_group[peak_of]
-    for gi, (idx, n) in enumerate(groups):
-        sel = np.flatnonzero(pair_gid == gi)
-        if sel.size == 0:
+    # evaluate group by group on contiguous pair blocks, then scatter back into peak order
+    order = np.concatenate([idx for idx, _ in groups]) if len(groups) > 1 else np.arange(n_peaks)
+    c_ord = counts[order]
+    starts_ord = np.zeros(n_peaks + 1, dtype=np.int64)
+    np.cumsum(c_ord, out=starts_ord[1:])
+    peak_of = np.repeat(order, c_ord)
+    local = np.arange(total) - np.repeat(starts_ord[:-1], c_ord)
+    rows_ord = i0[peak_of] + local
+    value = np.empty(total)
+    d_pos = np.empty(total) if want_derivs else None
+    d_g = np.empty(total) if want_derivs else None
+    d_l = np.empty(total) if want_derivs else None
+    pstart = 0
+    for idx, n in groups:
+        npk = len(idx)
+        stop = int(starts_ord[pstart + npk])
+        sl = slice(int(starts_ord[pstart]), stop)
+        pstart += npk
+        if sl.stop == sl.start:
             continue
-        pk = peak_of[sel]
-        dx = x[rows[sel]] - peaks.pos[pk]
+        pk = peak_of[sl]
+        dx = x[rows_ord[sl]] - peaks.pos[pk]
         b = big[pk]
         e = eta[pk]
         if n == 1:
             val, ddx, dbig, deta = _pv(dx, b, e, want_derivs)
         else:
             offs, wts = _fcj_offsets(peaks.pos[idx], emin[idx], peaks.shl, n)
-            local = np.searchsorted(idx, pk)
-            o = offs[local]
-            w = wts[local]
+            loc = np.repeat(np.arange(npk), c_ord[pstart - npk : pstart])
+            o = offs[loc]
+            w = wts[loc]
             v, ddx_n, dbig_n, deta_n = _pv(dx[:, None] - o, b[:, None], e[:, None], want_derivs)
             val = np.einsum("ij,ij->i", v, w)
             if want_derivs:
                 ddx = np.einsum("ij,ij->i", ddx_n, w)
                 dbig = np.einsum("ij,ij->i", dbig_n, w)
                 deta = np.einsum("ij,ij->i", deta_n, w)
-        value[sel] = val
+        value[sl] = val
         if want_derivs:
-            d_pos[sel] = -ddx
-            d_g[sel] = dbig * dbig_dg[pk] + deta * deta_dg[pk]
-            d_l[sel] = dbig * dbig_dl[pk] + deta * deta_dl[pk]
+            d_pos[sl] = -ddx
+            d_g[sl] = dbig * dbig_dg[pk] + deta * deta_dg[pk]
+            d_l[sl] = dbig * dbig_dl[pk] + deta * deta_dl[pk]
+    if len(groups) > 1:
+        dest = indptr[peak_of] + local
+        rows = np.empty(total, dtype=np.int64)
+        rows[dest] = rows_ord
+        value = _scatter(value, dest)
+        if want_derivs:
+            d_pos, d_g, d_l = _scatter(d_pos, dest), _scatter(d_g, dest), _scatter(d_l, dest)
+    else:
+        rows = rows_ord
     return ProfileTerms(rows=rows, indptr=indptr, value=value, d_pos=d_pos, d_fwhm_g=d_g, d_fwhm_l=d_l)

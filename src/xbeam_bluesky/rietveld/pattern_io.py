@@ -1,0 +1,322 @@
+"""Powder pattern readers: GSAS STD/ESD/ALT/FXYE, xy/xye/csv, FullProf .dat, Bruker UXD and RAW.
+
+Every reader returns a :class:`Pattern` with strictly increasing 2θ (deg), counts and their standard
+uncertainties. Counting statistics (σ = √counts, at least 1) are assumed when a file gives no errors.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["Pattern", "read_pattern"]
+
+
+@dataclass
+class Pattern:
+    """A measured powder pattern.
+
+    Attributes
+    ----------
+    two_theta
+        Strictly increasing 2θ (deg).
+    counts
+        Observed intensity (counts).
+    sigma
+        Standard uncertainty of each count; ``inf`` marks a point with no weight.
+    source
+        File it came from and its format.
+    """
+
+    two_theta: np.ndarray
+    counts: np.ndarray
+    sigma: np.ndarray
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        self.two_theta = np.asarray(self.two_theta, dtype=float)
+        self.counts = np.asarray(self.counts, dtype=float)
+        self.sigma = np.asarray(self.sigma, dtype=float)
+        where = self.source or "pattern"
+        if not (self.two_theta.shape == self.counts.shape == self.sigma.shape) or self.two_theta.ndim != 1:
+            raise ValueError(f"{where}: 2θ, counts and sigma must be 1-D arrays of the same length")
+        if self.two_theta.size < 10:
+            raise ValueError(f"{where}: only {self.two_theta.size} points; expected a powder pattern (≥ 10 points)")
+        if not np.all(np.isfinite(self.two_theta)):
+            raise ValueError(f"{where}: 2θ contains NaN or infinite values")
+        bad = ~np.isfinite(self.counts)
+        if np.any(bad):
+            raise ValueError(f"{where}: {int(bad.sum())} counts are NaN or infinite (first at 2θ = {self.two_theta[bad][0]:.4f} deg)")
+        steps = np.diff(self.two_theta)
+        if np.any(steps <= 0):
+            i = int(np.argmax(steps <= 0))
+            raise ValueError(
+                f"{where}: 2θ is not strictly increasing (at point {i + 1}: {self.two_theta[i]:.5f} -> "
+                f"{self.two_theta[i + 1]:.5f} deg)"
+            )
+        if self.two_theta[0] <= 0 or self.two_theta[-1] >= 180:
+            raise ValueError(f"{where}: 2θ must lie in (0, 180) deg, got {self.two_theta[0]}..{self.two_theta[-1]}")
+        if np.any(np.isnan(self.sigma)) or np.any(self.sigma <= 0):
+            raise ValueError(f"{where}: standard uncertainties must be positive (use inf for zero weight)")
+
+    @property
+    def weights(self) -> np.ndarray:
+        """Least-squares weights 1/σ²."""
+        return 1.0 / self.sigma**2
+
+    def select(self, lo: float, hi: float) -> np.ndarray:
+        """Boolean mask of the points with lo ≤ 2θ ≤ hi (deg)."""
+        return (self.two_theta >= lo - 1e-9) & (self.two_theta <= hi + 1e-9)
+
+
+def _counting_sigma(y: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.maximum(y, 1.0))
+
+
+def read_pattern(path: str | Path) -> Pattern:
+    """Read a powder pattern, detecting the format from the content (and the extension for ties).
+
+    Supported: GSAS STD, ESD, ALT and FXYE (``BANK`` line), Bruker RAW (binary ``RAW1.01``), Bruker
+    UXD text (``_2THETA``/``_STEPSIZE`` keys), FullProf .dat (start/step/end line then counts),
+    and 2- or 3-column text (xy, xye, csv; any delimiter; header and ``#``/``!`` comment lines skipped).
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ValueError
+        The content is in no known format, or the data are invalid (non-monotonic 2θ, NaN counts, ...).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"pattern file not found: {p}")
+    raw = p.read_bytes()
+    if raw[:4] in (b"RAW ", b"RAW2") or raw[:7] in (b"RAW1.01", b"RAW4.00"):
+        return _read_bruker_raw(raw, p)
+    if b"\x00" in raw[:2048]:
+        raise ValueError(f"pattern file {p}: binary content in no known format (expected Bruker RAW, or text)")
+    text = raw.decode("latin-1")
+    if re.search(r"^BANK\s+\d+", text, re.M):
+        return _read_gsas(text, p)
+    if re.search(r"^\s*_(2THETA|STEPSIZE|START)\s*=", text, re.M | re.I):
+        return _read_uxd(text, p)
+    fullprof = _try_fullprof(text, p)
+    if fullprof is not None:
+        return fullprof
+    return _read_columns(text, p)
+
+
+# ---------------------------------------------------------------------------------------------- GSAS
+def _read_gsas(text: str, p: Path) -> Pattern:
+    lines = text.splitlines()
+    bank_i = next(i for i, line in enumerate(lines) if re.match(r"^BANK\s+\d+", line))
+    fields = lines[bank_i].split()
+    try:
+        nchan = int(fields[2])
+        bintyp = fields[4].upper()
+    except (IndexError, ValueError) as exc:
+        raise ValueError(f"pattern file {p}: malformed GSAS BANK line {lines[bank_i]!r}") from exc
+    fmt = fields[-1].upper() if fields[-1].upper() in ("STD", "ESD", "ALT", "FXYE", "FXY") else "STD"
+    body = [line for line in lines[bank_i + 1 :] if line.strip() and not line.startswith("#")]
+    if fmt in ("FXYE", "FXY"):
+        rows = np.array([[float(v) for v in line.split()[:3]] for line in body if len(line.split()) >= 2])
+        x = rows[:, 0] / 100.0
+        y = rows[:, 1]
+        e = rows[:, 2] if rows.shape[1] > 2 else _counting_sigma(y)
+        return Pattern(x, y, np.where(e > 0, e, np.inf), f"{p} (GSAS FXYE)")
+    if bintyp not in ("CONST", "CONS") and fmt != "ALT":
+        raise ValueError(f"pattern file {p}: GSAS binning {bintyp!r} not supported (expected CONST)")
+    if fmt == "ALT":
+        xs, ys, es = [], [], []
+        for line in body:
+            for k in range(4):
+                chunk = line[k * 20 : (k + 1) * 20]
+                if not chunk.strip():
+                    continue
+                xs.append(float(chunk[0:8]) / 100.0)
+                ys.append(float(chunk[8:15]))
+                es.append(float(chunk[15:20]))
+        x, y, e = (np.array(v[:nchan]) for v in (xs, ys, es))
+        return Pattern(x, y, np.where(e > 0, e, np.inf), f"{p} (GSAS ALT)")
+    start = float(fields[5]) / 100.0
+    step = float(fields[6]) / 100.0
+    x = start + step * np.arange(nchan)
+    if fmt == "ESD":
+        vals = []
+        for line in body:
+            for k in range(10):
+                chunk = line[k * 8 : (k + 1) * 8]
+                if chunk.strip():
+                    vals.append(float(chunk))
+        arr = np.array(vals[: 2 * nchan]).reshape(-1, 2)
+        y, e = arr[:, 0], arr[:, 1]
+        return Pattern(x[: len(y)], y, np.where(e > 0, e, np.inf), f"{p} (GSAS ESD)")
+    ys, ns = [], []
+    for line in body:
+        for k in range(10):
+            chunk = line[k * 8 : (k + 1) * 8]
+            if not chunk.strip():
+                continue
+            nc = chunk[0:2].strip()
+            ns.append(max(int(nc), 1) if nc else 1)
+            ys.append(float(chunk[2:8]))
+    y = np.array(ys[:nchan])
+    n = np.array(ns[:nchan], dtype=float)
+    if len(y) < nchan:
+        raise ValueError(f"pattern file {p}: GSAS STD holds {len(y)} values, BANK line promises {nchan}")
+    var = y / n
+    sigma = np.where(var > 0, np.sqrt(np.maximum(var, 1e-300)), np.inf)  # zero counts carry no weight (as GSAS-II)
+    return Pattern(x, y, sigma, f"{p} (GSAS STD)")
+
+
+# --------------------------------------------------------------------------------------------- Bruker
+def _read_bruker_raw(raw: bytes, p: Path) -> Pattern:
+    head = raw[:7]
+    if head == b"RAW1.01":
+        return _read_raw_v3(raw, p)
+    if raw[:4] == b"RAW ":
+        return _read_raw_v1(raw, p)
+    raise ValueError(f"pattern file {p}: Bruker RAW variant {raw[:7]!r} not supported (supported: 'RAW ', 'RAW1.01')")
+
+
+def _read_raw_v3(raw: bytes, p: Path) -> Pattern:
+    """DIFFRAC-plus RAW (magic ``RAW1.01``): 712-byte file header, then ranges of float32 counts."""
+    n_ranges = struct.unpack_from("<I", raw, 12)[0]
+    pos = 712
+    xs, ys = [], []
+    for _ in range(max(n_ranges, 1)):
+        if pos + 304 > len(raw):
+            break
+        header_len, steps = struct.unpack_from("<II", raw, pos)
+        start_2theta = struct.unpack_from("<d", raw, pos + 16)[0]
+        step = struct.unpack_from("<d", raw, pos + 176)[0]
+        supp = struct.unpack_from("<I", raw, pos + 256)[0]
+        data0 = pos + header_len + supp
+        if header_len != 304 or step <= 0 or data0 + 4 * steps > len(raw):
+            raise ValueError(f"pattern file {p}: corrupt Bruker RAW1.01 range header at byte {pos}")
+        ys.append(np.frombuffer(raw, dtype="<f4", count=steps, offset=data0).astype(float))
+        xs.append(start_2theta + step * np.arange(steps))
+        pos = data0 + 4 * steps
+    if not xs:
+        raise ValueError(f"pattern file {p}: Bruker RAW1.01 without data ranges")
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    return Pattern(x, y, _counting_sigma(y), f"{p} (Bruker RAW1.01)")
+
+
+def _read_raw_v1(raw: bytes, p: Path) -> Pattern:
+    """DIFFRAC-AT RAW version 1 (magic ``RAW ``): ranges of a 39-int header then float32 counts."""
+    pos = 4
+    xs, ys = [], []
+    while pos + 156 <= len(raw):
+        steps = struct.unpack_from("<I", raw, pos)[0]
+        step = struct.unpack_from("<f", raw, pos + 8)[0]
+        start = struct.unpack_from("<f", raw, pos + 20)[0]
+        if steps == 0 or step <= 0 or pos + 156 + 4 * steps > len(raw):
+            break
+        ys.append(np.frombuffer(raw, dtype="<f4", count=steps, offset=pos + 156).astype(float))
+        xs.append(start + step * np.arange(steps))
+        pos += 156 + 4 * steps
+        if pos + 4 <= len(raw) and struct.unpack_from("<I", raw, pos)[0] == 0xFFFFFFFF:
+            break
+    if not xs:
+        raise ValueError(f"pattern file {p}: Bruker RAW v1 without readable ranges")
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    return Pattern(x, y, _counting_sigma(y), f"{p} (Bruker RAW v1)")
+
+
+def _read_uxd(text: str, p: Path) -> Pattern:
+    keys: dict[str, float] = {}
+    pairs: list[tuple[float, float]] = []
+    counts: list[float] = []
+    for line in text.splitlines():
+        s = line.strip()
+        if not s or s.startswith(";"):
+            continue
+        m = re.match(r"_([A-Z0-9_]+)\s*=\s*(.*)$", s, re.I)
+        if m:
+            try:
+                keys[m.group(1).upper()] = float(m.group(2).strip().strip("'\""))
+            except ValueError:
+                pass
+            continue
+        if s.startswith("_"):
+            continue
+        vals = [float(v) for v in re.split(r"[\s,;]+", s) if v]
+        if len(vals) == 2 and "STEPSIZE" not in keys:
+            pairs.append((vals[0], vals[1]))
+        elif len(vals) == 2 and pairs:
+            pairs.append((vals[0], vals[1]))
+        else:
+            counts.extend(vals)
+    if pairs and not counts:
+        arr = np.array(pairs)
+        return Pattern(arr[:, 0], arr[:, 1], _counting_sigma(arr[:, 1]), f"{p} (Bruker UXD)")
+    if counts and "STEPSIZE" in keys and ("2THETA" in keys or "START" in keys):
+        start = keys.get("2THETA", keys.get("START"))
+        y = np.array(counts)
+        x = start + keys["STEPSIZE"] * np.arange(len(y))
+        return Pattern(x, y, _counting_sigma(y), f"{p} (Bruker UXD)")
+    raise ValueError(f"pattern file {p}: Bruker UXD without data (expected _2THETA/_STEPSIZE and counts)")
+
+
+# ---------------------------------------------------------------------------------------- text formats
+_NUM = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _split(line: str) -> list[str]:
+    return [t for t in re.split(r"[\s,;]+", line.strip()) if t]
+
+
+def _try_fullprof(text: str, p: Path) -> Pattern | None:
+    """FullProf free format: title line(s), a 'start step end' line, then counts (several per line)."""
+    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith(("#", "!"))]
+    for i, line in enumerate(lines[:6]):
+        toks = _split(line)
+        if len(toks) >= 3 and all(_NUM.match(t) for t in toks[:3]):
+            start, step, end = (float(t) for t in toks[:3])
+            if not (0 < step < 5 and end > start):
+                return None
+            n = round((end - start) / step) + 1
+            rest = [t for line2 in lines[i + 1 :] for t in _split(line2)]
+            if len(rest) < n or not all(_NUM.match(t) for t in rest[:n]):
+                return None
+            if len(rest) != n and len(rest) != 2 * n:
+                return None
+            y = np.array([float(t) for t in rest[:n]])
+            e = np.array([float(t) for t in rest[n : 2 * n]]) if len(rest) == 2 * n else _counting_sigma(y)
+            x = start + step * np.arange(n)
+            return Pattern(x, y, np.where(e > 0, e, np.inf), f"{p} (FullProf)")
+        if len(toks) >= 2 and all(_NUM.match(t) for t in toks):
+            return None
+    return None
+
+
+def _read_columns(text: str, p: Path) -> Pattern:
+    rows: list[list[float]] = []
+    started = False
+    for ln, line in enumerate(text.splitlines(), start=1):
+        s = line.strip()
+        if not s or s.startswith(("#", "!", "//", ";")):
+            continue
+        toks = _split(s)
+        if all(_NUM.match(t) or t.lower() == "nan" for t in toks) and len(toks) >= 2:
+            rows.append([float(t) for t in toks[:3]])
+            started = True
+        elif started:
+            raise ValueError(f"pattern file {p}: line {ln} is not numeric data: {s[:60]!r}")
+    if not rows:
+        raise ValueError(
+            f"pattern file {p}: no known format (expected GSAS, Bruker RAW/UXD, FullProf .dat, or 2-3 numeric "
+            "columns 2θ, counts[, sigma])"
+        )
+    widths = {len(r) for r in rows}
+    if len(widths) != 1:
+        raise ValueError(f"pattern file {p}: rows have different numbers of columns {sorted(widths)}")
+    arr = np.array(rows)
+    x, y = arr[:, 0], arr[:, 1]
+    e = arr[:, 2] if arr.shape[1] > 2 else _counting_sigma(y)
+    return Pattern(x, y, np.where(e > 0, e, np.inf), f"{p} (columns)")

@@ -1,0 +1,643 @@
+"""Staged weighted least-squares (Levenberg–Marquardt) Rietveld refinement.
+
+Parse the inputs once with :class:`Refinement`, then call :meth:`Refinement.run` with as many
+strategies as you like: each run works on a fresh copy of the starting model, and the object is
+picklable (plain numpy data), so runs can go to worker processes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import scipy.linalg as sla
+
+from .crystal import Phase
+from .instrument import Instrument
+from .lattice import a_to_cell
+from .model import ModelState, PatternCalculator, initial_state
+from .pattern_io import Pattern
+from .strategy import BackgroundSpec, Strategy, default_strategy
+
+__all__ = ["Refinement", "RefinementResult"]
+
+_INST_FIELDS = {"zero": "zero", "U": "u", "V": "v", "W": "w", "X": "x", "Y": "y", "SH/L": "sh_l"}
+_ORDER = (
+    "background",
+    "scale",
+    "cell",
+    "zero",
+    "displacement",
+    "transparency",
+    "U",
+    "V",
+    "W",
+    "X",
+    "Y",
+    "SH/L",
+    "preferred_orientation",
+    "atoms_xyz",
+    "atoms_uiso",
+)
+
+
+@dataclass
+class _Param:
+    name: str
+    group: str
+    phase: int | None
+    lower: float = -np.inf
+    upper: float = np.inf
+
+
+@dataclass
+class StageRecord:
+    """What one stage did."""
+
+    name: str
+    refined: list[str]
+    range: tuple[float, float]
+    rwp: float
+    cycles: int
+    status: str
+
+
+@dataclass
+class RefinementResult:
+    """Outcome of one refinement run.
+
+    ``status`` is "converged", "max_cycles" (stopped at the cycle limit, still improving),
+    "singular" (a parameter has no effect or parameters are fully correlated) or "diverged"
+    (non-finite values or unphysical cell); ``ok`` is False for the last two.
+    """
+
+    status: str
+    message: str
+    rwp: float
+    rp: float
+    rexp: float
+    gof: float
+    chi2: float
+    n_points: int
+    n_params: int
+    n_reflections: int
+    wall_s: float
+    fit_range: tuple[float, float]
+    stages: list[StageRecord]
+    phases: list[dict[str, Any]]
+    instrument: dict[str, Any]
+    background: dict[str, Any]
+    parameter_names: list[str]
+    covariance: np.ndarray | None
+    state: ModelState
+    two_theta: np.ndarray = field(repr=False)
+    observed: np.ndarray = field(repr=False)
+    calculated: np.ndarray = field(repr=False)
+    background_curve: np.ndarray = field(repr=False)
+    sigma: np.ndarray = field(repr=False)
+    ticks: list[np.ndarray] = field(repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """True unless the refinement diverged or hit a singular matrix."""
+        return self.status in ("converged", "max_cycles")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable summary (R values in percent)."""
+        return {
+            "status": self.status,
+            "message": self.message,
+            "rwp": self.rwp,
+            "rp": self.rp,
+            "rexp": self.rexp,
+            "gof": self.gof,
+            "chi2": self.chi2,
+            "n_points": self.n_points,
+            "n_params": self.n_params,
+            "n_reflections": self.n_reflections,
+            "wall_s": self.wall_s,
+            "fit_range": list(self.fit_range),
+            "phases": self.phases,
+            "instrument": self.instrument,
+            "background": self.background,
+            "stages": [
+                {
+                    "name": s.name,
+                    "refined": s.refined,
+                    "range": list(s.range),
+                    "rwp": s.rwp,
+                    "cycles": s.cycles,
+                    "status": s.status,
+                }
+                for s in self.stages
+            ],
+        }
+
+
+class _Singular(Exception):
+    def __init__(self, names: list[str]):
+        super().__init__(", ".join(names))
+        self.names = names
+
+
+class Refinement:
+    """A refinement problem: one pattern, one or more phases, an instrument.
+
+    Parameters
+    ----------
+    pattern
+        The measured pattern.
+    phases
+        Phases to refine (from :func:`load_phase`).
+    instrument
+        Instrument parameters; ``None`` uses :meth:`Instrument.lab_cu_ka` (stated in the result).
+    fit_range
+        Default 2θ range (deg) for stages that name none; ``None`` = the whole pattern.
+    """
+
+    def __init__(
+        self,
+        pattern: Pattern,
+        phases: list[Phase],
+        instrument: Instrument | None = None,
+        fit_range: tuple[float, float] | None = None,
+    ):
+        if not phases:
+            raise ValueError("refinement: at least one phase (CIF) is required")
+        self.pattern = pattern
+        self.phases = list(phases)
+        self.instrument = instrument or Instrument.lab_cu_ka()
+        x = pattern.two_theta
+        if fit_range is None:
+            fit_range = (float(x[0]), float(x[-1]))
+        lo, hi = fit_range
+        if not (lo < hi) or hi < x[0] or lo > x[-1]:
+            raise ValueError(f"fit range {fit_range}: must overlap the pattern's 2θ range {x[0]:.3f}..{x[-1]:.3f} deg")
+        self.fit_range = (max(lo, float(x[0])), min(hi, float(x[-1])))
+        self.initial = initial_state(self.phases, self.instrument)
+        self._calcs: dict[tuple[float, float], tuple[PatternCalculator, np.ndarray]] = {}
+
+    # ------------------------------------------------------------------ set-up helpers
+    def _calc_for(self, rng: tuple[float, float]) -> tuple[PatternCalculator, np.ndarray]:
+        key = (round(rng[0], 6), round(rng[1], 6))
+        if key not in self._calcs:
+            mask = self.pattern.select(*rng) & np.isfinite(self.pattern.sigma)
+            if mask.sum() < 10:
+                raise ValueError(f"2θ range {rng}: fewer than 10 weighted data points inside")
+            self._calcs[key] = (PatternCalculator(self.pattern.two_theta[mask], self.phases, self.instrument), mask)
+        return self._calcs[key]
+
+    def _params(self, state: ModelState, groups: set[str]) -> list[_Param]:
+        out: list[_Param] = []
+        for g in _ORDER:
+            if g not in groups:
+                continue
+            if g == "background":
+                out += [_Param(f"background[{i}]", g, None) for i in range(len(state.background_coefs))]
+            elif g in ("zero", "displacement", "transparency", "U", "V", "W", "X", "Y"):
+                out.append(_Param(g, g, None))
+            elif g == "SH/L":
+                out.append(_Param(g, g, None, 1e-5, 0.2))
+            else:
+                for k, ph in enumerate(self.phases):
+                    nm = ph.name
+                    if g == "scale":
+                        out.append(_Param(f"{nm}:scale", g, k, 0.0))
+                    elif g == "cell":
+                        out += [_Param(f"{nm}:A{i}", g, k, 0.0) for i in range(ph.lattice_matrix.shape[1])]
+                    elif g == "preferred_orientation":
+                        out.append(_Param(f"{nm}:MD_ratio", g, k, 0.05, 20.0))
+                    elif g == "atoms_xyz":
+                        for j, lab in enumerate(ph.labels):
+                            out += [_Param(f"{nm}:{lab}:xyz{b}", g, k) for b in range(ph.xyz_basis[j].shape[1])]
+                    elif g == "atoms_uiso":
+                        out += [_Param(f"{nm}:{lab}:Uiso", g, k, -0.05, 1.0) for lab in ph.labels]
+        return out
+
+    def _get(self, state: ModelState, params: list[_Param]) -> np.ndarray:
+        vals: list[float] = []
+        seen: set[tuple[str, int | None]] = set()
+        for p in params:
+            key = (p.group, p.phase)
+            if key in seen:
+                continue
+            seen.add(key)
+            vals += list(self._group_values(state, p.group, p.phase))
+        return np.array(vals, dtype=float)
+
+    def _group_values(self, state: ModelState, g: str, k: int | None) -> np.ndarray:
+        if g == "background":
+            return state.background_coefs
+        if g in _INST_FIELDS:
+            return np.array([getattr(state.instrument, _INST_FIELDS[g])])
+        if g in ("displacement", "transparency"):
+            return np.array([getattr(state, g)])
+        ps = state.phases[k]
+        ph = self.phases[k]
+        if g == "scale":
+            return np.array([ps.scale])
+        if g == "cell":
+            return ps.a_free
+        if g == "preferred_orientation":
+            return np.array([ps.po_ratio])
+        if g == "atoms_xyz":
+            return np.concatenate(
+                [np.linalg.pinv(ph.xyz_basis[j]) @ (ps.xyz[j] - ph.xyz[j]) for j in range(ph.n_sites)]
+                if ph.n_sites
+                else [np.zeros(0)]
+            )
+        return ps.uiso
+
+    def _set(self, state: ModelState, params: list[_Param], vec: np.ndarray) -> None:
+        i = 0
+        seen: set[tuple[str, int | None]] = set()
+        inst_changes: dict[str, float] = {}
+        for p in params:
+            key = (p.group, p.phase)
+            if key in seen:
+                continue
+            seen.add(key)
+            n = len(self._group_values(state, p.group, p.phase))
+            v = vec[i : i + n]
+            i += n
+            g, k = p.group, p.phase
+            if g == "background":
+                state.background_coefs = v.copy()
+            elif g in _INST_FIELDS:
+                inst_changes[_INST_FIELDS[g]] = float(v[0])
+            elif g in ("displacement", "transparency"):
+                setattr(state, g, float(v[0]))
+            else:
+                ps = state.phases[k]
+                ph = self.phases[k]
+                if g == "scale":
+                    ps.scale = float(v[0])
+                elif g == "cell":
+                    ps.a_free = v.copy()
+                elif g == "preferred_orientation":
+                    ps.po_ratio = float(v[0])
+                elif g == "atoms_xyz":
+                    j0 = 0
+                    for j in range(ph.n_sites):
+                        nb = ph.xyz_basis[j].shape[1]
+                        ps.xyz[j] = ph.xyz[j] + ph.xyz_basis[j] @ v[j0 : j0 + nb]
+                        j0 += nb
+                else:
+                    ps.uiso = v.copy()
+        if inst_changes:
+            state.instrument = replace(state.instrument, **inst_changes)
+
+    def _jacobian(self, blocks: dict[str, np.ndarray], params: list[_Param]) -> np.ndarray:
+        cols = []
+        seen: set[tuple[str, int | None]] = set()
+        for p in params:
+            key = (p.group, p.phase)
+            if key in seen:
+                continue
+            seen.add(key)
+            if p.group == "scale":
+                cols.append(blocks["scale"][:, [p.phase]])
+            elif p.phase is not None and p.group != "scale":
+                cols.append(blocks[f"{p.group}:{p.phase}"])
+            else:
+                cols.append(blocks[p.group])
+        return np.concatenate(cols, axis=1)
+
+    # ------------------------------------------------------------------ the run
+    def run(self, strategy: Strategy | None = None, state: ModelState | None = None) -> RefinementResult:
+        """Run a staged refinement on a copy of the starting model (or of ``state``).
+
+        Parameters
+        ----------
+        strategy
+            Stages to run; default :func:`default_strategy`.
+        state
+            Starting values; default the CIF/instrument values.
+        """
+        t0 = time.perf_counter()
+        strategy = strategy or default_strategy()
+        st = (state or self.initial).copy()
+        active: set[str] = set()
+        bkg = BackgroundSpec()
+        bkg_key: tuple | None = None
+        records: list[StageRecord] = []
+        status, message = "converged", ""
+        first = True
+        calc = mask = None
+        for stage in strategy.stages:
+            active |= set(stage.refine)
+            active -= set(stage.fix)
+            rng = stage.range or self.fit_range
+            if stage.background is not None:
+                bkg = stage.background
+            if stage.po_axis is not None:
+                for ps in st.phases:
+                    ps.po_axis = stage.po_axis
+            calc, mask = self._calc_for(rng)
+            calc.update_reflections(st)
+            self._check_reflections(calc, st, rng)
+            y = self.pattern.counts[mask]
+            w = self.pattern.weights[mask]
+            if bkg_key != (bkg, rng):
+                self._linear_start(calc, st, bkg, y, w, scales=first)
+                bkg_key = (bkg, rng)
+                first = False
+            try:
+                cycles, stage_status = self._lm(calc, st, active, y, w, stage.max_cycles)
+            except _Singular as exc:
+                status = "singular"
+                message = f"stage {stage.name!r}: singular normal matrix; parameters without effect or fully correlated: {exc}"
+                cycles, stage_status = 0, "singular"
+            ev = calc.evaluate(st)
+            rwp = _rwp(y, ev.y, w)
+            records.append(StageRecord(stage.name, sorted(active), rng, rwp, cycles, stage_status))
+            bad = self._diverged(st, ev.y)
+            if bad:
+                status, message = "diverged", f"stage {stage.name!r}: {bad}"
+            if status in ("singular", "diverged"):
+                break
+            status = stage_status  # the last stage decides between "converged" and "max_cycles"
+        return self._result(calc, mask, st, active, records, status, message, time.perf_counter() - t0)
+
+    def _check_reflections(self, calc: PatternCalculator, st: ModelState, rng: tuple[float, float]) -> None:
+        for k, ph in enumerate(self.phases):
+            pos = calc._phase_calc(k, st, False, False).pos1
+            if not np.any((pos >= rng[0]) & (pos <= rng[1])):
+                raise ValueError(
+                    f"phase {ph.name!r}: no reflections in the 2θ range {rng[0]:.3f}..{rng[1]:.3f} deg "
+                    f"(wavelength {calc.lam1} Å)"
+                )
+
+    def _linear_start(self, calc, st: ModelState, bkg: BackgroundSpec, y, w, scales: bool) -> None:
+        """Background coefficients (and, at the start, phase scales) by linear least squares."""
+        st.background_kind = bkg.type
+        st.background_coefs = np.zeros(bkg.terms)
+        basis = calc.background_matrix(bkg.type, bkg.terms)
+        ev = calc.evaluate(st)
+        sw = np.sqrt(w)
+        if scales:
+            comps = [c / max(ps.scale, 1e-300) for c, ps in zip(ev.components, st.phases, strict=True)]
+            a = np.column_stack([basis, *comps])
+            sol = np.linalg.lstsq(a * sw[:, None], y * sw, rcond=None)[0]
+            s = sol[bkg.terms :]
+            if np.all(s > 0):
+                for ps, v in zip(st.phases, s, strict=True):
+                    ps.scale = float(v)
+                st.background_coefs = sol[: bkg.terms]
+                return
+            # a negative scale: fit the background under the strongest guess of a common scale
+            for ps in st.phases:
+                ps.scale = float(max(np.sum(w * y * ev.y) / max(np.sum(w * ev.y * ev.y), 1e-300), 1e-12))
+            ev = calc.evaluate(st)
+        resid = y - (ev.y - ev.background)
+        st.background_coefs = np.linalg.lstsq(basis * sw[:, None], resid * sw, rcond=None)[0]
+
+    def _lm(self, calc, st: ModelState, active: set[str], y, w, max_cycles: int) -> tuple[int, str]:
+        params = self._params(st, active)
+        if not params:
+            return 0, "converged"
+        groups = frozenset(active)
+        lower = np.array([p.lower for p in params])
+        upper = np.array([p.upper for p in params])
+        sw = np.sqrt(w)
+        ev = calc.evaluate(st, groups, jacobian=True)
+        r = y - ev.y
+        chi2 = float(np.sum(w * r * r))
+        lam = 1e-3
+        cycles = 0
+        while cycles < max_cycles:
+            jw = self._jacobian(ev.blocks, params) * sw[:, None]
+            normal = jw.T @ jw
+            grad = jw.T @ (sw * r)
+            d = np.sqrt(np.diag(normal))
+            dead = d <= 1e-12 * max(float(d.max()), 1e-300)
+            if np.any(dead):
+                raise _Singular([p.name for p, z in zip(params, dead, strict=True) if z])
+            ns = normal / np.outer(d, d)
+            gs = grad / d
+            p0 = self._get(st, params)
+            accepted = False
+            while lam < 1e8:
+                try:
+                    step = sla.solve(ns + lam * np.eye(len(gs)), gs, assume_a="pos") / d
+                except (sla.LinAlgError, ValueError):
+                    lam *= 10.0
+                    continue
+                p1 = np.clip(p0 + step, lower, upper)
+                trial = st.copy()
+                self._set(trial, params, p1)
+                ev_t = calc.evaluate(trial)
+                r_t = y - ev_t.y
+                chi2_t = float(np.sum(w * r_t * r_t))
+                if np.isfinite(chi2_t) and chi2_t < chi2:
+                    accepted = True
+                    break
+                lam *= 10.0
+            if not accepted:
+                self._check_rank(ns, params)
+                return cycles, "converged"
+            cycles += 1
+            rel = (chi2 - chi2_t) / chi2
+            self._set(st, params, p1)
+            chi2, r = chi2_t, r_t
+            lam = max(lam * 0.1, 1e-7)
+            if rel < 1e-4:
+                self._check_rank(ns, params)
+                return cycles, "converged"
+            ev = calc.evaluate(st, groups, jacobian=True)
+        return cycles, "max_cycles"
+
+    @staticmethod
+    def _check_rank(ns: np.ndarray, params: list[_Param]) -> None:
+        evals, evecs = np.linalg.eigh(ns)
+        if evals[0] < 1e-13 * max(evals[-1], 1e-300):
+            vec = evecs[:, 0]
+            names = [params[i].name for i in np.argsort(-np.abs(vec))[:3] if abs(vec[i]) > 0.2]
+            raise _Singular(names)
+
+    def _diverged(self, st: ModelState, ycalc: np.ndarray) -> str:
+        if not np.all(np.isfinite(ycalc)):
+            return "the calculated pattern is not finite"
+        for ph, ps in zip(self.phases, st.phases, strict=True):
+            a_terms = ph.lattice_matrix @ ps.a_free
+            if not np.all(np.isfinite(a_terms)) or np.any(a_terms[:3] <= 0):
+                return f"phase {ph.name!r}: the cell became invalid"
+            vol0 = np.prod(ph.cell[:3])
+            vol = np.prod(a_to_cell(a_terms)[:3])
+            if abs(vol / vol0 - 1.0) > 0.2:
+                return f"phase {ph.name!r}: cell volume changed by more than 20 % ({vol / vol0 - 1:+.1%})"
+            if not np.all(np.isfinite(ps.xyz)) or not np.all(np.isfinite(ps.uiso)):
+                return f"phase {ph.name!r}: non-finite atomic parameters"
+        return ""
+
+    # ------------------------------------------------------------------ results
+    def _result(self, calc, mask, st, active, records, status, message, wall) -> RefinementResult:
+        y = self.pattern.counts[mask]
+        w = self.pattern.weights[mask]
+        sig = self.pattern.sigma[mask]
+        params = self._params(st, active)
+        groups = frozenset(active)
+        ev = calc.evaluate(st, groups, jacobian=bool(params))
+        r = y - ev.y
+        chi2 = float(np.sum(w * r * r))
+        n = int(np.count_nonzero(w > 0))
+        npar = len(params)
+        dof = max(n - npar, 1)
+        sum_wy2 = float(np.sum(w * y * y))
+        cov = None
+        if params and status != "singular":
+            jw = self._jacobian(ev.blocks, params) * np.sqrt(w)[:, None]
+            normal = jw.T @ jw
+            d = np.sqrt(np.diag(normal))
+            try:
+                cov = np.linalg.inv(normal / np.outer(d, d)) / np.outer(d, d) * (chi2 / dof)
+            except np.linalg.LinAlgError:
+                cov = None
+        esd = self._esd_lookup(params, cov)
+        rng = records[-1].range if records else self.fit_range
+        phases_out, n_refl_total = self._phase_summaries(ev, st, y, rng, esd, cov, params)
+        inst = st.instrument
+        inst_out = {
+            "source": inst.source,
+            "wavelength1": inst.wavelength1,
+            "wavelength2": inst.wavelength2,
+            "ratio": inst.ratio,
+            "polarization": inst.polarization,
+            "goniometer_radius_mm": inst.goniometer_radius,
+        }
+        for g, f in _INST_FIELDS.items():
+            inst_out[g] = getattr(inst, f)
+            if g in esd:
+                inst_out[f"{g}_esd"] = esd[g]
+        for g in ("displacement", "transparency"):
+            inst_out[g] = getattr(st, g)
+            if g in esd:
+                inst_out[f"{g}_esd"] = esd[g]
+        if status == "converged" and not message:
+            message = "refinement converged"
+        elif status == "max_cycles" and not message:
+            message = "stopped at the cycle limit of a stage while still improving"
+        ticks = [pc.pos1[(pc.pos1 >= rng[0]) & (pc.pos1 <= rng[1])] for pc in ev.pcs]
+        return RefinementResult(
+            status=status,
+            message=message,
+            rwp=100.0 * float(np.sqrt(chi2 / sum_wy2)),
+            rp=100.0 * float(np.sum(np.abs(r)) / np.sum(np.abs(y))),
+            rexp=100.0 * float(np.sqrt(dof / sum_wy2)),
+            gof=float(np.sqrt(chi2 / dof)),
+            chi2=chi2,
+            n_points=n,
+            n_params=npar,
+            n_reflections=n_refl_total,
+            wall_s=wall,
+            fit_range=rng,
+            stages=records,
+            phases=phases_out,
+            instrument=inst_out,
+            background={"type": st.background_kind, "coefficients": [float(c) for c in st.background_coefs]},
+            parameter_names=[p.name for p in params],
+            covariance=cov,
+            state=st,
+            two_theta=calc.x,
+            observed=y,
+            calculated=ev.y,
+            background_curve=ev.background,
+            sigma=sig,
+            ticks=ticks,
+        )
+
+    @staticmethod
+    def _esd_lookup(params: list[_Param], cov: np.ndarray | None) -> dict[str, float]:
+        if cov is None:
+            return {}
+        return {p.name: float(np.sqrt(max(cov[i, i], 0.0))) for i, p in enumerate(params)}
+
+    def _phase_summaries(self, ev, st, y, rng, esd, cov, params) -> tuple[list[dict[str, Any]], int]:
+        out = []
+        masses = []
+        total_refl = 0
+        index = {p.name: i for i, p in enumerate(params)}
+        yb = ev.background
+        net_calc = ev.y - yb
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(net_calc > 1e-9 * max(float(net_calc.max()), 1e-300), (y - yb) / net_calc, 0.0)
+        contrib = ev.shape.multiply(ev.peak_intensity[None, :]).tocsc()
+        iobs_peak = contrib.T @ ratio
+        icalc_peak = np.asarray(contrib.sum(axis=0)).ravel()
+        for k, ph in enumerate(self.phases):
+            ps = st.phases[k]
+            pc = ev.pcs[k]
+            a_terms = ph.lattice_matrix @ ps.a_free
+            cell = a_to_cell(a_terms)
+            cell_esd = np.zeros(6)
+            names = [f"{ph.name}:A{i}" for i in range(len(ps.a_free))]
+            if cov is not None and all(nm in index for nm in names):
+                idx = [index[nm] for nm in names]
+                jac = np.zeros((6, len(idx)))
+                for c, _i in enumerate(idx):
+                    h = 1e-7 * max(abs(ps.a_free[c]), 1e-6)
+                    pp = ps.a_free.copy()
+                    pp[c] += h
+                    jac[:, c] = (a_to_cell(ph.lattice_matrix @ pp) - cell) / h
+                cell_esd = np.sqrt(np.maximum(np.diag(jac @ cov[np.ix_(idx, idx)] @ jac.T), 0.0))
+            in_range = (pc.pos1 >= rng[0]) & (pc.pos1 <= rng[1])
+            n_refl = int(np.count_nonzero(in_range))
+            total_refl += n_refl
+            sel = ev.peak_phase == k
+            iobs = np.bincount(ev.peak_refl[sel], weights=iobs_peak[sel], minlength=len(pc.pos1))
+            icalc = np.bincount(ev.peak_refl[sel], weights=icalc_peak[sel], minlength=len(pc.pos1))
+            denom = float(np.sum(np.abs(iobs[in_range])))
+            r_bragg = 100.0 * float(np.sum(np.abs(iobs[in_range] - icalc[in_range]))) / denom if denom > 0 else float("nan")
+            atoms = []
+            for j, lab in enumerate(ph.labels):
+                xyz_esd = np.zeros(3)
+                nb = ph.xyz_basis[j].shape[1]
+                xnames = [f"{ph.name}:{lab}:xyz{b}" for b in range(nb)]
+                if cov is not None and nb and all(nm in index for nm in xnames):
+                    idx = [index[nm] for nm in xnames]
+                    basis = ph.xyz_basis[j]
+                    xyz_esd = np.sqrt(np.maximum(np.diag(basis @ cov[np.ix_(idx, idx)] @ basis.T), 0.0))
+                atoms.append(
+                    {
+                        "label": lab,
+                        "element": ph.elements[j],
+                        "xyz": [float(v) for v in ps.xyz[j]],
+                        "xyz_esd": [float(v) for v in xyz_esd],
+                        "uiso": float(ps.uiso[j]),
+                        "uiso_esd": esd.get(f"{ph.name}:{lab}:Uiso", 0.0),
+                        "occupancy": float(ph.occupancy[j]),
+                    }
+                )
+            vol = float(np.sqrt(np.linalg.det(_metric(cell))))
+            masses.append(ps.scale * ph.cell_mass * vol)
+            out.append(
+                {
+                    "name": ph.name,
+                    "space_group": ph.space_group,
+                    "lattice": dict(zip(("a", "b", "c", "alpha", "beta", "gamma"), map(float, cell), strict=True)),
+                    "lattice_esd": dict(zip(("a", "b", "c", "alpha", "beta", "gamma"), map(float, cell_esd), strict=True)),
+                    "volume": vol,
+                    "scale": ps.scale,
+                    "scale_esd": esd.get(f"{ph.name}:scale", 0.0),
+                    "r_bragg": r_bragg,
+                    "n_reflections": n_refl,
+                    "preferred_orientation": {"ratio": ps.po_ratio, "axis": list(ps.po_axis)},
+                    "atoms": atoms,
+                }
+            )
+        total = sum(masses)
+        for o, m in zip(out, masses, strict=True):
+            o["weight_fraction"] = m / total if total > 0 else float("nan")
+        return out, total_refl
+
+
+def _metric(cell: np.ndarray) -> np.ndarray:
+    from .lattice import metric_tensor
+
+    return metric_tensor(cell)
+
+
+def _rwp(y: np.ndarray, yc: np.ndarray, w: np.ndarray) -> float:
+    return 100.0 * float(np.sqrt(np.sum(w * (y - yc) ** 2) / np.sum(w * y * y)))
