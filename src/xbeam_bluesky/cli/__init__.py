@@ -13,7 +13,7 @@ import logging
 import sys
 
 #: Modules that register sub-commands, in the order they appear in ``--help``.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("planning", "refine")
 
 
 class CLIError(Exception):

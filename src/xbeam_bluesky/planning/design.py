@@ -12,6 +12,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 from scipy.linalg import blas
+from threadpoolctl import threadpool_limits
 
 from xbeam_bluesky.planning.noise import TransmissionNoise
 from xbeam_bluesky.planning.prior import GaussianProcessPrior
@@ -171,31 +172,34 @@ def greedy_select(
             colsq[:] = np.einsum("ij,ij->j", sigma, sigma)
             diag[:] = sigma.diagonal()
 
-    take(0)
-    take(n - 1)
-    stop_reason = "n_points"
-    while True:
-        if target_rmse is not None and np.sqrt(max(trace, 0.0) / n) <= target_rmse:
-            stop_reason = "target_rmse"
-            break
-        if len(order) >= limit:
-            stop_reason = "n_points" if n_points is not None and len(order) >= n_points else "max_picks"
-            break
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if criterion == "A":
-                gain = colsq / (diag + nu)
-            else:
-                gain = np.log1p(diag / nu)
-        cost = time_model.dwell_s + overhead
-        score = gain / cost if per_time else gain.copy()
-        score[~np.isfinite(score)] = -np.inf
-        if time_budget_s is not None:
-            score[elapsed + cost > time_budget_s * (1 + 1e-12)] = -np.inf
-        j = int(np.argmax(score))
-        if not np.isfinite(score[j]):
-            stop_reason = "time_budget"
-            break
-        take(j)
+    # The per-pick BLAS calls are O(n²) on a ~1000² matrix: threads only add synchronisation, and busy-waiting
+    # BLAS threads on a loaded machine slow the loop down many times over.
+    with threadpool_limits(limits=1, user_api="blas"):
+        take(0)
+        take(n - 1)
+        stop_reason = "n_points"
+        while True:
+            if target_rmse is not None and np.sqrt(max(trace, 0.0) / n) <= target_rmse:
+                stop_reason = "target_rmse"
+                break
+            if len(order) >= limit:
+                stop_reason = "n_points" if n_points is not None and len(order) >= n_points else "max_picks"
+                break
+            with np.errstate(divide="ignore", invalid="ignore"):
+                if criterion == "A":
+                    gain = colsq / (diag + nu)
+                else:
+                    gain = np.log1p(diag / nu)
+            cost = time_model.dwell_s + overhead
+            score = gain / cost if per_time else gain.copy()
+            score[~np.isfinite(score)] = -np.inf
+            if time_budget_s is not None:
+                score[elapsed + cost > time_budget_s * (1 + 1e-12)] = -np.inf
+            j = int(np.argmax(score))
+            if not np.isfinite(score[j]):
+                stop_reason = "time_budget"
+                break
+            take(j)
     return GreedySelection(
         order=np.asarray(order, dtype=np.intp),
         counts=counts,

@@ -1,0 +1,215 @@
+"""Benchmark of the Bayesian energy design against the conventional region grid (one JSON line).
+
+Leave-one-out over the bundled Fe K library: for every spectrum j, the prior (mean, std, length scale) is built
+from the OTHER spectra only; j is then "measured" in simulation with Poisson photon noise on counts
+(:meth:`TransmissionNoise.simulate`, the sim camera's gain and flux) at (a) the design's energies and dwells and
+(b) the conventional region grid with a uniform dwell, both at the SAME total beam time including monochromator
+moves, settles and readout (the sim beamline's mono timing). Both are reconstructed on the 1051-point grid by the
+same GP posterior mean; the RMSE against spectrum j is averaged over the library.
+
+The beam-time ratio is the fraction of the conventional scan's time at which the design (prefixes of the same
+greedy sequence) reaches the conventional grid's mean RMSE, interpolated between the fractions evaluated.
+It is measured twice: with the sim beamline's overheads and with none (dwell only, the published setting).
+
+Also timed: a 1051-candidate, 320-pick A-optimal design (selection only, and the whole ``design_energies`` call
+with the covariance build and the bias/variance checkpoints), median of 5 runs.
+
+Run: ``.venv/bin/python benchmarks/energy_design.py [--max-spectra N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+
+import numpy as np
+
+from xbeam_bluesky.planning import (
+    GaussianProcessPrior,
+    ScanTimeModel,
+    TransmissionNoise,
+    conventional_grid,
+    design_energies,
+    fe_k_grid,
+    greedy_select,
+    grid_indices,
+    reconstruct,
+)
+from xbeam_bluesky.spectra import PhotonNoiseModel, aligned_library, load_library
+
+#: Sim camera (devices/sim/camera_model.py defaults): 2e4 photons/pixel/s, 9.31 ADU per photon.
+PHOTON_FLUX = 2.0e4
+GAIN = 9.31
+#: Sim beamline mono timing and camera readout (devices/sim/beamline.py defaults).
+MONO_SPEED_EV_S = 20.0
+MONO_SETTLE_S = 0.1
+READOUT_S = 0.01
+#: Conventional grid exposure per point and the design's dwell unit (s).
+CONVENTIONAL_DWELL_S = 0.2
+DESIGN_DWELL_S = 0.05
+#: Fe K edge on the calibrated energy scale (eV).
+E0_EV = 7112.0
+#: Fractions of the conventional scan time at which the design is evaluated.
+FRACTIONS = np.array([0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.85, 1.0])
+
+
+def _rmse(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((a - b) ** 2)))
+
+
+def _match_fraction(design_rmse: np.ndarray, target: float) -> float:
+    """Smallest time fraction at which the (interpolated) design RMSE reaches ``target``."""
+    below = np.flatnonzero(design_rmse <= target)
+    if below.size == 0:
+        return math.inf
+    k = int(below[0])
+    if k == 0:
+        return float(FRACTIONS[0])
+    r0, r1 = FRACTIONS[k - 1], FRACTIONS[k]
+    y0, y1 = design_rmse[k - 1], design_rmse[k]
+    return float(r0 + (y0 - target) / (y0 - y1) * (r1 - r0))
+
+
+def leave_one_out(
+    grid: np.ndarray,
+    names: list[str],
+    lib: np.ndarray,
+    n_out: int,
+    noise: TransmissionNoise,
+    overheads: bool,
+    seed: int,
+) -> dict[str, float]:
+    """Mean LOO RMSE of design and conventional grid at equal time, and the time ratio to match.
+
+    Spectra ``0 .. n_out-1`` are left out in turn; each prior is built from all the other spectra.
+    """
+    settle = MONO_SETTLE_S + READOUT_S if overheads else 0.0
+    speed = MONO_SPEED_EV_S if overheads else math.inf
+    conv_tm = ScanTimeModel(dwell_s=CONVENTIONAL_DWELL_S, settle_s=settle, speed_eV_per_s=speed)
+    design_tm = ScanTimeModel(dwell_s=DESIGN_DWELL_S, settle_s=settle, speed_eV_per_s=speed)
+    conv_e = conventional_grid(E0_EV, grid[0], grid[-1], snap_to=grid)
+    conv_idx = grid_indices(grid, conv_e)
+    budget = conv_tm.scan_time_s(conv_e, CONVENTIONAL_DWELL_S)
+    design_rmse = np.zeros((n_out, FRACTIONS.size))
+    conv_rmse = np.zeros(n_out)
+    expected = np.zeros(n_out)
+    n_energies = np.zeros(n_out)
+    design_time = np.zeros(n_out)
+    for j in range(n_out):
+        keep = np.arange(len(names)) != j
+        prior = GaussianProcessPrior.from_matrix(grid, lib[keep], names=tuple(np.asarray(names)[keep]))
+        cov = prior.covariance()
+        truth = lib[j]
+
+        def pick_variance(idx, k, mean=prior.mean):
+            return noise.variance(mean[idx], k * DESIGN_DWELL_S)
+
+        sel = greedy_select(cov, grid, pick_variance, design_tm, time_budget_s=budget)
+        expected[j] = math.sqrt(sel.trace[-1] / grid.size)
+        design_time[j] = sel.time_s[-1]
+        for f, frac in enumerate(FRACTIONS):
+            m = int(np.searchsorted(sel.time_s, frac * budget * (1 + 1e-12), side="right"))
+            idx, counts = np.unique(sel.order[: max(m, 2)], return_counts=True)
+            dwell = counts * DESIGN_DWELL_S
+            rng = np.random.default_rng([seed, j, f])
+            y = noise.simulate(truth[idx], dwell, rng)
+            mean, _ = reconstruct(prior, grid[idx], y, noise.variance(prior.mean[idx], dwell), cov=cov)
+            design_rmse[j, f] = _rmse(mean, truth)
+            if frac == 1.0:
+                n_energies[j] = idx.size
+        rng = np.random.default_rng([seed, j, 999])
+        y = noise.simulate(truth[conv_idx], CONVENTIONAL_DWELL_S, rng)
+        var = noise.variance(prior.mean[conv_idx], CONVENTIONAL_DWELL_S)
+        mean, _ = reconstruct(prior, conv_e, y, np.broadcast_to(var, y.shape), cov=cov)
+        conv_rmse[j] = _rmse(mean, truth)
+    mean_design = design_rmse.mean(axis=0)
+    target = float(conv_rmse.mean())
+    return {
+        "total_time_s": float(budget),
+        "conventional_points": int(conv_e.size),
+        "design_points_mean": float(n_energies.mean()),
+        "design_time_s_mean": float(design_time.mean()),
+        "rmse_conventional": target,
+        "rmse_design_equal_time": float(mean_design[-1]),
+        "rmse_design_expected": float(expected.mean()),
+        "design_better_fraction": float(np.mean(design_rmse[:, -1] < conv_rmse)),
+        "time_ratio_to_match": _match_fraction(mean_design, target),
+    }
+
+
+def time_design(prior: GaussianProcessPrior, noise: TransmissionNoise) -> dict[str, float]:
+    """Median wall time of a 320-pick A-optimal design on the full candidate grid."""
+    tm = ScanTimeModel(
+        dwell_s=DESIGN_DWELL_S, settle_s=MONO_SETTLE_S + READOUT_S, speed_eV_per_s=MONO_SPEED_EV_S
+    )
+    cov = prior.covariance()
+
+    def pick_variance(idx, k):
+        return noise.variance(prior.mean[idx], k * DESIGN_DWELL_S)
+
+    select, full = [], []
+    for _ in range(5):
+        t = time.perf_counter()
+        greedy_select(cov, prior.energies_eV, pick_variance, tm, n_points=320)
+        select.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        design_energies(prior, noise, tm, n_points=320)
+        full.append(time.perf_counter() - t)
+    return {"design_320_select_s": float(np.median(select)), "design_320_total_s": float(np.median(full))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-spectra", type=int, default=None, help="leave out only the first N spectra")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    grid = fe_k_grid()
+    aligned = aligned_library(load_library(), grid)
+    names, lib = list(aligned.names), np.asarray(aligned.matrix)
+    noise = TransmissionNoise(
+        i0_counts_per_s=PHOTON_FLUX * GAIN,
+        mu_t_pre_edge=0.5,
+        edge_jump=1.0,
+        detector=PhotonNoiseModel(gain=GAIN),
+    )
+    t = time.perf_counter()
+    full_prior = GaussianProcessPrior.from_matrix(grid, lib, names=tuple(names))
+    prior_s = time.perf_counter() - t
+    timing = time_design(full_prior, noise)
+    n = len(names) if args.max_spectra is None else min(args.max_spectra, len(names))
+    with_overheads = leave_one_out(grid, names, lib, n, noise, True, args.seed)
+    no_overheads = leave_one_out(grid, names, lib, n, noise, False, args.seed)
+    result = {
+        "benchmark": "energy_design",
+        "library": "bundled Fe-K",
+        "n_spectra": n,
+        "n_candidates": int(grid.size),
+        "length_scale_eV": full_prior.length_scale_eV,
+        "prior_build_s": prior_s,
+        **timing,
+        "settings": {
+            "i0_counts_per_s": noise.i0_counts_per_s,
+            "mu_t_pre_edge": noise.mu_t_pre_edge,
+            "edge_jump": noise.edge_jump,
+            "detector_gain": GAIN,
+            "conventional_dwell_s": CONVENTIONAL_DWELL_S,
+            "design_dwell_unit_s": DESIGN_DWELL_S,
+            "mono_speed_eV_s": MONO_SPEED_EV_S,
+            "mono_settle_s": MONO_SETTLE_S,
+            "readout_s": READOUT_S,
+            "criterion": "A per unit time",
+        },
+        "with_overheads": with_overheads,
+        "no_overheads": no_overheads,
+        "load_1min": os.getloadavg()[0],
+        "wall_s": time.perf_counter() - started,
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
