@@ -2,10 +2,41 @@
 
 Pure numpy/scipy/gemmi; follows GSAS-II's conventions (TCH pseudo-Voigt in centidegrees, FCJ asymmetry,
 Kα1/Kα2 doublet, Lorentz–polarisation with P from the instrument file, Bragg–Brentano displacement).
+
+Typical use::
+
+    ref = Refinement(read_pattern("PBSO4.XRA"), [load_phase("PbSO4.cif")], read_instrument("INST_XRY.PRM"))
+    result = ref.run()                        # default staged strategy
+    result = ref.run(Strategy.from_json(p))   # any other strategy, on a fresh copy of the start model
 """
 
+from .background import BACKGROUND_TYPES
 from .crystal import Phase, load_phase
 from .instrument import Instrument, read_instrument
+from .model import ModelState, PatternCalculator
+from .pattern_io import Pattern, read_pattern
+from .refine import Refinement, RefinementResult
+from .report import plot_fit
 from .simulate import simulate_pattern
+from .strategy import PARAMETER_GROUPS, BackgroundSpec, Stage, Strategy, default_strategy
 
-__all__ = ["Instrument", "Phase", "load_phase", "read_instrument", "simulate_pattern"]
+__all__ = [
+    "BACKGROUND_TYPES",
+    "PARAMETER_GROUPS",
+    "BackgroundSpec",
+    "Instrument",
+    "ModelState",
+    "Pattern",
+    "PatternCalculator",
+    "Phase",
+    "Refinement",
+    "RefinementResult",
+    "Stage",
+    "Strategy",
+    "default_strategy",
+    "load_phase",
+    "plot_fit",
+    "read_instrument",
+    "read_pattern",
+    "simulate_pattern",
+]

@@ -177,7 +177,9 @@ def load_phase(cif: str | Path, name: str | None = None) -> Phase:
         doc = gemmi.cif.read_file(str(path))
     except Exception as exc:  # gemmi raises RuntimeError/ValueError on syntax errors
         raise ValueError(f"CIF {path}: cannot be parsed ({exc})") from exc
-    block = next((b for b in doc if b.find_value("_atom_site_fract_x") or b.find_loop("_atom_site_fract_x")), None)
+    block = next(
+        (b for b in doc if b.find_value("_atom_site_fract_x") or b.find_loop("_atom_site_fract_x")), None
+    )
     if block is None:
         raise ValueError(f"CIF {path}: no block with atom sites (_atom_site_fract_x)")
     try:
@@ -190,7 +192,9 @@ def load_phase(cif: str | Path, name: str | None = None) -> Phase:
     if sg is None:
         sg = _spacegroup_from_symops(block)
     if sg is None:
-        raise ValueError(f"CIF {path}: no recognisable space group (H-M symbol, Hall symbol or symmetry operations)")
+        raise ValueError(
+            f"CIF {path}: no recognisable space group (H-M symbol, Hall symbol or symmetry operations)"
+        )
     if not st.sites:
         raise ValueError(f"CIF {path}: no atom sites")
     ops = list(sg.operations())
@@ -266,7 +270,9 @@ def _spacegroup_from_symops(block: gemmi.cif.Block) -> gemmi.SpaceGroup | None:
     return None
 
 
-def generate_reflections(phase: Phase, a_terms: np.ndarray, d_min: float, d_max: float = math.inf) -> Reflections:
+def generate_reflections(
+    phase: Phase, a_terms: np.ndarray, d_min: float, d_max: float = math.inf
+) -> Reflections:
     """Unique reflections with d in [d_min, d_max] (Å), systematic absences removed.
 
     Parameters

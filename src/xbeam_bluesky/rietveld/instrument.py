@@ -92,11 +92,17 @@ def read_instrument(path: str | Path) -> Instrument:
     if not p.is_file():
         raise FileNotFoundError(f"instrument parameter file not found: {p}")
     text = p.read_text(errors="replace")
-    if re.search(r"^INS\s+\d*\s*ICONS", text, re.M) or "INS   BANK" in text or re.search(r"^INS ", text, re.M):
+    if (
+        re.search(r"^INS\s+\d*\s*ICONS", text, re.M)
+        or "INS   BANK" in text
+        or re.search(r"^INS ", text, re.M)
+    ):
         return _read_prm(text, p)
     if re.search(r"Lam(1)?\s*:", text):
         return _read_instprm(text, p)
-    raise ValueError(f"instrument file {p}: not a GSAS .PRM nor a GSAS-II .instprm file (no ICONS or Lam1 entry)")
+    raise ValueError(
+        f"instrument file {p}: not a GSAS .PRM nor a GSAS-II .instprm file (no ICONS or Lam1 entry)"
+    )
 
 
 def _read_prm(text: str, p: Path) -> Instrument:
@@ -121,7 +127,7 @@ def _read_prm(text: str, p: Path) -> Instrument:
         raise ValueError(f"instrument file {p}: malformed ICONS line {icons}") from exc
     prof1 = _prcf(text, "11")
     prof2 = _prcf(text, "12")
-    u, v, w = (prof1 + [2.0, -2.0, 5.0])[0:3] if len(prof1) >= 3 else (2.0, -2.0, 5.0)
+    u, v, w = prof1[0:3] if len(prof1) >= 3 else [2.0, -2.0, 5.0]
     x, y = prof2[0:2] if len(prof2) >= 2 else (0.0, 0.0)
     return Instrument(
         wavelength1=lam1,
@@ -181,7 +187,9 @@ def _read_instprm(text: str, p: Path) -> Instrument:
                 try:
                     values[_INSTPRM_KEYS[key]] = float(val.split(",")[0])
                 except ValueError as exc:
-                    raise ValueError(f"instrument file {p}: value of {key!r} is not a number: {val!r}") from exc
+                    raise ValueError(
+                        f"instrument file {p}: value of {key!r} is not a number: {val!r}"
+                    ) from exc
     if "wavelength1" not in values:
         raise ValueError(f"instrument file {p}: no Lam1 (or Lam) wavelength")
     if "wavelength2" not in values:

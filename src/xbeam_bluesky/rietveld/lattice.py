@@ -60,7 +60,9 @@ def hkl_products(hkl: np.ndarray) -> np.ndarray:
     return np.stack([h * h, k * k, l * l, h * k, h * l, k * l], axis=1)
 
 
-def lattice_constraint_matrix(crystal_system: str, unique_axis: str = "b", rhombohedral: bool = False) -> np.ndarray:
+def lattice_constraint_matrix(
+    crystal_system: str, unique_axis: str = "b", rhombohedral: bool = False
+) -> np.ndarray:
     """Matrix ``M`` (6, n_free) mapping the free lattice parameters to the six ``A`` terms.
 
     Parameters

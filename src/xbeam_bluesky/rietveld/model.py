@@ -116,7 +116,9 @@ class PatternCalculator:
         Reflections are generated for 2θ up to this far outside the grid (deg).
     """
 
-    def __init__(self, two_theta: np.ndarray, phases: list[Phase], instrument: Instrument, margin: float = 3.0):
+    def __init__(
+        self, two_theta: np.ndarray, phases: list[Phase], instrument: Instrument, margin: float = 3.0
+    ):
         self.x = np.asarray(two_theta, dtype=float)
         self.phases = phases
         self.lam1 = instrument.wavelength1
@@ -167,7 +169,8 @@ class PatternCalculator:
         pos1 = (
             tth
             + inst.zero
-            - const * (4.0 * state.displacement * cos_t + state.transparency * np.sin(np.radians(tth)) * 100.0)
+            - const
+            * (4.0 * state.displacement * cos_t + state.transparency * np.sin(np.radians(tth)) * 100.0)
         )
         return _PhaseCalc(
             refl=refl,
@@ -283,12 +286,41 @@ class PatternCalculator:
         if not jacobian:
             return ev
         ev.blocks = self._jacobian_blocks(
-            state, groups, pcs, terms, shape, inten, phase_of_a, refl_of_a, dpos2_a, sig2, gam, tan_t, cos_t, bmat, peaks
+            state,
+            groups,
+            pcs,
+            terms,
+            shape,
+            inten,
+            phase_of_a,
+            refl_of_a,
+            dpos2_a,
+            sig2,
+            gam,
+            tan_t,
+            cos_t,
+            bmat,
+            peaks,
         )
         return ev
 
     def _jacobian_blocks(
-        self, state, groups, pcs, terms, shape, inten, phase_of, refl_of, dpos2, sig2, gam, tan_t, cos_t, bmat, peaks
+        self,
+        state,
+        groups,
+        pcs,
+        terms,
+        shape,
+        inten,
+        phase_of,
+        refl_of,
+        dpos2,
+        sig2,
+        gam,
+        tan_t,
+        cos_t,
+        bmat,
+        peaks,
     ) -> dict[str, np.ndarray]:
         inst = state.instrument
         n = len(self.x)
@@ -325,7 +357,9 @@ class PatternCalculator:
                 blocks[f"atoms_uiso:{k}"] = shape @ (fac[:, None] * dpk)
             if "preferred_orientation" in groups:
                 dpk = np.zeros(len(inten))
-                dpk[sel] = (ps.scale * pc.refl.multiplicity * pc.lp * pc.f2 * pc.d_po)[refl_of[sel]] * ratio_peak[sel]
+                dpk[sel] = (ps.scale * pc.refl.multiplicity * pc.lp * pc.f2 * pc.d_po)[
+                    refl_of[sel]
+                ] * ratio_peak[sel]
                 blocks[f"preferred_orientation:{k}"] = (shape @ dpk)[:, None]
         # position parameters
         pos_groups = groups & {"cell", "zero", "displacement", "transparency"}
@@ -347,7 +381,9 @@ class PatternCalculator:
                     sin_t = np.sin(np.radians(pc.tth / 2.0))
                     cos_t2 = np.cos(np.radians(pc.tth / 2.0))
                     with np.errstate(divide="ignore", invalid="ignore"):
-                        dtth_dq = np.where(pc.q > 0, np.degrees(self.lam1 / (2.0 * np.sqrt(pc.q) * cos_t2)), 0.0)
+                        dtth_dq = np.where(
+                            pc.q > 0, np.degrees(self.lam1 / (2.0 * np.sqrt(pc.q) * cos_t2)), 0.0
+                        )
                     del sin_t
                     dq_da = pc.hp @ ph.lattice_matrix  # (n_refl, n_free)
                     dpk = np.zeros((len(inten), dq_da.shape[1]))
@@ -373,7 +409,8 @@ class PatternCalculator:
             if "Y" in groups:
                 blocks["Y"] = (lmat @ (live_l * tan_t))[:, None]
         if "SH/L" in groups:
-            h = max(1e-4, 0.05 * abs(inst.sh_l))
+            # the asymmetry grows like (SH/L)², so a forward step comparable to SH/L itself is needed
+            h = max(2e-3, 0.2 * abs(inst.sh_l))
             shifted = PeakSet(pos=peaks.pos, fwhm_g=peaks.fwhm_g, fwhm_l=peaks.fwhm_l, shl=peaks.shl + h)
             t2 = evaluate_peaks(self.x, shifted, want_derivs=False)
             y2 = t2.matrix(t2.value, n) @ inten

@@ -45,12 +45,16 @@ class Pattern:
         if not (self.two_theta.shape == self.counts.shape == self.sigma.shape) or self.two_theta.ndim != 1:
             raise ValueError(f"{where}: 2θ, counts and sigma must be 1-D arrays of the same length")
         if self.two_theta.size < 10:
-            raise ValueError(f"{where}: only {self.two_theta.size} points; expected a powder pattern (≥ 10 points)")
+            raise ValueError(
+                f"{where}: only {self.two_theta.size} points; expected a powder pattern (≥ 10 points)"
+            )
         if not np.all(np.isfinite(self.two_theta)):
             raise ValueError(f"{where}: 2θ contains NaN or infinite values")
         bad = ~np.isfinite(self.counts)
         if np.any(bad):
-            raise ValueError(f"{where}: {int(bad.sum())} counts are NaN or infinite (first at 2θ = {self.two_theta[bad][0]:.4f} deg)")
+            raise ValueError(
+                f"{where}: {int(bad.sum())} counts are NaN or infinite (first at 2θ = {self.two_theta[bad][0]:.4f} deg)"
+            )
         steps = np.diff(self.two_theta)
         if np.any(steps <= 0):
             i = int(np.argmax(steps <= 0))
@@ -59,7 +63,9 @@ class Pattern:
                 f"{self.two_theta[i + 1]:.5f} deg)"
             )
         if self.two_theta[0] <= 0 or self.two_theta[-1] >= 180:
-            raise ValueError(f"{where}: 2θ must lie in (0, 180) deg, got {self.two_theta[0]}..{self.two_theta[-1]}")
+            raise ValueError(
+                f"{where}: 2θ must lie in (0, 180) deg, got {self.two_theta[0]}..{self.two_theta[-1]}"
+            )
         if np.any(np.isnan(self.sigma)) or np.any(self.sigma <= 0):
             raise ValueError(f"{where}: standard uncertainties must be positive (use inf for zero weight)")
 
@@ -98,7 +104,9 @@ def read_pattern(path: str | Path) -> Pattern:
     if raw[:4] in (b"RAW ", b"RAW2") or raw[:7] in (b"RAW1.01", b"RAW4.00"):
         return _read_bruker_raw(raw, p)
     if b"\x00" in raw[:2048]:
-        raise ValueError(f"pattern file {p}: binary content in no known format (expected Bruker RAW, or text)")
+        raise ValueError(
+            f"pattern file {p}: binary content in no known format (expected Bruker RAW, or text)"
+        )
     text = raw.decode("latin-1")
     if re.search(r"^BANK\s+\d+", text, re.M):
         return _read_gsas(text, p)
@@ -169,7 +177,9 @@ def _read_gsas(text: str, p: Path) -> Pattern:
     if len(y) < nchan:
         raise ValueError(f"pattern file {p}: GSAS STD holds {len(y)} values, BANK line promises {nchan}")
     var = y / n
-    sigma = np.where(var > 0, np.sqrt(np.maximum(var, 1e-300)), np.inf)  # zero counts carry no weight (as GSAS-II)
+    sigma = np.where(
+        var > 0, np.sqrt(np.maximum(var, 1e-300)), np.inf
+    )  # zero counts carry no weight (as GSAS-II)
     return Pattern(x, y, sigma, f"{p} (GSAS STD)")
 
 
@@ -180,7 +190,9 @@ def _read_bruker_raw(raw: bytes, p: Path) -> Pattern:
         return _read_raw_v3(raw, p)
     if raw[:4] == b"RAW ":
         return _read_raw_v1(raw, p)
-    raise ValueError(f"pattern file {p}: Bruker RAW variant {raw[:7]!r} not supported (supported: 'RAW ', 'RAW1.01')")
+    raise ValueError(
+        f"pattern file {p}: Bruker RAW variant {raw[:7]!r} not supported (supported: 'RAW ', 'RAW1.01')"
+    )
 
 
 def _read_raw_v3(raw: bytes, p: Path) -> Pattern:

@@ -48,8 +48,15 @@ def tch_mix(fwhm_g: np.ndarray, fwhm_l: np.ndarray) -> tuple[np.ndarray, ...]:
     """
     g, l = fwhm_g, fwhm_l  # noqa: E741
     c = _TCH
-    p5 = c[0] * g**5 + c[1] * g**4 * l + c[2] * g**3 * l**2 + c[3] * g**2 * l**3 + c[4] * g * l**4 + c[5] * l**5
-    big = p5 ** 0.2
+    p5 = (
+        c[0] * g**5
+        + c[1] * g**4 * l
+        + c[2] * g**3 * l**2
+        + c[3] * g**2 * l**3
+        + c[4] * g * l**4
+        + c[5] * l**5
+    )
+    big = p5**0.2
     dp_dg = 5 * c[0] * g**4 + 4 * c[1] * g**3 * l + 3 * c[2] * g**2 * l**2 + 2 * c[3] * g * l**3 + c[4] * l**4
     dp_dl = c[1] * g**4 + 2 * c[2] * g**3 * l + 3 * c[3] * g**2 * l**2 + 4 * c[4] * g * l**3 + 5 * c[5] * l**4
     dbig_dg = dp_dg / (5 * big**4)
@@ -111,7 +118,9 @@ class PeakSet:
     shl: float
 
 
-def _fcj_nodes(pos: np.ndarray, shl: float, fwhm: np.ndarray) -> tuple[list[tuple[np.ndarray, int]], np.ndarray]:
+def _fcj_nodes(
+    pos: np.ndarray, shl: float, fwhm: np.ndarray
+) -> tuple[list[tuple[np.ndarray, int]], np.ndarray]:
     """Group peaks by the number of quadrature nodes; returns (groups, 2φ_min)."""
     c2t = np.cos(np.radians(pos))
     arg = np.sqrt(1.0 + shl * shl) * c2t
@@ -120,7 +129,7 @@ def _fcj_nodes(pos: np.ndarray, shl: float, fwhm: np.ndarray) -> tuple[list[tupl
     if shl <= 0:
         return [(np.arange(len(pos)), 1)], emin
     ratio = width / np.maximum(fwhm, 1e-12)
-    want = np.where(ratio < 0.01, 1, np.ceil(6.0 * ratio + 3.0))
+    want = np.where(ratio < 0.002, 1, np.ceil(6.0 * ratio + 3.0))
     nodes = np.array(_NODE_SETS)
     choice = nodes[np.minimum(np.searchsorted(nodes, want), len(nodes) - 1)]
     groups = [(np.flatnonzero(choice == n), int(n)) for n in nodes if np.any(choice == n)]

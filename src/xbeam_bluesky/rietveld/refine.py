@@ -174,7 +174,9 @@ class Refinement:
             fit_range = (float(x[0]), float(x[-1]))
         lo, hi = fit_range
         if not (lo < hi) or hi < x[0] or lo > x[-1]:
-            raise ValueError(f"fit range {fit_range}: must overlap the pattern's 2θ range {x[0]:.3f}..{x[-1]:.3f} deg")
+            raise ValueError(
+                f"fit range {fit_range}: must overlap the pattern's 2θ range {x[0]:.3f}..{x[-1]:.3f} deg"
+            )
         self.fit_range = (max(lo, float(x[0])), min(hi, float(x[-1])))
         self.initial = initial_state(self.phases, self.instrument)
         self._calcs: dict[tuple[float, float], tuple[PatternCalculator, np.ndarray]] = {}
@@ -186,7 +188,10 @@ class Refinement:
             mask = self.pattern.select(*rng) & np.isfinite(self.pattern.sigma)
             if mask.sum() < 10:
                 raise ValueError(f"2θ range {rng}: fewer than 10 weighted data points inside")
-            self._calcs[key] = (PatternCalculator(self.pattern.two_theta[mask], self.phases, self.instrument), mask)
+            self._calcs[key] = (
+                PatternCalculator(self.pattern.two_theta[mask], self.phases, self.instrument),
+                mask,
+            )
         return self._calcs[key]
 
     def _params(self, state: ModelState, groups: set[str]) -> list[_Param]:
@@ -211,7 +216,9 @@ class Refinement:
                         out.append(_Param(f"{nm}:MD_ratio", g, k, 0.05, 20.0))
                     elif g == "atoms_xyz":
                         for j, lab in enumerate(ph.labels):
-                            out += [_Param(f"{nm}:{lab}:xyz{b}", g, k) for b in range(ph.xyz_basis[j].shape[1])]
+                            out += [
+                                _Param(f"{nm}:{lab}:xyz{b}", g, k) for b in range(ph.xyz_basis[j].shape[1])
+                            ]
                     elif g == "atoms_uiso":
                         out += [_Param(f"{nm}:{lab}:Uiso", g, k, -0.05, 1.0) for lab in ph.labels]
         return out
@@ -589,7 +596,11 @@ class Refinement:
             iobs = np.bincount(ev.peak_refl[sel], weights=iobs_peak[sel], minlength=len(pc.pos1))
             icalc = np.bincount(ev.peak_refl[sel], weights=icalc_peak[sel], minlength=len(pc.pos1))
             denom = float(np.sum(np.abs(iobs[in_range])))
-            r_bragg = 100.0 * float(np.sum(np.abs(iobs[in_range] - icalc[in_range]))) / denom if denom > 0 else float("nan")
+            r_bragg = (
+                100.0 * float(np.sum(np.abs(iobs[in_range] - icalc[in_range]))) / denom
+                if denom > 0
+                else float("nan")
+            )
             atoms = []
             for j, lab in enumerate(ph.labels):
                 xyz_esd = np.zeros(3)
@@ -616,8 +627,12 @@ class Refinement:
                 {
                     "name": ph.name,
                     "space_group": ph.space_group,
-                    "lattice": dict(zip(("a", "b", "c", "alpha", "beta", "gamma"), map(float, cell), strict=True)),
-                    "lattice_esd": dict(zip(("a", "b", "c", "alpha", "beta", "gamma"), map(float, cell_esd), strict=True)),
+                    "lattice": dict(
+                        zip(("a", "b", "c", "alpha", "beta", "gamma"), map(float, cell), strict=True)
+                    ),
+                    "lattice_esd": dict(
+                        zip(("a", "b", "c", "alpha", "beta", "gamma"), map(float, cell_esd), strict=True)
+                    ),
                     "volume": vol,
                     "scale": ps.scale,
                     "scale_esd": esd.get(f"{ph.name}:scale", 0.0),

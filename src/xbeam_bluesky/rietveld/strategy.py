@@ -89,13 +89,19 @@ class Stage:
     def __post_init__(self) -> None:
         for g in (*self.refine, *self.fix):
             if g not in PARAMETER_GROUPS:
-                raise ValueError(f"stage {self.name or '?'}: unknown parameter group {g!r}; expected one of {PARAMETER_GROUPS}")
+                raise ValueError(
+                    f"stage {self.name or '?'}: unknown parameter group {g!r}; expected one of {PARAMETER_GROUPS}"
+                )
         if self.range is not None:
             lo, hi = self.range
             if not (0 < lo < hi < 180):
-                raise ValueError(f"stage {self.name or '?'}: range {self.range} must satisfy 0 < min < max < 180 deg")
+                raise ValueError(
+                    f"stage {self.name or '?'}: range {self.range} must satisfy 0 < min < max < 180 deg"
+                )
         if not isinstance(self.max_cycles, int) or self.max_cycles < 1:
-            raise ValueError(f"stage {self.name or '?'}: max_cycles must be a positive integer, got {self.max_cycles!r}")
+            raise ValueError(
+                f"stage {self.name or '?'}: max_cycles must be a positive integer, got {self.max_cycles!r}"
+            )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], index: int = 0) -> Stage:
@@ -103,14 +109,18 @@ class Stage:
         allowed = {"refine", "fix", "range", "background", "po_axis", "max_cycles", "name"}
         extra = set(d) - allowed
         if extra:
-            raise ValueError(f"strategy stage {index}: unknown keys {sorted(extra)}; allowed {sorted(allowed)}")
+            raise ValueError(
+                f"strategy stage {index}: unknown keys {sorted(extra)}; allowed {sorted(allowed)}"
+            )
         bkg = d.get("background")
         rng = d.get("range")
         return cls(
             refine=tuple(d.get("refine", ())),
             fix=tuple(d.get("fix", ())),
             range=None if rng is None else (float(rng[0]), float(rng[1])),
-            background=None if bkg is None else BackgroundSpec(str(bkg.get("type", "chebyshev")), int(bkg.get("terms", 6))),
+            background=None
+            if bkg is None
+            else BackgroundSpec(str(bkg.get("type", "chebyshev")), int(bkg.get("terms", 6))),
             po_axis=None if d.get("po_axis") is None else tuple(int(v) for v in d["po_axis"]),
             max_cycles=int(d.get("max_cycles", 15)),
             name=str(d.get("name", f"stage {index + 1}")),

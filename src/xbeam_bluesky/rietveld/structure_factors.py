@@ -84,7 +84,9 @@ def structure_factors(
         ex = ex * _aniso_factors(phase, hr, aniso)
     f0 = form_factors(phase.ff_coefs, stol2)
     t_iso = np.where(aniso[None, :], 1.0, np.exp(-8.0 * np.pi**2 * uiso[None, :] * stol2[:, None]))
-    fj = (f0 + fp[None, :] + 1j * fpp[None, :]) * (phase.occupancy * weight)[None, :] * t_iso  # (n_refl, n_sites)
+    fj = (
+        (f0 + fp[None, :] + 1j * fpp[None, :]) * (phase.occupancy * weight)[None, :] * t_iso
+    )  # (n_refl, n_sites)
     s_plus = ex.sum(axis=1)  # (n_refl, n_sites)
     s_minus = np.conj(s_plus)
     f_plus = np.sum(fj * s_plus, axis=1)
@@ -97,7 +99,9 @@ def structure_factors(
     dfm = fj[:, :, None] * np.conj(ds)
     d_xyz = np.real(np.conj(f_plus)[:, None, None] * dfp) + np.real(np.conj(f_minus)[:, None, None] * dfm)
     du = -8.0 * np.pi**2 * stol2[:, None] * np.where(aniso[None, :], 0.0, 1.0)
-    d_uiso = np.real(np.conj(f_plus)[:, None] * fj * s_plus * du) + np.real(np.conj(f_minus)[:, None] * fj * s_minus * du)
+    d_uiso = np.real(np.conj(f_plus)[:, None] * fj * s_plus * du) + np.real(
+        np.conj(f_minus)[:, None] * fj * s_minus * du
+    )
     return StructureFactors(f2=f2, d_xyz=d_xyz, d_uiso=d_uiso)
 
 
