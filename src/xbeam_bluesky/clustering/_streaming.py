@@ -8,7 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from threadpoolctl import threadpool_limits
 
+from ._noise_sums import NoiseSums, photon_coefficients
 from ._separation import ACCEPT_THRESHOLD, standardize
 from ._sites import Sites
 
@@ -142,7 +144,7 @@ class StreamingAssigner:
         self._background = np.array([(e[0] / e) ** n for n in background_powers]).reshape(-1, e.size)
         self._basis = _subspace_basis(sites.z, self._background)
         self._basis32 = self._basis.astype(np.float32)
-        self._acc = np.zeros((self._basis.shape[0], self.n_pixels))
+        self._acc = np.zeros((self._basis.shape[0], self.n_pixels), dtype=np.float32)
         self._sq = np.zeros(self.n_pixels)
         self._bad = np.zeros(self.n_pixels, dtype=bool)
         self._received = np.zeros(sites.n_energies, dtype=bool)
@@ -211,7 +213,9 @@ class StreamingAssigner:
             return
         idx = np.asarray(self._pending)
         u = np.ascontiguousarray(self._basis32[:, idx])
-        list(self._pool.map(lambda c: self._accumulate(c[0], c[1], idx, u), self._chunks))
+        # one BLAS thread per worker: the pool already uses the cores, nested BLAS threads only contend
+        with threadpool_limits(1, user_api="blas"):
+            list(self._pool.map(lambda c: self._accumulate(c[0], c[1], idx, u), self._chunks))
         self._received[idx] = True
         self._pending.clear()
 
@@ -224,7 +228,7 @@ class StreamingAssigner:
         with np.errstate(all="ignore"):
             if corr is not None:
                 if corr.saturation is not None:
-                    bad |= (blk >= corr.saturation).any(axis=0)
+                    bad |= np.maximum.reduce(blk, axis=0) >= corr.saturation
                 blk -= corr.dark.reshape(-1)[s:e]
                 np.log(blk, out=blk)
                 if self._log_flat is not None:
@@ -232,12 +236,14 @@ class StreamingAssigner:
                 else:
                     flat = corr.flat.reshape(corr.flat.shape[0], -1)[idx, s:e] - corr.dark.reshape(-1)[s:e]
                     np.subtract(np.log(flat), blk, out=blk)
-        finite = np.isfinite(blk).all(axis=0)
+        sq = np.add.reduce(np.square(blk), axis=0)
+        finite = np.isfinite(sq)  # any NaN/Inf frame value makes the pixel's sum non-finite
         if not finite.all():
             blk[:, ~finite] = 0.0
+            sq[~finite] = 0.0
             bad |= ~finite
         self._acc[:, s:e] += u @ blk
-        self._sq[s:e] += np.einsum("ij,ij->j", blk, blk)
+        self._sq[s:e] += sq
         if bad.any():
             self._bad[s:e] |= bad
 
@@ -273,7 +279,8 @@ class StreamingAssigner:
         """
         self.flush()
         t, q, _, _ = self._restricted()
-        return t @ self._acc, q
+        with threadpool_limits(1, user_api="blas"):
+            return t @ self._acc.astype(np.float64), q
 
     def labels_now(self) -> NDArray[np.int32]:
         """Provisional labels from the energies received so far (final once all have arrived)."""
@@ -283,11 +290,15 @@ class StreamingAssigner:
         t, _, c, w = self._restricted()
         n_rec = int(self._received.sum())
         out = np.zeros(self.n_pixels, dtype=np.int32)
-        for s, e in self._chunks:
-            p = t @ self._acc[:, s:e]
+
+        def chunk_labels(s: int, e: int) -> None:
+            p = t @ self._acc[:, s:e].astype(np.float64)
             css = self._sq[s:e] - (w @ p) ** 2 / n_rec
             ok = ~self._bad[s:e] & (css > 1e-12 * n_rec)
-            out[s:e] = np.where(ok, self.sites.groups[np.argmax(c @ p, axis=0)], 0)
+            out[s:e] = np.where(ok, self.sites.groups[np.argmax(p.T @ c.T, axis=1)], 0)
+
+        with threadpool_limits(1, user_api="blas"):
+            list(self._pool.map(lambda ch: chunk_labels(*ch), self._chunks))
         return out.reshape(self.shape)
 
     def _background_coords(
@@ -322,43 +333,57 @@ class StreamingAssigner:
         z_r = c @ q  # restandardized sites on received energies, (K, n_rec)
         n_rec = rec.size
         c_bg = self._background_coords(z_r, q, rec)
-        noise, i0 = self.sites.noise, self.sites.i0_counts
-        labels = np.zeros(self.n_pixels, dtype=np.int32)
-        conf = np.zeros(self.n_pixels, dtype=np.float32)
-        novel = np.zeros(self.n_pixels, dtype=bool)
-        masked = self._bad.copy()
         groups = self.sites.groups
         single = self.sites.n_clusters == 1
-        for s, e in self._chunks:
-            p = t @ self._acc[:, s:e]
-            mean = (w @ p) / n_rec
-            css = self._sq[s:e] - mean**2 * n_rec
-            ok = ~self._bad[s:e] & (css > 1e-12 * n_rec)
-            masked[s:e] |= ~ok
-            scores = c @ p
-            best = np.argmax(scores, axis=0)
+        # pass 1: best site, best site of another cluster, amplitudes and residual per pixel
+        n = self.n_pixels
+        best, second = np.zeros(n, np.intp), np.zeros(n, np.intp)
+        s_best, s_second = np.zeros(n), np.zeros(n)
+        mean, rss = np.zeros(n), np.zeros(n)
+        ok = np.zeros(n, bool)
+
+        def first_pass(s: int, e: int) -> None:
+            p = t @ self._acc[:, s:e].astype(np.float64)
+            mean[s:e] = (w @ p) / n_rec
+            css = self._sq[s:e] - mean[s:e] ** 2 * n_rec
+            ok[s:e] = ~self._bad[s:e] & (css > 1e-12 * n_rec)
+            scores = p.T @ c.T  # (pixels, K), contiguous along sites
+            b = np.argmax(scores, axis=1)
             cols = np.arange(e - s)
-            s_best = scores[best, cols]
-            model = mean[:, None] + s_best[:, None] * z_r[best]  # best-site fit, (n, n_rec)
-            var = np.asarray(noise.var_absorbance(i0, model), dtype=np.float64)
+            best[s:e], s_best[s:e] = b, scores[cols, b]
             if not single:
-                scores[groups[:, None] == groups[best][None, :]] = -np.inf
-                second = np.argmax(scores, axis=0)
-                diff2 = (z_r[best] - z_r[second]) ** 2
-                with np.errstate(all="ignore"):
-                    margin = (s_best - scores[second, cols]) / np.sqrt(np.sum(diff2 * var, axis=1))
-            else:
-                margin = np.full(e - s, np.inf)
-            rss = css - s_best**2
+                others = np.where(groups[None, :] == groups[b][:, None], -np.inf, scores)
+                b2 = np.argmax(others, axis=1)
+                second[s:e], s_second[s:e] = b2, scores[cols, b2]
+            r = css - s_best[s:e] ** 2
             for cb in c_bg:
-                rss -= np.einsum("nr,rn->n", cb[best], p) ** 2
-            rss = np.maximum(rss, 0.0)
-            expect = var.sum(axis=1) * (n_rec - 2) / n_rec
+                r -= np.einsum("nr,rn->n", cb[b], p) ** 2
+            rss[s:e] = np.maximum(r, 0.0)
+
+        # pass 2: photon-noise sums along each pixel's best site, from tables over the amplitude
+        conf = np.zeros(n, dtype=np.float32)
+        novel = np.zeros(n, dtype=bool)
+
+        def second_pass(s: int, e: int, sums: NoiseSums) -> None:
+            sl = slice(s, e)
+            total, squares = sums.residual_moments(best[sl], mean[sl], s_best[sl])
             with np.errstate(all="ignore"):
-                excess = (rss - expect) / np.sqrt(2.0 * np.sum(var**2, axis=1))
-            labels[s:e] = np.where(ok, groups[best], 0)
-            conf[s:e] = np.where(ok, margin, 0.0)
-            novel[s:e] = ok & (excess > novel_threshold)
+                excess = (rss[sl] - total * (n_rec - 2) / n_rec) / np.sqrt(2.0 * squares)
+                if single:
+                    margin = np.full(e - s, np.inf)
+                else:
+                    pair = sums.pair_variance(best[sl], second[sl], mean[sl], s_best[sl])
+                    margin = (s_best[sl] - s_second[sl]) / np.sqrt(pair)
+            conf[sl] = np.where(ok[sl], margin, 0.0)
+            novel[sl] = ok[sl] & (excess > novel_threshold)
+
+        with threadpool_limits(1, user_api="blas"):
+            list(self._pool.map(lambda ch: first_pass(*ch), self._chunks))
+            coef = photon_coefficients(self.sites.noise, self.sites.i0_counts)
+            sums = NoiseSums(z_r, coef, s_best[ok].max(initial=0))
+            list(self._pool.map(lambda ch: second_pass(*ch, sums), self._chunks))
+        labels = np.where(ok, groups[best], 0).astype(np.int32)
+        masked = self._bad | ~ok
         return Assignment(
             labels.reshape(self.shape),
             conf.reshape(self.shape),
