@@ -157,7 +157,7 @@ def greedy_select(
         np.clip(diag, 0.0, None, out=diag)
         sigma = blas.dger(-1.0 / d, u, u, a=sigma, overwrite_a=1)
         trace -= uu / d
-        elapsed += time_model.dwell_s + overhead[j]
+        elapsed += time_model.pick_cost_s + overhead[j]
         counts[j] += 1
         v_now[j] = v_next[j]
         v_next[j] = float(pick_variance(np.array([j]), np.array([counts[j] + 1]))[0])
@@ -190,7 +190,7 @@ def greedy_select(
                     gain = colsq / (diag + nu)
                 else:
                     gain = np.log1p(diag / nu)
-            cost = time_model.dwell_s + overhead
+            cost = time_model.pick_cost_s + overhead
             score = gain / cost if per_time else gain.copy()
             score[~np.isfinite(score)] = -np.inf
             if time_budget_s is not None:

@@ -15,7 +15,9 @@ class ScanTimeModel:
 
     A move from energy ``a`` to ``b`` takes ``move_overhead_s + |b - a| / speed_eV_per_s`` and every
     energy point then waits ``settle_s`` before the exposure. The scan is measured in increasing energy,
-    so the distance part of all moves adds up to the energy span.
+    so the distance part of all moves adds up to the energy span. Every pick (one dwell unit) costs
+    ``dwell_s + pick_overhead_s``: the overhead is zero when a point picked ``k`` times is one exposure of
+    ``k * dwell_s``, and the readout (plus whatever else is repeated) when it is ``k`` separate frames.
 
     Parameters
     ----------
@@ -27,15 +29,18 @@ class ScanTimeModel:
         Monochromator speed (eV/s); ``inf`` for a move time independent of distance.
     move_overhead_s
         Fixed cost of starting and stopping each move (s).
+    pick_overhead_s
+        Fixed cost of every pick on top of its dwell (s).
     """
 
     dwell_s: float = 0.1
     settle_s: float = 0.0
     speed_eV_per_s: float = math.inf
     move_overhead_s: float = 0.0
+    pick_overhead_s: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("dwell_s", "settle_s", "move_overhead_s"):
+        for name in ("dwell_s", "settle_s", "move_overhead_s", "pick_overhead_s"):
             value = getattr(self, name)
             if not np.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0 s, got {value!r}")
@@ -75,18 +80,25 @@ class ScanTimeModel:
         already = np.isin(cand, sel)
         return np.where(already, 0.0, extra + self.settle_s)
 
+    @property
+    def pick_cost_s(self) -> float:
+        """Time (s) of one more pick at an energy already in the scan."""
+        return self.dwell_s + self.pick_overhead_s
+
     def scan_time_s(self, energies_eV: ArrayLike, dwell_s: ArrayLike) -> float:
         """Total time (s) of measuring ``energies_eV`` in increasing order with the given dwell per point.
 
-        Sum of dwells, the moves between consecutive energies and one settle per energy. The move to the
-        first energy (from wherever the monochromator is parked) is not included.
+        Sum of dwells, the pick overheads (``dwell / dwell_s`` picks per point, rounded), the moves between
+        consecutive energies and one settle per energy. The move to the first energy (from wherever the
+        monochromator is parked) is not included.
         """
         energies = np.asarray(energies_eV, dtype=float)
         dwell = np.broadcast_to(np.asarray(dwell_s, dtype=float), energies.shape)
         order = np.argsort(energies)
         e = energies[order]
         moves = float(self.move_time_s(e[:-1], e[1:]).sum()) if e.size > 1 else 0.0
-        return float(dwell.sum()) + moves + self.settle_s * e.size
+        picks = float(np.maximum(np.round(dwell / self.dwell_s), 1).sum())
+        return float(dwell.sum()) + picks * self.pick_overhead_s + moves + self.settle_s * e.size
 
     def to_dict(self) -> dict[str, float | str]:
         """JSON-friendly parameters (``speed_eV_per_s`` is the string ``"inf"`` when unlimited)."""

@@ -30,3 +30,4 @@ __all__ = [
     "xanes_imaging",
     "xrd_powder",
 ]
+from xbeam_bluesky.plans.optimal import optimal_xanes_imaging as optimal_xanes_imaging

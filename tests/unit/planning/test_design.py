@@ -44,7 +44,7 @@ def test_rank_one_updates_match_brute_force_greedy(small_prior):
     def pick_variance(idx, k):  # a detector with a constant term: v(k) is not v(1)/k
         return base[idx] / k + 2e-5
 
-    tm = ScanTimeModel(dwell_s=1.0, settle_s=0.3)
+    tm = ScanTimeModel(dwell_s=1.0, settle_s=0.3, pick_overhead_s=0.1)
     sel = greedy_select(cov, e, pick_variance, tm, criterion="A", per_time=True, n_points=40)
     assert np.unique(sel.order).size < sel.order.size, "this case must exercise repeats"
     for step in range(2, sel.order.size):
@@ -58,7 +58,7 @@ def test_rank_one_updates_match_brute_force_greedy(small_prior):
             cnt[j] = cnt.get(j, 0) + 1
             jj = np.array(sorted(cnt))
             kk = np.array([cnt[i] for i in jj])
-            cost = tm.dwell_s + tm.insertion_overhead_s(e[[j]], e[idx])[0]
+            cost = tm.dwell_s + tm.pick_overhead_s + tm.insertion_overhead_s(e[[j]], e[idx])[0]
             scores[j] = (np.trace(post) - np.trace(_direct_posterior(cov, jj, pick_variance(jj, kk)))) / cost
         assert scores[sel.order[step]] >= scores.max() * (1 - 1e-9)  # argmax up to rounding ties
 
@@ -87,14 +87,16 @@ def test_a_criterion_monotone_and_rmse_curve(small_prior):
 
 
 def test_design_time_accounting_matches_scan_time(small_prior):
-    tm = ScanTimeModel(dwell_s=0.2, settle_s=0.4, speed_eV_per_s=5.0, move_overhead_s=0.1)
+    tm = ScanTimeModel(
+        dwell_s=0.2, settle_s=0.4, speed_eV_per_s=5.0, move_overhead_s=0.1, pick_overhead_s=0.05
+    )
     d = design_energies(small_prior, TransmissionNoise(), tm, time_budget_s=30.0)
     assert d.total_time_s == pytest.approx(d.curve["time_s"][-1], rel=1e-9)
     assert d.total_time_s == pytest.approx(tm.scan_time_s(d.energies_eV, d.dwell_s), rel=1e-12)
     assert d.total_time_s <= 30.0 + 1e-9
     assert d.stop_reason == "time_budget"
     # nothing else fits: the cheapest addition is one more dwell at an existing energy
-    assert d.total_time_s + tm.dwell_s > 30.0
+    assert d.total_time_s + tm.dwell_s + tm.pick_overhead_s > 30.0
     assert np.all(np.diff(d.energies_eV) > 0)
     assert np.allclose(d.dwell_s / tm.dwell_s, np.round(d.dwell_s / tm.dwell_s))
 

@@ -45,6 +45,13 @@ def test_scan_time_counts_moves_settles_and_dwell():
     assert tm.scan_time_s(e, [0.3, 0.1, 0.2]) == pytest.approx(0.6 + 3.4 + 1.5)
 
 
+def test_pick_overhead_counts_every_dwell_unit():
+    tm = ScanTimeModel(dwell_s=0.1, pick_overhead_s=0.01)
+    # 3 + 1 picks: 0.4 s dwell, 4 × 0.01 s overhead, no settle, instant moves
+    assert tm.scan_time_s([7100.0, 7110.0], [0.3, 0.1]) == pytest.approx(0.44)
+    assert tm.pick_cost_s == pytest.approx(0.11)
+
+
 def test_insertion_overhead_between_neighbours():
     tm = ScanTimeModel(settle_s=0.5, speed_eV_per_s=10.0, move_overhead_s=0.2)
     sel = [7100.0, 7130.0]

@@ -1,0 +1,322 @@
+"""``optimal_xanes_imaging``: design the energies and the tiles at plan start, then run ``xanes_imaging``."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import bluesky.plan_stubs as bps
+import numpy as np
+from bluesky.protocols import Movable, Readable
+from bluesky.utils import MsgGenerator
+
+from xbeam_bluesky.planning import (
+    EnergyDesign,
+    ScanTimeModel,
+    TransmissionNoise,
+    design_energies,
+    load_design,
+    plan_tiles,
+    prior_from_library,
+)
+from xbeam_bluesky.plans.duration import estimate_duration
+from xbeam_bluesky.plans.xanes_imaging import xanes_imaging
+from xbeam_bluesky.spectra import PhotonNoiseModel, edge_energy
+
+logger = logging.getLogger(__name__)
+
+#: Candidate grid relative to the edge when ``e_range`` is not given: start, stop, step in eV (the published
+#: Fe K case 7076.2–7181.2 eV in 0.1 eV steps).
+DEFAULT_RANGE_REL_EV = (-35.8, 69.2, 0.1)
+#: Points kept of the expected-error curve in the start document.
+CURVE_POINTS_IN_START = 200
+#: Picks used when no stopping rule is given.
+DEFAULT_N_POINTS = 100
+
+
+def _candidate_grid(e0: float, e_range: Sequence[float] | None) -> np.ndarray:
+    start, stop, step = (
+        (e0 + DEFAULT_RANGE_REL_EV[0], e0 + DEFAULT_RANGE_REL_EV[1], DEFAULT_RANGE_REL_EV[2])
+        if e_range is None
+        else (float(v) for v in e_range)
+    )
+    if not (step > 0 and stop > start):
+        raise ValueError(
+            f"e_range = {e_range!r}; expected [start, stop, step] in eV with start < stop, step > 0"
+        )
+    n = round((stop - start) / step) + 1
+    return np.round(start + step * np.arange(n), 6)
+
+
+def _frames_per_energy(dwell_s: Sequence[float], unit_s: float, where: str) -> np.ndarray:
+    """Number of frames of ``unit_s`` realising each dwell; dwells must be whole multiples of the unit."""
+    ratio = np.asarray(dwell_s, dtype=float) / unit_s
+    frames = np.round(ratio).astype(int)
+    bad = np.flatnonzero((frames < 1) | (np.abs(ratio - frames) > 0.01 * np.maximum(frames, 1)))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(
+            f"{where}: dwell_s[{i}] = {dwell_s[i]} s is not a whole number of frames of dwell = {unit_s} s; "
+            "pass the design's dwell unit as dwell"
+        )
+    return frames
+
+
+def _stage_time_per_energy(stage: Any, tiles: list[list[float]], flat_xy: Sequence[float] | None) -> float:
+    """Stage motion (s) of one energy of ``xanes_imaging(order="energy")``: flat position, then every tile."""
+    move = getattr(stage, "move_time_s", None)
+    if move is None:
+        return 0.0
+    path = ([list(flat_xy)] if flat_xy is not None else []) + tiles
+    if flat_xy is not None:
+        path.append(list(flat_xy))
+    return float(sum(move(tuple(a), tuple(b)) for a, b in itertools.pairwise(path)))
+
+
+def _start_record(design: EnergyDesign | dict[str, Any]) -> dict[str, Any]:
+    """The design as stored in the start document (error curve thinned, pick order dropped)."""
+    record = dict(design.to_dict() if isinstance(design, EnergyDesign) else design)
+    record.pop("pick_order_eV", None)
+    curve = record.get("curve")
+    if isinstance(curve, dict) and len(curve.get("time_s", [])) > CURVE_POINTS_IN_START:
+        keep = np.unique(np.linspace(0, len(curve["time_s"]) - 1, CURVE_POINTS_IN_START).astype(int))
+        record["curve"] = {k: [v[i] for i in keep] for k, v in curve.items()}
+    return record
+
+
+def optimal_xanes_imaging(
+    camera: Readable,
+    mono: Movable,
+    stage: Readable,
+    x_mm: Sequence[float] | None = None,
+    y_mm: Sequence[float] | None = None,
+    *,
+    polygon_mm: Sequence[Sequence[float]] | None = None,
+    tiles: Sequence[Sequence[float]] | None = None,
+    design: str | dict | None = None,
+    library: str | None = None,
+    edge: str = "Fe-K",
+    e_range: Sequence[float] | None = None,
+    criterion: str = "A",
+    n_points: int | None = None,
+    time_budget_s: float | None = None,
+    target_rmse: float | None = None,
+    dwell: float = 0.05,
+    mu_t_pre_edge: float = 0.5,
+    edge_jump: float = 1.0,
+    length_scale_eV: float | None = None,
+    overlap: float | None = None,
+    repeatability_um: float = 1.0,
+    shutter: Movable | None = None,
+    n_darks: int = 5,
+    n_flats: int = 2,
+    flat_position: Sequence[float] | None = None,
+    md: dict | None = None,
+) -> MsgGenerator[str]:
+    """XANES imaging at Bayesian-optimal energies over tiles covering a sample region.
+
+    At plan start the energies are designed from a reference library (or read from a saved design) and the
+    region is tiled from the camera's field of view; then :func:`xanes_imaging` runs with them. A point the
+    design picked ``k`` times is measured as ``k`` consecutive frames of ``dwell`` at that energy (the same
+    photons as one ``k × dwell`` exposure). The start document's ``design`` field holds the full design
+    record: library, prior (length scale, size), noise model, time model, criterion, expected error and its
+    curve, compute time; ``time_estimate`` the run time estimated from the plan's messages before it starts
+    (:func:`~xbeam_bluesky.plans.estimate_duration`).
+
+    Parameters
+    ----------
+    camera : Readable
+        Area detector (sim or real), with ``frame_shape``/``pixel_um`` for tiling and, optionally,
+        ``noise_metadata(exposure_s)`` (gain, offset, ``i0_counts``) for the noise model.
+    mono : Movable
+        Monochromator energy in eV (``speed_eV_s``/``settle_s`` used for the time cost when present).
+    stage : Readable
+        Sample stage with ``x``/``y`` axes in mm (their ``limits`` are checked).
+    x_mm, y_mm : [float, float], optional
+        Rectangle to cover, [start, stop] in mm.
+    polygon_mm : list of [float, float], optional
+        Polygon to cover instead of the rectangle, mm.
+    tiles : list of [float, float], optional
+        Explicit tile centres in mm instead of a region; default: one tile at the current stage position.
+    design : str or dict, optional
+        A saved design (JSON path or dictionary from ``xbeam plan-energies``); skips the design step.
+    library : str, optional
+        Reference-library directory; default the bundled library of ``edge``.
+    edge : str
+        Absorption edge, e.g. ``"Fe-K"``.
+    e_range : [float, float, float], optional
+        Candidate grid [start, stop, step] in eV; default E0 − 35.8 to E0 + 69.2 eV in 0.1 eV steps.
+    criterion : {"A", "D"}
+        A-optimal (expected squared error) or D-optimal (information gain), per unit of beam time.
+    n_points, time_budget_s, target_rmse : optional
+        Stopping rule: picks, total run time in s (incl. flats, tiles and darks), or expected RMSE of the
+        normalized spectrum. Default: 100 picks.
+    dwell : float
+        Exposure of one frame (one pick) in s.
+    mu_t_pre_edge, edge_jump : float
+        Expected sample absorbance below the edge and edge step (noise model).
+    length_scale_eV : float, optional
+        Fix the prior length scale in eV (default: fitted to the library).
+    overlap, repeatability_um : float
+        Tile overlap fraction (default from the stage repeatability in µm).
+    shutter, n_darks, n_flats, flat_position
+        Passed to :func:`xanes_imaging`.
+    md : dict, optional
+        Extra start-document metadata.
+
+    Returns
+    -------
+    str
+        The run uid.
+    """
+    started = time.perf_counter()
+    e0 = edge_energy(edge)
+    if tiles is not None:
+        tile_list = [[float(v) for v in t] for t in tiles]
+        tile_record: dict[str, Any] = {"source": "explicit", "n_tiles": len(tile_list)}
+    elif x_mm is not None or y_mm is not None or polygon_mm is not None:
+        ny, nx = camera.frame_shape  # type: ignore[attr-defined]
+        limits = {
+            axis: tuple(getattr(stage, axis).limits)  # type: ignore[attr-defined]
+            for axis in ("x", "y")
+            if getattr(getattr(stage, axis, None), "limits", None) is not None
+        }
+        tiling = plan_tiles(
+            (int(nx), int(ny)),
+            float(camera.pixel_um),  # type: ignore[attr-defined]
+            x_mm=None if x_mm is None else (float(x_mm[0]), float(x_mm[1])),
+            y_mm=None if y_mm is None else (float(y_mm[0]), float(y_mm[1])),
+            polygon_mm=polygon_mm,
+            overlap=overlap,
+            repeatability_um=repeatability_um,
+            stage_limits_mm=limits or None,
+        )
+        tile_list = tiling.centers_mm.tolist()
+        tile_record = {"source": "tiling", **{k: v for k, v in tiling.to_dict().items() if k != "tiles"}}
+    else:
+        x = yield from bps.rd(stage.x)  # type: ignore[attr-defined]
+        y = yield from bps.rd(stage.y)  # type: ignore[attr-defined]
+        tile_list = [[float(x), float(y)]]
+        tile_record = {"source": "current position", "n_tiles": 1}
+
+    flat_xy = flat_position if flat_position is not None else getattr(stage, "out_position_mm", None)
+    flat_xy = flat_xy if n_flats else None
+    frames_per_entry = len(tile_list) + int(n_flats)
+    readout = float(getattr(camera, "readout_s", 0.0))
+    noise_md = camera.noise_metadata(1.0) if hasattr(camera, "noise_metadata") else {}  # type: ignore[attr-defined]
+    darks_s = n_darks * (dwell + readout)
+
+    if design is not None:
+        record = load_design(design)
+        source = design if isinstance(design, str) else "dict"
+        energies = np.asarray(record["energies_eV"], dtype=float)
+        frames = _frames_per_energy(record["dwell_s"], dwell, f"design {source}")
+        design_record = {**_start_record(record), "source": source}
+    else:
+        if n_points is None and time_budget_s is None and target_rmse is None:
+            n_points = DEFAULT_N_POINTS
+        grid = _candidate_grid(e0, e_range)
+        prior = prior_from_library(library, grid, e0_ref_eV=e0, length_scale_eV=length_scale_eV)
+        noise = TransmissionNoise(
+            i0_counts_per_s=float(noise_md.get("i0_counts", TransmissionNoise.i0_counts_per_s)),
+            mu_t_pre_edge=mu_t_pre_edge,
+            edge_jump=edge_jump,
+            detector=PhotonNoiseModel(
+                gain=float(noise_md.get("gain", PhotonNoiseModel.gain)),
+                offset=float(noise_md.get("offset", PhotonNoiseModel.offset)),
+            ),
+        )
+        # One pick = one entry of the energy list = frames_per_entry frames plus the stage path; divide every
+        # cost by frames_per_entry so that the design's dwell unit stays the frame exposure.
+        stage_s = _stage_time_per_energy(stage, tile_list, flat_xy)
+        speed = float(getattr(mono, "speed_eV_s", math.inf))
+        time_model = ScanTimeModel(
+            dwell_s=dwell,
+            settle_s=float(getattr(mono, "settle_s", 0.0)) / frames_per_entry,
+            speed_eV_per_s=speed * frames_per_entry,
+            pick_overhead_s=readout + stage_s / frames_per_entry,
+        )
+        budget = None
+        if time_budget_s is not None:
+            budget = (float(time_budget_s) - darks_s) / frames_per_entry
+        result = design_energies(
+            prior,
+            noise,
+            time_model,
+            criterion=criterion,  # type: ignore[arg-type]
+            n_points=n_points,
+            time_budget_s=budget,
+            target_rmse=target_rmse,
+        )
+        energies = result.energies_eV
+        frames = np.round(result.dwell_s / dwell).astype(int)
+        design_record = {
+            **_start_record(result),
+            "source": "designed at plan start",
+            "edge": edge,
+            "time_scale_note": (
+                f"time_model costs are per frame: one pick = {frames_per_entry} frames "
+                f"({len(tile_list)} tiles + {n_flats} flats); run time = design time x {frames_per_entry} + darks"
+            ),
+        }
+    design_record["dwell_unit_s"] = float(dwell)
+    design_record["frames_per_energy"] = [int(f) for f in frames]
+    design_record["compute_s_total"] = time.perf_counter() - started
+    energy_list = [float(e) for e, k in zip(energies, frames, strict=True) for _ in range(int(k))]
+
+    run_kwargs: dict[str, Any] = {
+        "shutter": shutter,
+        "n_darks": n_darks,
+        "n_flats": n_flats,
+        "flat_position": flat_position,
+        "order": "energy",
+        "edge": edge,
+        "e0": e0,
+    }
+    estimate = estimate_duration(
+        xanes_imaging(camera, mono, stage, energy_list, tile_list, dwell, **run_kwargs)
+    ).as_dict()
+    logger.info(
+        "optimal_xanes_imaging: %d energies (%d frames each on average), %d tiles, estimated %.0f s",
+        energies.size,
+        float(frames.mean()),
+        len(tile_list),
+        estimate["total_s"],
+    )
+    start_md = {
+        "plan_name": "optimal_xanes_imaging",
+        "time_estimate": estimate,
+        "tiling": tile_record,
+        "plan_args_optimal": {
+            "x_mm": None if x_mm is None else list(x_mm),
+            "y_mm": None if y_mm is None else list(y_mm),
+            "polygon_mm": None if polygon_mm is None else [list(p) for p in polygon_mm],
+            "design": design if isinstance(design, str) else None,
+            "library": library,
+            "edge": edge,
+            "e_range": None if e_range is None else list(e_range),
+            "criterion": criterion,
+            "n_points": n_points,
+            "time_budget_s": time_budget_s,
+            "target_rmse": target_rmse,
+            "dwell": dwell,
+        },
+        **(md or {}),
+    }
+    return (
+        yield from xanes_imaging(
+            camera,
+            mono,
+            stage,
+            energy_list,
+            tile_list,
+            dwell,
+            design=design_record,
+            md=start_md,
+            **run_kwargs,
+        )
+    )
