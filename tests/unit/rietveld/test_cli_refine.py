@@ -1,0 +1,117 @@
+"""The ``xbeam refine`` command line contract."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from xbeam_bluesky.cli import main
+
+
+@pytest.mark.slow
+def test_refine_pbso4_writes_result_and_plot(tmp_path, data_dir, capsys):
+    d = data_dir / "pbso4"
+    out = tmp_path / "result.json"
+    plot = tmp_path / "fit.png"
+    rc = main(
+        [
+            "refine",
+            str(d / "PBSO4.XRA"),
+            "--cif",
+            str(d / "PbSO4-Wyckoff.cif"),
+            "--instrument",
+            str(d / "INST_XRY.PRM"),
+            "--range",
+            "16:158.4",
+            "--plot",
+            str(plot),
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    res = json.loads(out.read_text())
+    for key in ("rwp", "rp", "gof", "phases", "n_points", "n_reflections", "wall_s"):
+        assert key in res
+    assert res["rwp"] <= 10.5 and res["n_reflections"] == 383
+    phase = res["phases"][0]
+    assert set(phase["lattice"]) == {"a", "b", "c", "alpha", "beta", "gamma"} == set(phase["lattice_esd"])
+    assert {"label", "xyz", "uiso"} <= set(phase["atoms"][0])
+    assert res["instrument_defaults_used"] is False
+    assert plot.stat().st_size > 10_000
+    assert "Rwp" in capsys.readouterr().out
+
+
+def test_refine_with_strategy_and_default_instrument(tmp_path, data_dir, capsys):
+    strategy = tmp_path / "s.json"
+    strategy.write_text(
+        json.dumps(
+            {
+                "stages": [
+                    {"refine": ["background", "scale"], "background": {"type": "chebyshev", "terms": 4}},
+                    {"refine": ["cell", "zero"]},
+                ]
+            }
+        )
+    )
+    out = tmp_path / "r.json"
+    rc = main(
+        [
+            "refine",
+            str(data_dir / "lab6" / "LaB6_Jan2018.raw"),
+            "--cif",
+            str(data_dir / "lab6" / "LaB6_start.cif"),
+            "--strategy",
+            str(strategy),
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert res["instrument_defaults_used"] is True and "defaults" in res["instrument"]["source"]
+    assert "lab Cu Kα defaults" in capsys.readouterr().err
+    assert [s["refined"] for s in res["stages"]] == [
+        ["background", "scale"],
+        ["background", "cell", "scale", "zero"],
+    ]
+    assert res["strategy"]["stages"][1]["refine"] == ["cell", "zero"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [(["--range", "30"], "MIN:MAX"), (["--range", "50:20"], "MIN < MAX")],
+)
+def test_refine_user_errors_exit_2(tmp_path, data_dir, capsys, extra, match):
+    rc = main(
+        [
+            "refine",
+            str(data_dir / "lab6" / "LaB6_Jan2018.raw"),
+            "--cif",
+            str(data_dir / "lab6" / "LaB6_start.cif"),
+            "--out",
+            str(tmp_path / "r.json"),
+            *extra,
+        ]
+    )
+    assert rc == 2
+    assert match in capsys.readouterr().err
+
+
+def test_refine_unknown_pattern_format_exit_2(tmp_path, data_dir, capsys):
+    bad = tmp_path / "junk.bin"
+    bad.write_bytes(b"\x00\x07junk" * 100)
+    rc = main(
+        [
+            "refine",
+            str(bad),
+            "--cif",
+            str(data_dir / "lab6" / "LaB6_start.cif"),
+            "--out",
+            str(tmp_path / "r.json"),
+        ]
+    )
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "junk.bin" in err and "no known format" in err and "Traceback" not in err

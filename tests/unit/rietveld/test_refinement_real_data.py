@@ -1,0 +1,142 @@
+"""Refinements of real data against GSAS-II's published / reference results (tests/data/xrd/README.md)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import pytest
+
+from xbeam_bluesky.rietveld import (
+    Refinement,
+    Strategy,
+    default_strategy,
+    load_phase,
+    read_instrument,
+    read_pattern,
+)
+
+
+@pytest.fixture(scope="module")
+def pbso4(data_dir):
+    d = data_dir / "pbso4"
+    ref = Refinement(
+        read_pattern(d / "PBSO4.XRA"),
+        [load_phase(d / "PbSO4-Wyckoff.cif")],
+        read_instrument(d / "INST_XRY.PRM"),
+        fit_range=(16.0, 158.4),  # GSAS-II's limits for its 10.28 % fit
+    )
+    return ref, ref.run()
+
+
+def _gsas_esd(text: str) -> dict[str, float]:
+    """Parse GSAS-II's printed (values, esds) tuple of dicts from the reference JSON."""
+    esd_part = text.split("}, {", 1)[1]
+    out = {}
+    for key in ("length_a", "length_b", "length_c"):
+        chunk = esd_part.split(f"'{key}': np.float64(", 1)[1]
+        out[key] = float(chunk.split(")", 1)[0])
+    return out
+
+
+@pytest.mark.slow
+def test_pbso4_default_sequence_matches_gsas2(pbso4, pbso4_reference):
+    _, res = pbso4
+    assert res.ok and res.status == "converged"
+    assert res.rwp <= 10.5  # GSAS-II: 10.28 %
+    assert res.n_reflections == 383  # GSAS-II: 383 reflections in 16–158.4°
+    esd = _gsas_esd(pbso4_reference["cell_esd"])
+    lat = res.phases[0]["lattice"]
+    for ours, key in (("a", "length_a"), ("b", "length_b"), ("c", "length_c")):
+        assert abs(lat[ours] - pbso4_reference["cell"][key]) <= 3 * esd[key], (ours, lat[ours])
+    ref_atoms = {label: np.array(xyz) for label, xyz, _u in pbso4_reference["atoms"]}
+    for atom in res.phases[0]["atoms"]:
+        np.testing.assert_allclose(atom["xyz"], ref_atoms[atom["label"]], atol=0.005, err_msg=atom["label"])
+    # our esds are of the same size as GSAS-II's
+    assert 0.5 < res.phases[0]["lattice_esd"]["a"] / esd["length_a"] < 2.0
+    # sample displacement (μm) and the GSAS-II "Shift" agree
+    assert res.instrument["displacement"] == pytest.approx(
+        75.19, abs=3 * res.instrument["displacement_esd"] + 0.5
+    )
+
+
+@pytest.mark.slow
+def test_fluorapatite_default_sequence(data_dir):
+    d = data_dir / "fluorapatite"
+    ref = json.loads((d / "gsas2_reference.json").read_text())
+    res = Refinement(
+        read_pattern(d / "FAP.XRA"), [load_phase(d / "FAP_start.cif")], read_instrument(d / "INST_XRY.PRM")
+    ).run()
+    assert res.ok
+    assert res.rwp <= 10.4  # tutorial 10.38 %, GSAS-II on this machine 9.42 %
+    esd = _gsas_esd(ref["cell"])
+    lat = res.phases[0]["lattice"]
+    assert abs(lat["a"] - 9.371865195092566) <= 3 * esd["length_a"]
+    assert abs(lat["c"] - 6.885895155453286) <= 3 * esd["length_c"]
+    assert lat["a"] == pytest.approx(lat["b"]) and lat["gamma"] == pytest.approx(120.0)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "LaB6 a is 4.15709 Å with the GSAS-II recipe (SH/L refined; Rwp 5.8 % vs GSAS-II 8.66 %), "
+        "5.3e-4 Å above GSAS-II's 4.15656 Å; the FCJ asymmetry refines to 0.065 here vs 0.026 in GSAS-II and "
+        "correlates with displacement and a. Not reached; see the report."
+    ),
+)
+def test_lab6_lattice_within_2e4_of_gsas2(data_dir):
+    d = data_dir / "lab6"
+    strategy = Strategy.from_dict(
+        {
+            "stages": [
+                {"refine": ["background", "scale"], "background": {"type": "chebyshev", "terms": 8}},
+                {"refine": ["displacement"]},
+                {"refine": ["cell"]},
+                {"refine": ["X", "Y"]},
+                {"refine": ["atoms_xyz", "atoms_uiso"]},
+                {"refine": ["U", "V", "W", "SH/L"], "max_cycles": 30},
+            ]
+        }
+    )
+    res = Refinement(
+        read_pattern(d / "NIST660CBI.gsas"),
+        [load_phase(d / "LaB6_start.cif")],
+        read_instrument(d / "CuKa_lab_default.instprm"),
+        fit_range=(20.0, 125.0),
+    ).run(strategy)
+    assert res.ok
+    assert abs(res.phases[0]["lattice"]["a"] - 4.156559634582432) <= 2e-4
+
+
+def test_runs_start_from_the_same_model_and_are_reproducible(pbso4):
+    ref, first = pbso4
+    strategy = Strategy.from_dict(default_strategy().to_dict())  # JSON round trip
+    again = ref.run(strategy)
+    assert again.rwp == pytest.approx(first.rwp, rel=1e-12)
+    assert ref.initial.phases[0].uiso[0] == pytest.approx(0.01)  # the starting model is untouched
+
+
+def _run_pickled(blob: bytes) -> float:
+    ref, strategy = pickle.loads(blob)
+    return ref.run(strategy).rwp
+
+
+@pytest.mark.slow
+def test_refinement_is_picklable_for_worker_processes(pbso4):
+    ref, _ = pbso4
+    strategy = Strategy.from_dict(
+        {
+            "stages": [
+                {"refine": ["background", "scale"], "background": {"type": "cosine", "terms": 4}},
+                {"refine": ["cell"]},
+            ]
+        }
+    )
+    local = ref.run(strategy).rwp
+    blob = pickle.dumps((ref, strategy))
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        remote = pool.submit(_run_pickled, blob).result()
+    assert remote == pytest.approx(local, rel=1e-10)
