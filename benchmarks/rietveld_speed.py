@@ -1,0 +1,90 @@
+"""Speed of the Rietveld engine on the PbSO4 round-robin X-ray data (one JSON line).
+
+Measures, on one core (BLAS threads pinned to 1): the full default staged refinement of PbSO4
+(whole pattern, 10–160° 2θ, 6001 points) and one forward pattern evaluation. GSAS-II is the named
+peer but is not installable here, so its published per-refinement wall times on a machine of the same
+kind (tests/data/xrd/README.md) are quoted, not re-measured: field names say so.
+
+Run: .venv/bin/python benchmarks/rietveld_speed.py [--repeats N]
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "xrd" / "pbso4"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5, help="refinements to time (median reported)")
+    args = parser.parse_args()
+
+    t0 = time.perf_counter()
+    from xbeam_bluesky.rietveld import Refinement, load_phase, read_instrument, read_pattern
+
+    import_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pattern = read_pattern(DATA / "PBSO4.XRA")
+    phase = load_phase(DATA / "PbSO4-Wyckoff.cif")
+    instrument = read_instrument(DATA / "INST_XRY.PRM")
+    ref = Refinement(pattern, [phase], instrument)
+    setup_s = time.perf_counter() - t0
+
+    walls = []
+    result = None
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        result = ref.run()
+        walls.append(time.perf_counter() - t0)
+
+    calc, _ = ref._calc_for(ref.fit_range)
+    state = result.state
+    calc.update_reflections(state)
+    evals = []
+    for _ in range(30):
+        t0 = time.perf_counter()
+        calc.evaluate(state)
+        evals.append(time.perf_counter() - t0)
+
+    print(
+        json.dumps(
+            {
+                "benchmark": "rietveld_speed",
+                "dataset": "PbSO4 X-ray (IUCr CPD round robin), whole pattern 10-160 deg",
+                "default_refinement_wall_s_median": round(statistics.median(walls), 4),
+                "default_refinement_wall_s_min": round(min(walls), 4),
+                "default_refinement_wall_s_first": round(walls[0], 4),
+                "repeats": args.repeats,
+                "forward_evaluation_s_median": round(statistics.median(evals), 5),
+                "import_s": round(import_s, 3),
+                "parse_and_setup_s": round(setup_s, 4),
+                "rwp": round(result.rwp, 3),
+                "status": result.status,
+                "n_points": result.n_points,
+                "n_reflections": result.n_reflections,
+                "n_params_final": result.n_params,
+                "stages": len(result.stages),
+                "threads": 1,
+                "target_s": 2.0,
+                "peer": "GSAS-II (git 013259a0), not runnable here: published numbers from tests/data/xrd/README.md",
+                "peer_gsas2_reported_s": 12.4,
+                "peer_gsas2_reported_note": "PbSO4 5 stages x 8 cycles, 2-core machine, incl. 0.8 s import",
+                "peer_gsas2_reported_bbo_trial_s": [1.5, 3.5],
+                "speedup_vs_peer_reported": round(12.4 / statistics.median(walls), 1),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
