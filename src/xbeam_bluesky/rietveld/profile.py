@@ -5,10 +5,10 @@ Conventions follow GSAS-II (constant-wavelength, "CW"):
 * Gaussian variance σ² = U tan²θ + V tanθ + W (centidegrees²), Gaussian FWHM = √(8 ln2 σ²).
 * Lorentzian FWHM γ = X / cosθ + Y tanθ (centidegrees).
 * TCH combination of the two FWHMs into one FWHM Γ and mixing η.
-* FCJ asymmetry with S/L = H/L = (SH/L)/2; the profile is a weighted sum of pseudo-Voigts over the
-  axial-divergence angle δ between 2φ_min and the peak position (GSAS-II's weighting, including its
-  form above 90° 2θ). We integrate it with Gauss–Legendre nodes after the substitution that removes
-  the 1/√ singularity at δ = 2θ, with the number of nodes chosen from the asymmetry width / FWHM.
+* FCJ asymmetry with S/L = H/L = (SH/L)/2 (as GSAS-II's current Finger–Hester profile code); the
+  profile is a weighted sum of pseudo-Voigts over the axial-divergence angle δ between 2φ_min and the
+  peak position. We integrate it with Gauss–Legendre nodes after the substitution that removes the
+  1/√ singularity at δ = 2θ, with the number of nodes chosen from the asymmetry width / FWHM.
 * Peaks are evaluated only inside the window [pos − 10·(fwhm + shl·|cos 2θ|), pos + 15·fwhm]
   (mirrored above 90°), GSAS-II's cut-off.
 
@@ -146,9 +146,8 @@ def _fcj_offsets(pos: np.ndarray, emin: np.ndarray, shl: float, n: int) -> tuple
     tmp = cd * cd - c2t * c2t
     with np.errstate(divide="ignore", invalid="ignore"):
         f = np.where(tmp > 0, np.abs(c2t) / np.sqrt(np.maximum(tmp, 1e-300)), 1.0)
-    apb = shl
-    above = (pos > 90.0)[:, None]
-    g = np.where(above, apb * f / cd, (apb * f - 1.0) / cd)
+    # FCJ eq. 7a with S/L = H/L: W/(h |cos δ|) = (SH/L · L/h − 1)/|cos δ|, on both sides of 90°
+    g = (shl * f - 1.0) / np.abs(cd)
     # the substitution δ = pos − span·v² has Jacobian 2·span·v; span cancels in the normalisation
     w = wgl[None, :] * g * v[None, :]
     w = np.where(np.isfinite(w), w, 0.0)

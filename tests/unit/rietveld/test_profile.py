@@ -58,7 +58,7 @@ def test_fcj_profile_matches_direct_integration_of_the_fcj_weights(pos):
     def weight(delta):
         cd = np.cos(np.radians(delta))
         f = abs(c2) / np.sqrt(max(cd * cd - c2 * c2, 1e-300))
-        return (shl * f / cd) if pos > 90 else (shl * f - 1.0) / cd
+        return (shl * f - 1.0) / abs(cd)  # FCJ eq. 7a, S/L = H/L
 
     big, eta, *_ = tch_mix(np.array([fg]), np.array([fl]))
 
