@@ -331,7 +331,9 @@ class PatternCalculator:
         if "scale" in groups:
             cols = []
             for k, pc in enumerate(pcs):
-                i_ns = np.where(phase_of == k, pc.i_noscale[refl_of] if len(pc.i_noscale) else 0.0, 0.0)
+                sel = phase_of == k
+                i_ns = np.zeros(len(inten))
+                i_ns[sel] = pc.i_noscale[refl_of[sel]]
                 cols.append(shape @ (i_ns * ratio_peak))
             blocks["scale"] = np.stack(cols, axis=1)
         # intensity derivatives through |F|² and PO: shape @ dI_peak

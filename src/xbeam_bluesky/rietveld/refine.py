@@ -90,6 +90,7 @@ class RefinementResult:
     instrument: dict[str, Any]
     background: dict[str, Any]
     parameter_names: list[str]
+    warnings: list[str]
     covariance: np.ndarray | None
     state: ModelState
     two_theta: np.ndarray = field(repr=False)
@@ -122,6 +123,7 @@ class RefinementResult:
             "phases": self.phases,
             "instrument": self.instrument,
             "background": self.background,
+            "warnings": self.warnings,
             "stages": [
                 {
                     "name": s.name,
@@ -527,6 +529,7 @@ class Refinement:
         elif status == "max_cycles" and not message:
             message = "stopped at the cycle limit of a stage while still improving"
         ticks = [pc.pos1[(pc.pos1 >= rng[0]) & (pc.pos1 <= rng[1])] for pc in ev.pcs]
+        warnings = self._physical_checks(calc, st, params, rng)
         return RefinementResult(
             status=status,
             message=message,
@@ -545,6 +548,7 @@ class Refinement:
             instrument=inst_out,
             background={"type": st.background_kind, "coefficients": [float(c) for c in st.background_coefs]},
             parameter_names=[p.name for p in params],
+            warnings=warnings,
             covariance=cov,
             state=st,
             two_theta=calc.x,
@@ -554,6 +558,28 @@ class Refinement:
             sigma=sig,
             ticks=ticks,
         )
+
+    def _physical_checks(self, calc, st: ModelState, params: list[_Param], rng) -> list[str]:
+        """Physically suspicious results worth a look (not failures)."""
+        out = []
+        for ph, ps in zip(self.phases, st.phases, strict=True):
+            neg = [lab for lab, u in zip(ph.labels, ps.uiso, strict=True) if u < 0]
+            if neg:
+                out.append(f"phase {ph.name!r}: negative Uiso for {', '.join(neg)}")
+        tth = np.linspace(rng[0], rng[1], 200)
+        sig2 = calc.widths(st, tth)[2]
+        if np.any(sig2 < 0):
+            out.append(
+                f"U, V, W give a negative Gaussian variance for 2θ in "
+                f"{tth[sig2 < 0].min():.1f}..{tth[sig2 < 0].max():.1f} deg (width clamped there)"
+            )
+        vec = self._get(st, params) if params else np.zeros(0)
+        for p, v in zip(params, vec, strict=True):
+            if (np.isfinite(p.lower) and v <= p.lower + 1e-12) or (
+                np.isfinite(p.upper) and v >= p.upper - 1e-12
+            ):
+                out.append(f"parameter {p.name} is at its bound ({v:g})")
+        return out
 
     @staticmethod
     def _esd_lookup(params: list[_Param], cov: np.ndarray | None) -> dict[str, float]:
