@@ -115,3 +115,29 @@ def test_refine_unknown_pattern_format_exit_2(tmp_path, data_dir, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "junk.bin" in err and "no known format" in err and "Traceback" not in err
+
+
+def test_refine_failure_state_exits_1_and_still_writes_json(tmp_path, data_dir, capsys):
+    cif = tmp_path / "ghost.cif"
+    cif.write_text(
+        (data_dir / "lab6" / "LaB6_start.cif").read_text() + "Xe1 Xe 0.25 0.25 0.25 0.0 0.01\n"
+    )  # a zero-occupancy atom: its Uiso has no effect -> singular
+    strategy = tmp_path / "s.json"
+    strategy.write_text(json.dumps([{"refine": ["background", "scale"]}, {"refine": ["atoms_uiso"]}]))
+    out = tmp_path / "r.json"
+    rc = main(
+        [
+            "refine",
+            str(data_dir / "lab6" / "LaB6_Jan2018.raw"),
+            "--cif",
+            str(cif),
+            "--strategy",
+            str(strategy),
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 1
+    res = json.loads(out.read_text())
+    assert res["status"] == "singular" and "Xe1:Uiso" in res["message"]
+    assert "refinement failed" in capsys.readouterr().err

@@ -171,3 +171,16 @@ def test_simulate_pattern_contract(data_dir):
         simulate_pattern([cif], x[::-1])
     with pytest.raises(ValueError, match="scales"):
         simulate_pattern([cif], x, scales=[1.0, 2.0])
+
+
+def test_divergence_is_reported_not_silent(synthetic):
+    phase, x, inst, y = synthetic
+    from xbeam_bluesky.rietveld.model import initial_state
+
+    start = initial_state([phase], inst)
+    start.phases[0].a_free = start.phases[0].a_free / 1.25**2  # cell 25 % larger than the CIF's
+    res = Refinement(Pattern(x, y, np.sqrt(y), "simulated"), [phase], inst).run(
+        Strategy.from_dict([{"refine": ["background", "scale"]}, {"refine": ["cell"]}]), state=start
+    )
+    assert res.status == "diverged" and not res.ok
+    assert "cell volume changed" in res.message and len(res.stages) == 1
