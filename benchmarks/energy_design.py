@@ -51,6 +51,8 @@ READOUT_S = 0.01
 #: Conventional grid exposure per point and the design's dwell unit (s).
 CONVENTIONAL_DWELL_S = 0.2
 DESIGN_DWELL_S = 0.05
+#: Lookahead of the per-time greedy (the ``design_energies`` default).
+LOOKAHEAD = 16
 #: Fe K edge on the calibrated energy scale (eV).
 E0_EV = 7112.0
 #: Fractions of the conventional scan time at which the design is evaluated.
@@ -110,7 +112,7 @@ def leave_one_out(
         def pick_variance(idx, k, mean=prior.mean):
             return noise.variance(mean[idx], k * DESIGN_DWELL_S)
 
-        sel = greedy_select(cov, grid, pick_variance, design_tm, time_budget_s=budget)
+        sel = greedy_select(cov, grid, pick_variance, design_tm, time_budget_s=budget, lookahead=LOOKAHEAD)
         expected[j] = math.sqrt(sel.trace[-1] / grid.size)
         design_time[j] = sel.time_s[-1]
         for f, frac in enumerate(FRACTIONS):
@@ -159,7 +161,7 @@ def time_design(prior: GaussianProcessPrior, noise: TransmissionNoise) -> dict[s
     select, full = [], []
     for _ in range(5):
         t = time.perf_counter()
-        greedy_select(cov, prior.energies_eV, pick_variance, tm, n_points=320)
+        greedy_select(cov, prior.energies_eV, pick_variance, tm, n_points=320, lookahead=LOOKAHEAD)
         select.append(time.perf_counter() - t)
         t = time.perf_counter()
         design_energies(prior, noise, tm, n_points=320)
@@ -209,6 +211,7 @@ def main() -> None:
             "mono_settle_s": MONO_SETTLE_S,
             "readout_s": READOUT_S,
             "criterion": "A per unit time",
+            "lookahead_picks": LOOKAHEAD,
         },
         "with_overheads": with_overheads,
         "no_overheads": no_overheads,

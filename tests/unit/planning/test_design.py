@@ -189,3 +189,14 @@ def test_reconstruction_recovers_a_dense_precise_measurement(small_prior):
 def test_reconstruct_rejects_off_grid_energies(small_prior):
     with pytest.raises(ValueError, match="not on the candidate grid"):
         reconstruct(small_prior, [7100.2], [0.1], [1e-4])
+
+
+def test_lookahead_pays_the_move_once_for_several_picks(small_prior):
+    """With a costly move and a short dwell unit, plain greedy under-opens energies; lookahead does better."""
+    tm = ScanTimeModel(dwell_s=0.02, settle_s=2.0)
+    plain = design_energies(small_prior, TransmissionNoise(), tm, time_budget_s=40.0, lookahead=1)
+    ahead = design_energies(small_prior, TransmissionNoise(), tm, time_budget_s=40.0, lookahead=16)
+    assert ahead.expected_rmse < plain.expected_rmse
+    assert ahead.total_time_s <= 40.0 + 1e-9
+    with pytest.raises(ValueError, match="lookahead"):
+        design_energies(small_prior, n_points=5, lookahead=0)
