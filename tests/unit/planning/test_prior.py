@@ -118,3 +118,16 @@ def test_raw_data_extension_matches_monte_carlo(small_prior):
     cov = np.cov(x, rowvar=False)
     assert np.abs(cov - raw.covariance()).max() < 0.03 * np.abs(raw.covariance()).max()
     assert raw.units == "absorbance" and raw.summary()["raw_data"]["jump_mean"] == 1.5
+
+
+def test_library_file_with_repeated_energies_is_used(tmp_path):
+    """Duplicated energy rows (as in some library files) are averaged by the reader, not fatal."""
+    src = bundled_library_dir()
+    for name in ("Fe2O3_rt_01.xdi", "FeO_rt_01.xdi", "Fe3O4_rt_01.xdi"):
+        shutil.copy(src / name, tmp_path / name)
+    e = np.linspace(6900.0, 7400.0, 400)
+    table = np.column_stack([e, 1.0 / (1.0 + np.exp(-(e - 7118.0) / 2.0))])
+    table = np.insert(table, 200, table[199], axis=0)  # the same energy twice
+    np.savetxt(tmp_path / "repeated.txt", table)
+    prior = prior_from_library(tmp_path, length_scale_eV=4.0)
+    assert "repeated" in prior.names and len(prior.names) == 4
