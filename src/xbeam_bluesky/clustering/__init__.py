@@ -26,6 +26,7 @@ from ._stack import (
     assign_block,
     assign_spectra,
     cluster_stack,
+    cluster_tiles,
     row_blocks,
 )
 from ._streaming import Assignment, FrameCorrection, StreamingAssigner
@@ -51,6 +52,7 @@ __all__ = [
     "assign_block",
     "assign_spectra",
     "cluster_stack",
+    "cluster_tiles",
     "denoise_labels",
     "directed_separation",
     "discover_sites",

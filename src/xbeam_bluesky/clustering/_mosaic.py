@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -21,11 +21,14 @@ class TileMap:
         D margin per pixel (ny, nx).
     center_mm
         Stage position (x, y) of the tile centre, mm.
+    layers
+        Further per-pixel maps (e.g. ``novel``, ``masked``) stitched with the same choice of tile.
     """
 
     labels: NDArray[np.int32]
     confidence: NDArray[np.float32]
     center_mm: tuple[float, float]
+    layers: dict[str, NDArray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,10 @@ class Mosaic:
         Stage (x, y) of the corner of pixel (0, 0) (its low-x, low-y edge), mm.
     pixel_um
         Pixel size, µm.
+    layers
+        The tiles' further layers, stitched (zeros where no tile covers).
+    offsets
+        (row, column) of each tile's pixel (0, 0) in the mosaic.
     """
 
     labels: NDArray[np.int32]
@@ -49,6 +56,8 @@ class Mosaic:
     covered: NDArray[np.bool_]
     origin_mm: tuple[float, float]
     pixel_um: float
+    layers: dict[str, NDArray] = field(default_factory=dict)
+    offsets: tuple[tuple[int, int], ...] = ()
 
 
 def stitch_tiles(tiles: Sequence[TileMap], pixel_um: float) -> Mosaic:
@@ -86,12 +95,15 @@ def stitch_tiles(tiles: Sequence[TileMap], pixel_um: float) -> Mosaic:
     labels = np.zeros((height, width), np.int32)
     conf = np.full((height, width), -np.inf, np.float32)
     covered = np.zeros((height, width), bool)
+    layers = {k: np.zeros((height, width), v.dtype) for k, v in tiles[0].layers.items()}
     for (oy, ox), t in zip(offsets, tiles, strict=True):
         sl = (slice(oy, oy + t.labels.shape[0]), slice(ox, ox + t.labels.shape[1]))
         c = np.where(t.labels > 0, t.confidence, -1.0).astype(np.float32)
         better = c > conf[sl]
         labels[sl] = np.where(better, t.labels, labels[sl])
         conf[sl] = np.where(better, c, conf[sl])
+        for k, layer in layers.items():
+            layer[sl] = np.where(better, t.layers[k], layer[sl])
         covered[sl] = True
     conf = np.where(labels > 0, conf, 0.0).astype(np.float32)
-    return Mosaic(labels, conf, covered, (x0, y0), float(pixel_um))
+    return Mosaic(labels, conf, covered, (x0, y0), float(pixel_um), layers, tuple(offsets))

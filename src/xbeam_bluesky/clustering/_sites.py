@@ -31,7 +31,8 @@ class Sites:
     Attributes
     ----------
     energies
-        Energy grid in eV, shape (n_energies,).
+        Energies in eV in acquisition order, shape (n_energies,); order does not matter and a repeated
+        energy is simply another channel.
     mu_t
         Site spectra as absorbance μt (dimensionless), shape (K, n_energies).
     names
@@ -65,9 +66,9 @@ class Sites:
         if not np.all(np.isfinite(mu)):
             raise ValueError("Sites: mu_t contains NaN or Inf")
         energies = np.asarray(self.energies, dtype=np.float64)
-        if energies.shape != (mu.shape[1],) or np.any(np.diff(energies) <= 0):
+        if energies.shape != (mu.shape[1],) or not np.all(np.isfinite(energies) & (energies > 0)):
             raise ValueError(
-                f"Sites: energies must be {mu.shape[1]} strictly increasing values in eV, "
+                f"Sites: energies must be {mu.shape[1]} positive energies in eV (any order, repeats allowed), "
                 f"got shape {energies.shape}"
             )
         groups = np.arange(1, mu.shape[0] + 1) if self.groups is None else np.asarray(self.groups)

@@ -13,6 +13,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ._denoise import denoise_labels
 from ._discovery import discover_sites
+from ._mosaic import Mosaic, TileMap, stitch_tiles
 from ._separation import standardize
 from ._sites import Sites
 from ._streaming import StreamingAssigner
@@ -147,6 +148,8 @@ class ClusterResult:
         Output of :func:`area_fractions`.
     sites
         The final sites (library, mixtures and any found in the data).
+    mosaic
+        Placement of the tiles (offsets, covered pixels, origin in mm).
     """
 
     labels: NDArray[np.int32]
@@ -157,6 +160,7 @@ class ClusterResult:
     spectra: NDArray[np.float64]
     fractions: dict[str, Any]
     sites: Sites
+    mosaic: Mosaic
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly summary: clusters present, names, area fractions, masked and novel counts."""
@@ -181,7 +185,7 @@ class ClusterResult:
         }
 
 
-MapFunction = Callable[[Callable[..., BlockResult], Iterable[int], Iterable[int]], Iterable[BlockResult]]
+MapFunction = Callable[..., Iterable[BlockResult]]
 
 
 def row_blocks(source_shape: Sequence[int], memory_bytes: int = 256 * 2**20) -> list[tuple[int, int]]:
@@ -191,27 +195,41 @@ def row_blocks(source_shape: Sequence[int], memory_bytes: int = 256 * 2**20) -> 
     return [(y, min(y + rows, ny)) for y in range(0, ny, rows)]
 
 
+@dataclass
+class _TileMaps:
+    labels: NDArray[np.int32]
+    confidence: NDArray[np.float32]
+    novel: NDArray[np.bool_]
+    masked: NDArray[np.bool_]
+
+
 def _assign_all(
-    source: StackSource,
+    sources: Sequence[StackSource],
     sites: Sites,
-    blocks: list[tuple[int, int]],
+    memory_bytes: int,
     map_fn: MapFunction | None,
     n_threads: int,
-) -> tuple[NDArray, NDArray, NDArray, NDArray, GramAccumulator]:
-    _, ny, nx = source.shape
-    labels = np.zeros((ny, nx), np.int32)
-    conf = np.zeros((ny, nx), np.float32)
-    novel = np.zeros((ny, nx), bool)
-    masked = np.zeros((ny, nx), bool)
+) -> tuple[list[_TileMaps], GramAccumulator]:
+    maps = [
+        _TileMaps(
+            np.zeros(s.shape[1:], np.int32),
+            np.zeros(s.shape[1:], np.float32),
+            np.zeros(s.shape[1:], bool),
+            np.zeros(s.shape[1:], bool),
+        )
+        for s in sources
+    ]
+    jobs = [(t, y0, y1) for t, s in enumerate(sources) for y0, y1 in row_blocks(s.shape, memory_bytes)]
     gram: GramAccumulator | None = None
 
-    def run(y0: int, y1: int) -> BlockResult:
-        return assign_block(source, y0, y1, sites, n_threads)
+    def run(job: tuple[int, int, int]) -> tuple[int, BlockResult]:
+        tile, y0, y1 = job
+        return tile, assign_block(sources[tile], y0, y1, sites, n_threads)
 
-    results = (map_fn or map)(run, [b[0] for b in blocks], [b[1] for b in blocks])
-    for res in results:
+    for tile, res in (map_fn or map)(run, jobs):
         rows = slice(res.y0, res.y0 + res.labels.shape[0])
-        labels[rows], conf[rows], novel[rows], masked[rows] = (
+        m = maps[tile]
+        m.labels[rows], m.confidence[rows], m.novel[rows], m.masked[rows] = (
             res.labels,
             res.confidence,
             res.novel,
@@ -222,13 +240,15 @@ def _assign_all(
         else:
             gram.merge(res.gram)
     assert gram is not None
-    return labels, conf, novel, masked, gram
+    return maps, gram
 
 
-def cluster_stack(
-    source: StackSource,
+def cluster_tiles(
+    sources: Sequence[StackSource],
     sites: Sites,
     *,
+    centers_mm: Sequence[tuple[float, float]] | None = None,
+    pixel_um: float | None = None,
     denoise: bool = True,
     discover: bool = True,
     window: int = 5,
@@ -237,20 +257,23 @@ def cluster_stack(
     map_fn: MapFunction | None = None,
     n_threads: int = 2,
 ) -> ClusterResult:
-    """Cluster an absorbance stack in row blocks with bounded memory.
+    """Cluster one or more tiles (absorbance stacks) in row blocks with bounded memory.
 
-    Pass 1 assigns every block to ``sites`` (streaming its frames); if ``discover``, compact regions of
-    novel pixels open new sites (their spectra re-read from ``source``) and, when any were opened, pass 2
-    re-assigns every block to the extended sites so all labels are exact. Then the label map is spatially
-    denoised and cluster spectra (first singular vector of the members before denoising) and area
-    fractions computed.
+    Pass 1 assigns every block of every tile to ``sites`` (streaming its frames). If ``discover``,
+    compact regions of novel pixels open new sites (their spectra re-read from the sources, tile after
+    tile, so a phase seen in two tiles opens one site) and, when any were opened, pass 2 re-assigns every
+    block to the extended sites so all labels are exact. Tiles are stitched by stage position
+    (:func:`stitch_tiles`), the map spatially denoised, and cluster spectra (first singular vector of the
+    members before denoising) and area fractions computed.
 
     Parameters
     ----------
-    source
-        The stack (n_energies, ny, nx), absorbance μt on the sites' energy grid.
+    sources
+        Tiles, each (n_energies, ny, nx) absorbance μt on the sites' energy grid.
     sites
         Sites to start from.
+    centers_mm, pixel_um
+        Stage position (x, y) of each tile centre (mm) and the pixel size (µm); needed for several tiles.
     denoise
         Apply spatial denoising.
     discover
@@ -260,32 +283,54 @@ def cluster_stack(
     memory_bytes
         Bound on the float32 block read at once (per worker).
     map_fn
-        ``map``-like function running ``assign_block`` over blocks (e.g. on a Dask cluster); the
+        ``map``-like ``map_fn(function, jobs)`` running the block jobs (e.g. on a Dask cluster); the
         built-in ``map`` when ``None``.
     n_threads
         Threads per block assignment.
     """
-    n_e = source.shape[0]
-    if n_e != sites.n_energies:
-        raise ValueError(f"stack has {n_e} energies but the sites have {sites.n_energies}")
-    blocks = row_blocks(source.shape, memory_bytes)
-    labels, conf, novel, masked, gram = _assign_all(source, sites, blocks, map_fn, n_threads)
+    if not sources:
+        raise ValueError("cluster_tiles: no tiles given")
+    for i, src in enumerate(sources):
+        if src.shape[0] != sites.n_energies:
+            raise ValueError(
+                f"tile {i}: stack has {src.shape[0]} energies but the sites have {sites.n_energies}"
+            )
+    if len(sources) > 1 and (centers_mm is None or pixel_um is None or len(centers_mm) != len(sources)):
+        raise ValueError("cluster_tiles: several tiles need centers_mm (one per tile) and pixel_um")
+    maps, gram = _assign_all(sources, sites, memory_bytes, map_fn, n_threads)
     if discover:
-        extended = discover_sites(sites, novel, source.read_rows, window=window, min_count=min_count)
+        extended = sites
+        for src, m in zip(sources, maps, strict=True):
+            extended = discover_sites(extended, m.novel, src.read_rows, window=window, min_count=min_count)
         if len(extended) > len(sites):
             sites = extended
-            labels, conf, novel, masked, gram = _assign_all(source, sites, blocks, map_fn, n_threads)
-    final = denoise_labels(labels, window=window, min_count=min_count) if denoise else labels
+            maps, gram = _assign_all(sources, sites, memory_bytes, map_fn, n_threads)
+    centers = centers_mm if centers_mm is not None else [(0.0, 0.0)]
+    mosaic = stitch_tiles(
+        [
+            TileMap(m.labels, m.confidence, tuple(c), {"novel": m.novel, "masked": m.masked})
+            for m, c in zip(maps, centers, strict=True)
+        ],
+        pixel_um if pixel_um is not None else 1.0,
+    )
+    raw = mosaic.labels
+    final = denoise_labels(raw, window=window, min_count=min_count) if denoise else raw
     return ClusterResult(
         labels=final,
-        raw_labels=labels,
-        confidence=conf,
-        novel=novel,
-        masked=masked,
+        raw_labels=raw,
+        confidence=mosaic.confidence,
+        novel=mosaic.layers["novel"],
+        masked=mosaic.layers["masked"],
         spectra=gram.spectra(),
-        fractions=area_fractions(final, sites.n_clusters),
+        fractions=area_fractions(final[mosaic.covered], sites.n_clusters),
         sites=sites,
+        mosaic=mosaic,
     )
+
+
+def cluster_stack(source: StackSource, sites: Sites, **kwargs: Any) -> ClusterResult:
+    """Cluster one absorbance stack: :func:`cluster_tiles` with a single tile (same keyword arguments)."""
+    return cluster_tiles([source], sites, **kwargs)
 
 
 def assign_spectra(spectra: ArrayLike, sites: Sites) -> NDArray[np.int32]:
