@@ -92,3 +92,13 @@ def test_saved_design_with_incompatible_dwell_is_rejected(beamline, tmp_path):
                 bl.camera, bl.mono, bl.stage, tiles=[[0.0, 0.0]], design=str(path), dwell=0.1
             )
         )
+
+
+def test_budget_too_small_names_the_budget(beamline):
+    re, bl, _ = beamline
+    with pytest.raises(ValueError, match=r"time_budget_s = 3 s is too small .* 2 tile\(s\)"):
+        re(
+            optimal_xanes_imaging(
+                bl.camera, bl.mono, bl.stage, tiles=[[0, 0], [1, 0]], time_budget_s=3, n_darks=0
+            )
+        )

@@ -179,6 +179,11 @@ def optimal_xanes_imaging(
         tile_list = [[float(v) for v in t] for t in tiles]
         tile_record: dict[str, Any] = {"source": "explicit", "n_tiles": len(tile_list)}
     elif x_mm is not None or y_mm is not None or polygon_mm is not None:
+        if not (hasattr(camera, "frame_shape") and hasattr(camera, "pixel_um")):
+            raise ValueError(
+                f"camera {getattr(camera, 'name', camera)!r} has no frame_shape/pixel_um to tile a region with; "
+                "pass tiles=[[x, y], ...] in mm instead"
+            )
         ny, nx = camera.frame_shape  # type: ignore[attr-defined]
         limits = {
             axis: tuple(getattr(stage, axis).limits)  # type: ignore[attr-defined]
@@ -243,6 +248,12 @@ def optimal_xanes_imaging(
         budget = None
         if time_budget_s is not None:
             budget = (float(time_budget_s) - darks_s) / frames_per_entry
+            shortest = time_model.scan_time_s(grid[[0, -1]], dwell) * frames_per_entry + darks_s
+            if float(time_budget_s) < shortest:
+                raise ValueError(
+                    f"time_budget_s = {time_budget_s} s is too small for even the two end points on "
+                    f"{len(tile_list)} tile(s) with {n_flats} flat(s) and {n_darks} dark(s): {shortest:.1f} s"
+                )
         result = design_energies(
             prior,
             noise,
