@@ -55,9 +55,11 @@ def test_bad_inputs(library, energies, noise) -> None:
         sites_from_library(
             energies, np.full((2, energies.size), np.nan), ["a", "b"], i0_counts=1e4, noise=noise
         )
-    with pytest.raises(ValueError, match="increasing"):
+    bad = energies.copy()
+    bad[3] = np.nan
+    with pytest.raises(ValueError, match="positive energies"):
         Sites(
-            energies[::-1],
+            bad,
             1 + np.vstack(list(library.values())),
             tuple(library),
             ("library",) * 6,
