@@ -17,8 +17,18 @@ from .model import ModelState, PatternCalculator
 from .pattern_io import Pattern, read_pattern
 from .refine import Refinement, RefinementResult
 from .report import plot_fit
+from .search import (  # strategy search (issue 6)
+    SearchResult,
+    SearchSettings,
+    TrialRecord,
+    load_warm_start,
+    run_search,
+    strategy_document,
+)
+from .search_space import SearchSpace
 from .simulate import simulate_pattern
 from .strategy import PARAMETER_GROUPS, BackgroundSpec, Stage, Strategy, default_strategy
+from .validity import ValidityLimits, check_validity
 
 __all__ = [
     "BACKGROUND_TYPES",
@@ -31,12 +41,21 @@ __all__ = [
     "Phase",
     "Refinement",
     "RefinementResult",
+    "SearchResult",
+    "SearchSettings",
+    "SearchSpace",
     "Stage",
     "Strategy",
+    "TrialRecord",
+    "ValidityLimits",
+    "check_validity",
     "default_strategy",
     "load_phase",
+    "load_warm_start",
     "plot_fit",
     "read_instrument",
     "read_pattern",
+    "run_search",
     "simulate_pattern",
+    "strategy_document",
 ]

@@ -1,0 +1,152 @@
+"""Physical validity of a refined model: what a search trial must satisfy to count.
+
+A least-squares fit can lower Rwp with an unphysical model — negative Uiso, a Gaussian width² that is
+negative over part of the pattern (the engine clamps it, so the fit exploits the clamp), atoms pushed
+onto each other. :func:`check_validity` works on the JSON summary of a refinement
+(:meth:`RefinementResult.to_dict`), so it runs where the trial ran and costs microseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .crystal import Phase
+from .lattice import metric_tensor
+
+__all__ = ["ValidityLimits", "check_validity", "nearest_neighbour_distances"]
+
+_SHELLS = np.array([[i, k, m] for i in (-1, 0, 1) for k in (-1, 0, 1) for m in (-1, 0, 1)], dtype=float)
+
+
+@dataclass(frozen=True)
+class ValidityLimits:
+    """Limits a refined model must respect.
+
+    Attributes
+    ----------
+    uiso_max
+        Largest plausible Uiso (Å²).
+    bond_change
+        Largest relative change of any site's nearest-neighbour distance against the starting model.
+    min_distance
+        Smallest interatomic distance allowed (Å).
+    require_converged
+        Also reject a fit whose last stage stopped at its cycle limit while still improving.
+    """
+
+    uiso_max: float = 0.15
+    bond_change: float = 0.2
+    min_distance: float = 0.7
+    require_converged: bool = False
+
+
+def nearest_neighbour_distances(phase: Phase, cell: Sequence[float], xyz: np.ndarray) -> np.ndarray:
+    """Shortest distance (Å) from each site to any other atom of the crystal.
+
+    Parameters
+    ----------
+    phase
+        Supplies the symmetry operations.
+    cell
+        a, b, c (Å), α, β, γ (degrees).
+    xyz
+        Fractional coordinates of the independent sites (n_sites, 3).
+    """
+    xyz = np.asarray(xyz, dtype=float).reshape(-1, 3)
+    images = np.einsum("oij,sj->osi", phase.rotations, xyz) + phase.translations[:, None, :]
+    images = images.reshape(-1, 3)  # every symmetry image of every site
+    g = metric_tensor(np.asarray(cell, dtype=float))
+    out = np.empty(len(xyz))
+    for j, p in enumerate(xyz):
+        d = images - p
+        d -= np.round(d)  # nearest lattice image; the ±1 shells below cover oblique cells
+        v = (d[:, None, :] + _SHELLS[None, :, :]).reshape(-1, 3)
+        dist = np.sqrt(np.maximum(np.einsum("ni,ij,nj->n", v, g, v), 0.0))
+        out[j] = float(np.min(dist[dist > 1e-3])) if np.any(dist > 1e-3) else np.inf
+    return out
+
+
+def _profile_problems(instrument: Mapping[str, Any], fit_range: Sequence[float]) -> list[str]:
+    th = np.radians(np.linspace(float(fit_range[0]), float(fit_range[1]), 200) / 2.0)
+    tan_t, cos_t = np.tan(th), np.cos(th)
+    u, v, w = (float(instrument.get(k, 0.0)) for k in ("U", "V", "W"))
+    x, y = (float(instrument.get(k, 0.0)) for k in ("X", "Y"))
+    problems = []
+    sig2 = u * tan_t**2 + v * tan_t + w
+    if np.any(sig2 <= 0):
+        at = np.degrees(2 * th[np.argmin(sig2)])
+        problems.append(
+            f"Gaussian width² U tan²θ + V tanθ + W ≤ 0 within the fit range (min {sig2.min():.3g} centideg² "
+            f"at 2θ {at:.1f}°; U {u:.3g}, V {v:.3g}, W {w:.3g})"
+        )
+    gam = x / cos_t + y * tan_t
+    if np.any(gam < 0):
+        problems.append(f"Lorentzian width X/cosθ + Y tanθ < 0 within the fit range (X {x:.3g}, Y {y:.3g})")
+    return problems
+
+
+def check_validity(
+    summary: Mapping[str, Any],
+    phases: Sequence[Phase],
+    limits: ValidityLimits | None = None,
+) -> list[str]:
+    """Reasons why a refined model is not acceptable (empty list = valid).
+
+    Checks: the refinement finished ("converged", or also "max_cycles" unless
+    ``limits.require_converged``), finite Rwp, every Uiso in (0, ``uiso_max``], occupancies in [0, 1],
+    positive Gaussian and non-negative Lorentzian widths over the fit range, and no nearest-neighbour
+    distance below ``min_distance`` or changed by more than ``bond_change`` from the starting model.
+
+    Parameters
+    ----------
+    summary
+        :meth:`RefinementResult.to_dict` of the refinement.
+    phases
+        The starting phases (same order as ``summary["phases"]``).
+    limits
+        Thresholds; default :class:`ValidityLimits` ().
+    """
+    lim = limits or ValidityLimits()
+    status = summary.get("status")
+    ok_states = ("converged",) if lim.require_converged else ("converged", "max_cycles")
+    if status not in ok_states:
+        return [f"refinement {status}: {summary.get('message', '')}".strip()]
+    reasons: list[str] = []
+    rwp = summary.get("rwp")
+    if rwp is None or not np.isfinite(rwp):
+        reasons.append(f"Rwp is not finite ({rwp})")
+    reasons += _profile_problems(summary.get("instrument", {}), summary.get("fit_range", (5.0, 175.0)))
+    for phase, out in zip(phases, summary.get("phases", []), strict=False):
+        for atom in out["atoms"]:
+            u = float(atom["uiso"])
+            if not u > 0:
+                reasons.append(f"{phase.name}:{atom['label']}: Uiso {u:.4g} Å² ≤ 0")
+            elif u > lim.uiso_max:
+                reasons.append(f"{phase.name}:{atom['label']}: Uiso {u:.4g} Å² > {lim.uiso_max} Å²")
+            occ = float(atom.get("occupancy", 1.0))
+            if not 0.0 <= occ <= 1.0:
+                reasons.append(f"{phase.name}:{atom['label']}: occupancy {occ:.4g} outside [0, 1]")
+        lat = out["lattice"]
+        cell = [lat[k] for k in ("a", "b", "c", "alpha", "beta", "gamma")]
+        xyz = np.array([a["xyz"] for a in out["atoms"]])
+        if len(xyz) < 1:
+            continue
+        start = nearest_neighbour_distances(phase, phase.cell, phase.xyz)
+        now = nearest_neighbour_distances(phase, cell, xyz)
+        for label, d0, d1 in zip(phase.labels, start, now, strict=True):
+            if not np.isfinite(d0):
+                continue
+            if d1 < lim.min_distance:
+                reasons.append(
+                    f"{phase.name}:{label}: nearest neighbour at {d1:.3f} Å < {lim.min_distance} Å"
+                )
+            elif abs(d1 / d0 - 1.0) > lim.bond_change:
+                reasons.append(
+                    f"{phase.name}:{label}: nearest-neighbour distance {d1:.3f} Å vs {d0:.3f} Å in the starting "
+                    f"model ({d1 / d0 - 1:+.0%}, limit ±{lim.bond_change:.0%})"
+                )
+    return reasons
