@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from xbeam_bluesky.cli import CLIError
+from xbeam_bluesky.cli.refine_auto import add_auto_arguments, run_auto
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--strategy", type=Path, help="strategy JSON to replay (see docs/rietveld.md)")
     p.add_argument("--plot", type=Path, help="save the fit plot (observed, calculated, difference, ticks)")
     p.add_argument("--out", type=Path, required=True, help="result JSON file")
+    add_auto_arguments(p)
     p.set_defaults(func=_run)
 
 
@@ -51,6 +53,8 @@ def _parse_range(text: str | None) -> tuple[float, float] | None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.auto:
+        return run_auto(args)
     from xbeam_bluesky.rietveld import (
         Instrument,
         Refinement,

@@ -1,0 +1,150 @@
+"""``xbeam refine --auto``: the Bayesian strategy search behind the ``refine`` sub-command.
+
+:func:`add_auto_arguments` adds the search options to the ``refine`` parser and :func:`run_auto` runs the
+search when ``--auto`` is given. Kept apart from ``cli/refine.py`` (the engine's CLI); only argparse is
+imported at module level so ``xbeam --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from xbeam_bluesky.cli import CLIError
+
+
+def add_auto_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--auto`` and the search options to the ``refine`` parser."""
+    g = parser.add_argument_group(
+        "automatic strategy search (--auto)",
+        "Search refinement strategies with optuna's TPE sampler (BBO-Rietveld); the objective is the "
+        "final full-range Rwp with physical validity checks. See docs/auto_rietveld.md.",
+    )
+    g.add_argument("--auto", action="store_true", help="search for the best refinement strategy")
+    g.add_argument("--trials", type=int, default=100, help="trial budget (default 100)")
+    g.add_argument(
+        "--jobs",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="trials run at once in worker processes (default: min(2, CPUs))",
+    )
+    g.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler (default 0)")
+    g.add_argument("--timeout-s", type=float, help="time budget in s: no trial starts after it")
+    g.add_argument(
+        "--warm-start",
+        type=Path,
+        help="a saved best strategy (evaluated first) or an earlier --auto result.json (its trials too)",
+    )
+    g.add_argument(
+        "--save-strategy",
+        type=Path,
+        help="where to save the best strategy for --strategy (default: OUT with suffix .strategy.json)",
+    )
+    g.add_argument("--top", type=int, default=5, help="best trials compared in the report (default 5)")
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.strategy is not None:
+        raise CLIError("--strategy replays one strategy; with --auto use --warm-start FILE to start from it")
+    for name in ("trials", "jobs", "top"):
+        value = getattr(args, name)
+        if value < 1:
+            raise CLIError(f"--{name} {value}: expected a positive integer")
+    if args.timeout_s is not None and not args.timeout_s > 0:
+        raise CLIError(f"--timeout-s {args.timeout_s}: expected a positive time in s")
+
+
+def run_auto(args: argparse.Namespace) -> int:
+    """Handler of ``xbeam refine --auto``: search, write result.json, the best strategy and the plot."""
+    _check(args)
+    from tqdm import tqdm
+
+    from xbeam_bluesky.cli.refine import _parse_range
+    from xbeam_bluesky.rietveld import (
+        Instrument,
+        Refinement,
+        SearchSettings,
+        load_phase,
+        load_warm_start,
+        plot_fit,
+        read_instrument,
+        read_pattern,
+        run_search,
+        strategy_document,
+    )
+
+    fit_range = _parse_range(args.fit_range)
+    pattern = read_pattern(args.pattern)
+    phases = [load_phase(c) for c in args.cif]
+    names = [ph.name for ph in phases]
+    if len(set(names)) != len(names):
+        for i, ph in enumerate(phases):
+            ph.name = f"{ph.name}_{i + 1}"
+    if args.instrument is None:
+        instrument = Instrument.lab_cu_ka()
+        print(f"xbeam refine: no --instrument given; using {instrument.source}", file=sys.stderr)
+    else:
+        instrument = read_instrument(args.instrument)
+    warm_points: list[dict[str, Any]] = []
+    history: list[dict[str, Any]] = []
+    if args.warm_start is not None:
+        warm_points, history = load_warm_start(args.warm_start)
+    settings = SearchSettings(
+        n_trials=args.trials, n_jobs=args.jobs, seed=args.seed, timeout_s=args.timeout_s, top_k=args.top
+    )
+    refinement = Refinement(pattern, phases, instrument, fit_range=fit_range)
+    bar = tqdm(total=args.trials, desc="strategy search", unit="trial", file=sys.stderr)
+
+    def progress(record, best) -> None:
+        bar.update(1)
+        bar.set_postfix_str(
+            f"best Rwp {best.rwp:.2f} % (trial {best.number})" if best else "no valid trial yet",
+            refresh=False,
+        )
+
+    try:
+        search = run_search(
+            refinement, settings=settings, warm_start=warm_points, history=history, progress=progress
+        )
+    finally:
+        bar.close()
+    summary = search.to_dict()
+    common = {
+        "pattern": str(args.pattern),
+        "cifs": [str(c) for c in args.cif],
+        "instrument_defaults_used": args.instrument is None,
+        "auto": True,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if search.best is None or search.best_result is None:
+        out = {
+            **common,
+            "status": "failed",
+            "message": "every trial was invalid: " + "; ".join(search.failure_reasons()),
+            **summary,
+        }
+        args.out.write_text(json.dumps(out, indent=1))
+        print(f"xbeam refine --auto: {out['message']}; wrote {args.out}", file=sys.stderr)
+        return 1
+    result = search.best_result
+    out = {**result.to_dict(), **common, **summary}
+    out["refinement_wall_s"] = result.wall_s
+    out["wall_s"] = search.wall_s
+    strategy_path = args.save_strategy or args.out.with_suffix(".strategy.json")
+    strategy_path.parent.mkdir(parents=True, exist_ok=True)
+    strategy_path.write_text(json.dumps(strategy_document(search.space, search.best), indent=1))
+    out["strategy_file"] = str(strategy_path)
+    args.out.write_text(json.dumps(out, indent=1))
+    if args.plot:
+        plot_fit(result, args.plot)
+    flag = "; SUSPECTED LOCAL MINIMUM (see top/spreads)" if summary["local_minimum_suspected"] else ""
+    print(
+        f"xbeam refine --auto: best Rwp {result.rwp:.2f} % (trial {search.best.number}) after {search.n_trials} "
+        f"trials ({search.n_failed} invalid) in {search.wall_s:.1f} s{flag}; wrote {args.out} and "
+        f"{strategy_path} (replay: xbeam refine ... --strategy {strategy_path})"
+    )
+    return 0 if result.ok else 1
