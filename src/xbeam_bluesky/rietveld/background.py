@@ -61,10 +61,14 @@ def background_basis(kind: str, n_terms: int, two_theta: np.ndarray, wavelength:
     if kind == "cosine":
         return np.stack([np.cos(np.radians(180.0 * x * i / hi)) for i in range(n)], axis=1)
     q = 4.0 * np.pi * np.sin(np.radians(x / 2.0)) / wavelength
+    # Q is scaled to 1 at the range end that keeps the terms ≤ 1, so high orders stay well conditioned;
+    # the function space is the same as GSAS-II's, only the coefficients are rescaled.
     if kind == "q2_power":
-        return np.stack([q ** (2 * i) for i in range(n)], axis=1)
+        u = q / q.max()
+        return np.stack([u ** (2 * i) for i in range(n)], axis=1)
     if kind == "q-2_power":
-        return np.stack([np.ones_like(q) if i == 0 else q ** (-2 * i) for i in range(n)], axis=1)
+        u = q.min() / q
+        return np.stack([u ** (2 * i) for i in range(n)], axis=1)
     if kind == "lin_interpolate":
         return _interp_basis(x, np.linspace(lo, hi, n))
     if kind == "inv_interpolate":

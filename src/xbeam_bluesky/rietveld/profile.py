@@ -28,6 +28,8 @@ LN2 = np.log(2.0)
 _TCH = (1.0, 2.69269, 2.42843, 4.47163, 0.07842, 1.0)
 _ETA = (1.36603, -0.47719, 0.11116)
 _NODE_SETS = (1, 4, 8, 16, 32, 64)
+#: points within this many (asymmetry width + FWHM) of a peak get the full FCJ quadrature
+_FCJ_NEAR = 5.0
 _GL_CACHE: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
 
@@ -129,7 +131,7 @@ def _fcj_nodes(
     if shl <= 0:
         return [(np.arange(len(pos)), 1)], emin
     ratio = width / np.maximum(fwhm, 1e-12)
-    want = np.where(ratio < 0.002, 1, np.ceil(6.0 * ratio + 3.0))
+    want = np.where(ratio < 0.002, 1, np.ceil(4.0 * ratio + 3.0))
     nodes = np.array(_NODE_SETS)
     choice = nodes[np.minimum(np.searchsorted(nodes, want), len(nodes) - 1)]
     groups = [(np.flatnonzero(choice == n), int(n)) for n in nodes if np.any(choice == n)]
@@ -248,14 +250,20 @@ def evaluate_peaks(x: np.ndarray, peaks: PeakSet, want_derivs: bool = True) -> P
         else:
             offs, wts = _fcj_offsets(peaks.pos[idx], emin[idx], peaks.shl, n)
             loc = np.repeat(np.arange(npk), c_ord[pstart - npk : pstart])
-            o = offs[loc]
-            w = wts[loc]
-            v, ddx_n, dbig_n, deta_n = _pv(dx[:, None] - o, b[:, None], e[:, None], want_derivs)
-            val = np.einsum("ij,ij->i", v, w)
-            if want_derivs:
-                ddx = np.einsum("ij,ij->i", ddx_n, w)
-                dbig = np.einsum("ij,ij->i", dbig_n, w)
-                deta = np.einsum("ij,ij->i", deta_n, w)
+            # far from the peak the convolution is a pseudo-Voigt at the asymmetry centroid (the
+            # neglected second-order term is < 3 % of a tail that is itself < 1 % of the peak)
+            centroid = np.einsum("ij,ij->i", offs, wts)
+            near = np.abs(dx) <= _FCJ_NEAR * (np.abs(peaks.pos[idx] - emin[idx]) + big[idx])[loc]
+            val, ddx, dbig, deta = _pv(dx - centroid[loc], b, e, want_derivs)
+            if np.any(near):
+                o = offs[loc[near]]
+                w = wts[loc[near]]
+                v, ddx_n, dbig_n, deta_n = _pv(dx[near, None] - o, b[near, None], e[near, None], want_derivs)
+                val[near] = np.einsum("ij,ij->i", v, w)
+                if want_derivs:
+                    ddx[near] = np.einsum("ij,ij->i", ddx_n, w)
+                    dbig[near] = np.einsum("ij,ij->i", dbig_n, w)
+                    deta[near] = np.einsum("ij,ij->i", deta_n, w)
         value[sl] = val
         if want_derivs:
             d_pos[sl] = -ddx

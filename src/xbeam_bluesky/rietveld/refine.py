@@ -416,6 +416,7 @@ class Refinement:
         chi2 = float(np.sum(w * r * r))
         lam = 1e-3
         cycles = 0
+        feasible = self._widths_feasible(calc, st)
         while cycles < max_cycles:
             jw = self._jacobian(ev.blocks, params) * sw[:, None]
             normal = jw.T @ jw
@@ -437,6 +438,9 @@ class Refinement:
                 p1 = np.clip(p0 + step, lower, upper)
                 trial = st.copy()
                 self._set(trial, params, p1)
+                if feasible and not self._widths_feasible(calc, trial):
+                    lam *= 10.0  # the step would make a peak width negative somewhere: shorten it
+                    continue
                 ev_t = calc.evaluate(trial)
                 r_t = y - ev_t.y
                 chi2_t = float(np.sum(w * r_t * r_t))
@@ -457,6 +461,13 @@ class Refinement:
                 return cycles, "converged"
             ev = calc.evaluate(st, groups, jacobian=True)
         return cycles, "max_cycles"
+
+    @staticmethod
+    def _widths_feasible(calc: PatternCalculator, st: ModelState) -> bool:
+        """True if the Gaussian variance and Lorentzian FWHM are non-negative over the fitted range."""
+        tth = np.linspace(float(calc.x[0]), float(calc.x[-1]), 64)
+        _, _, sig2, gam, _, _ = calc.widths(st, tth)
+        return bool(np.all(sig2 >= 0.0) and np.all(gam >= 0.0))
 
     @staticmethod
     def _check_rank(ns: np.ndarray, params: list[_Param]) -> None:
