@@ -1,0 +1,111 @@
+"""Site configuration: where data live and which tiled server to write to.
+
+Sources, later ones winning: built-in defaults, a TOML file (``$XBEAM_CONFIG`` or ``~/.config/xbeam/config.toml``),
+environment variables ``XBEAM_DATA_DIR``, ``XBEAM_TILED_URI``, ``XBEAM_TILED_API_KEY``.
+
+Example ``config.toml``::
+
+    data_dir = "/data/xbeam"
+    tiled_uri = "http://tiled.beamline:8000/api/v1"
+    tiled_api_key = "secret"
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def default_data_dir() -> Path:
+    """Persistent per-user data directory: ``$XBEAM_DATA_DIR``, else ``$XDG_DATA_HOME/xbeam-bluesky``
+    (``~/.local/share/xbeam-bluesky``)."""
+    if os.environ.get("XBEAM_DATA_DIR"):
+        return Path(os.environ["XBEAM_DATA_DIR"]).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base).expanduser() / "xbeam-bluesky"
+
+
+def default_config_path() -> Path:
+    """``$XBEAM_CONFIG`` or ``~/.config/xbeam/config.toml``."""
+    if os.environ.get("XBEAM_CONFIG"):
+        return Path(os.environ["XBEAM_CONFIG"]).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base).expanduser() / "xbeam" / "config.toml"
+
+
+@dataclass(frozen=True)
+class XbeamConfig:
+    """Resolved configuration.
+
+    Attributes
+    ----------
+    data_dir : pathlib.Path
+        Data directory: ``tiled/`` (embedded server catalog), ``detectors/`` (HDF5 frames), ``reports/``.
+    tiled_uri : str or None
+        A tiled server to write to instead of the embedded one.
+    tiled_api_key : str or None
+        API key for ``tiled_uri``.
+    """
+
+    data_dir: Path
+    tiled_uri: str | None = None
+    tiled_api_key: str | None = None
+
+    @property
+    def detector_dir(self) -> Path:
+        """Where detectors write their files (must be readable by the tiled server)."""
+        return self.data_dir / "detectors"
+
+    @property
+    def report_dir(self) -> Path:
+        """Where reports (PNG) are written."""
+        return self.data_dir / "reports"
+
+
+def load_config(path: str | Path | None = None, *, data_dir: str | Path | None = None) -> XbeamConfig:
+    """Read the configuration.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path, optional
+        TOML file (default :func:`default_config_path`; a missing default file is fine, a missing explicit
+        one is an error).
+    data_dir : str or pathlib.Path, optional
+        Overrides every other source of the data directory.
+
+    Raises
+    ------
+    FileNotFoundError
+        An explicitly given config file does not exist.
+    ValueError
+        The file is not valid TOML or has unknown keys.
+    """
+    explicit = path is not None
+    file = Path(path) if explicit else default_config_path()
+    values: dict[str, object] = {}
+    if file.is_file():
+        try:
+            values = tomllib.loads(file.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"config file {file}: not valid TOML ({exc})") from exc
+        unknown = set(values) - {"data_dir", "tiled_uri", "tiled_api_key"}
+        if unknown:
+            raise ValueError(
+                f"config file {file}: unknown keys {sorted(unknown)}; expected data_dir, tiled_uri, tiled_api_key"
+            )
+    elif explicit:
+        raise FileNotFoundError(f"config file not found: {file}")
+    resolved_dir = (
+        Path(data_dir).expanduser()
+        if data_dir is not None
+        else Path(os.environ["XBEAM_DATA_DIR"]).expanduser()
+        if os.environ.get("XBEAM_DATA_DIR")
+        else Path(str(values["data_dir"])).expanduser()
+        if "data_dir" in values
+        else default_data_dir()
+    )
+    uri = os.environ.get("XBEAM_TILED_URI") or values.get("tiled_uri")
+    key = os.environ.get("XBEAM_TILED_API_KEY") or values.get("tiled_api_key")
+    return XbeamConfig(resolved_dir, str(uri) if uri else None, str(key) if key else None)

@@ -1,0 +1,134 @@
+"""Where runs go: an embedded tiled server on the data directory, or any tiled server by URI."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xbeam_bluesky.config import XbeamConfig, load_config
+
+logger = logging.getLogger(__name__)
+
+
+def ensure_writable(directory: Path, what: str = "data directory") -> Path:
+    """Create ``directory`` if needed and check that files can be written in it.
+
+    Raises
+    ------
+    PermissionError
+        Naming the directory and the reason.
+    """
+    directory = Path(directory).expanduser()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-test-{uuid.uuid4().hex}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise PermissionError(
+            f"{what} {directory} is not writable ({exc.strerror or exc}); set XBEAM_DATA_DIR or pass a "
+            "writable --data-dir"
+        ) from exc
+    return directory
+
+
+@dataclass
+class Storage:
+    """An open tiled catalog with a writer for RunEngine documents.
+
+    Attributes
+    ----------
+    client : tiled.client.container.Container
+        Root of the catalog; runs are ``client[uid]`` (databroker-compatible ``BlueskyRun`` objects).
+    writer : bluesky_tiled_plugins.TiledWriter
+        Subscribe it to the RunEngine: ``RE.subscribe(storage.writer)``.
+    config : XbeamConfig
+        Data directory, URI.
+    server : tiled.server.SimpleTiledServer or None
+        The embedded server, if one was started.
+    """
+
+    client: Any
+    writer: Any
+    config: XbeamConfig
+    server: Any = None
+
+    @property
+    def uri(self) -> str:
+        """URI of the tiled server (with the API key for the embedded one)."""
+        return self.server.uri if self.server is not None else str(self.config.tiled_uri)
+
+    @property
+    def detector_dir(self) -> Path:
+        """Directory for detector files."""
+        return self.config.detector_dir
+
+    def close(self) -> None:
+        """Stop the embedded server (data stay on disk)."""
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def start_embedded_server(data_dir: Path, *, port: int = 0, api_key: str | None = None) -> Any:
+    """Start a ``SimpleTiledServer`` on ``data_dir/tiled`` that can read ``data_dir/detectors``."""
+    from tiled.server import SimpleTiledServer
+
+    data_dir = ensure_writable(data_dir)
+    detector_dir = ensure_writable(data_dir / "detectors", "detector directory")
+    return SimpleTiledServer(
+        directory=data_dir / "tiled", readable_storage=[detector_dir], port=port, api_key=api_key
+    )
+
+
+def open_storage(
+    config: XbeamConfig | None = None,
+    *,
+    data_dir: str | Path | None = None,
+    uri: str | None = None,
+    api_key: str | None = None,
+) -> Storage:
+    """Open the catalog runs are written to.
+
+    Parameters
+    ----------
+    config : XbeamConfig, optional
+        Default: :func:`xbeam_bluesky.config.load_config` (``XBEAM_DATA_DIR`` etc.).
+    data_dir : str or pathlib.Path, optional
+        Overrides the configured data directory.
+    uri, api_key : str, optional
+        A running tiled server (it must be able to read the detector directory, ``tiled serve ... -r DIR``);
+        default: the configured ``tiled_uri`` or an embedded server on the data directory.
+
+    Returns
+    -------
+    Storage
+        Call :meth:`Storage.close` (or use it as a context manager) when done.
+    """
+    from bluesky_tiled_plugins import TiledWriter
+    from tiled.client import from_uri
+
+    config = config or load_config(data_dir=data_dir)
+    if data_dir is not None:
+        config = XbeamConfig(Path(data_dir), config.tiled_uri, config.tiled_api_key)
+    if uri is not None:
+        config = XbeamConfig(config.data_dir, uri, api_key or config.tiled_api_key)
+    ensure_writable(config.detector_dir, "detector directory")
+    server = None
+    if config.tiled_uri:
+        client = from_uri(config.tiled_uri, api_key=config.tiled_api_key)
+    else:
+        server = start_embedded_server(config.data_dir)
+        client = from_uri(server.uri)
+    logger.info("tiled catalog at %s, detector files in %s", server.uri if server else config.tiled_uri,
+                config.detector_dir)  # fmt: skip
+    return Storage(client=client, writer=TiledWriter(client), config=config, server=server)
