@@ -1,7 +1,9 @@
 """Site configuration: where data live and which tiled server to write to.
 
 Sources, later ones winning: built-in defaults, a TOML file (``$XBEAM_CONFIG`` or ``~/.config/xbeam/config.toml``),
-environment variables ``XBEAM_DATA_DIR``, ``XBEAM_TILED_URI``, ``XBEAM_TILED_API_KEY``.
+environment variables ``XBEAM_DATA_DIR``, ``XBEAM_TILED_URI``, ``XBEAM_TILED_API_KEY``, ``XBEAM_ZMQ_PROXY``.
+The ``[epics.*]`` tables (PV prefixes, see ``profiles/xbeam.example.toml``) are read by
+:func:`xbeam_bluesky.devices.epics.load_epics_config`.
 
 Example ``config.toml``::
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -47,11 +49,21 @@ class XbeamConfig:
         A tiled server to write to instead of the embedded one.
     tiled_api_key : str or None
         API key for ``tiled_uri``.
+    sim : dict
+        The ``[sim]`` table: options of the simulated beamline (``frame_shape``, ``time_scale``, ...).
+    zmq_proxy : str or None
+        ``host:port`` of a bluesky 0MQ proxy's *in* address: publish documents there for
+        ``xbeam analysis-server`` (``zmq_proxy`` key or ``XBEAM_ZMQ_PROXY``).
+    path : pathlib.Path or None
+        The TOML file read, if any (its ``[epics.*]`` tables configure ``mode="mock"`` / ``"real"``).
     """
 
     data_dir: Path
     tiled_uri: str | None = None
     tiled_api_key: str | None = None
+    sim: dict = field(default_factory=dict)
+    zmq_proxy: str | None = None
+    path: Path | None = None
 
     @property
     def detector_dir(self) -> Path:
@@ -90,10 +102,11 @@ def load_config(path: str | Path | None = None, *, data_dir: str | Path | None =
             values = tomllib.loads(file.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise ValueError(f"config file {file}: not valid TOML ({exc})") from exc
-        unknown = set(values) - {"data_dir", "tiled_uri", "tiled_api_key"}
+        unknown = set(values) - {"data_dir", "tiled_uri", "tiled_api_key", "zmq_proxy", "sim", "epics"}
         if unknown:
             raise ValueError(
-                f"config file {file}: unknown keys {sorted(unknown)}; expected data_dir, tiled_uri, tiled_api_key"
+                f"config file {file}: unknown keys {sorted(unknown)}; expected data_dir, tiled_uri, tiled_api_key, "
+                "zmq_proxy, [sim], [epics.*]"
             )
     elif explicit:
         raise FileNotFoundError(f"config file not found: {file}")
@@ -108,4 +121,13 @@ def load_config(path: str | Path | None = None, *, data_dir: str | Path | None =
     )
     uri = os.environ.get("XBEAM_TILED_URI") or values.get("tiled_uri")
     key = os.environ.get("XBEAM_TILED_API_KEY") or values.get("tiled_api_key")
-    return XbeamConfig(resolved_dir, str(uri) if uri else None, str(key) if key else None)
+    sim = values.get("sim", {})
+    if not isinstance(sim, dict):
+        raise ValueError(
+            f"config file {file}: sim = {sim!r}; expected a [sim] table of simulated-beamline options"
+        )
+    proxy = os.environ.get("XBEAM_ZMQ_PROXY") or values.get("zmq_proxy")
+    return XbeamConfig(
+        resolved_dir, str(uri) if uri else None, str(key) if key else None, sim, str(proxy) if proxy else None,
+        file if file.is_file() else None,
+    )  # fmt: skip
