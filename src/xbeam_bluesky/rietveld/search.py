@@ -392,6 +392,23 @@ def run_search(
     -------
     SearchResult
     """
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial would drown the progress
+    try:
+        return _search(refinement, space, settings, warm_start, history, progress, replay_best)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _search(
+    refinement: Refinement,
+    space: SearchSpace | None,
+    settings: SearchSettings | None,
+    warm_start: Sequence[Mapping[str, Any]],
+    history: Sequence[Mapping[str, Any]],
+    progress: Callable[[TrialRecord, TrialRecord | None], None] | None,
+    replay_best: bool,
+) -> SearchResult:
     t_start = time.perf_counter()
     space = space or SearchSpace(*refinement.fit_range)
     settings = settings or SearchSettings()
