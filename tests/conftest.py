@@ -1,0 +1,52 @@
+"""Shared pytest fixtures.
+
+Fixtures (use them by name in any test):
+
+``RE``
+    A fresh ``bluesky.RunEngine`` (function scope). Create it before any ophyd-async device.
+``tiled_storage``
+    An embedded tiled server (``SimpleTiledServer``) on a session temporary directory, as a
+    :class:`xbeam_bluesky.storage.Storage` (``.client``, ``.writer``, ``.detector_dir``). Session scope: tests
+    must not assume the catalog is empty (use the uids their runs return).
+``sim_beamline``
+    The small simulated beamline of :func:`xbeam_bluesky.testing.make_test_beamline` (32×40 frames, 10 µm
+    pixels, 4 mm × 4 mm phantom, instantaneous motion), connected, writing into ``tiled_storage.detector_dir``.
+``tiled_RE``
+    ``RE`` with ``tiled_storage.writer`` subscribed: runs land in ``tiled_storage.client``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture
+def RE():
+    from bluesky import RunEngine
+
+    engine = RunEngine(call_returns_result=False)
+    yield engine
+    if engine.state != "idle":
+        engine.halt()
+
+
+@pytest.fixture(scope="session")
+def tiled_storage(tmp_path_factory):
+    from xbeam_bluesky.testing import open_test_storage
+
+    storage = open_test_storage(tmp_path_factory.mktemp("xbeam-data"))
+    yield storage
+    storage.close()
+
+
+@pytest.fixture
+def sim_beamline(RE, tiled_storage):
+    from xbeam_bluesky.testing import make_test_beamline
+
+    return make_test_beamline(tiled_storage.detector_dir)
+
+
+@pytest.fixture
+def tiled_RE(RE, tiled_storage):
+    RE.subscribe(tiled_storage.writer)
+    return RE
