@@ -16,7 +16,7 @@ from ._discovery import discover_sites
 from ._mosaic import Mosaic, TileMap, stitch_tiles
 from ._separation import standardize
 from ._sites import Sites
-from ._streaming import StreamingAssigner
+from ._streaming import Assignment, StreamingAssigner
 from ._summary import GramAccumulator, area_fractions
 
 logger = logging.getLogger(__name__)
@@ -195,27 +195,21 @@ def row_blocks(source_shape: Sequence[int], memory_bytes: int = 256 * 2**20) -> 
     return [(y, min(y + rows, ny)) for y in range(0, ny, rows)]
 
 
-@dataclass
-class _TileMaps:
-    labels: NDArray[np.int32]
-    confidence: NDArray[np.float32]
-    novel: NDArray[np.bool_]
-    masked: NDArray[np.bool_]
-
-
 def _assign_all(
     sources: Sequence[StackSource],
     sites: Sites,
     memory_bytes: int,
     map_fn: MapFunction | None,
     n_threads: int,
-) -> tuple[list[_TileMaps], GramAccumulator]:
+) -> tuple[list[Assignment], GramAccumulator]:
     maps = [
-        _TileMaps(
+        Assignment(
             np.zeros(s.shape[1:], np.int32),
             np.zeros(s.shape[1:], np.float32),
             np.zeros(s.shape[1:], bool),
             np.zeros(s.shape[1:], bool),
+            sites,
+            np.arange(sites.n_energies),
         )
         for s in sources
     ]
@@ -305,7 +299,40 @@ def cluster_tiles(
         if len(extended) > len(sites):
             sites = extended
             maps, gram = _assign_all(sources, sites, memory_bytes, map_fn, n_threads)
-    centers = centers_mm if centers_mm is not None else [(0.0, 0.0)]
+    return assemble_result(
+        maps, gram, sites, centers_mm=centers_mm, pixel_um=pixel_um, denoise=denoise, window=window,
+        min_count=min_count,
+    )  # fmt: skip
+
+
+def assemble_result(
+    assignments: Sequence[Assignment],
+    gram: GramAccumulator,
+    sites: Sites,
+    *,
+    centers_mm: Sequence[tuple[float, float]] | None = None,
+    pixel_um: float | None = None,
+    denoise: bool = True,
+    window: int = 5,
+    min_count: int = 23,
+) -> ClusterResult:
+    """Stitch tile assignments by stage position, denoise, and add cluster spectra and area fractions.
+
+    Parameters
+    ----------
+    assignments
+        One per tile, all against ``sites``.
+    gram
+        Member second moments summed over the tiles (gives the cluster spectra).
+    sites
+        The sites the labels refer to.
+    centers_mm, pixel_um
+        Tile centres (x, y) in mm and the pixel size in µm (one tile may omit them).
+    denoise, window, min_count
+        Spatial denoising and its seed window and threshold.
+    """
+    maps = assignments
+    centers = centers_mm if centers_mm is not None else [(0.0, 0.0)] * len(maps)
     mosaic = stitch_tiles(
         [
             TileMap(m.labels, m.confidence, tuple(c), {"novel": m.novel, "masked": m.masked})

@@ -1,0 +1,123 @@
+"""LiveClustering on real RunEngine runs of the simulated XANES-imaging beamline, results in tiled."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from xbeam_bluesky.callbacks import LiveClustering
+from xbeam_bluesky.clustering import ArrayStack, TileMap, cluster_tiles, stitch_tiles
+from xbeam_bluesky.devices.sim.phantom import Phantom
+from xbeam_bluesky.storage import absorbance_stack, analysis_results, result_png
+
+pytestmark = pytest.mark.slow
+
+REFS = ["Fe2O3_rt_01", "Fe3O4_rt_01", "larch_FeDem_Goerthite", "larch_ALS1032_Olivine_Fo0", "FeS2_rt_01",
+        "Fe_metal_rt_01"]  # fmt: skip
+ENERGIES = list(np.linspace(7095.0, 7175.0, 24))
+TILES = [[0.0, 0.0], [0.16, 0.0]]  # 48 px × 4 µm = 192 µm fields, overlapping by 32 µm
+SHAPE = (48, 48)
+
+
+@pytest.fixture(scope="module")
+def ns(tmp_path_factory):
+    from xbeam_bluesky.startup import build_namespace
+
+    phantom = Phantom(width_mm=1.0, height_mm=1.0, seed=2, domain_size_um=70, minority_fractions=(0.02, 0.01),
+                      minority_radius_um=(25.0, 20.0))  # fmt: skip
+    namespace = build_namespace("sim", data_dir=tmp_path_factory.mktemp("live_clustering"), frame_shape=SHAPE,
+                                phantom=phantom)  # fmt: skip
+    yield namespace
+    namespace["storage"].close()
+
+
+def _run(ns, callback, capture=None):
+    tokens = [ns["RE"].subscribe(callback)]
+    if capture is not None:
+        tokens.append(ns["RE"].subscribe(lambda name, doc: capture.append((name, doc))))
+    try:
+        plan = ns["xanes_imaging"](ns["camera"], ns["mono"], ns["stage"], ENERGIES, TILES, 0.25,
+                                   shutter=ns["shutter"], n_darks=3, n_flats=2)  # fmt: skip
+        return ns["RE"](plan)[0]
+    finally:
+        for token in tokens:
+            ns["RE"].unsubscribe(token)
+
+
+@pytest.fixture(scope="module")
+def live_run(ns):
+    provisional = []
+    live = LiveClustering(ns["tiled_client"], references=REFS, n_draws=800,
+                          on_provisional=lambda tile, labels, n: provisional.append((tile, n, labels.copy())))  # fmt: skip
+    documents: list = []
+    uid = _run(ns, live, documents)
+    assert live.join(timeout=600)
+    return live, uid, provisional, documents
+
+
+def test_result_in_tiled_linked_to_the_run(ns, live_run) -> None:
+    _, uid, provisional, _ = live_run
+    (node,) = analysis_results(ns["tiled_client"], uid, "clustering")
+    md = node.metadata
+    assert md["raw_uid"] == uid and md["status"] == "success", md.get("error")
+    assert md["dropped_frames"] == [] and md["frame_errors"] == []
+    labels = node["labels"].read()
+    assert labels.shape == (48, 88)  # two tiles 40 px apart on the stage
+    assert node["spectra"].read().shape[1] == len(ENERGIES)
+    assert node["confidence"].read().shape == labels.shape
+    assert sum(md["summary"]["clusters"][i]["area_fraction"] for i in range(md["summary"]["n_clusters"])) == \
+        pytest.approx(1.0)  # fmt: skip
+    assert result_png(node)[:8] == b"\x89PNG\r\n\x1a\n"
+    # provisional maps existed before the last energy of each tile
+    assert {t for t, n, _ in provisional if n < len(ENERGIES)} == {0, 1}
+
+
+def test_live_equals_batch_on_the_same_run(ns, live_run) -> None:
+    live, uid, _, _ = live_run
+    result = live.results[uid]
+    run = ns["tiled_client"][uid]
+    sources = [ArrayStack(absorbance_stack(run, t)[1]) for t in range(len(TILES))]
+    batch = cluster_tiles(sources, result.sites, centers_mm=[tuple(t) for t in TILES], pixel_um=4.0,
+                          discover=False)  # fmt: skip
+    assert np.mean(batch.raw_labels == result.raw_labels) > 0.999
+    assert np.mean(batch.labels == result.labels) > 0.999
+
+
+def test_labels_match_the_phantom(ns, live_run) -> None:
+    live, uid, _, _ = live_run
+    result = live.results[uid]
+    truth = stitch_tiles(
+        [
+            TileMap(ns["phantom"].labels(tuple(t), SHAPE, 4.0), np.ones(SHAPE, np.float32), tuple(t))
+            for t in TILES
+        ],
+        4.0,
+    ).labels
+    # the three large majority phases land in three distinct clusters; the 50/50 hematite+magnetite
+    # mixture is within the noise of a site of the magnetite cluster at this dose, and inclusions smaller
+    # than a 5×5 seed are removed by denoising, so the ARI is moderate
+    majority = {}
+    for phase in (1, 2, 3):
+        member = truth == phase
+        values, counts = np.unique(result.labels[member], return_counts=True)
+        majority[phase] = values[np.argmax(counts)]
+        assert counts.max() / member.sum() > 0.95
+    assert len(set(majority.values())) == 3
+    assert adjusted_rand_score(truth.ravel(), result.labels.ravel()) > 0.6
+
+
+def test_missing_frame_is_reported_and_the_map_still_made(ns, live_run) -> None:
+    _, uid, _, documents = live_run
+    replay = LiveClustering(None, references=REFS, n_draws=800)
+    skipped = False
+    for name, doc in documents:
+        if name == "event" and not skipped and doc["data"].get("energy_index") == 5 and \
+                doc["data"].get("tile_index") == 1:  # fmt: skip
+            skipped = True
+            continue
+        replay(name, doc)
+    assert replay.join(timeout=600)
+    result = replay.results[uid]
+    assert (result.labels > 0).mean() > 0.99
+    assert len(replay.dropped) == 1 and "primary seq_num" in replay.dropped[0]
