@@ -42,13 +42,13 @@ class DurationEstimate:
         return asdict(self)
 
 
-def _exposure_of(obj: Any, exposures: dict[int, float]) -> float:
+def _exposure_of(obj: Any, exposures: dict[int, float]) -> float | None:
     if id(obj) in exposures:
         return exposures[id(obj)]
     signal = getattr(obj, "exposure", None)
     if signal is not None and id(signal) in exposures:
         return exposures[id(signal)]
-    return 0.0
+    return None
 
 
 def estimate_duration(
@@ -95,6 +95,8 @@ def estimate_duration(
             break
         response = None
         command, obj = msg.command, msg.obj
+        if command == "trigger" and _exposure_of(obj, exposures) is None and not hasattr(obj, "frame_time_s"):
+            continue  # not a detector (e.g. a soft signal): triggering takes no time
         group = msg.kwargs.get("group")
         if command == "set":
             value = msg.args[0]
@@ -112,7 +114,7 @@ def estimate_duration(
             if livetime:
                 exposures[id(obj)] = float(livetime)
         elif command == "trigger":
-            exposure = _exposure_of(obj, exposures)
+            exposure = _exposure_of(obj, exposures) or 0.0
             frame = obj.frame_time_s(exposure) if hasattr(obj, "frame_time_s") else exposure
             result.exposure_s += frame
             result.overhead_s += overhead_per_frame_s
