@@ -79,7 +79,7 @@ def test_corrected_absorbance_matches_the_phantom(tiled_RE, tiled_storage, sim_b
     assert stack.frames.shape == (4, 32, 40)
     np.testing.assert_allclose(stack.energies_eV, ENERGIES)
     assert stack.position_mm == (0.32, 0.0)
-    e, mu = absorbance_stack(run, 1)
+    _, mu = absorbance_stack(run, 1)
     truth = bl.phantom.absorbance(ENERGIES, (0.32, 0.0), (32, 40), 10.0)
     # Photon noise of one frame (~2000 photons) and 4 flats: σ(μt) ≈ 0.03 per pixel; the means agree closely.
     assert np.abs(mu.mean(axis=(1, 2)) - truth.mean(axis=(1, 2))).max() < 0.01

@@ -39,7 +39,7 @@ def test_xrd_run_reads_back_the_pattern(tiled_RE, tiled_storage, sim_beamline) -
 
 
 def test_xrd_bad_input_is_named(RE, sim_beamline) -> None:
-    with pytest.raises(FileNotFoundError, match="CIF 'nothing.cif' is neither a file nor a bundled CIF"):
+    with pytest.raises(FileNotFoundError, match=r"CIF 'nothing\.cif' is neither a file nor a bundled CIF"):
         RE(xrd_powder(sim_beamline.xrd, 1.0, ["nothing.cif"]))
     with pytest.raises(ValueError, match="exposure = -1"):
         RE(xrd_powder(sim_beamline.xrd, -1, ["PbSO4-Wyckoff.cif"]))
