@@ -225,6 +225,38 @@ class PatternCalculator:
         fl = np.maximum(gam, MIN_GAM) / 100.0
         return fg, fl, sig2, gam, tan_t, cos_t
 
+    @staticmethod
+    def width_minima(state: ModelState, lo: float, hi: float) -> tuple[float, float, float, float]:
+        """Exact minima over 2θ ∈ [lo, hi] of σ² (centideg²) and γ (centideg), and where they occur (deg).
+
+        σ² = U t² + V t + W is a parabola in t = tanθ; γ = X/cosθ + Y tanθ has its only stationary
+        point at sinθ = −Y/X.
+        """
+        inst = state.instrument
+        th = np.radians(np.array([lo, hi]) / 2.0)
+        t_cands = list(np.tan(th))
+        if inst.u != 0:
+            tv = -inst.v / (2.0 * inst.u)
+            if t_cands[0] < tv < t_cands[1]:
+                t_cands.append(tv)
+        t = np.array(t_cands)
+        sig2 = inst.u * t**2 + inst.v * t + inst.w
+        i = int(np.argmin(sig2))
+        th_cands = list(th)
+        if inst.x != 0 and -1.0 < -inst.y / inst.x < 1.0:
+            tc = np.arcsin(-inst.y / inst.x)
+            if th[0] < tc < th[1]:
+                th_cands.append(tc)
+        tc = np.array(th_cands)
+        gam = inst.x / np.cos(tc) + inst.y * np.tan(tc)
+        j = int(np.argmin(gam))
+        return (
+            float(sig2[i]),
+            2.0 * float(np.degrees(np.arctan(t[i]))),
+            float(gam[j]),
+            2.0 * float(np.degrees(tc[j])),
+        )
+
     def evaluate(self, state: ModelState, groups: frozenset[str] = frozenset(), jacobian: bool = False):
         """Compute the pattern and, if asked, the Jacobian blocks for the refined groups.
 

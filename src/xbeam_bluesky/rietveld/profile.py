@@ -27,9 +27,10 @@ __all__ = ["PeakSet", "ProfileTerms", "evaluate_peaks", "tch_mix"]
 LN2 = np.log(2.0)
 _TCH = (1.0, 2.69269, 2.42843, 4.47163, 0.07842, 1.0)
 _ETA = (1.36603, -0.47719, 0.11116)
-_NODE_SETS = (1, 4, 8, 16, 32, 64)
-#: points within this many (asymmetry width + FWHM) of a peak get the full FCJ quadrature
-_FCJ_NEAR = 5.0
+_NODE_SETS = (1, 2, 4, 8, 16, 32, 64)
+#: points within _NEAR_FWHM FWHM + _NEAR_SPAN asymmetry widths of a peak get the full FCJ quadrature
+_NEAR_FWHM = 2.0
+_NEAR_SPAN = 5.0
 _GL_CACHE: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
 
@@ -131,7 +132,7 @@ def _fcj_nodes(
     if shl <= 0:
         return [(np.arange(len(pos)), 1)], emin
     ratio = width / np.maximum(fwhm, 1e-12)
-    want = np.where(ratio < 0.002, 1, np.ceil(4.0 * ratio + 3.0))
+    want = np.where(ratio < 0.002, 1, np.ceil(4.0 * ratio + 1.0))
     nodes = np.array(_NODE_SETS)
     choice = nodes[np.minimum(np.searchsorted(nodes, want), len(nodes) - 1)]
     groups = [(np.flatnonzero(choice == n), int(n)) for n in nodes if np.any(choice == n)]
@@ -250,10 +251,11 @@ def evaluate_peaks(x: np.ndarray, peaks: PeakSet, want_derivs: bool = True) -> P
         else:
             offs, wts = _fcj_offsets(peaks.pos[idx], emin[idx], peaks.shl, n)
             loc = np.repeat(np.arange(npk), c_ord[pstart - npk : pstart])
-            # far from the peak the convolution is a pseudo-Voigt at the asymmetry centroid (the
-            # neglected second-order term is < 3 % of a tail that is itself < 1 % of the peak)
+            # far from the peak (in units of the asymmetry width) the convolution is a pseudo-Voigt
+            # shifted to the asymmetry centroid: the neglected second-order term is ~3 var(δ)/D² of the tail
             centroid = np.einsum("ij,ij->i", offs, wts)
-            near = np.abs(dx) <= _FCJ_NEAR * (np.abs(peaks.pos[idx] - emin[idx]) + big[idx])[loc]
+            reach = _NEAR_SPAN * np.abs(peaks.pos[idx] - emin[idx]) + _NEAR_FWHM * big[idx]
+            near = np.abs(dx - centroid[loc]) <= reach[loc]
             val, ddx, dbig, deta = _pv(dx - centroid[loc], b, e, want_derivs)
             if np.any(near):
                 o = offs[loc[near]]
