@@ -47,7 +47,7 @@ def main() -> None:
         result = ref.run()
         walls.append(time.perf_counter() - t0)
 
-    calc, _ = ref._calc_for(ref.fit_range)
+    calc, _ = ref.calculator(ref.fit_range)
     state = result.state
     calc.update_reflections(state)
     evals = []

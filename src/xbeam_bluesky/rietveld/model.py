@@ -18,7 +18,7 @@ import numpy as np
 from .background import background_basis
 from .crystal import Phase, Reflections, generate_reflections
 from .instrument import Instrument
-from .lattice import hkl_products
+from .lattice import cell_to_a, hkl_products
 from .profile import LN2, PeakSet, evaluate_peaks
 from .structure_factors import structure_factors
 
@@ -75,8 +75,6 @@ def initial_state(phases: list[Phase], instrument: Instrument) -> ModelState:
     """Starting values: the CIF cells and atoms, unit scales, the instrument's profile, flat background."""
     states = []
     for ph in phases:
-        from .lattice import cell_to_a
-
         a_terms = cell_to_a(ph.cell)
         a_free = np.linalg.lstsq(ph.lattice_matrix, a_terms, rcond=None)[0]
         states.append(PhaseState(a_free=a_free, scale=1.0, xyz=ph.xyz.copy(), uiso=ph.uiso.copy()))
@@ -148,6 +146,10 @@ class PatternCalculator:
         return self._bkg_cache[key]
 
     # ------------------------------------------------------------------ forward model
+    def reflection_positions(self, k: int, state: ModelState) -> np.ndarray:
+        """Kα1 peak positions (deg 2θ, shifts included) of phase ``k``'s current reflection list."""
+        return self._phase_calc(k, state, False, False).pos1
+
     def _phase_calc(self, k: int, state: ModelState, want_atoms: bool, want_po: bool) -> _PhaseCalc:
         ph = self.phases[k]
         ps = state.phases[k]
@@ -412,13 +414,11 @@ class PatternCalculator:
                 for k, pc in enumerate(pcs):
                     ph = self.phases[k]
                     sel = phase_of == k
-                    sin_t = np.sin(np.radians(pc.tth / 2.0))
                     cos_t2 = np.cos(np.radians(pc.tth / 2.0))
                     with np.errstate(divide="ignore", invalid="ignore"):
                         dtth_dq = np.where(
                             pc.q > 0, np.degrees(self.lam1 / (2.0 * np.sqrt(pc.q) * cos_t2)), 0.0
                         )
-                    del sin_t
                     dq_da = pc.hp @ ph.lattice_matrix  # (n_refl, n_free)
                     dpk = np.zeros((len(inten), dq_da.shape[1]))
                     dpk[sel] = (dtth_dq[:, None] * dq_da)[refl_of[sel]]

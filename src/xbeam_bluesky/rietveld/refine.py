@@ -16,7 +16,7 @@ import scipy.linalg as sla
 
 from .crystal import Phase
 from .instrument import Instrument
-from .lattice import a_to_cell
+from .lattice import a_to_cell, metric_tensor
 from .model import ModelState, PatternCalculator, initial_state
 from .pattern_io import Pattern
 from .strategy import BackgroundSpec, Strategy, default_strategy
@@ -184,7 +184,8 @@ class Refinement:
         self._calcs: dict[tuple[float, float], tuple[PatternCalculator, np.ndarray]] = {}
 
     # ------------------------------------------------------------------ set-up helpers
-    def _calc_for(self, rng: tuple[float, float]) -> tuple[PatternCalculator, np.ndarray]:
+    def calculator(self, rng: tuple[float, float]) -> tuple[PatternCalculator, np.ndarray]:
+        """The pattern calculator for a 2θ range (cached) and the mask of the pattern points it covers."""
         key = (round(rng[0], 6), round(rng[1], 6))
         if key not in self._calcs:
             mask = self.pattern.select(*rng) & np.isfinite(self.pattern.sigma)
@@ -345,7 +346,7 @@ class Refinement:
             if stage.po_axis is not None:
                 for ps in st.phases:
                     ps.po_axis = stage.po_axis
-            calc, mask = self._calc_for(rng)
+            calc, mask = self.calculator(rng)
             calc.update_reflections(st)
             self._check_reflections(calc, st, rng)
             y = self.pattern.counts[mask]
@@ -373,7 +374,7 @@ class Refinement:
 
     def _check_reflections(self, calc: PatternCalculator, st: ModelState, rng: tuple[float, float]) -> None:
         for k, ph in enumerate(self.phases):
-            pos = calc._phase_calc(k, st, False, False).pos1
+            pos = calc.reflection_positions(k, st)
             if not np.any((pos >= rng[0]) & (pos <= rng[1])):
                 raise ValueError(
                     f"phase {ph.name!r}: no reflections in the 2θ range {rng[0]:.3f}..{rng[1]:.3f} deg "
@@ -668,7 +669,7 @@ class Refinement:
                         "occupancy": float(ph.occupancy[j]),
                     }
                 )
-            vol = float(np.sqrt(np.linalg.det(_metric(cell))))
+            vol = float(np.sqrt(np.linalg.det(metric_tensor(cell))))
             masses.append(ps.scale * ph.cell_mass * vol)
             out.append(
                 {
@@ -693,12 +694,6 @@ class Refinement:
         for o, m in zip(out, masses, strict=True):
             o["weight_fraction"] = m / total if total > 0 else float("nan")
         return out, total_refl
-
-
-def _metric(cell: np.ndarray) -> np.ndarray:
-    from .lattice import metric_tensor
-
-    return metric_tensor(cell)
 
 
 def _rwp(y: np.ndarray, yc: np.ndarray, w: np.ndarray) -> float:

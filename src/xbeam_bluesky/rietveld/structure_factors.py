@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .crystal import Phase
+from .lattice import cell_to_a
 
 __all__ = ["StructureFactors", "form_factors", "structure_factors"]
 
@@ -107,8 +108,6 @@ def structure_factors(
 
 def _aniso_factors(phase: Phase, hr: np.ndarray, aniso: np.ndarray) -> np.ndarray:
     """Per-operation anisotropic Debye–Waller factors (n_refl, n_ops, n_sites); 1 for isotropic sites."""
-    from .lattice import cell_to_a
-
     a_terms = cell_to_a(phase.cell)
     astar = np.sqrt(a_terms[:3])
     out = np.ones((*hr.shape[:2], phase.n_sites))

@@ -184,3 +184,29 @@ def test_divergence_is_reported_not_silent(synthetic):
     )
     assert res.status == "diverged" and not res.ok
     assert "cell volume changed" in res.message and len(res.stages) == 1
+
+
+def test_degenerate_background_terms_are_a_note_not_a_failure(synthetic):
+    phase, x, inst, y = synthetic
+    res = Refinement(Pattern(x, y, np.sqrt(y), "simulated"), [phase], inst).run(
+        Strategy.from_dict(
+            [
+                {"refine": ["background", "scale"], "background": {"type": "q2_power", "terms": 15}},
+                {"refine": ["cell"]},
+            ]
+        )
+    )
+    assert res.ok
+    assert any("nearly degenerate" in w for w in res.warnings)
+
+
+def test_steps_never_make_peak_widths_negative(synthetic):
+    phase, x, inst, y = synthetic
+    start = inst.with_changes(u=0.0, v=0.0, w=0.05, x=0.0, y=0.0)  # nearly zero widths: LM pushes towards < 0
+    res = Refinement(Pattern(x, y, np.sqrt(y), "simulated"), [phase], start).run(
+        Strategy.from_dict([{"refine": ["background", "scale"]}, {"refine": ["U", "V", "W", "X", "Y"]}])
+    )
+    calc, _ = Refinement(Pattern(x, y, np.sqrt(y), "s"), [phase], start).calculator((x[0], x[-1]))
+    sig2, _, gam, _ = calc.width_minima(res.state, x[0], x[-1])
+    assert sig2 >= 0 and gam >= 0
+    assert res.instrument["X"] == pytest.approx(3.0, abs=0.05)  # the simulated Lorentzian terms come back
