@@ -86,7 +86,8 @@ def _counting_sigma(y: np.ndarray) -> np.ndarray:
 def read_pattern(path: str | Path) -> Pattern:
     """Read a powder pattern, detecting the format from the content (and the extension for ties).
 
-    Supported: GSAS STD, ESD, ALT and FXYE (``BANK`` line), Bruker RAW (binary ``RAW1.01``), Bruker
+    Supported: GSAS STD, ESD, ALT and FXYE (``BANK`` line), Bruker RAW (binary v1 ``RAW ``, v2 ``RAW2``,
+    v3 ``RAW1.01``; not RAW4.00), Bruker
     UXD text (``_2THETA``/``_STEPSIZE`` keys), FullProf .dat (start/step/end line then counts),
     and 2- or 3-column text (xy, xye, csv; any delimiter; header and ``#``/``!`` comment lines skipped).
 
@@ -190,8 +191,11 @@ def _read_bruker_raw(raw: bytes, p: Path) -> Pattern:
         return _read_raw_v3(raw, p)
     if raw[:4] == b"RAW ":
         return _read_raw_v1(raw, p)
+    if raw[:4] == b"RAW2":
+        return _read_raw_v2(raw, p)
     raise ValueError(
-        f"pattern file {p}: Bruker RAW variant {raw[:7]!r} not supported (supported: 'RAW ', 'RAW1.01')"
+        f"pattern file {p}: Bruker RAW variant {raw[:7]!r} not supported "
+        "(supported: 'RAW ' v1, 'RAW2' v2, 'RAW1.01' v3; export RAW4.00 files to xy or UXD)"
     )
 
 
@@ -220,24 +224,57 @@ def _read_raw_v3(raw: bytes, p: Path) -> Pattern:
 
 
 def _read_raw_v1(raw: bytes, p: Path) -> Pattern:
-    """DIFFRAC-AT RAW version 1 (magic ``RAW ``): ranges of a 39-int header then float32 counts."""
+    """DIFFRAC-AT RAW version 1 (magic ``RAW ``).
+
+    Each range: uint32 steps, float32 time per step, float32 step, uint32 scan mode, 4 spare bytes,
+    float32 start 2θ, float32 start θ, 32-byte sample name, float32 Kα1, Kα2, 72 spare bytes, uint32
+    "another range follows", then float32 counts. Later ranges may repeat the ``RAW `` marker.
+    """
     pos = 4
     xs, ys = [], []
-    while pos + 156 <= len(raw):
+    more = 1
+    while more and pos + 144 <= len(raw):
+        if xs and raw[pos : pos + 4] == b"RAW ":
+            pos += 4
         steps = struct.unpack_from("<I", raw, pos)[0]
         step = struct.unpack_from("<f", raw, pos + 8)[0]
         start = struct.unpack_from("<f", raw, pos + 20)[0]
-        if steps == 0 or step <= 0 or pos + 156 + 4 * steps > len(raw):
-            break
-        ys.append(np.frombuffer(raw, dtype="<f4", count=steps, offset=pos + 156).astype(float))
+        more = struct.unpack_from("<I", raw, pos + 140)[0]
+        if steps == 0 or step <= 0 or pos + 144 + 4 * steps > len(raw):
+            raise ValueError(f"pattern file {p}: corrupt Bruker RAW v1 range header at byte {pos}")
+        ys.append(np.frombuffer(raw, dtype="<f4", count=steps, offset=pos + 144).astype(float))
         xs.append(start + step * np.arange(steps))
-        pos += 156 + 4 * steps
-        if pos + 4 <= len(raw) and struct.unpack_from("<I", raw, pos)[0] == 0xFFFFFFFF:
-            break
+        pos += 144 + 4 * steps
     if not xs:
         raise ValueError(f"pattern file {p}: Bruker RAW v1 without readable ranges")
     x, y = np.concatenate(xs), np.concatenate(ys)
     return Pattern(x, y, _counting_sigma(y), f"{p} (Bruker RAW v1)")
+
+
+def _read_raw_v2(raw: bytes, p: Path) -> Pattern:
+    """DIFFRAC-AT RAW version 2 (magic ``RAW2``): uint16 range count at byte 4, ranges from byte 256.
+
+    Range header: uint16 header length, uint16 steps, 4 spare bytes, float32 time per step, float32 step,
+    float32 start 2θ, ...; counts (float32) follow the header.
+    """
+    n_ranges = struct.unpack_from("<H", raw, 4)[0]
+    pos = 256
+    xs, ys = [], []
+    for _ in range(n_ranges):
+        if pos + 48 > len(raw):
+            break
+        header_len, steps = struct.unpack_from("<HH", raw, pos)
+        step, start = struct.unpack_from("<ff", raw, pos + 12)
+        data0 = pos + header_len
+        if header_len < 48 or step <= 0 or data0 + 4 * steps > len(raw):
+            raise ValueError(f"pattern file {p}: corrupt Bruker RAW2 range header at byte {pos}")
+        ys.append(np.frombuffer(raw, dtype="<f4", count=steps, offset=data0).astype(float))
+        xs.append(start + step * np.arange(steps))
+        pos = data0 + 4 * steps
+    if not xs:
+        raise ValueError(f"pattern file {p}: Bruker RAW2 without data ranges")
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    return Pattern(x, y, _counting_sigma(y), f"{p} (Bruker RAW2)")
 
 
 def _read_uxd(text: str, p: Path) -> Pattern:

@@ -119,18 +119,46 @@ def test_bruker_uxd_both_layouts(tmp_path):
     np.testing.assert_allclose(p.two_theta, x)
 
 
-def test_bruker_raw_v1_synthetic(tmp_path):
+def _raw_v1_range(start: float, step: float, counts: np.ndarray, more: int) -> bytes:
+    """One DIFFRAC-AT v1 range laid out from the published field list (144-byte header)."""
+    header = bytearray(144)
+    struct.pack_into("<I", header, 0, len(counts))  # steps
+    struct.pack_into("<f", header, 4, 1.0)  # time per step
+    struct.pack_into("<f", header, 8, step)
+    struct.pack_into("<f", header, 20, start)  # start 2θ
+    struct.pack_into("<f", header, 24, start / 2)  # start θ
+    header[28:36] = b"sample\x00\x00"
+    struct.pack_into("<ff", header, 60, 1.5406, 1.5444)
+    struct.pack_into("<I", header, 140, more)  # another range follows
+    return bytes(header) + np.asarray(counts, dtype="<f4").tobytes()
+
+
+def test_bruker_raw_v1_and_v2_synthetic(tmp_path):
     x, y = _std_like(tmp_path)
-    header = bytearray(156)
-    struct.pack_into("<I", header, 0, len(y))
-    struct.pack_into("<f", header, 8, 0.05)
-    struct.pack_into("<f", header, 20, float(x[0]))
-    blob = b"RAW " + bytes(header) + np.asarray(y, dtype="<f4").tobytes()
+    half = len(x) // 2
+    blob = (
+        b"RAW " + _raw_v1_range(x[0], 0.05, y[:half], 1) + b"RAW " + _raw_v1_range(x[half], 0.05, y[half:], 0)
+    )
     (tmp_path / "v1.raw").write_bytes(blob)
     p = read_pattern(tmp_path / "v1.raw")
     assert "RAW v1" in p.source
     np.testing.assert_allclose(p.two_theta, x, atol=1e-5)
     np.testing.assert_allclose(p.counts, y)
+    # v2: range count at byte 4, first range header at byte 256 (uint16 length, uint16 steps, ..., step, start)
+    head = bytearray(256)
+    head[0:4] = b"RAW2"
+    struct.pack_into("<H", head, 4, 1)
+    rng = bytearray(48)
+    struct.pack_into("<HH", rng, 0, 48, len(y))
+    struct.pack_into("<fff", rng, 8, 1.0, 0.05, float(x[0]))
+    (tmp_path / "v2.raw").write_bytes(bytes(head) + bytes(rng) + np.asarray(y, dtype="<f4").tobytes())
+    p = read_pattern(tmp_path / "v2.raw")
+    assert "RAW2" in p.source
+    np.testing.assert_allclose(p.two_theta, x, atol=1e-5)
+    np.testing.assert_allclose(p.counts, y)
+    (tmp_path / "v4.raw").write_bytes(b"RAW4.00" + bytes(200))
+    with pytest.raises(ValueError, match=r"RAW4\.00"):
+        read_pattern(tmp_path / "v4.raw")
 
 
 def test_instrument_readers(data_dir):
