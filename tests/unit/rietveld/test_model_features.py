@@ -142,3 +142,21 @@ def synthetic_lab6(data_dir):
     inst = Instrument.lab_cu_ka()
     y = simulate_pattern([lab6], x, instrument=inst, scales=[1e-3], background=30.0)
     return x, y, inst, lab6
+
+
+@pytest.mark.slow
+def test_poisson_data_give_gof_one_and_truthful_esds(data_dir):
+    """With the right model, GOF ≈ 1 and the true values lie within ~3 esd (statistical self-consistency)."""
+    pb = load_phase(data_dir / "pbso4" / "PbSO4-Wyckoff.cif")
+    lab6 = load_phase(data_dir / "lab6" / "LaB6_start.cif")
+    x = np.arange(15.0, 100.0, 0.02)
+    inst = Instrument.lab_cu_ka().with_changes(x=2.0, y=3.0)
+    truth = simulate_pattern([pb, lab6], x, instrument=inst, scales=[3e-3, 5e-3], background=60.0 + 0.1 * x)
+    counts = np.random.default_rng(7).poisson(truth).astype(float)
+    res = Refinement(Pattern(x, counts, np.sqrt(np.maximum(counts, 1.0)), "poisson"), [pb, lab6], inst).run()
+    assert res.ok
+    assert 0.95 < res.gof < 1.05
+    for phase, cell in zip(res.phases, (pb.cell, lab6.cell), strict=True):
+        for i, key in enumerate(("a", "b", "c")):
+            assert abs(phase["lattice"][key] - cell[i]) < 4 * phase["lattice_esd"][key], (phase["name"], key)
+    assert abs(res.phases[0]["scale"] - 3e-3) < 4 * res.phases[0]["scale_esd"]
