@@ -48,12 +48,19 @@ class NoiseSums:
         (A, B, C) of :func:`photon_coefficients`.
     s_max
         Largest amplitude s to tabulate.
+    pairs
+        Site pairs (a, b) whose sums :meth:`pair_variance` will be asked for, shape (P, 2).
     n_grid
         Grid points in s.
     """
 
     def __init__(
-        self, z: NDArray[np.float64], coef: NDArray[np.float64], s_max: float, n_grid: int = 65
+        self,
+        z: NDArray[np.float64],
+        coef: NDArray[np.float64],
+        s_max: float,
+        pairs: NDArray[np.intp],
+        n_grid: int = 65,
     ) -> None:
         self.coef = coef
         self.n = z.shape[1]
@@ -62,13 +69,15 @@ class NoiseSums:
         # exp(k s z): (k, K, grid, n)
         ez = np.exp(np.multiply.outer(self.s, z)).transpose(1, 0, 2)  # (K, grid, n) for k = 1
         self.p = np.stack([(ez**k).sum(axis=2) for k in range(1, 5)])  # (4, K, grid)
-        k_sites = z.shape[0]
-        self.w = np.empty((3, k_sites, k_sites, n_grid))
-        for a in range(k_sites):
-            d2 = (z[a][None, :] - z) ** 2  # (K, n)
-            self.w[0, a] = d2.sum(axis=1)[:, None]
-            self.w[1, a] = d2 @ ez[a].T
-            self.w[2, a] = d2 @ (ez[a] ** 2).T
+        self._k = z.shape[0]
+        pairs = np.asarray(pairs, dtype=np.intp).reshape(-1, 2)
+        self._codes = np.unique(pairs[:, 0] * self._k + pairs[:, 1])
+        a, b = np.divmod(self._codes, self._k)
+        d2 = (z[a] - z[b]) ** 2  # (P, n)
+        self.w = np.empty((3, len(self._codes), n_grid))
+        self.w[0] = d2.sum(axis=1)[:, None]
+        self.w[1] = np.einsum("pn,pgn->pg", d2, ez[a])
+        self.w[2] = np.einsum("pn,pgn->pg", d2, ez[a] ** 2)
 
     def _interp(
         self, table: NDArray[np.float64], index: tuple, s: NDArray[np.float64]
@@ -89,9 +98,10 @@ class NoiseSums:
         """Σ_i (z_a,i − z_b,i)² Var(μ_i) per pixel (a = best, b = second site)."""
         a, b, c = self.coef
         em = np.exp(mean)
-        w1 = self._interp(self.w[1], (best, second), s)
-        w2 = self._interp(self.w[2], (best, second), s)
-        return a * self.w[0][best, second, 0] + b * em * w1 + c * em**2 * w2
+        row = np.searchsorted(self._codes, best * self._k + second)
+        w1 = self._interp(self.w[1], (row,), s)
+        w2 = self._interp(self.w[2], (row,), s)
+        return a * self.w[0][row, 0] + b * em * w1 + c * em**2 * w2
 
     def residual_moments(
         self, best: NDArray[np.intp], mean: NDArray[np.float64], s: NDArray[np.float64]

@@ -142,7 +142,8 @@ class StreamingAssigner:
         self.correction = correction
         e = sites.energies
         self._background = np.array([(e[0] / e) ** n for n in background_powers]).reshape(-1, e.size)
-        self._basis = _subspace_basis(sites.z, self._background)
+        with threadpool_limits(1, user_api="blas"):  # small SVD: BLAS threads only contend
+            self._basis = _subspace_basis(sites.z, self._background)
         self._basis32 = self._basis.astype(np.float32)
         self._acc = np.zeros((self._basis.shape[0], self.n_pixels), dtype=np.float32)
         self._sq = np.zeros(self.n_pixels)
@@ -329,7 +330,8 @@ class StreamingAssigner:
         rec = np.flatnonzero(self._received)
         if rec.size < 3:
             raise ValueError(f"finalize: only {rec.size} energy frames received; need at least 3")
-        t, q, c, w = self._restricted()
+        with threadpool_limits(1, user_api="blas"):
+            t, q, c, w = self._restricted()
         z_r = c @ q  # restandardized sites on received energies, (K, n_rec)
         n_rec = rec.size
         c_bg = self._background_coords(z_r, q, rec)
@@ -347,14 +349,13 @@ class StreamingAssigner:
             mean[s:e] = (w @ p) / n_rec
             css = self._sq[s:e] - mean[s:e] ** 2 * n_rec
             ok[s:e] = ~self._bad[s:e] & (css > 1e-12 * n_rec)
-            scores = p.T @ c.T  # (pixels, K), contiguous along sites
+            scores = p.T.astype(np.float32) @ c32.T  # (pixels, K), contiguous along sites
             b = np.argmax(scores, axis=1)
-            cols = np.arange(e - s)
-            best[s:e], s_best[s:e] = b, scores[cols, b]
+            best[s:e], s_best[s:e] = b, np.einsum("rn,nr->n", p, c[b])  # the winner's score in float64
             if not single:
-                others = np.where(groups[None, :] == groups[b][:, None], -np.inf, scores)
-                b2 = np.argmax(others, axis=1)
-                second[s:e], s_second[s:e] = b2, scores[cols, b2]
+                scores[groups[None, :] == groups[b][:, None]] = -np.inf
+                b2 = np.argmax(scores, axis=1)
+                second[s:e], s_second[s:e] = b2, np.einsum("rn,nr->n", p, c[b2])
             r = css - s_best[s:e] ** 2
             for cb in c_bg:
                 r -= np.einsum("nr,rn->n", cb[b], p) ** 2
@@ -377,11 +378,14 @@ class StreamingAssigner:
             conf[sl] = np.where(ok[sl], margin, 0.0)
             novel[sl] = ok[sl] & (excess > novel_threshold)
 
+        c32 = c.astype(np.float32)
+        small = [(s, min(s + 8192, n)) for s in range(0, n, 8192)]  # K scores per pixel stay in cache
         with threadpool_limits(1, user_api="blas"):
-            list(self._pool.map(lambda ch: first_pass(*ch), self._chunks))
+            list(self._pool.map(lambda ch: first_pass(*ch), small))
             coef = photon_coefficients(self.sites.noise, self.sites.i0_counts)
-            sums = NoiseSums(z_r, coef, s_best[ok].max(initial=0))
-            list(self._pool.map(lambda ch: second_pass(*ch, sums), self._chunks))
+            pairs = np.stack([best[ok], second[ok]], axis=1) if not single else np.zeros((0, 2), np.intp)
+            sums = NoiseSums(z_r, coef, s_best[ok].max(initial=0), pairs)
+            list(self._pool.map(lambda ch: second_pass(*ch, sums), small))
         labels = np.where(ok, groups[best], 0).astype(np.int32)
         masked = self._bad | ~ok
         return Assignment(
