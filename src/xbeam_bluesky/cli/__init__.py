@@ -13,7 +13,7 @@ import logging
 import sys
 
 #: Modules that register sub-commands, in the order they appear in ``--help``.
-COMMAND_MODULES: tuple[str, ...] = ("planning", "refine", "analysis_server", "cluster")
+COMMAND_MODULES: tuple[str, ...] = ("demo", "serve", "planning", "refine", "analysis_server", "cluster")
 
 
 class CLIError(Exception):
