@@ -23,6 +23,8 @@ from .strategy import BackgroundSpec, Strategy, default_strategy
 
 __all__ = ["Refinement", "RefinementResult"]
 
+#: stop a stage when the linearised model predicts a χ² reduction below this fraction
+_PREDICTED_TOL = 1e-6
 _INST_FIELDS = {"zero": "zero", "U": "u", "V": "v", "W": "w", "X": "x", "Y": "y", "SH/L": "sh_l"}
 _ORDER = (
     "background",
@@ -438,6 +440,11 @@ class Refinement:
                     lam *= 10.0
                     continue
                 p1 = np.clip(p0 + step, lower, upper)
+                taken = p1 - p0
+                # reduction of χ² predicted by the linearised model; if negligible, we are at the minimum
+                predicted = 2.0 * float(grad @ taken) - float(taken @ normal @ taken)
+                if predicted < _PREDICTED_TOL * chi2:
+                    break
                 trial = st.copy()
                 self._set(trial, params, p1)
                 if feasible and not self._widths_feasible(calc, trial):
