@@ -55,12 +55,15 @@ def test_streaming_equals_published_batch(sites, stack) -> None:
     a.close()
 
 
-def test_raw_counts_with_dark_and_flat(sites, stack, noise) -> None:
+@pytest.mark.parametrize("per_energy_flat", [False, True])
+def test_raw_counts_with_dark_and_flat(sites, stack, per_energy_flat) -> None:
     rng = np.random.default_rng(8)
     dark = rng.uniform(90, 110, SHAPE)
-    flat = dark + 3e4 * rng.uniform(0.8, 1.0, SHAPE)
+    scale = rng.uniform(0.9, 1.1, (stack.shape[0], 1, 1)) if per_energy_flat else np.ones((1, 1, 1))
+    flat = dark + 3e4 * rng.uniform(0.8, 1.0, SHAPE) * scale  # beam intensity varying with energy
     counts = np.round(dark + (flat - dark) * np.exp(-stack)).astype(np.uint16)
-    a = _stream(sites, counts, range(stack.shape[0]), correction=FrameCorrection(dark, flat))
+    correction = FrameCorrection(dark, flat if per_energy_flat else flat[0])
+    a = _stream(sites, counts, range(stack.shape[0]), correction=correction)
     mu = -np.log((counts - dark) / (flat - dark))  # the correction done by hand, float64
     expected = assign_spectra(mu.reshape(mu.shape[0], -1).T, sites).reshape(SHAPE)
     assert np.mean(a.finalize().labels == expected) > 0.995  # float32 logarithm vs float64
