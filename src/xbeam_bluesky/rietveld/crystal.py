@@ -14,7 +14,7 @@ from pathlib import Path
 import gemmi
 import numpy as np
 
-from .lattice import a_to_cell, cell_to_a, inv_d2, lattice_constraint_matrix
+from .lattice import a_to_cell, inv_d2, lattice_constraint_matrix
 
 __all__ = ["Phase", "Reflections", "generate_reflections", "load_phase"]
 
@@ -298,8 +298,3 @@ def generate_reflections(
     code.sort(axis=1)
     mult = 1 + np.count_nonzero(np.diff(code, axis=1), axis=1)
     return Reflections(hkl=hkl, multiplicity=mult.astype(float), equivalents=eq)
-
-
-def initial_a_terms(phase: Phase) -> np.ndarray:
-    """``A`` terms of the CIF cell."""
-    return cell_to_a(phase.cell)
