@@ -31,3 +31,26 @@ def test_gaps_and_unassigned_pixels() -> None:
     assert np.all(m.labels[10:] == 2)
     with pytest.raises(ValueError, match="no tiles"):
         stitch_tiles([], 1.0)
+
+
+def test_cluster_tiles_stitch_like_one_field(library, energies, noise, noisy_absorbance) -> None:
+    from xbeam_bluesky.clustering import ArrayStack, cluster_stack, cluster_tiles, sites_from_library
+    from xbeam_bluesky.devices.sim.phantom import Phantom
+
+    names = list(library)
+    sites = sites_from_library(energies, np.vstack(list(library.values())), names, i0_counts=1e5, noise=noise,
+                               n_draws=300)  # fmt: skip
+    phantom = Phantom(width_mm=1.0, height_mm=1.0, seed=1, domain_size_um=60)
+    union = noisy_absorbance(phantom.absorbance(energies, (0.0, 0.0), (40, 70), 4.0), 1e5, noise, seed=9)
+    # two 40 × 40 tiles cut from the same measurement, 30 px (0.12 mm) apart on the stage
+    left, right = union[:, :, :40], union[:, :, 30:]
+    centers = [(-0.06, 0.0), (0.06, 0.0)]
+    tiles = cluster_tiles([ArrayStack(left), ArrayStack(right)], sites, centers_mm=centers, pixel_um=4.0,
+                          denoise=False, discover=False)  # fmt: skip
+    whole = cluster_stack(ArrayStack(union), sites, denoise=False, discover=False)
+    assert tiles.labels.shape == (40, 70)
+    assert np.array_equal(tiles.raw_labels, whole.raw_labels)
+    assert np.allclose(tiles.confidence, whole.confidence, rtol=1e-5)
+    assert tiles.mosaic.offsets == ((0, 0), (0, 30))
+    with pytest.raises(ValueError, match="centers_mm"):
+        cluster_tiles([ArrayStack(left), ArrayStack(right)], sites)
