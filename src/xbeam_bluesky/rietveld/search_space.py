@@ -68,7 +68,7 @@ class SearchSpace:
     po_axes
         March–Dollase axes [h, k, l] the search may switch on; empty = no preferred-orientation option.
     stage_cycles
-        Maximum least-squares cycles of each of stages 1–5 (GSAS-II's BBO runs used 8).
+        Maximum least-squares cycles of each stage before the last (GSAS-II's BBO runs used 8).
     final_cycles
         Maximum cycles of the final full-range stage.
     """
@@ -79,8 +79,8 @@ class SearchSpace:
     background_types: tuple[str, ...] = BACKGROUND_TYPES
     max_background_terms: int = 15
     po_axes: tuple[tuple[int, int, int], ...] = ((0, 0, 1),)
-    stage_cycles: int = 8
-    final_cycles: int = 20
+    stage_cycles: int = 6
+    final_cycles: int = 15
 
     def __post_init__(self) -> None:
         lo, hi = self.two_theta_min, self.two_theta_max
