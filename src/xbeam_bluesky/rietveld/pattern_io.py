@@ -146,11 +146,12 @@ def _read_gsas(text: str, p: Path) -> Pattern:
                 chunk = line[k * 20 : (k + 1) * 20]
                 if not chunk.strip():
                     continue
-                xs.append(float(chunk[0:8]) / 100.0)
-                ys.append(float(chunk[8:15]))
-                es.append(float(chunk[15:20]))
+                # GSAS ALT records (as GSAS-II reads them): 2θ in 1/32 centidegree, y and esd × 1000
+                xs.append(float(chunk[0:8]) / 3200.0)
+                ys.append(float(chunk[8:15]) / 1000.0)
+                es.append(float(chunk[15:20]) / 1000.0)
         x, y, e = (np.array(v[:nchan]) for v in (xs, ys, es))
-        return Pattern(x, y, np.where(e > 0, e, np.inf), f"{p} (GSAS ALT)")
+        return Pattern(x, y, np.where((e > 0) & (y > 0), e, np.inf), f"{p} (GSAS ALT)")
     start = float(fields[5]) / 100.0
     step = float(fields[6]) / 100.0
     x = start + step * np.arange(nchan)
@@ -163,7 +164,8 @@ def _read_gsas(text: str, p: Path) -> Pattern:
                     vals.append(float(chunk))
         arr = np.array(vals[: 2 * nchan]).reshape(-1, 2)
         y, e = arr[:, 0], arr[:, 1]
-        return Pattern(x[: len(y)], y, np.where(e > 0, e, np.inf), f"{p} (GSAS ESD)")
+        sigma = np.where((e > 0) & (y > 0), e, np.inf)  # as GSAS-II: y ≤ 0 carries no weight
+        return Pattern(x[: len(y)], y, sigma, f"{p} (GSAS ESD)")
     ys, ns = [], []
     for line in body:
         for k in range(10):

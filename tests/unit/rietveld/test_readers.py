@@ -54,14 +54,17 @@ def test_gsas_esd_alt_fxye(tmp_path):
     np.testing.assert_allclose(p.two_theta, x)
     np.testing.assert_allclose(p.counts, y)
     np.testing.assert_allclose(p.sigma, e, atol=0.005)
-    # ALT: 4 × (x in centidegrees F8, y F7, esd F5) per line
+    # ALT: 4 × (2θ in 1/32 centidegree F8, y × 1000 F7, esd × 1000 F5) per line (GSAS-II's reading)
+    y, e = y / 100, np.round(np.sqrt(y) / 100, 2)  # keep y·1000 and esd·1000 within their field widths
     lines = ["title", f"BANK 1 {len(x)} {len(x) // 4} RALF {x[0] * 100:.1f} 5.0 0 0 ALT"]
-    recs = [f"{xx * 100:8.1f}{yy:7.1f}{ee:5.1f}" for xx, yy, ee in zip(x, y, e, strict=True)]
+    recs = [f"{xx * 3200:8.0f}{yy * 1000:7.0f}{ee * 1000:5.0f}" for xx, yy, ee in zip(x, y, e, strict=True)]
     lines += ["".join(recs[i : i + 4]) for i in range(0, len(recs), 4)]
     (tmp_path / "a.alt").write_text("\n".join(lines) + "\n")
     p = read_pattern(tmp_path / "a.alt")
     np.testing.assert_allclose(p.two_theta, x)
     np.testing.assert_allclose(p.counts, y)
+    np.testing.assert_allclose(p.sigma, e)
+    y, e = y * 100, np.sqrt(y * 100)
     # FXYE: x in centidegrees, y, esd
     lines = ["title", f"BANK 1 {len(x)} {len(x)} CONST {x[0] * 100:.1f} 5.0 0 0 FXYE"]
     lines += [f"{xx * 100:.3f} {yy:.2f} {ee:.4f}" for xx, yy, ee in zip(x, y, e, strict=True)]
