@@ -153,7 +153,9 @@ class Strategy:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | list[Any]) -> Strategy:
-        """From ``{"stages": [...]}`` or a bare list of stages."""
+        """From ``{"stages": [...]}``, a bare list of stages, or a result.json holding ``"strategy"``."""
+        if isinstance(d, dict) and isinstance(d.get("strategy"), dict):
+            d = d["strategy"]  # an ``xbeam refine`` result.json: replay the strategy it ran
         stages = d.get("stages") if isinstance(d, dict) else d
         if not isinstance(stages, list):
             raise ValueError("strategy: expected {'stages': [...]} or a list of stages")

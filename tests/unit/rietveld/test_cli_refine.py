@@ -77,6 +77,21 @@ def test_refine_with_strategy_and_default_instrument(tmp_path, data_dir, capsys)
         ["background", "cell", "scale", "zero"],
     ]
     assert res["strategy"]["stages"][1]["refine"] == ["cell", "zero"]
+    # the result.json itself replays exactly
+    again = tmp_path / "again.json"
+    rc = main(
+        [
+            "refine",
+            str(data_dir / "lab6" / "LaB6_Jan2018.raw"),
+            "--cif",
+            str(data_dir / "lab6" / "LaB6_start.cif"),
+            "--strategy",
+            str(out),
+            "--out",
+            str(again),
+        ]
+    )
+    assert rc == 0 and json.loads(again.read_text())["rwp"] == res["rwp"]
 
 
 @pytest.mark.parametrize(
