@@ -418,7 +418,7 @@ def _search(
         logger.info("strategy search: %d trials of an earlier search told to the sampler", n_prior)
     for point in warm_start:
         if space.contains(point):
-            study.enqueue_trial(dict(point), skip_if_exists=True)
+            study.enqueue_trial(dict(point))  # also when the history holds it: new data, new Rwp
         else:
             logger.warning("strategy search: warm-start point outside the search space skipped: %s", point)
     queued = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
