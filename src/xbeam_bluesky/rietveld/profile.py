@@ -17,6 +17,8 @@ All angles here are in degrees; profiles are normalised to unit area in degrees�
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -180,6 +182,73 @@ def _pv(dx: np.ndarray, big: np.ndarray, eta: np.ndarray, want_derivs: bool):
     return val, d_dx, d_big, d_eta
 
 
+@dataclass
+class _Layout:
+    """Index bookkeeping of the (point, peak) pairs; depends only on the windows and node groups."""
+
+    indptr: np.ndarray
+    total: int
+    starts_ord: np.ndarray
+    peak_of: np.ndarray
+    rows_ord: np.ndarray
+    rows: np.ndarray
+    dest: np.ndarray | None
+    locs: list[np.ndarray | None]
+
+
+_LAYOUTS: OrderedDict[bytes, _Layout] = OrderedDict()
+_LAYOUT_CACHE_SIZE = 4
+_LAYOUT_LOCK = threading.Lock()
+
+
+def _layout(n_x: int, i0: np.ndarray, i1: np.ndarray, groups: list[tuple[np.ndarray, int]]) -> _Layout:
+    """Pair layout for these windows and groups; the few most recent layouts are reused, because
+    successive least-squares evaluations usually move peaks by much less than a step."""
+    key = b"|".join(
+        [
+            str(n_x).encode(),
+            i0.tobytes(),
+            i1.tobytes(),
+            *(idx.tobytes() + str(n).encode() for idx, n in groups),
+        ]
+    )
+    with _LAYOUT_LOCK:
+        hit = _LAYOUTS.get(key)
+        if hit is not None:
+            _LAYOUTS.move_to_end(key)
+            return hit
+    n_peaks = len(i0)
+    counts = np.maximum(i1 - i0, 0)
+    indptr = np.zeros(n_peaks + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    total = int(indptr[-1])
+    order = np.concatenate([idx for idx, _ in groups]) if len(groups) > 1 else np.arange(n_peaks)
+    c_ord = counts[order]
+    starts_ord = np.zeros(n_peaks + 1, dtype=np.int64)
+    np.cumsum(c_ord, out=starts_ord[1:])
+    peak_of = np.repeat(order, c_ord)
+    local = np.arange(total) - np.repeat(starts_ord[:-1], c_ord)
+    rows_ord = i0[peak_of] + local
+    locs: list[np.ndarray | None] = []
+    pstart = 0
+    for idx, n in groups:
+        npk = len(idx)
+        locs.append(np.repeat(np.arange(npk), c_ord[pstart : pstart + npk]) if n > 1 else None)
+        pstart += npk
+    if len(groups) > 1:
+        dest = indptr[peak_of] + local
+        rows = np.empty(total, dtype=np.int64)
+        rows[dest] = rows_ord
+    else:
+        dest, rows = None, rows_ord
+    lay = _Layout(indptr, total, starts_ord, peak_of, rows_ord, rows, dest, locs)
+    with _LAYOUT_LOCK:
+        _LAYOUTS[key] = lay
+        if len(_LAYOUTS) > _LAYOUT_CACHE_SIZE:
+            _LAYOUTS.popitem(last=False)
+    return lay
+
+
 def _scatter(values: np.ndarray, dest: np.ndarray) -> np.ndarray:
     out = np.empty_like(values)
     out[dest] = values
@@ -209,33 +278,27 @@ def evaluate_peaks(x: np.ndarray, peaks: PeakSet, want_derivs: bool = True) -> P
     want_derivs
         Also compute derivatives wrt position and the two FWHMs.
     """
-    n_peaks = len(peaks.pos)
     low, high = peak_windows(peaks)
     i0 = np.searchsorted(x, peaks.pos - low)
     i1 = np.searchsorted(x, peaks.pos + high)
-    counts = np.maximum(i1 - i0, 0)
-    indptr = np.zeros(n_peaks + 1, dtype=np.int64)
-    np.cumsum(counts, out=indptr[1:])
-    total = int(indptr[-1])
-
     fg = np.maximum(peaks.fwhm_g, 1e-6)
     fl = np.maximum(peaks.fwhm_l, 1e-6)
     big, eta, dbig_dg, dbig_dl, deta_dg, deta_dl = tch_mix(fg, fl)
     groups, emin = _fcj_nodes(peaks.pos, peaks.shl, big)
-    # evaluate group by group on contiguous pair blocks, then scatter back into peak order
-    order = np.concatenate([idx for idx, _ in groups]) if len(groups) > 1 else np.arange(n_peaks)
-    c_ord = counts[order]
-    starts_ord = np.zeros(n_peaks + 1, dtype=np.int64)
-    np.cumsum(c_ord, out=starts_ord[1:])
-    peak_of = np.repeat(order, c_ord)
-    local = np.arange(total) - np.repeat(starts_ord[:-1], c_ord)
-    rows_ord = i0[peak_of] + local
+    lay = _layout(len(x), i0, i1, groups)
+    indptr, total, starts_ord, peak_of, rows_ord = (
+        lay.indptr,
+        lay.total,
+        lay.starts_ord,
+        lay.peak_of,
+        lay.rows_ord,
+    )
     value = np.empty(total)
     d_pos = np.empty(total) if want_derivs else None
     d_g = np.empty(total) if want_derivs else None
     d_l = np.empty(total) if want_derivs else None
     pstart = 0
-    for idx, n in groups:
+    for gi, (idx, n) in enumerate(groups):
         npk = len(idx)
         stop = int(starts_ord[pstart + npk])
         sl = slice(int(starts_ord[pstart]), stop)
@@ -250,7 +313,7 @@ def evaluate_peaks(x: np.ndarray, peaks: PeakSet, want_derivs: bool = True) -> P
             val, ddx, dbig, deta = _pv(dx, b, e, want_derivs)
         else:
             offs, wts = _fcj_offsets(peaks.pos[idx], emin[idx], peaks.shl, n)
-            loc = np.repeat(np.arange(npk), c_ord[pstart - npk : pstart])
+            loc = lay.locs[gi]
             # far from the peak (in units of the asymmetry width) the convolution is a pseudo-Voigt
             # shifted to the asymmetry centroid: the neglected second-order term is ~3 var(δ)/D² of the tail
             centroid = np.einsum("ij,ij->i", offs, wts)
@@ -271,13 +334,9 @@ def evaluate_peaks(x: np.ndarray, peaks: PeakSet, want_derivs: bool = True) -> P
             d_pos[sl] = -ddx
             d_g[sl] = dbig * dbig_dg[pk] + deta * deta_dg[pk]
             d_l[sl] = dbig * dbig_dl[pk] + deta * deta_dl[pk]
-    if len(groups) > 1:
-        dest = indptr[peak_of] + local
-        rows = np.empty(total, dtype=np.int64)
-        rows[dest] = rows_ord
-        value = _scatter(value, dest)
+    rows = lay.rows
+    if lay.dest is not None:
+        value = _scatter(value, lay.dest)
         if want_derivs:
-            d_pos, d_g, d_l = _scatter(d_pos, dest), _scatter(d_g, dest), _scatter(d_l, dest)
-    else:
-        rows = rows_ord
+            d_pos, d_g, d_l = _scatter(d_pos, lay.dest), _scatter(d_g, lay.dest), _scatter(d_l, lay.dest)
     return ProfileTerms(rows=rows, indptr=indptr, value=value, d_pos=d_pos, d_fwhm_g=d_g, d_fwhm_l=d_l)
