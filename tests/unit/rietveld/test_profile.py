@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from xbeam_bluesky.rietveld.profile import PeakSet, _pv, evaluate_peaks, tch_mix
+from xbeam_bluesky.rietveld.profile import PeakSet, _pv, evaluate_peaks, peak_windows, tch_mix
 
 LN2 = np.log(2)
 
@@ -76,6 +76,26 @@ def test_fcj_profile_matches_direct_integration_of_the_fcj_weights(pos):
     ours = y[np.searchsorted(grid, x)]
     np.testing.assert_allclose(ours, ref, rtol=2e-3, atol=2e-3 * ref.max())
     assert abs(pos - emin) > 0.5 * fg  # the asymmetry is comparable to the peak width here
+    # tails beyond 2 FWHM + 5 asymmetry widths (centroid-shifted pseudo-Voigt there): within 3 % locally
+    reach = 5 * abs(pos - emin) + 2 * big[0]
+    low, high = peak_windows(PeakSet(np.array([pos]), np.array([fg]), np.array([fl]), shl))
+    far = [
+        pos + s * d
+        for s, w in ((-1, low[0]), (1, high[0]))
+        for d in (reach + 0.05, reach + 0.2)
+        if d < w - 0.02
+    ]
+    if far:
+        far = np.array(far)
+        ref_far = np.array(
+            [
+                integrate.quad(lambda d, xx=xx: weight(d) * pv(xx - d), lo, hi, limit=400)[0] / norm
+                for xx in far
+            ]
+        )
+        grid = np.sort(np.concatenate([far, np.linspace(pos - 3, pos + 3, 50)]))
+        y, _ = _profile(grid, pos, fg, fl, shl)
+        np.testing.assert_allclose(y[np.searchsorted(grid, far)], ref_far, rtol=0.03)
 
 
 def test_window_is_gsas_cutoff():
