@@ -400,9 +400,10 @@ class Refinement:
                     ps.scale = float(v)
                 st.background_coefs = sol[: bkg.terms]
                 return
-            # a negative scale: fit the background under the strongest guess of a common scale
+            # a negative scale: one common factor on the current scales, then the background under it
+            factor = float(max(np.sum(w * y * ev.y) / max(np.sum(w * ev.y * ev.y), 1e-300), 1e-12))
             for ps in st.phases:
-                ps.scale = float(max(np.sum(w * y * ev.y) / max(np.sum(w * ev.y * ev.y), 1e-300), 1e-12))
+                ps.scale *= factor
             ev = calc.evaluate(st)
         resid = y - (ev.y - ev.background)
         st.background_coefs = np.linalg.lstsq(basis * sw[:, None], resid * sw, rcond=None)[0]
