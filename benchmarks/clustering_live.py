@@ -31,7 +31,8 @@ def _frames(energies: np.ndarray, n_distinct: int, rng: np.random.Generator) -> 
     picks = np.linspace(0, len(energies) - 1, n_distinct).astype(int)
     mu = phantom.absorbance(energies[picks], (0.0, 0.0), SHAPE, 5.0)
     return [
-        np.clip(DARK_ADU + noise.sample_counts(I0_ADU * np.exp(-m), rng), 0, 65535).astype(np.uint16) for m in mu
+        np.clip(DARK_ADU + noise.sample_counts(I0_ADU * np.exp(-m), rng), 0, 65535).astype(np.uint16)
+        for m in mu
     ]
 
 
@@ -67,7 +68,7 @@ def main() -> None:
     )
     frames = _frames(energies, 8, rng)
     dark = np.full(SHAPE, DARK_ADU, np.float32)
-    flat = DARK_ADU + I0_ADU * Phantom_flat(rng)
+    flat = DARK_ADU + I0_ADU * _flat_profile(rng)
     correction = FrameCorrection(dark=dark, flat=flat)
     low_rank = _run(sites, frames, correction)
     general = Sites(
@@ -103,7 +104,7 @@ def main() -> None:
     )
 
 
-def Phantom_flat(rng: np.random.Generator) -> np.ndarray:  # noqa: N802
+def _flat_profile(rng: np.random.Generator) -> np.ndarray:
     """Open-beam profile: vertical Gaussian with a 1 % pixel-response pattern (relative, max ≈ 1)."""
     y = np.linspace(-0.5, 0.5, SHAPE[0])[:, None]
     return (np.exp(-0.5 * (y / 0.68) ** 2) * (1 + 0.01 * rng.standard_normal(SHAPE))).astype(np.float32)
