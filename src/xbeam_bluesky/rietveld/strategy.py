@@ -188,7 +188,8 @@ def default_strategy(background: BackgroundSpec | None = None) -> Strategy:
     return Strategy(
         (
             Stage(name="background+scale", refine=("background", "scale"), background=bkg, max_cycles=5),
-            Stage(name="cell+displacement", refine=("cell", "displacement"), max_cycles=10),
+            # a few cycles suffice here: the cell keeps refining with the profile in the next stage
+            Stage(name="cell+displacement", refine=("cell", "displacement"), max_cycles=6),
             Stage(name="profile X Y", refine=("X", "Y"), max_cycles=10),
             Stage(name="atoms", refine=("atoms_xyz", "atoms_uiso"), max_cycles=15),
             Stage(name="profile U V W", refine=("U", "V", "W"), max_cycles=15),
