@@ -195,6 +195,10 @@ def plan_energies(args: argparse.Namespace) -> int:
         f"length scale {prior.length_scale_eV:.2f} eV from {len(prior.names)} spectra, "
         f"computed in {design.compute_s:.2f} s -> {args.out}"
     )
+    if design.stop_reason == "max_picks":
+        print(
+            f"note: stopped at the pick limit before reaching the target (stop_reason {design.stop_reason})"
+        )
     if args.plot is not None:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
         print(f"plot -> {plot_design(design, prior, args.plot)}")

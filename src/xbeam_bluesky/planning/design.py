@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from xbeam_bluesky.planning.noise import TransmissionNoise
 from xbeam_bluesky.planning.prior import GaussianProcessPrior
 from xbeam_bluesky.planning.reconstruction import error_decomposition
 from xbeam_bluesky.planning.timing import ScanTimeModel
+
+logger = logging.getLogger(__name__)
 
 Criterion = Literal["A", "D"]
 #: Picks between exact recomputations of the column norms kept up to date by rank-one updates.
@@ -398,6 +401,12 @@ def design_energies(
         lookahead=lookahead,
     )
     n = energies.size
+    if sel.stop_reason == "max_picks":
+        logger.warning(
+            "design stopped at max_picks=%d before its stopping rule (expected RMSE %.4g)",
+            max_picks,
+            float(np.sqrt(sel.trace[-1] / n)),
+        )
     bv: dict[str, list[float]] = {"time_s": [], "rmse": [], "bias_rmse": [], "variance_rmse": []}
     for m in _checkpoints(sel, n_checkpoints):
         idx, k = np.unique(sel.order[:m], return_counts=True)
