@@ -47,6 +47,8 @@ def test_pbso4_default_sequence_matches_gsas2(pbso4, pbso4_reference):
     assert res.ok and res.status == "converged"
     assert res.rwp <= 10.5  # GSAS-II: 10.28 %
     assert res.n_reflections == 383  # GSAS-II: 383 reflections in 16–158.4°
+    assert res.gof == pytest.approx(res.rwp / res.rexp, rel=1e-9)  # GOF = Rwp / Rexp by definition
+    assert 0 < res.phases[0]["r_bragg"] < res.rwp
     esd = _gsas_esd(pbso4_reference["cell_esd"])
     lat = res.phases[0]["lattice"]
     for ours, key in (("a", "length_a"), ("b", "length_b"), ("c", "length_c")):
