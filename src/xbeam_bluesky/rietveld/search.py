@@ -162,7 +162,7 @@ class SearchResult:
     best
         The best valid trial (None if every trial was invalid).
     best_result
-        The best strategy replayed in this process (full arrays, for plots and storage); None without a best.
+        The full refinement of the best trial (curves, state, covariance), None without a best.
     trials
         Every trial, in order.
     report
@@ -170,7 +170,7 @@ class SearchResult:
     space, settings
         What was searched, and how.
     wall_s
-        Wall time of the search (s), pool start-up and replay included.
+        Wall time of the search (s), pool start-up included.
     """
 
     best: TrialRecord | None
@@ -284,7 +284,7 @@ def _init_worker(blob: bytes, single_thread: bool) -> None:
     _WORKER["problem"] = pickle.loads(blob)
 
 
-def _evaluate(number: int, params: dict[str, Any], warm: bool) -> TrialRecord:
+def _evaluate(number: int, params: dict[str, Any], warm: bool) -> tuple[TrialRecord, RefinementResult | None]:
     pattern, phases, instrument, fit_range, space, settings = _WORKER["problem"]
     return _evaluate_with(pattern, phases, instrument, fit_range, space, settings, number, params, warm)
 
@@ -299,11 +299,12 @@ def _evaluate_with(
     number: int,
     params: dict[str, Any],
     warm: bool,
-) -> TrialRecord:
-    """Run one strategy on a fresh copy of the problem and judge it."""
+) -> tuple[TrialRecord, RefinementResult | None]:
+    """Run one strategy on a fresh copy of the problem and judge it; the full result comes back if valid."""
     t0 = time.perf_counter()
     summary = None
     rwp = None
+    result = None
     try:
         strategy = space.strategy(params)
         with np.errstate(all="ignore"):
@@ -315,7 +316,7 @@ def _evaluate_with(
         reasons = [f"refinement error: {exc}"]
     valid = not reasons and rwp is not None
     objective = min(rwp, settings.penalty_rwp) if valid and rwp is not None else settings.penalty_rwp
-    return TrialRecord(
+    record = TrialRecord(
         number=number,
         params=params,
         objective=float(objective),
@@ -326,6 +327,7 @@ def _evaluate_with(
         summary=summary,
         warm_start=warm,
     )
+    return record, (result if valid else None)
 
 
 # ---------------------------------------------------------------------- the search (parent side)
@@ -365,7 +367,6 @@ def run_search(
     warm_start: Sequence[Mapping[str, Any]] = (),
     history: Sequence[Mapping[str, Any]] = (),
     progress: Callable[[TrialRecord, TrialRecord | None], None] | None = None,
-    replay_best: bool = True,
 ) -> SearchResult:
     """Search refinement strategies for the lowest valid full-range Rwp.
 
@@ -385,8 +386,6 @@ def run_search(
         :meth:`SearchResult.to_dict` ``["trials"]``), told to the sampler before the first trial.
     progress
         Called after each trial with the trial and the best valid trial so far.
-    replay_best
-        Re-run the best strategy in this process to get the full result (curves, state).
 
     Returns
     -------
@@ -395,7 +394,7 @@ def run_search(
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial would drown the progress
     try:
-        return _search(refinement, space, settings, warm_start, history, progress, replay_best)
+        return _search(refinement, space, settings, warm_start, history, progress)
     finally:
         optuna.logging.set_verbosity(verbosity)
 
@@ -407,7 +406,6 @@ def _search(
     warm_start: Sequence[Mapping[str, Any]],
     history: Sequence[Mapping[str, Any]],
     progress: Callable[[TrialRecord, TrialRecord | None], None] | None,
-    replay_best: bool,
 ) -> SearchResult:
     t_start = time.perf_counter()
     space = space or SearchSpace(*refinement.fit_range)
@@ -434,12 +432,15 @@ def _search(
     records: list[TrialRecord] = []
     best: TrialRecord | None = None
 
-    def finish(trial: optuna.trial.Trial, record: TrialRecord) -> None:
-        nonlocal best
+    best_result: RefinementResult | None = None
+
+    def finish(trial: optuna.trial.Trial, outcome: tuple[TrialRecord, RefinementResult | None]) -> None:
+        nonlocal best, best_result
+        record, result = outcome
         study.tell(trial, record.objective)
         records.append(record)
         if record.valid and (best is None or record.objective < best.objective):
-            best = record
+            best, best_result = record, result
         if progress is not None:
             progress(record, best)
 
@@ -476,19 +477,6 @@ def _search(
                     break
                 trial, future = running.popleft()
                 finish(trial, future.result())
-    best_result = None
-    if best is not None and replay_best:
-        with np.errstate(all="ignore"):
-            best_result = Refinement(
-                refinement.pattern, refinement.phases, refinement.instrument, fit_range=refinement.fit_range
-            ).run(space.strategy(best.params))
-        if not np.isclose(best_result.rwp, best.rwp, rtol=1e-6, atol=0.0):
-            logger.warning(
-                "strategy search: replay of trial %d gave Rwp %.6f %% vs %.6f %% in the worker",
-                best.number,
-                best_result.rwp,
-                best.rwp,
-            )
     ranked = sorted((t for t in records if t.valid), key=lambda t: t.objective)[: settings.top_k]
     report = summarize_top(
         [{"number": t.number, "rwp": t.rwp, "params": t.params, "summary": t.summary} for t in ranked],

@@ -39,7 +39,7 @@ def test_invalid_trials_get_the_capped_penalty_and_never_win(pbso4_refinement, m
     good = space.default_params()
     bad = good | {"background_type": "cosine"}
     settings = SearchSettings(n_trials=2, n_startup_trials=2, penalty_rwp=100.0)
-    res = run_search(pbso4_refinement, settings=settings, warm_start=[bad, good], replay_best=False)
+    res = run_search(pbso4_refinement, settings=settings, warm_start=[bad, good])
     first, second = res.trials
     assert first.params == bad and not first.valid and first.reasons == ["flagged by the test"]
     assert first.rwp is not None and first.rwp < 100.0  # the refinement itself went fine ...
@@ -67,7 +67,6 @@ def test_warm_start_evaluates_the_previous_best_first(pbso4_refinement, tmp_path
         pbso4_refinement,
         settings=SearchSettings(n_trials=2, n_startup_trials=2, seed=1),
         warm_start=[previous],
-        replay_best=False,
     )
     assert res.trials[0].params == previous and res.trials[0].warm_start
     assert not res.trials[1].warm_start and res.trials[1].params != previous
@@ -87,7 +86,6 @@ def test_warm_start_points_outside_the_space_are_skipped(pbso4_refinement, caplo
         pbso4_refinement,
         settings=SearchSettings(n_trials=1, n_startup_trials=1),
         warm_start=[{"background_type": "spline"}],
-        replay_best=False,
     )
     assert not res.trials[0].warm_start
     assert "warm-start point outside the search space skipped" in caplog.text
