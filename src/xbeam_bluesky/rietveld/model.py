@@ -14,13 +14,14 @@ import copy
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 
 from .background import background_basis
 from .crystal import Phase, Reflections, generate_reflections
 from .instrument import Instrument
 from .lattice import cell_to_a, hkl_products
-from .profile import LN2, PeakSet, evaluate_peaks
-from .structure_factors import structure_factors
+from .profile import LN2, PeakSet, ProfileTerms, evaluate_peaks
+from .structure_factors import StructureFactors, structure_factors
 
 __all__ = ["ModelState", "PatternCalculator", "PhaseState", "initial_state"]
 
@@ -95,7 +96,7 @@ class _PhaseCalc:
     f2: np.ndarray
     lp: np.ndarray
     po: np.ndarray
-    sf: object | None
+    sf: StructureFactors | None
     d_po: np.ndarray | None
 
 
@@ -189,7 +190,9 @@ class PatternCalculator:
             d_po=d_po,
         )
 
-    def _march_dollase(self, ph: Phase, ps: PhaseState, refl: Reflections, want_deriv: bool):
+    def _march_dollase(
+        self, ph: Phase, ps: PhaseState, refl: Reflections, want_deriv: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         n = len(refl.hkl)
         if ps.po_ratio == 1.0 and not want_deriv:
             return np.ones(n), None
@@ -259,7 +262,9 @@ class PatternCalculator:
             2.0 * float(np.degrees(tc[j])),
         )
 
-    def evaluate(self, state: ModelState, groups: frozenset[str] = frozenset(), jacobian: bool = False):
+    def evaluate(
+        self, state: ModelState, groups: frozenset[str] = frozenset(), jacobian: bool = False
+    ) -> Evaluation:
         """Compute the pattern and, if asked, the Jacobian blocks for the refined groups.
 
         Returns
@@ -340,21 +345,21 @@ class PatternCalculator:
 
     def _jacobian_blocks(
         self,
-        state,
-        groups,
-        pcs,
-        terms,
-        shape,
-        inten,
-        phase_of,
-        refl_of,
-        dpos2,
-        sig2,
-        gam,
-        tan_t,
-        cos_t,
-        bmat,
-        peaks,
+        state: ModelState,
+        groups: frozenset[str],
+        pcs: list[_PhaseCalc],
+        terms: ProfileTerms,
+        shape: sp.csc_matrix,
+        inten: np.ndarray,
+        phase_of: np.ndarray,
+        refl_of: np.ndarray,
+        dpos2: np.ndarray,
+        sig2: np.ndarray,
+        gam: np.ndarray,
+        tan_t: np.ndarray,
+        cos_t: np.ndarray,
+        bmat: np.ndarray,
+        peaks: PeakSet,
     ) -> dict[str, np.ndarray]:
         inst = state.instrument
         n = len(self.x)
@@ -452,7 +457,7 @@ class PatternCalculator:
         return blocks
 
 
-def _pair_peaks(terms) -> np.ndarray:
+def _pair_peaks(terms: ProfileTerms) -> np.ndarray:
     counts = np.diff(terms.indptr)
     return np.repeat(np.arange(len(counts)), counts)
 
@@ -469,5 +474,5 @@ class Evaluation:
     peak_phase: np.ndarray
     peak_refl: np.ndarray
     peak_intensity: np.ndarray
-    shape: object
+    shape: sp.csc_matrix
     blocks: dict[str, np.ndarray] = field(default_factory=dict)

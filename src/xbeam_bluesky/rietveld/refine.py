@@ -17,7 +17,7 @@ import scipy.linalg as sla
 from .crystal import Phase
 from .instrument import Instrument
 from .lattice import a_to_cell, metric_tensor
-from .model import ModelState, PatternCalculator, initial_state
+from .model import Evaluation, ModelState, PatternCalculator, initial_state
 from .pattern_io import Pattern
 from .strategy import BackgroundSpec, Strategy, default_strategy
 
@@ -383,7 +383,15 @@ class Refinement:
                     f"(wavelength {calc.lam1} Å)"
                 )
 
-    def _linear_start(self, calc, st: ModelState, bkg: BackgroundSpec, y, w, scales: bool) -> None:
+    def _linear_start(
+        self,
+        calc: PatternCalculator,
+        st: ModelState,
+        bkg: BackgroundSpec,
+        y: np.ndarray,
+        w: np.ndarray,
+        scales: bool,
+    ) -> None:
         """Background coefficients (and, at the start, phase scales) by linear least squares."""
         st.background_kind = bkg.type
         st.background_coefs = np.zeros(bkg.terms)
@@ -408,7 +416,16 @@ class Refinement:
         resid = y - (ev.y - ev.background)
         st.background_coefs = np.linalg.lstsq(basis * sw[:, None], resid * sw, rcond=None)[0]
 
-    def _lm(self, calc, st: ModelState, active: set[str], y, w, max_cycles: int) -> tuple[int, str]:
+    def _lm(
+        self,
+        calc: PatternCalculator,
+        st: ModelState,
+        active: set[str],
+        y: np.ndarray,
+        w: np.ndarray,
+        max_cycles: int,
+    ) -> tuple[int, str]:
+        """Levenberg–Marquardt on the active groups (in place); returns (accepted cycles, stage status)."""
         params = self._params(st, active)
         if not params:
             return 0, "converged"
@@ -512,7 +529,17 @@ class Refinement:
         return ""
 
     # ------------------------------------------------------------------ results
-    def _result(self, calc, mask, st, active, records, status, message, wall) -> RefinementResult:
+    def _result(
+        self,
+        calc: PatternCalculator,
+        mask: np.ndarray,
+        st: ModelState,
+        active: set[str],
+        records: list[StageRecord],
+        status: str,
+        message: str,
+        wall: float,
+    ) -> RefinementResult:
         y = self.pattern.counts[mask]
         w = self.pattern.weights[mask]
         sig = self.pattern.sigma[mask]
@@ -589,7 +616,9 @@ class Refinement:
             ticks=ticks,
         )
 
-    def _physical_checks(self, calc, st: ModelState, params: list[_Param], rng) -> list[str]:
+    def _physical_checks(
+        self, calc: PatternCalculator, st: ModelState, params: list[_Param], rng: tuple[float, float]
+    ) -> list[str]:
         """Physically suspicious results worth a look (not failures)."""
         out = []
         for ph, ps in zip(self.phases, st.phases, strict=True):
@@ -617,7 +646,16 @@ class Refinement:
             return {}
         return {p.name: float(np.sqrt(max(cov[i, i], 0.0))) for i, p in enumerate(params)}
 
-    def _phase_summaries(self, ev, st, y, rng, esd, cov, params) -> tuple[list[dict[str, Any]], int]:
+    def _phase_summaries(
+        self,
+        ev: Evaluation,
+        st: ModelState,
+        y: np.ndarray,
+        rng: tuple[float, float],
+        esd: dict[str, float],
+        cov: np.ndarray | None,
+        params: list[_Param],
+    ) -> tuple[list[dict[str, Any]], int]:
         out = []
         masses = []
         total_refl = 0
