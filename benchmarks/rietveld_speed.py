@@ -75,6 +75,8 @@ def main() -> None:
                 "n_params_final": result.n_params,
                 "stages": len(result.stages),
                 "threads": 1,
+                "load_average_1min": round(os.getloadavg()[0], 2),
+                "cpu_count": os.cpu_count(),
                 "target_s": 2.0,
                 "peer": "GSAS-II (git 013259a0), not runnable here: published numbers from tests/data/xrd/README.md",
                 "peer_gsas2_reported_s": 12.4,
