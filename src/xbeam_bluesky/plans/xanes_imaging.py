@@ -13,7 +13,7 @@ from bluesky.utils import MsgGenerator
 from ophyd import Signal
 
 from xbeam_bluesky.plans.layout import ORDERS
-from xbeam_bluesky.plans.segments import DetectorSegments
+from xbeam_bluesky.plans.segments import DetectorSegments, lean_mv
 from xbeam_bluesky.spectra import edge_energy
 
 #: Names of the event fields that tag each frame with its place in the acquisition.
@@ -273,12 +273,12 @@ def xanes_imaging(
     segments = DetectorSegments(camera, dwell)
 
     def take(stream: str, ie: int, it: int, count: int = 1) -> MsgGenerator[None]:
-        yield from bps.mv(energy_index, ie, tile_index, it)
+        yield from lean_mv(energy_index, ie, tile_index, it)
         for _ in range(count):
             yield from segments.read(readables, stream)
 
     def move_stage(xy: tuple[float, float]) -> MsgGenerator[None]:
-        yield from bps.mv(x_axis, xy[0], y_axis, xy[1])
+        yield from lean_mv(x_axis, xy[0], y_axis, xy[1])
 
     def body() -> MsgGenerator[str]:
         uid = yield from bps.open_run(start_md)
@@ -304,7 +304,7 @@ def xanes_imaging(
             for it, xy in enumerate(tiles_f):
                 yield from move_stage(xy)
                 for ie, energy in enumerate(energies_f):
-                    yield from bps.mv(mono, energy)
+                    yield from lean_mv(mono, energy)
                     yield from take("primary", ie, it)
         yield from segments.close()
         yield from bps.close_run()
