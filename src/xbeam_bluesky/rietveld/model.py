@@ -383,15 +383,13 @@ class PatternCalculator:
             fac = np.zeros(len(inten))
             fac[sel] = (ps.scale * pc.refl.multiplicity * pc.lp * pc.po)[refl_of[sel]] * ratio_peak[sel]
             if "atoms_xyz" in groups:
-                cols = []
-                for j in range(ph.n_sites):
-                    basis = ph.xyz_basis[j]
-                    for b in range(basis.shape[1]):
-                        dref = pc.sf.d_xyz[:, j, :] @ basis[:, b]
-                        dpk = np.zeros(len(inten))
-                        dpk[sel] = dref[refl_of[sel]]
-                        cols.append(shape @ (fac * dpk))
-                blocks[f"atoms_xyz:{k}"] = np.stack(cols, axis=1) if cols else np.zeros((n, 0))
+                # d|F|²/d(free coordinate) per reflection, all sites at once: (n_refl, n_free)
+                dref = np.concatenate(
+                    [pc.sf.d_xyz[:, j, :] @ ph.xyz_basis[j] for j in range(ph.n_sites)], axis=1
+                )
+                dpk = np.zeros((len(inten), dref.shape[1]))
+                dpk[sel] = dref[refl_of[sel]]
+                blocks[f"atoms_xyz:{k}"] = shape @ (fac[:, None] * dpk)
             if "atoms_uiso" in groups:
                 dpk = np.zeros((len(inten), ph.n_sites))
                 dpk[sel] = pc.sf.d_uiso[refl_of[sel]]
