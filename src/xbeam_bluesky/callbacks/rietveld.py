@@ -343,8 +343,8 @@ class AutoRietveld:
         except BrokenProcessPool as exc:
             self._pool = None
             raise _Failure(f"the refinement worker process died ({exc})") from exc
-        except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
-            raise _Failure(f"the strategy search failed: {exc}") from exc
+        except Exception as exc:  # whatever the search raised becomes the failure record
+            raise _Failure(f"the strategy search failed: {type(exc).__name__}: {exc}") from exc
 
 
 _SERVICES: dict[int, tuple[Any, AutoRietveld]] = {}

@@ -275,12 +275,11 @@ def load_warm_start(path: str | Path) -> tuple[list[dict[str, Any]], list[dict[s
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(blob: bytes, single_thread: bool) -> None:
+def _init_worker(blob: bytes) -> None:
     """Process-pool initializer: unpickle the problem once per worker, one BLAS thread per worker."""
-    if single_thread:
-        from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits
 
-        _WORKER["limits_ctx"] = threadpool_limits(1)
+    _WORKER["blas_limit"] = threadpool_limits(1)  # n_jobs workers share the cores; nested BLAS threads thrash
     _WORKER["problem"] = pickle.loads(blob)
 
 
@@ -431,7 +430,6 @@ def _search(
     )
     records: list[TrialRecord] = []
     best: TrialRecord | None = None
-
     best_result: RefinementResult | None = None
 
     def finish(trial: optuna.trial.Trial, outcome: tuple[TrialRecord, RefinementResult | None]) -> None:
@@ -466,7 +464,7 @@ def _search(
             "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         )
         with ProcessPoolExecutor(
-            max_workers=settings.n_jobs, mp_context=ctx, initializer=_init_worker, initargs=(blob, True)
+            max_workers=settings.n_jobs, mp_context=ctx, initializer=_init_worker, initargs=(blob,)
         ) as pool:
             running: deque[tuple[optuna.trial.Trial, Future]] = deque()
             while True:
