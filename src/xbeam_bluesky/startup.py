@@ -128,10 +128,24 @@ def build_namespace(
         "bps": bps,
         "bpp": bpp,
     }
+    for name in ("xanes_imaging", "optimal_xanes_imaging", "xrd_powder"):
+        _resolve_annotations(namespace[name])
     namespace.update(devices)
     namespace.update(mode=mode, live_router=router, publisher=publisher)
     namespace["banner"] = banner(namespace)
     return namespace
+
+
+def _resolve_annotations(plan: Any) -> None:
+    """Evaluate a plan's postponed (string) annotations in place.
+
+    Modules with ``from __future__ import annotations`` leave ``'Readable'`` strings in ``__annotations__``; the
+    queueserver builds its parameter-validation model from them and rejects every submission ("`Model` is not
+    fully defined"). Resolved types let it check device names and parameter types.
+    """
+    import typing
+
+    plan.__annotations__ = typing.get_type_hints(plan)
 
 
 def _close_at_exit(storage: Any) -> None:
