@@ -82,7 +82,9 @@ def denoise_labels(
         survive[pad] |= pure_regions(lab[pad] == k, window=window, min_count=min_count)
     if not survive.any():
         return lab
-    _, (iy, ix) = ndimage.distance_transform_cdt(~survive, metric="chessboard", return_indices=True)
+    iy, ix = ndimage.distance_transform_cdt(
+        ~survive, metric="chessboard", return_distances=False, return_indices=True
+    )
     out = lab[iy, ix]
     out[survive] = lab[survive]
     out[zero] = 0

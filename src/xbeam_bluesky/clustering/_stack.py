@@ -333,13 +333,22 @@ def assemble_result(
     """
     maps = assignments
     centers = centers_mm if centers_mm is not None else [(0.0, 0.0)] * len(maps)
-    mosaic = stitch_tiles(
-        [
-            TileMap(m.labels, m.confidence, tuple(c), {"novel": m.novel, "masked": m.masked})
-            for m, c in zip(maps, centers, strict=True)
-        ],
-        pixel_um if pixel_um is not None else 1.0,
-    )
+    pixel = pixel_um if pixel_um is not None else 1.0
+    if len(maps) == 1:  # one tile: its maps are the mosaic (no copies: they are O(N) for large stacks)
+        m = maps[0]
+        ny, nx = m.labels.shape
+        origin = (centers[0][0] - nx * pixel / 2000, centers[0][1] - ny * pixel / 2000)
+        covered = np.broadcast_to(np.True_, m.labels.shape)
+        layers = {"novel": m.novel, "masked": m.masked}
+        mosaic = Mosaic(m.labels, m.confidence, covered, origin, float(pixel), layers, ((0, 0),))
+    else:
+        mosaic = stitch_tiles(
+            [
+                TileMap(m.labels, m.confidence, tuple(c), {"novel": m.novel, "masked": m.masked})
+                for m, c in zip(maps, centers, strict=True)
+            ],
+            pixel,
+        )
     raw = mosaic.labels
     final = denoise_labels(raw, window=window, min_count=min_count) if denoise else raw
     return ClusterResult(
@@ -349,7 +358,7 @@ def assemble_result(
         novel=mosaic.layers["novel"],
         masked=mosaic.layers["masked"],
         spectra=gram.spectra(),
-        fractions=area_fractions(final[mosaic.covered], sites.n_clusters),
+        fractions=area_fractions(final if len(maps) == 1 else final[mosaic.covered], sites.n_clusters),
         sites=sites,
         mosaic=mosaic,
     )
