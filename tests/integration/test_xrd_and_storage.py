@@ -13,6 +13,7 @@ from xbeam_bluesky.storage import (
     analysis_results,
     ensure_writable,
     open_storage,
+    read_frames,
     result_png,
     write_analysis_result,
     xrd_pattern,
@@ -90,6 +91,8 @@ def test_runs_are_readable_through_databroker(tiled_RE, tiled_storage, sim_beaml
     np.testing.assert_allclose(data["mono"].values, [7110.0, 7120.0])
     assert data["camera"].shape == (2, 1, 32, 40) and data["camera"].dtype == np.uint16
     assert v2.flat.read()["camera"].shape == (2, 1, 32, 40)
+    # Using the v2 view must not break the read-back helpers on runs fetched afterwards.
+    assert read_frames(tiled_storage.client[uid]).shape == (2, 32, 40)
 
 
 def test_unwritable_data_dir_is_a_clear_error(tmp_path) -> None:

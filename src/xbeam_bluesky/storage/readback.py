@@ -64,6 +64,14 @@ class TileStack:
     frames: np.ndarray
 
 
+def _v3(run: Any) -> Any:
+    """The run as a tiled-native (v3) ``BlueskyRun``: streams are containers of arrays.
+
+    Needed because ``run.v2`` (the databroker view) can switch the client class used for later runs.
+    """
+    return getattr(run, "v3", run)
+
+
 def start_doc(run: Any) -> dict:
     """The run's start document."""
     return dict(run.metadata["start"])
@@ -77,7 +85,7 @@ def _keys(run: Any) -> dict[str, str]:
 
 
 def _column(run: Any, stream: str, key: str) -> np.ndarray:
-    return np.asarray(run[stream][key].read())
+    return np.asarray(_v3(run)[stream][key].read())
 
 
 def streams(run: Any) -> list[str]:
@@ -114,7 +122,7 @@ def tile_positions(run: Any) -> np.ndarray:
 def read_frames(run: Any, stream: str = "primary", rows: np.ndarray | slice | None = None) -> np.ndarray:
     """Frames of ``stream`` as (n, ny, nx) (all, a slice, or the given row indices)."""
     keys = _keys(run)
-    node = run[stream][keys["frame"]]
+    node = _v3(run)[stream][keys["frame"]]
     if rows is None:
         data = node.read()
     elif isinstance(rows, slice):
@@ -225,8 +233,9 @@ def xrd_pattern(run: Any) -> XRDPattern:
     if start.get("purpose") != "xrd":
         raise ValueError(f"run {start.get('uid')} has purpose {start.get('purpose')!r}, not 'xrd'")
     keys = start["data_keys"]
-    two_theta = np.asarray(run["primary"][keys["two_theta"]].read())
-    counts = np.asarray(run["primary"][keys["counts"]].read()).reshape(two_theta.shape[0], -1)
+    primary = _v3(run)["primary"]
+    two_theta = np.asarray(primary[keys["two_theta"]].read())
+    counts = np.asarray(primary[keys["counts"]].read()).reshape(two_theta.shape[0], -1)
     return XRDPattern(
         two_theta_deg=two_theta.reshape(two_theta.shape[0], -1)[0],
         counts=counts.sum(axis=0),
