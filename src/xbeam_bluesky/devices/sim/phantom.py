@@ -129,7 +129,7 @@ class _SmoothField:
         return (left @ right).astype(np.float32)
 
 
-@dataclass
+@dataclass(kw_only=True, eq=False)
 class Phantom:
     """Seeded, lazily rendered multi-phase sample for simulated XANES imaging.
 
