@@ -26,8 +26,9 @@ def ns(tmp_path_factory):
 
     phantom = Phantom(width_mm=1.0, height_mm=1.0, seed=2, domain_size_um=70, minority_fractions=(0.02, 0.01),
                       minority_radius_um=(25.0, 20.0))  # fmt: skip
+    # live=False: only the callbacks subscribed by these tests run (not the registered in-process ones)
     namespace = build_namespace("sim", data_dir=tmp_path_factory.mktemp("live_clustering"), frame_shape=SHAPE,
-                                phantom=phantom)  # fmt: skip
+                                phantom=phantom, live=False)  # fmt: skip
     yield namespace
     namespace["storage"].close()
 
@@ -121,3 +122,38 @@ def test_missing_frame_is_reported_and_the_map_still_made(ns, live_run) -> None:
     result = replay.results[uid]
     assert (result.labels > 0).mean() > 0.99
     assert len(replay.dropped) == 1 and "primary seq_num" in replay.dropped[0]
+
+
+def test_wrong_frame_shape_is_named_and_the_map_still_made(ns, live_run, tmp_path) -> None:
+    import h5py
+
+    _, uid, _, documents = live_run
+    bad = tmp_path / "wrong_shape.h5"
+    with h5py.File(bad, "w") as f:
+        f["/entry/data/data"] = np.full((len(TILES), 10, 10), 1000, np.uint16)
+    primary = next(d["uid"] for n, d in documents if n == "descriptor" and d["name"] == "primary")
+    datum_resources = [d["stream_resource"] for n, d in documents if n == "stream_datum" and
+                       d["descriptor"] == primary]  # fmt: skip
+    target = datum_resources[len(datum_resources) // 2]  # the file of one energy (both tiles)
+    replay = LiveClustering(None, references=REFS, n_draws=800)
+    for name, doc in documents:
+        if name == "stream_resource" and doc["uid"] == target:
+            doc = {**doc, "uri": f"file://localhost{bad}"}
+        replay(name, doc)
+    assert replay.join(timeout=600)
+    result = replay.results[uid]
+    errors = [e for e in replay.frame_errors[uid] if "shape (10, 10)" in e]
+    assert len(errors) == len(TILES) and all(e.startswith(f"run {uid} frame seq_num") for e in errors)
+    assert (result.labels > 0).mean() > 0.99
+
+
+def test_factory_for_the_live_registry() -> None:
+    from xbeam_bluesky.callbacks import live_clustering
+    from xbeam_bluesky.callbacks.remote import LiveContext, resolve_factories
+
+    assert live_clustering in resolve_factories()["xanes_imaging"]
+    callback = live_clustering(
+        LiveContext(results=None, options={"clustering": {"n_draws": 10, "window": 3}})
+    )
+    assert isinstance(callback, LiveClustering) and callback.single_run and callback.window == 3
+    assert live_clustering(LiveContext(results=None, options=None)).options["n_draws"] == 2000

@@ -137,6 +137,18 @@ class LiveClustering(DocumentRouter):
         Threads per tile assigner.
     single_run
         The worker thread ends after the first run (for per-run factories such as :func:`live_clustering`).
+
+    Attributes
+    ----------
+    provisional
+        Latest provisional label map per tile of the current run.
+    results
+        Run uid → :class:`~xbeam_bluesky.clustering.ClusterResult` of finished runs.
+    frame_errors
+        Run uid → messages for frames that could not be used (each names the run, sequence number, energy
+        and tile).
+    dropped
+        Frames of the current run that never reached the worker (queue full, frame or event missing).
     """
 
     def __init__(
@@ -171,6 +183,7 @@ class LiveClustering(DocumentRouter):
         self.n_threads = n_threads
         self.provisional: dict[int, np.ndarray] = {}
         self.results: dict[str, ClusterResult] = {}
+        self.frame_errors: dict[str, list[str]] = {}
         self.queue_size = queue_size
         self.single_run = single_run
         self._queue: queue.Queue = queue.Queue()
@@ -395,16 +408,16 @@ class LiveClustering(DocumentRouter):
             state["errors"].append(f"run {uid} frame seq_num {frame.seq_num}: tile {tile} / energy "
                                    f"{frame.energy_index} outside the start document's lists")  # fmt: skip
             return
-        assigner = state["assigners"].get(tile)
-        if assigner is None:
-            assigner = StreamingAssigner(
-                state["sites"], counts.shape, buffer_frames=8, n_threads=self.n_threads
-            )
-            state["assigners"][tile] = assigner
-            state["frames"][tile] = {}
         try:
             if counts.shape != state["dark"].shape:
                 raise ValueError(f"shape {counts.shape}, expected {state['dark'].shape}")
+            assigner = state["assigners"].get(tile)
+            if assigner is None:
+                assigner = StreamingAssigner(
+                    state["sites"], counts.shape, buffer_frames=8, n_threads=self.n_threads
+                )
+                state["assigners"][tile] = assigner
+                state["frames"][tile] = {}
             assigner.update(self._absorbance(counts, frame.energy_index), frame.energy_index)
         except ValueError as exc:
             msg = f"run {uid} frame seq_num {frame.seq_num} (energy {frame.energy_index}, tile {tile}): {exc}"
@@ -427,6 +440,7 @@ class LiveClustering(DocumentRouter):
             state["errors"].append(
                 f"run {uid} frame seq_num {f.seq_num}: no flat for energy {f.energy_index}"
             )
+        self.frame_errors[uid] = list(state["errors"])
         if not state["assigners"]:
             raise ValueError(f"run {uid}: no primary frame could be clustered")
         tiles = sorted(state["assigners"])
@@ -554,4 +568,5 @@ def render_png(result: ClusterResult, energies: np.ndarray, title: str) -> bytes
 
 def live_clustering(context: LiveContext) -> LiveClustering:
     """Factory for :data:`xbeam_bluesky.callbacks.remote.LIVE_ANALYSES` (options under ``"clustering"``)."""
-    return LiveClustering(context.results, single_run=True, **dict(context.options.get("clustering", {})))
+    options = dict((context.options or {}).get("clustering") or {})
+    return LiveClustering(context.results, single_run=True, **options)
