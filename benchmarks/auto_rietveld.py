@@ -28,10 +28,11 @@ DATASETS = {
 }  # fmt: skip
 
 
-def run(name: str, trials: int, jobs: int, seed: int) -> dict:
+def run(name: str, trials: int, jobs: int, seed: int, exclude: tuple[str, ...] = ()) -> dict:
     from xbeam_bluesky.rietveld import (
         Refinement,
         SearchSettings,
+        SearchSpace,
         load_phase,
         read_instrument,
         read_pattern,
@@ -49,7 +50,8 @@ def run(name: str, trials: int, jobs: int, seed: int) -> dict:
     default = ref.run()
     default_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    search = run_search(ref, settings=SearchSettings(n_trials=trials, n_jobs=jobs, seed=seed))
+    space = SearchSpace(*ref.fit_range, exclude=exclude)
+    search = run_search(ref, space=space, settings=SearchSettings(n_trials=trials, n_jobs=jobs, seed=seed))
     wall = time.perf_counter() - t0
     best = search.best_result
     trial_times = sorted(t.wall_s for t in search.trials)
@@ -62,6 +64,7 @@ def run(name: str, trials: int, jobs: int, seed: int) -> dict:
         "n_trials": search.n_trials,
         "n_jobs": jobs,
         "seed": seed,
+        "exclude": list(exclude),
         "best_rwp": None if best is None else round(best.rwp, 3),
         "best_trial": None if search.best is None else search.best.number,
         "wall_s": round(wall, 1),
@@ -93,9 +96,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dataset", choices=sorted(DATASETS), action="append")
+    parser.add_argument(
+        "--exclude", default="", help="comma-separated terms kept out of the search, e.g. zero"
+    )
     args = parser.parse_args()
     for name in args.dataset or list(DATASETS):
-        print(json.dumps(run(name, args.trials, args.jobs, args.seed)), flush=True)
+        exclude = tuple(t for t in args.exclude.split(",") if t)
+        print(json.dumps(run(name, args.trials, args.jobs, args.seed, exclude)), flush=True)
 
 
 if __name__ == "__main__":

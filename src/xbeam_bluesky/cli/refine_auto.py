@@ -45,6 +45,12 @@ def add_auto_arguments(parser: argparse.ArgumentParser) -> None:
         help="where to save the best strategy for --strategy (default: OUT with suffix .strategy.json)",
     )
     g.add_argument("--top", type=int, default=5, help="best trials compared in the report (default 5)")
+    g.add_argument(
+        "--exclude",
+        default="",
+        help="comma-separated terms never refined, e.g. zero,transparency (a calibrated goniometer); "
+        "any of zero, displacement, transparency, U, V, W, X, Y, SH/L, preferred_orientation",
+    )
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -68,6 +74,7 @@ def run_auto(args: argparse.Namespace) -> int:
         Instrument,
         Refinement,
         SearchSettings,
+        SearchSpace,
         load_phase,
         load_warm_start,
         plot_fit,
@@ -97,6 +104,11 @@ def run_auto(args: argparse.Namespace) -> int:
         n_trials=args.trials, n_jobs=args.jobs, seed=args.seed, timeout_s=args.timeout_s, top_k=args.top
     )
     refinement = Refinement(pattern, phases, instrument, fit_range=fit_range)
+    exclude = tuple(t.strip() for t in args.exclude.split(",") if t.strip())
+    try:
+        space = SearchSpace(*refinement.fit_range, exclude=exclude)
+    except ValueError as exc:
+        raise CLIError(f"--exclude {args.exclude!r}: {exc}") from exc
     bar = tqdm(total=args.trials, desc="strategy search", unit="trial", file=sys.stderr)
 
     def progress(record, best) -> None:
@@ -108,7 +120,12 @@ def run_auto(args: argparse.Namespace) -> int:
 
     try:
         search = run_search(
-            refinement, settings=settings, warm_start=warm_points, history=history, progress=progress
+            refinement,
+            space=space,
+            settings=settings,
+            warm_start=warm_points,
+            history=history,
+            progress=progress,
         )
     finally:
         bar.close()

@@ -44,6 +44,7 @@ __all__ = ["PROFILE_TERMS", "SearchSpace"]
 PROFILE_TERMS = ("U", "V", "W", "X", "Y", "SH/L")
 _SHIFT_TERMS = ("zero", "displacement", "transparency")
 _GAUSSIAN = ("U", "V", "W", "SH/L")
+_OPTIONAL = (*_SHIFT_TERMS, *PROFILE_TERMS, "preferred_orientation")
 _NO_PO = "none"
 
 
@@ -71,6 +72,9 @@ class SearchSpace:
         Maximum least-squares cycles of each stage before the last (GSAS-II's BBO runs used 8).
     final_cycles
         Maximum cycles of the final full-range stage.
+    exclude
+        Terms never refined (removed from the space), among ``zero``, ``displacement``, ``transparency``,
+        ``U V W X Y SH/L`` and ``preferred_orientation`` — e.g. ``("zero",)`` for a calibrated goniometer.
     """
 
     two_theta_min: float
@@ -81,6 +85,7 @@ class SearchSpace:
     po_axes: tuple[tuple[int, int, int], ...] = ((0, 0, 1),)
     stage_cycles: int = 6
     final_cycles: int = 15
+    exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         lo, hi = self.two_theta_min, self.two_theta_max
@@ -103,6 +108,11 @@ class SearchSpace:
             )
         if self.stage_cycles < 1 or self.final_cycles < 1:
             raise ValueError("search space: stage_cycles and final_cycles must be positive integers")
+        unknown_terms = set(self.exclude) - set(_OPTIONAL)
+        if unknown_terms:
+            raise ValueError(
+                f"search space: cannot exclude {sorted(unknown_terms)}; expected some of {list(_OPTIONAL)}"
+            )
         for axis in self.po_axes:
             if len(axis) != 3 or not any(axis):
                 raise ValueError(
@@ -119,8 +129,9 @@ class SearchSpace:
             "background_terms": IntDistribution(1, self.max_background_terms),
         }
         for name in (*_SHIFT_TERMS, *PROFILE_TERMS, "gaussian_after_atoms"):
-            dists[name] = CategoricalDistribution([False, True])
-        if self.po_axes:
+            if name not in self.exclude:
+                dists[name] = CategoricalDistribution([False, True])
+        if self._po_allowed:
             dists["preferred_orientation"] = CategoricalDistribution(
                 [_NO_PO, *(_axis_key(a) for a in self.po_axes)]
             )
@@ -149,9 +160,13 @@ class SearchSpace:
             "SH/L": False,
             "gaussian_after_atoms": True,
         }
-        if self.po_axes:
+        if self._po_allowed:
             params["preferred_orientation"] = _NO_PO
-        return params
+        return {k: v for k, v in params.items() if k not in self.exclude}
+
+    @property
+    def _po_allowed(self) -> bool:
+        return bool(self.po_axes) and "preferred_orientation" not in self.exclude
 
     # ------------------------------------------------------------------ point → strategy
     def first_range(self, params: Mapping[str, Any]) -> tuple[float, float]:
@@ -185,6 +200,10 @@ class SearchSpace:
             raise ValueError(
                 f"strategy parameter background_terms {terms}; expected 1..{self.max_background_terms}"
             )
+        stray = [k for k in self.exclude if params.get(k) not in (None, False, _NO_PO)]
+        if stray:
+            raise ValueError(f"strategy parameters: {stray} switched on but excluded from the search space")
+        params = {**{k: _NO_PO if k == "preferred_orientation" else False for k in self.exclude}, **params}
         first = self.first_range(params)
         full = (round(self.two_theta_min, 6), round(self.two_theta_max, 6))
         n = self.stage_cycles
@@ -246,7 +265,17 @@ class SearchSpace:
             "po_axes": [list(a) for a in self.po_axes],
             "stage_cycles": self.stage_cycles,
             "final_cycles": self.final_cycles,
+            "exclude": list(self.exclude),
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SearchSpace:
+        """Inverse of :meth:`to_dict`."""
+        d = dict(d)
+        d["background_types"] = tuple(d.get("background_types", BACKGROUND_TYPES))
+        d["po_axes"] = tuple(tuple(int(v) for v in a) for a in d.get("po_axes", ((0, 0, 1),)))
+        d["exclude"] = tuple(d.get("exclude", ()))
+        return cls(**d)
 
     def contains(self, params: Mapping[str, Any]) -> bool:
         """True if ``params`` is a valid point of this space (e.g. a warm start from another run)."""

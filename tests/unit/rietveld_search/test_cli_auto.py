@@ -70,6 +70,7 @@ def test_auto_then_replay_with_strategy_gives_the_same_rwp(inputs, tmp_path, cap
         (["--trials", "0"], "--trials 0: expected a positive integer"),
         (["--jobs", "0"], "--jobs 0: expected a positive integer"),
         (["--timeout-s", "-5"], "--timeout-s -5.0: expected a positive time in s"),
+        (["--exclude", "zero,cell"], "--exclude 'zero,cell': search space: cannot exclude ['cell']"),
     ],
 )
 def test_bad_auto_arguments_are_named(inputs, tmp_path, capsys, extra, message):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import optuna
 import pytest
@@ -56,8 +58,7 @@ def test_strategy_document_round_trips_through_the_engine_reader():
     doc = strategy_document(SPACE, record)
     assert Strategy.from_dict(doc).to_dict() == SPACE.strategy(params).to_dict()
     assert doc["search"]["params"] == params and doc["search"]["rwp"] == 9.0
-    assert SearchSpace(**{**doc["search"]["space"], "po_axes": tuple(map(tuple, doc["search"]["space"]["po_axes"])),
-                          "background_types": tuple(doc["search"]["space"]["background_types"])}) == SPACE  # fmt: skip
+    assert SearchSpace.from_dict(json.loads(json.dumps(doc["search"]["space"]))) == SPACE
 
 
 def test_default_point_is_in_the_space_and_close_to_the_default_sequence():
@@ -109,3 +110,19 @@ def test_distributions_match_the_default_point():
     assert np.isclose(
         no_po.first_range({**no_po.default_params(), "range_lo": 0.5, "range_hi": 0.5})[0], 45.0
     )
+
+
+def test_excluded_terms_leave_the_space_and_are_never_refined():
+    space = SearchSpace(16.0, 158.4, exclude=("zero", "transparency", "preferred_orientation"))
+    assert {"zero", "transparency", "preferred_orientation"}.isdisjoint(space.distributions())
+    assert set(space.default_params()) == set(space.distributions())
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(50):
+        params = study.ask(space.distributions()).params
+        refined = {g for s in space.strategy(params).stages for g in s.refine}
+        assert {"zero", "transparency", "preferred_orientation"}.isdisjoint(refined)
+    with pytest.raises(ValueError, match=r"\['zero'\] switched on but excluded"):
+        space.strategy({**space.default_params(), "zero": True})
+    with pytest.raises(ValueError, match=r"cannot exclude \['cell'\]"):
+        SearchSpace(16.0, 158.4, exclude=("cell",))
+    assert SearchSpace.from_dict(space.to_dict()) == space
