@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import scipy.linalg as sla
+from threadpoolctl import threadpool_limits
 
 from .crystal import Phase
 from .instrument import Instrument
@@ -225,7 +226,7 @@ class Refinement:
                                 _Param(f"{nm}:{lab}:xyz{b}", g, k) for b in range(ph.xyz_basis[j].shape[1])
                             ]
                     elif g == "atoms_uiso":
-                        out += [_Param(f"{nm}:{lab}:Uiso", g, k, -0.05, 1.0) for lab in ph.labels]
+                        out += [_Param(f"{nm}:{lab}:Uiso", g, k, -0.05, 0.5) for lab in ph.labels]
         return out
 
     def _get(self, state: ModelState, params: list[_Param]) -> np.ndarray:
@@ -328,6 +329,12 @@ class Refinement:
         state
             Starting values; default the CIF/instrument values.
         """
+        # our matrices are small (points × tens of parameters): threaded BLAS only adds contention,
+        # which on a busy machine made runs several times slower
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._run(strategy, state)
+
+    def _run(self, strategy: Strategy | None, state: ModelState | None) -> RefinementResult:
         t0 = time.perf_counter()
         self._notes: set[str] = set()
         strategy = strategy or default_strategy()
