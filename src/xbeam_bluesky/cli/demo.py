@@ -88,35 +88,22 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def step_setup(ctx: DemoContext) -> None:
-    """Start storage and the simulated beamline.
-
-    Builds the same namespace as ``xbeam_bluesky.startup.build_namespace("sim")`` (RunEngine first, storage,
-    TiledWriter, connected devices); the import-layer contract does not let ``cli`` import ``startup`` yet.
-    """
-    import bluesky.plan_stubs as bps
-    from bluesky import RunEngine
-
-    from xbeam_bluesky.devices.sim import make_sim_beamline
-    from xbeam_bluesky.plans import estimate_duration, xanes_imaging, xrd_powder
-    from xbeam_bluesky.storage import ensure_writable, open_storage
+    """Start storage and the simulated beamline (``build_namespace("sim")``, no live analyses)."""
+    from xbeam_bluesky.startup import build_namespace
+    from xbeam_bluesky.storage import ensure_writable
 
     args = ctx.args
-    RE = RunEngine(call_returns_result=False)
-    storage = open_storage(data_dir=args.data_dir)
-    ctx.namespace = {"RE": RE, "storage": storage, "tiled_client": storage.client, "bps": bps}
-    beamline = make_sim_beamline(
-        storage.detector_dir,
+    ctx.namespace = build_namespace(
+        "sim",
+        data_dir=args.data_dir,
+        live=False,
+        publish_to="",
         frame_shape=(args.frame_size, args.frame_size),
         pixel_size_um=args.pixel_um,
         seed=args.seed,
         time_scale=args.time_scale,
     )
-    RE.subscribe(storage.writer)
-    ctx.namespace.update(beamline.devices())
-    ctx.namespace.update(
-        beamline=beamline, phantom=beamline.phantom, xanes_imaging=xanes_imaging, xrd_powder=xrd_powder,
-        estimate_duration=estimate_duration,
-    )  # fmt: skip
+    storage = ctx.namespace["storage"]
     ctx.report_dir = ensure_writable(args.report_dir or storage.config.report_dir, "report directory")
     ctx.say(f"data directory: {storage.config.data_dir}")
 
