@@ -167,7 +167,8 @@ class SimCamera(StandardDetector):
     time_scale : float
         Factor applied to simulated exposure and readout waits (0 = as fast as the computer renders).
     frame_timeout_s : float
-        How long a trigger waits for a frame beyond the exposure before raising :class:`DetectorTimeoutError`.
+        With an injected fault (:meth:`inject_timeout`), how long the camera waits for the missing frame before
+        raising :class:`DetectorTimeoutError`.
     fov_cache_size : int
         Number of fields of view (stage positions) whose ground truth is kept rendered.
     name : str
@@ -254,25 +255,23 @@ class SimCamera(StandardDetector):
 
     # -------------------------------------------------------------- acquisition
     def trigger(self) -> AsyncStatus:  # type: ignore[override]
-        """Take one frame; fails with :class:`DetectorTimeoutError` if none arrives in time."""
+        """Take one frame; fails as soon as the acquisition fails (e.g. :class:`DetectorTimeoutError`)."""
         inner = super().trigger()
 
         async def _wait() -> None:
-            exposure = await self.exposure.get_value()
-            limit = (exposure + self.readout_s) * self.time_scale + self.frame_timeout_s
-            try:
-                await asyncio.wait_for(asyncio.shield(inner.task), timeout=limit)
-            except TimeoutError:
-                inner.task.cancel()
-                acquiring = (
-                    self._acquire_logic.task if isinstance(self._acquire_logic, _AcquireLogic) else None
-                )
-                if acquiring is not None and acquiring.done() and acquiring.exception() is not None:
-                    raise acquiring.exception() from None
-                raise DetectorTimeoutError(
-                    f"{self.name}: no frame within {limit:.2f} s (simulated detector timeout after "
-                    f"{self.frames_total} frames)"
-                ) from None
+            # The standard trigger waits for the frame counter; an acquisition that failed would leave it
+            # waiting until its own timeout, so watch the acquisition task as well.
+            while True:
+                try:
+                    await asyncio.wait_for(asyncio.shield(inner.task), timeout=0.05)
+                    return
+                except TimeoutError:
+                    acquiring = (
+                        self._acquire_logic.task if isinstance(self._acquire_logic, _AcquireLogic) else None
+                    )
+                    if acquiring is not None and acquiring.done() and acquiring.exception() is not None:
+                        inner.task.cancel()
+                        raise acquiring.exception() from None
 
         return AsyncStatus(_wait())
 
@@ -339,7 +338,12 @@ class SimCamera(StandardDetector):
         exposure = await self.exposure.get_value()
         for _ in range(frames):
             if self.fail_after_frames is not None and self.frames_total >= self.fail_after_frames:
-                await asyncio.Event().wait()  # the frame never arrives; trigger() times out
+                # The frame never arrives: the detector reports a timeout after frame_timeout_s.
+                await asyncio.sleep(self.frame_timeout_s)
+                raise DetectorTimeoutError(
+                    f"{self.name}: no frame within {self.frame_timeout_s:.2f} s (simulated detector timeout after "
+                    f"{self.frames_total} frames)"
+                )
             state = await self._state()
             wait = self.frame_time_s(exposure) * self.time_scale
             if wait > 0:
