@@ -6,7 +6,10 @@ Poisson/read noise, done by the sim camera in a worker thread), the HDF5 write t
 own overhead per frame = steady-state time per frame (first to last event) − render time (RunEngine messages,
 motion calls, document bundling, StreamResource/StreamDatum, HDF5 write, TiledWriter), and the per-run cost of
 opening and closing the run (tiled containers, stream registration). The per-tile ground truth of the phantom
-is rendered before timing (a sample property, not acquisition). Target: overhead ≤ 10 ms per frame.
+is rendered before timing (a sample property, not acquisition). The render time inside the pipeline is timed in
+the camera's worker thread (it includes waits for the GIL while the RunEngine works, so the RunEngine share can
+come out near zero); the same frames rendered standalone give a second, independent split. Target: overhead
+≤ 10 ms per frame.
 
     .venv/bin/python benchmarks/acquisition.py [--frames-per-tile 12] [--tiles 4] [--size 2048]
 """
@@ -74,9 +77,15 @@ def main() -> None:
         assert (
             storage.client[uid]["primary"]["camera"].shape[0] == n and stored.shape[-2:] == (args.size,) * 2
         )
+        # The same frames rendered outside the pipeline (no RunEngine, no file): the simulation's own cost.
+        t1 = time.perf_counter()
+        for k in range(n):
+            bl.camera.render(energies[k % len(energies)], tuple(tiles[k % len(tiles)]), 0.001, True)
+        standalone_ms = 1000 * (time.perf_counter() - t1) / n
         render_ms = 1000 * bl.camera.render_seconds / n
         write_ms = 1000 * bl.camera.write_seconds / n
         overhead_ms = steady_ms - render_ms
+        worst_ms = max(overhead_ms, steady_ms - standalone_ms)  # the conservative of the two splits
         print(
             json.dumps(
                 {
@@ -93,9 +102,11 @@ def main() -> None:
                     "hdf5_write_ms_per_frame": round(write_ms, 2),
                     "pipeline_overhead_ms_per_frame": round(overhead_ms, 2),
                     "runengine_and_tiledwriter_ms_per_frame": round(overhead_ms - write_ms, 2),
-                    "pipeline_only_frames_per_s": round(1000 / overhead_ms, 1) if overhead_ms > 0 else None,
+                    "render_standalone_ms_per_frame": round(standalone_ms, 2),
+                    "overhead_vs_standalone_render_ms_per_frame": round(steady_ms - standalone_ms, 2),
+                    "pipeline_only_frames_per_s": round(1000 / worst_ms, 1) if worst_ms > 0 else None,
                     "target_overhead_ms": 10.0,
-                    "meets_target": overhead_ms <= 10.0,
+                    "meets_target": worst_ms <= 10.0,
                     "fov_ground_truth_s": round(fov_s, 2),
                     "load_avg_1min": round(os.getloadavg()[0], 2),
                 }
