@@ -157,3 +157,31 @@ def test_factory_for_the_live_registry() -> None:
     )
     assert isinstance(callback, LiveClustering) and callback.single_run and callback.window == 3
     assert live_clustering(LiveContext(results=None, options=None)).options["n_draws"] == 2000
+
+
+def test_cli_on_the_tiled_run(ns, live_run, tmp_path, capsys) -> None:
+    import json
+
+    import h5py
+
+    from xbeam_bluesky.cli import main
+
+    _, uid, _, _ = live_run
+    out = tmp_path / "run.h5"
+    args = [
+        "cluster",
+        uid,
+        "--tiled-uri",
+        ns["storage"].uri,
+        "--references",
+        ",".join(REFS),
+        "--draws",
+        "800",
+    ]
+    assert main([*args, "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n_clusters"] >= 3 and summary["masked_pixels"] == 0
+    with h5py.File(out) as f:
+        assert f["labels"].shape == (48, 88) and f["spectra"].shape[1] == len(ENERGIES)
+    assert main(["cluster", "no-such-uid", "--tiled-uri", ns["storage"].uri, "--out", str(out)]) == 2
+    assert "neither an HDF5 file nor a run uid" in capsys.readouterr().err
