@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -119,9 +119,9 @@ def open_storage(
 
     config = config or load_config(data_dir=data_dir)
     if data_dir is not None:
-        config = XbeamConfig(Path(data_dir), config.tiled_uri, config.tiled_api_key)
+        config = replace(config, data_dir=Path(data_dir).expanduser())
     if uri is not None:
-        config = XbeamConfig(config.data_dir, uri, api_key or config.tiled_api_key)
+        config = replace(config, tiled_uri=uri, tiled_api_key=api_key or config.tiled_api_key)
     ensure_writable(config.detector_dir, "detector directory")
     server = None
     if config.tiled_uri:
