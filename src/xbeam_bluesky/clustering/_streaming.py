@@ -161,6 +161,7 @@ class StreamingAssigner:
             with np.errstate(all="ignore"):
                 self._log_flat = np.log(correction.flat - correction.dark).ravel()
         self._lock = threading.Lock()
+        self._local = threading.local()
 
     @property
     def rank(self) -> int:
@@ -220,10 +221,22 @@ class StreamingAssigner:
         self._received[idx] = True
         self._pending.clear()
 
+    def _scratch(
+        self, n: int, width: int
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]]:
+        """Per-thread work arrays (reused: no allocation per chunk)."""
+        local = self._local
+        if getattr(local, "blk", None) is None or local.blk.shape[1] < width:
+            local.blk = np.empty((self._buffer_frames, width), np.float32)
+            local.tmp = np.empty((self._buffer_frames, width), np.float32)
+            local.proj = np.empty((self._basis.shape[0], width), np.float32)
+        return local.blk[:n, :width], local.tmp[:n, :width], local.proj[:, :width]
+
     def _accumulate(self, s: int, e: int, idx: NDArray[np.intp], u: NDArray[np.float32]) -> None:
         assert self._buffer is not None
         n = len(idx)
-        blk = self._buffer[:n, s:e].astype(np.float32)
+        blk, tmp, proj = self._scratch(n, e - s)
+        np.copyto(blk, self._buffer[:n, s:e])  # to float32 in the reused work array
         bad = np.zeros(e - s, dtype=bool)
         corr = self.correction
         with np.errstate(all="ignore"):
@@ -237,13 +250,13 @@ class StreamingAssigner:
                 else:
                     flat = corr.flat.reshape(corr.flat.shape[0], -1)[idx, s:e] - corr.dark.reshape(-1)[s:e]
                     np.subtract(np.log(flat), blk, out=blk)
-        sq = np.add.reduce(np.square(blk), axis=0)
+        sq = np.add.reduce(np.square(blk, out=tmp), axis=0)
         finite = np.isfinite(sq)  # any NaN/Inf frame value makes the pixel's sum non-finite
         if not finite.all():
             blk[:, ~finite] = 0.0
             sq[~finite] = 0.0
             bad |= ~finite
-        self._acc[:, s:e] += u @ blk
+        self._acc[:, s:e] += np.matmul(u, blk, out=proj)
         self._sq[s:e] += sq
         if bad.any():
             self._bad[s:e] |= bad
