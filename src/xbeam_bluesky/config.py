@@ -54,6 +54,8 @@ class XbeamConfig:
     zmq_proxy : str or None
         ``host:port`` of a bluesky 0MQ proxy's *in* address: publish documents there for
         ``xbeam analysis-server`` (``zmq_proxy`` key or ``XBEAM_ZMQ_PROXY``).
+    live : dict
+        The ``[live]`` table: options of the live analyses by name (``[live.clustering]``, ``[live.rietveld]``).
     path : pathlib.Path or None
         The TOML file read, if any (its ``[epics.*]`` tables configure ``mode="mock"`` / ``"real"``).
     """
@@ -63,6 +65,7 @@ class XbeamConfig:
     tiled_api_key: str | None = None
     sim: dict = field(default_factory=dict)
     zmq_proxy: str | None = None
+    live: dict = field(default_factory=dict)
     path: Path | None = None
 
     @property
@@ -102,11 +105,12 @@ def load_config(path: str | Path | None = None, *, data_dir: str | Path | None =
             values = tomllib.loads(file.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise ValueError(f"config file {file}: not valid TOML ({exc})") from exc
-        unknown = set(values) - {"data_dir", "tiled_uri", "tiled_api_key", "zmq_proxy", "sim", "epics"}
+        known = {"data_dir", "tiled_uri", "tiled_api_key", "zmq_proxy", "sim", "epics", "live"}
+        unknown = set(values) - known
         if unknown:
             raise ValueError(
                 f"config file {file}: unknown keys {sorted(unknown)}; expected data_dir, tiled_uri, tiled_api_key, "
-                "zmq_proxy, [sim], [epics.*]"
+                "zmq_proxy, [sim], [epics.*], [live.*]"
             )
     elif explicit:
         raise FileNotFoundError(f"config file not found: {file}")
@@ -121,13 +125,12 @@ def load_config(path: str | Path | None = None, *, data_dir: str | Path | None =
     )
     uri = os.environ.get("XBEAM_TILED_URI") or values.get("tiled_uri")
     key = os.environ.get("XBEAM_TILED_API_KEY") or values.get("tiled_api_key")
-    sim = values.get("sim", {})
-    if not isinstance(sim, dict):
-        raise ValueError(
-            f"config file {file}: sim = {sim!r}; expected a [sim] table of simulated-beamline options"
-        )
+    sim, live = values.get("sim", {}), values.get("live", {})
+    for name, table in (("sim", sim), ("live", live)):
+        if not isinstance(table, dict):
+            raise ValueError(f"config file {file}: {name} = {table!r}; expected a [{name}] table of options")
     proxy = os.environ.get("XBEAM_ZMQ_PROXY") or values.get("zmq_proxy")
     return XbeamConfig(
-        resolved_dir, str(uri) if uri else None, str(key) if key else None, sim, str(proxy) if proxy else None,
-        file if file.is_file() else None,
+        resolved_dir, str(uri) if uri else None, str(key) if key else None, sim=sim,
+        zmq_proxy=str(proxy) if proxy else None, live=live, path=file if file.is_file() else None,
     )  # fmt: skip

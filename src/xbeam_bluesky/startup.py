@@ -109,7 +109,8 @@ def build_namespace(
         RE.subscribe(storage.writer)
     publish_to = config.zmq_proxy if publish_to is None else publish_to
     publisher = _publish(RE, publish_to) if publish_to else None
-    router = _subscribe_live(RE, storage.client) if (live if live is not None else not publisher) else None
+    live = live if live is not None else publisher is None
+    router = _subscribe_live(RE, storage.client, config.live) if live else None
     if progress:
         from bluesky.utils import ProgressBarManager
 
@@ -182,11 +183,11 @@ def _publish(RE: Any, address: str) -> Any:
     return publisher
 
 
-def _subscribe_live(RE: Any, client: Any) -> Any:
+def _subscribe_live(RE: Any, client: Any, options: dict) -> Any:
     """Run the registered live analyses in this process, writing results to ``client``."""
     from xbeam_bluesky.callbacks.remote import LiveContext, live_router
 
-    router = live_router(LiveContext(results=client))
+    router = live_router(LiveContext(results=client, options=options))
     RE.subscribe(router)
     return router
 

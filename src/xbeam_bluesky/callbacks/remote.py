@@ -38,8 +38,8 @@ Factory = Callable[["LiveContext"], Callback]
 
 #: Run ``purpose`` → live-analysis factories (``"module:attribute"``), one line per analysis.
 LIVE_ANALYSES: dict[str, tuple[str, ...]] = {
-    "xanes_imaging": (),
-    "xrd": (),
+    "xanes_imaging": ("xbeam_bluesky.callbacks.clustering:live_clustering",),
+    "xrd": ("xbeam_bluesky.callbacks.rietveld:auto_rietveld",),
 }
 
 

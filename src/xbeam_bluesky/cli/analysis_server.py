@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         client = from_uri(uri, api_key=args.api_key or config.tiled_api_key)
     except Exception as exc:
         raise CLIError(f"tiled server {uri} is not reachable: {exc}") from exc
-    router = live_router(LiveContext(results=client), factories)
+    router = live_router(LiveContext(results=client, options=config.live), factories)
     active = {purpose: [f.__qualname__ for f in fs] for purpose, fs in factories.items() if fs}
     prefix = args.prefix.encode()
 
