@@ -458,6 +458,8 @@ class Refinement:
             gs = grad / d
             p0 = self._get(st, params)
             accepted = False
+            # the first trial of a cycle usually succeeds: evaluate it with the Jacobian straight away
+            first_try = True
             while lam < 1e8:
                 try:
                     step = sla.solve(ns + lam * np.eye(len(gs)), gs, assume_a="pos") / d
@@ -475,7 +477,8 @@ class Refinement:
                 if feasible and not self._widths_feasible(calc, trial):
                     lam *= 10.0  # the step would make a peak width negative somewhere: shorten it
                     continue
-                ev_t = calc.evaluate(trial)
+                ev_t = calc.evaluate(trial, groups, jacobian=first_try)
+                first_try = False
                 r_t = y - ev_t.y
                 chi2_t = float(np.sum(w * r_t * r_t))
                 if np.isfinite(chi2_t) and chi2_t < chi2:
@@ -493,7 +496,7 @@ class Refinement:
             if rel < 1e-4:
                 self._check_rank(ns, params)
                 return cycles, "converged"
-            ev = calc.evaluate(st, groups, jacobian=True)
+            ev = ev_t if ev_t.blocks else calc.evaluate(st, groups, jacobian=True)
         return cycles, "max_cycles"
 
     @staticmethod
