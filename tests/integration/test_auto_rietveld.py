@@ -20,7 +20,10 @@ CIF = "PbSO4-Wyckoff.cif"
 def ns(tmp_path_factory):
     from xbeam_bluesky.startup import build_namespace
 
-    namespace = build_namespace("sim", data_dir=tmp_path_factory.mktemp("auto_rietveld"), frame_shape=(8, 8))
+    # live=False: the test subscribes its own AutoRietveld (small budget) instead of the registered one
+    namespace = build_namespace(
+        "sim", data_dir=tmp_path_factory.mktemp("auto_rietveld"), frame_shape=(8, 8), live=False
+    )
     yield namespace
     namespace["storage"].close()
 
@@ -136,3 +139,21 @@ def test_bad_documents_never_raise_into_the_caller(ns):
         assert auto.join(timeout=10) and auto.handled == []
     finally:
         auto.close()
+
+
+def test_registered_factory_refines_through_the_live_router(ns):
+    from xbeam_bluesky.callbacks.remote import LiveContext, live_router
+    from xbeam_bluesky.callbacks.rietveld import auto_rietveld
+
+    context = LiveContext(results=ns["tiled_client"], options={"rietveld": {"n_trials": 2, "seed": 3}})
+    token = ns["RE"].subscribe(live_router(context))  # the registry: purpose "xrd" -> auto_rietveld
+    try:
+        uid = ns["RE"](ns["xrd_powder"](ns["xrd"], 0.01, [CIF], sample="via registry"))[0]
+        service = auto_rietveld(context)  # the one shared instance the router created for this context
+        assert service.settings.n_trials == 2 and service.settings.seed == 3
+        assert service.join(timeout=600)
+    finally:
+        ns["RE"].unsubscribe(token)
+        auto_rietveld(context).close()
+    md = _only_result(ns, uid).metadata
+    assert md["status"] == "success" and md["n_trials"] == 2
