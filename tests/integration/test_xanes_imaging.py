@@ -171,3 +171,79 @@ def test_duration_estimate_adds_motion_exposure_and_overhead(RE, sim_beamline) -
     assert estimate.motion_s == pytest.approx(motion)
     assert estimate.total_s == pytest.approx(motion + 4 * (0.1 + bl.camera.readout_s) + 0.04)
     assert call_in_bluesky_event_loop(bl.mono.readback.get_value()) == 7112.0  # nothing moved
+
+
+DWELLS = [0.02, 0.05, 0.1, 0.04]
+
+
+@pytest.mark.parametrize("order", ["energy", "tile"])
+def test_per_energy_dwell_sets_the_exposure_of_every_frame(
+    tiled_RE, tiled_storage, sim_beamline, order
+) -> None:
+    bl = sim_beamline
+    (uid,) = tiled_RE(
+        xanes_imaging(
+            bl.camera, bl.mono, bl.stage, ENERGIES, TILES, DWELLS, shutter=bl.shutter, n_darks=2, n_flats=3,
+            order=order,
+        )
+    )  # fmt: skip
+    run = tiled_storage.client[uid]
+    start = run.metadata["start"]
+    assert start["dwell"] == DWELLS and start["plan_args"]["dwell"] == DWELLS
+    assert start["i0"] == pytest.approx(bl.camera.noise_metadata(0.02)["i0_counts"])
+    assert start["noise_model"]["i0_counts_per_energy"] == pytest.approx(
+        [bl.camera.noise_metadata(d)["i0_counts"] for d in DWELLS]
+    )
+    # the exposure recorded with every frame is the dwell of its energy (darks: the first energy's)
+    for stream in ("primary", "flat"):
+        table = frame_table(run, stream)
+        recorded = np.asarray(run[stream]["exposure_s"].read())
+        np.testing.assert_allclose(recorded, [DWELLS[ie] for ie in table.energy_index])
+    np.testing.assert_allclose(np.asarray(run["dark"]["exposure_s"].read()), [DWELLS[0]] * 2)
+    # ...and the photons say the camera really exposed that long: flat counts above dark ∝ dwell
+    flats = flat_means(run)
+    for ie, dwell in enumerate(DWELLS):
+        expected = bl.camera.model.expected_frame(None, dwell).mean()
+        assert flats[ie].mean() == pytest.approx(expected, rel=0.01)
+    # transmission stays right: dark/flat-corrected absorbance matches the phantom at every dwell
+    _, mu = absorbance_stack(run, 1)
+    truth = bl.phantom.absorbance(ENERGIES, tuple(TILES[1]), (32, 40), 10.0)
+    assert np.abs(mu.mean(axis=(1, 2)) - truth.mean(axis=(1, 2))).max() < 0.02
+    assert frame_order(start) == acquisition_order(len(ENERGIES), len(TILES), order)
+
+
+def test_duration_estimate_with_per_energy_dwell(RE, sim_beamline) -> None:
+    bl = sim_beamline
+    tiles = [[0.0, 0.0], [1.0, 0.0]]
+    n_flats, n_darks = 2, 3
+    estimate = estimate_duration(
+        xanes_imaging(bl.camera, bl.mono, bl.stage, ENERGIES, tiles, DWELLS, shutter=bl.shutter,
+                      n_darks=n_darks, n_flats=n_flats),
+    )  # fmt: skip
+    readout = bl.camera.readout_s
+    frames = [(d + readout) * (n_flats + len(tiles)) for d in DWELLS]
+    assert estimate.frames == n_darks + len(ENERGIES) * (n_flats + len(tiles))
+    assert estimate.exposure_s == pytest.approx(n_darks * (DWELLS[0] + readout) + sum(frames))
+
+
+@pytest.mark.parametrize(
+    ("dwell", "message"),
+    [
+        ([0.1, 0.1, 0.1], "dwell has 3 entries but energies has 4; expected one exposure"),
+        ([0.1, 0.1, -0.1, 0.1], r"dwell\[2\] = -0.1; expected a positive exposure"),
+        ([0.1, float("nan"), 0.1, 0.1], r"dwell\[1\] = nan; expected a positive exposure"),
+        ("0.1", "dwell = '0.1'; expected a positive exposure"),
+    ],
+)
+def test_bad_dwell_list_raises_before_any_motion(
+    tiled_RE, tiled_storage, sim_beamline, dwell, message
+) -> None:
+    bl = sim_beamline
+    before = set(tiled_runs(tiled_storage.client))
+    moved = []
+    tiled_RE.msg_hook = lambda msg: moved.append(msg) if msg.command in ("set", "open_run", "stage") else None
+    with pytest.raises(ValueError, match=message):
+        tiled_RE(xanes_imaging(bl.camera, bl.mono, bl.stage, ENERGIES, TILES, dwell, shutter=bl.shutter))
+    assert moved == []
+    assert set(tiled_runs(tiled_storage.client)) == before
+    assert bl.camera.frames_total == 0

@@ -8,7 +8,7 @@ from typing import Any
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
-from bluesky.protocols import Movable, Readable
+from bluesky.protocols import Movable, Preparable, Readable
 from bluesky.utils import MsgGenerator
 from ophyd import Signal
 
@@ -19,6 +19,8 @@ from xbeam_bluesky.spectra import edge_energy
 #: Names of the event fields that tag each frame with its place in the acquisition.
 ENERGY_INDEX_KEY = "energy_index"
 TILE_INDEX_KEY = "tile_index"
+#: Name of the event field holding the exposure (s) the camera was prepared with for that frame.
+EXPOSURE_KEY = "exposure_s"
 
 
 def _limits(device: Any) -> tuple[float, float] | None:
@@ -54,20 +56,21 @@ def validate_xanes_imaging(
     stage: Any,
     energies: Sequence[float],
     tiles: Sequence[Sequence[float]],
-    dwell: float,
+    dwell: float | Sequence[float],
     *,
     shutter: Any = None,
     n_darks: int = 5,
     n_flats: int = 2,
     flat_position: Sequence[float] | None = None,
     order: str = "energy",
-) -> tuple[list[float], list[tuple[float, float]], tuple[float, float] | None]:
+) -> tuple[list[float], list[tuple[float, float]], tuple[float, float] | None, list[float]]:
     """Check the arguments of :func:`xanes_imaging` without moving anything.
 
     Returns
     -------
-    energies, tiles, flat_position
-        Normalized values (floats; (x, y) tuples; None when no flats are taken).
+    energies, tiles, flat_position, dwells
+        Normalized values (floats; (x, y) tuples; None when no flats are taken; the exposure in s of each
+        energy, one entry per energy also when ``dwell`` is a single number).
 
     Raises
     ------
@@ -94,8 +97,12 @@ def validate_xanes_imaging(
     for i, (x, y) in enumerate(tiles_f):
         _check_within(stage.x, x, f"tiles[{i}] x =")
         _check_within(stage.y, y, f"tiles[{i}] y =")
-    if not (isinstance(dwell, int | float) and math.isfinite(dwell) and dwell > 0):
-        raise ValueError(f"dwell = {dwell!r}; expected a positive exposure time in s")
+    dwells = _dwell_per_energy(dwell, len(energies_f))
+    if len(set(dwells)) > 1 and not isinstance(camera, Preparable):
+        raise ValueError(
+            f"dwell differs between energies but camera {getattr(camera, 'name', camera)!r} is not Preparable: "
+            "its exposure cannot be set per energy; pass a single dwell"
+        )
     if order not in ORDERS:
         raise ValueError(f"order = {order!r}; expected one of {ORDERS}")
     if int(n_darks) != n_darks or n_darks < 0 or int(n_flats) != n_flats or n_flats < 0:
@@ -117,7 +124,33 @@ def validate_xanes_imaging(
     for device, what in ((camera, "camera"), (mono, "mono"), (stage, "stage")):
         if not isinstance(device, Readable):
             raise ValueError(f"{what} = {device!r} is not a bluesky Readable device")
-    return energies_f, tiles_f, flat_xy
+    return energies_f, tiles_f, flat_xy, dwells
+
+
+def _positive_seconds(value: Any) -> bool:
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    )
+
+
+def _dwell_per_energy(dwell: Any, n_energies: int) -> list[float]:
+    """Exposure (s) of every energy from a single dwell or a list with one entry per energy."""
+    if not isinstance(dwell, int | float | str | bytes) and hasattr(dwell, "__iter__"):
+        dwell = list(dwell)
+        if len(dwell) != n_energies:
+            raise ValueError(
+                f"dwell has {len(dwell)} entries but energies has {n_energies}; expected one exposure (s) "
+                "per energy, or a single number for all"
+            )
+        for i, value in enumerate(dwell):
+            if not _positive_seconds(value):
+                raise ValueError(f"dwell[{i}] = {value!r}; expected a positive exposure time in s")
+        return [float(v) for v in dwell]
+    if not _positive_seconds(dwell):
+        raise ValueError(
+            f"dwell = {dwell!r}; expected a positive exposure time in s (or a list, one per energy)"
+        )
+    return [float(dwell)] * n_energies
 
 
 def _json_safe(value: Any) -> Any:
@@ -136,7 +169,7 @@ def xanes_imaging(
     stage: Readable,
     energies: Sequence[float],
     tiles: Sequence[Sequence[float]],
-    dwell: float,
+    dwell: float | Sequence[float],
     *,
     shutter: Movable | None = None,
     n_darks: int = 5,
@@ -168,8 +201,10 @@ def xanes_imaging(
         Photon energies in eV, measured in this order (a repeated energy is measured again).
     tiles : list of [float, float]
         Stage positions [x, y] in mm, the centre of each field of view.
-    dwell : float
-        Exposure per frame in s.
+    dwell : float or list of float
+        Exposure per frame in s: one number for every energy, or one entry per energy (the camera is prepared
+        with the exposure of each energy before its flats and frames; darks use the first energy's). A list of
+        the wrong length or a non-positive entry raises before anything moves.
     shutter : Movable, optional
         Beam shutter (``"closed"`` for darks); required when ``n_darks > 0``.
     n_darks : int
@@ -198,14 +233,17 @@ def xanes_imaging(
 
     Notes
     -----
-    Every event of every stream carries the camera frame, the monochromator readback, the stage x/y readbacks
-    and the fields ``energy_index`` / ``tile_index`` (−1 where not applicable: darks have both −1, flats a
-    tile index of −1). The start document holds ``purpose="xanes_imaging"``, ``energies``, ``dwell``, ``order``,
+    Every event of every stream carries the camera frame, the monochromator readback, the stage x/y readbacks,
+    the fields ``energy_index`` / ``tile_index`` (−1 where not applicable: darks have both −1, flats a
+    tile index of −1) and ``exposure_s``, the exposure the camera was prepared with for that frame. The start
+    document holds ``purpose="xanes_imaging"``, ``energies``, ``dwell`` (a number, or the list with one
+    exposure per energy), ``order``,
     ``tiles = {"positions", "pixel_size_um", "frame_shape"}``, ``edge``, ``e0``, ``design``, ``n_darks``,
     ``n_flats``, ``flat_position``, ``noise_model`` (camera gain/read noise/dark offset and ``i0_counts``)
-    and ``data_keys`` naming the event fields.
+    and ``data_keys`` naming the event fields. With a dwell list ``noise_model`` and ``i0`` are those of the
+    shortest dwell (the noisiest frames) and ``noise_model["i0_counts_per_energy"]`` lists every energy's.
     """
-    energies_f, tiles_f, flat_xy = validate_xanes_imaging(
+    energies_f, tiles_f, flat_xy, dwells = validate_xanes_imaging(
         camera, mono, stage, energies, tiles, dwell,
         shutter=shutter, n_darks=n_darks, n_flats=n_flats, flat_position=flat_position, order=order,
     )  # fmt: skip
@@ -214,7 +252,12 @@ def xanes_imaging(
     tile_index = Signal(name=TILE_INDEX_KEY, value=-1)
     frame_shape = getattr(camera, "frame_shape", None)
     pixel = pixel_size_um if pixel_size_um is not None else getattr(camera, "pixel_um", None)
-    noise = camera.noise_metadata(dwell) if hasattr(camera, "noise_metadata") else None
+    per_energy = not isinstance(dwell, int | float)
+    dwell_md: float | list[float] = dwells if per_energy else dwells[0]
+    noise = camera.noise_metadata(min(dwells)) if hasattr(camera, "noise_metadata") else None
+    if noise is not None and per_energy:
+        noise["i0_counts_per_energy"] = [camera.noise_metadata(d)["i0_counts"] for d in dwells]
+    exposure_tag = Signal(name=EXPOSURE_KEY, value=dwells[0])
     n_primary = len(energies_f) * len(tiles_f)
     x_axis, y_axis = stage.x, stage.y  # type: ignore[attr-defined]
     start_md: dict[str, Any] = {
@@ -227,7 +270,7 @@ def xanes_imaging(
                 "stage": stage,
                 "energies": energies_f,
                 "tiles": [list(t) for t in tiles_f],
-                "dwell": dwell,
+                "dwell": dwell_md,
                 "shutter": shutter,
                 "n_darks": n_darks,
                 "n_flats": n_flats,
@@ -245,7 +288,7 @@ def xanes_imaging(
         "edge": edge,
         "e0": e0_value,
         "energies": energies_f,
-        "dwell": float(dwell),
+        "dwell": dwell_md,
         "order": order,
         "tiles": {
             "positions": [list(t) for t in tiles_f],
@@ -266,14 +309,26 @@ def xanes_imaging(
             "y": y_axis.name,
             "energy_index": ENERGY_INDEX_KEY,
             "tile_index": TILE_INDEX_KEY,
+            "exposure_s": EXPOSURE_KEY,
         },
     }
     start_md.update(md or {})
-    readables = [camera, mono, stage, energy_index, tile_index]
-    segments = DetectorSegments(camera, dwell)
+    readables = [camera, mono, stage, energy_index, tile_index, exposure_tag]
+    segments = DetectorSegments(camera, dwells[0])
+
+    def expose(seconds: float) -> MsgGenerator[None]:
+        """Make ``seconds`` the camera exposure: of the open segment now, of later segments when they open."""
+        if seconds == segments.exposure_s:
+            return
+        segments.exposure_s = seconds
+        if segments.stream is not None and isinstance(camera, Preparable):
+            from ophyd_async.core import TriggerInfo
+
+            yield from bps.prepare(camera, TriggerInfo(livetime=seconds), wait=True)
 
     def take(stream: str, ie: int, it: int, count: int = 1) -> MsgGenerator[None]:
-        yield from lean_mv(energy_index, ie, tile_index, it)
+        yield from expose(dwells[ie] if ie >= 0 else dwells[0])
+        yield from lean_mv(energy_index, ie, tile_index, it, exposure_tag, segments.exposure_s)
         for _ in range(count):
             yield from segments.read(readables, stream)
 
