@@ -77,16 +77,16 @@ def services(tmp_path_factory):
 
 @pytest.mark.slow
 def test_results_written_by_the_remote_server(services, tmp_path):
-    from bluesky.callbacks.zmq import Publisher
-
     from xbeam_bluesky.startup import build_namespace
 
     assert "results to http://127.0.0.1" in services["ready"] and "api_key" not in services["ready"]
+    assert "live_clustering" in services["ready"] and "auto_rietveld" in services["ready"]
     ns = build_namespace(
-        "sim", data_dir=services["root"] / "data", tiled_uri=services["server"].uri, frame_shape=(12, 16)
-    )
-    publisher = Publisher(f"127.0.0.1:{services['port_in']}")
-    ns["RE"].subscribe(publisher)
+        "sim", data_dir=services["root"] / "data", tiled_uri=services["server"].uri, frame_shape=(12, 16),
+        publish_to=f"127.0.0.1:{services['port_in']}",
+    )  # fmt: skip
+    assert ns["live_router"] is None  # the analyses run in the server, not here
+    assert "published to the 0MQ proxy" in ns["banner"]
     time.sleep(0.5)  # a 0MQ PUB socket drops what it sends before its connection is up
     energies = [7100.0, 7125.0, 7150.0]
     uid = ns["RE"](
@@ -99,9 +99,12 @@ def test_results_written_by_the_remote_server(services, tmp_path):
     frames = read_frames(ns["tiled_client"][uid], "primary")
     assert frames.shape == (6, 12, 16)
     np.testing.assert_allclose(result["frame_means"].read(), frames.reshape(6, -1).mean(axis=1))
-    # The deliberately broken analysis failed without taking the server (or the other analysis) down.
+    # The registered live clustering ran in the server too and wrote its maps, linked to the run.
+    (clusters,) = _wait_for_results(ns["tiled_client"], uid, "clustering", "labels")
+    assert clusters.metadata["raw_uid"] == uid
+    # The deliberately broken analysis failed without taking the server (or the other analyses) down.
     assert services["analysis"].poll() is None
-    publisher.close()
+    ns["publisher"].close()
 
 
 @pytest.mark.slow

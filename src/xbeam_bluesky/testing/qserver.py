@@ -233,7 +233,9 @@ class REManagerProcess:
                     api.status()
                     return self
                 except Exception:
-                    if self.proc.poll() is not None or time.monotonic() > deadline:
+                    # the manager logs a fatal Redis error but keeps its process alive: fail fast on it
+                    fatal = "Failed to create the Redis pool" in self.log_tail()
+                    if fatal or self.proc.poll() is not None or time.monotonic() > deadline:
                         self.stop()
                         raise RuntimeError(
                             f"RE Manager did not start (exit code {self.proc.returncode}); "
