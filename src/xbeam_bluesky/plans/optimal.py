@@ -52,20 +52,6 @@ def _candidate_grid(e0: float, e_range: Sequence[float] | None) -> np.ndarray:
     return np.round(start + step * np.arange(n), 6)
 
 
-def _frames_per_energy(dwell_s: Sequence[float], unit_s: float, where: str) -> np.ndarray:
-    """Number of frames of ``unit_s`` realising each dwell; dwells must be whole multiples of the unit."""
-    ratio = np.asarray(dwell_s, dtype=float) / unit_s
-    frames = np.round(ratio).astype(int)
-    bad = np.flatnonzero((frames < 1) | (np.abs(ratio - frames) > 0.01 * np.maximum(frames, 1)))
-    if bad.size:
-        i = int(bad[0])
-        raise ValueError(
-            f"{where}: dwell_s[{i}] = {dwell_s[i]} s is not a whole number of frames of dwell = {unit_s} s; "
-            "pass the design's dwell unit as dwell"
-        )
-    return frames
-
-
 def _stage_time_per_energy(stage: Any, tiles: list[list[float]], flat_xy: Sequence[float] | None) -> float:
     """Stage motion (s) of one energy of ``xanes_imaging(order="energy")``: flat position, then every tile."""
     move = getattr(stage, "move_time_s", None)
@@ -120,9 +106,9 @@ def optimal_xanes_imaging(
     """XANES imaging at Bayesian-optimal energies over tiles covering a sample region.
 
     At plan start the energies are designed from a reference library (or read from a saved design) and the
-    region is tiled from the camera's field of view; then :func:`xanes_imaging` runs with them. A point the
-    design picked ``k`` times is measured as ``k`` consecutive frames of ``dwell`` at that energy (the same
-    photons as one ``k × dwell`` exposure). The start document's ``design`` field holds the full design
+    region is tiled from the camera's field of view; then :func:`xanes_imaging` runs with them and the design's
+    per-energy dwell: a point the design picked ``k`` times is measured as one exposure of ``k × dwell`` at that
+    energy (on every tile, with its flats). The start document's ``design`` field holds the full design
     record: library, prior (length scale, size), noise model, time model, criterion, expected error and its
     curve, compute time; ``time_estimate`` the run time estimated from the plan's messages before it starts
     (:func:`~xbeam_bluesky.plans.estimate_duration`).
@@ -143,7 +129,8 @@ def optimal_xanes_imaging(
     tiles : list of [float, float], optional
         Explicit tile centres in mm instead of a region; default: one tile at the current stage position.
     design : str or dict, optional
-        A saved design (JSON path or dictionary from ``xbeam plan-energies``); skips the design step.
+        A saved design (JSON path or dictionary from ``xbeam plan-energies``); skips the design step. Its
+        ``dwell_s`` are the exposures per energy.
     library : str, optional
         Reference-library directory; default the bundled library of ``edge``.
     edge : str
@@ -156,7 +143,7 @@ def optimal_xanes_imaging(
         Stopping rule: picks, total run time in s (incl. flats, tiles and darks), or expected RMSE of the
         normalized spectrum. Default: 100 picks.
     dwell : float
-        Exposure of one frame (one pick) in s.
+        Dwell unit of the design: the exposure one pick adds at its energy, s.
     mu_t_pre_edge, edge_jump : float
         Expected sample absorbance below the edge and edge step (noise model).
     length_scale_eV : float, optional
@@ -219,7 +206,7 @@ def optimal_xanes_imaging(
         record = load_design(design)
         source = design if isinstance(design, str) else "dict"
         energies = np.asarray(record["energies_eV"], dtype=float)
-        frames = _frames_per_energy(record["dwell_s"], dwell, f"design {source}")
+        dwells = np.asarray(record["dwell_s"], dtype=float)
         design_record = {**_start_record(record), "source": source}
     else:
         if n_points is None and time_budget_s is None and target_rmse is None:
@@ -235,15 +222,18 @@ def optimal_xanes_imaging(
                 offset=float(noise_md.get("offset", PhotonNoiseModel.offset)),
             ),
         )
-        # One pick = one entry of the energy list = frames_per_entry frames plus the stage path; divide every
-        # cost by frames_per_entry so that the design's dwell unit stays the frame exposure.
+        # A new energy costs the monochromator move and settle, the stage path through the flat position and
+        # the tiles, and one readout per frame; a repeat pick only lengthens the exposure of those
+        # frames_per_entry frames by one dwell unit. Every cost is divided by frames_per_entry so that the
+        # design's dwell unit stays the exposure of one frame.
         stage_s = _stage_time_per_energy(stage, tile_list, flat_xy)
         speed = float(getattr(mono, "speed_eV_s", math.inf))
+        new_energy_s = float(getattr(mono, "settle_s", 0.0)) + stage_s + frames_per_entry * readout
         time_model = ScanTimeModel(
             dwell_s=dwell,
-            settle_s=float(getattr(mono, "settle_s", 0.0)) / frames_per_entry,
+            settle_s=new_energy_s / frames_per_entry,
             speed_eV_per_s=speed * frames_per_entry,
-            pick_overhead_s=readout + stage_s / frames_per_entry,
+            pick_overhead_s=0.0,
         )
         budget = None
         if time_budget_s is not None:
@@ -264,20 +254,21 @@ def optimal_xanes_imaging(
             target_rmse=target_rmse,
         )
         energies = result.energies_eV
-        frames = np.round(result.dwell_s / dwell).astype(int)
+        dwells = result.dwell_s
         design_record = {
             **_start_record(result),
             "source": "designed at plan start",
             "edge": edge,
             "time_scale_note": (
-                f"time_model costs are per frame: one pick = {frames_per_entry} frames "
-                f"({len(tile_list)} tiles + {n_flats} flats); run time = design time x {frames_per_entry} + darks"
+                f"time_model costs are per frame: each energy is {frames_per_entry} frames "
+                f"({len(tile_list)} tiles + {n_flats} flats) of its dwell_s; settle_s holds the mono settle, "
+                f"stage path and readouts of a new energy; run time = design time x {frames_per_entry} + darks"
             ),
         }
     design_record["dwell_unit_s"] = float(dwell)
-    design_record["frames_per_energy"] = [int(f) for f in frames]
     design_record["compute_s_total"] = time.perf_counter() - started
-    energy_list = [float(e) for e, k in zip(energies, frames, strict=True) for _ in range(int(k))]
+    energy_list = [float(e) for e in energies]
+    dwell_list = [float(d) for d in dwells]
 
     run_kwargs: dict[str, Any] = {
         "shutter": shutter,
@@ -289,12 +280,12 @@ def optimal_xanes_imaging(
         "e0": e0,
     }
     estimate = estimate_duration(
-        xanes_imaging(camera, mono, stage, energy_list, tile_list, dwell, **run_kwargs)
+        xanes_imaging(camera, mono, stage, energy_list, tile_list, dwell_list, **run_kwargs)
     ).as_dict()
     logger.info(
-        "optimal_xanes_imaging: %d energies (%d frames each on average), %d tiles, estimated %.0f s",
+        "optimal_xanes_imaging: %d energies (%.3g s dwell on average), %d tiles, estimated %.0f s",
         energies.size,
-        float(frames.mean()),
+        float(np.mean(dwell_list)),
         len(tile_list),
         estimate["total_s"],
     )
@@ -325,7 +316,7 @@ def optimal_xanes_imaging(
             stage,
             energy_list,
             tile_list,
-            dwell,
+            dwell_list,
             design=design_record,
             md=start_md,
             **run_kwargs,
