@@ -114,7 +114,7 @@ def build_namespace(
     if progress:
         from bluesky.utils import ProgressBarManager
 
-        RE.waiting_hook = ProgressBarManager()
+        RE.waiting_hook = ProgressBarManager(_numeric_progress_bar)
     namespace: dict[str, Any] = {
         "RE": RE,
         "storage": storage,
@@ -135,6 +135,24 @@ def build_namespace(
     namespace.update(mode=mode, live_router=router, publisher=publisher)
     namespace["banner"] = banner(namespace)
     return namespace
+
+
+def _numeric_progress_bar(status_objs: Any) -> Any:
+    """A terminal progress bar that skips moves it cannot draw (e.g. a shutter going to ``"closed"``).
+
+    bluesky's bar subtracts positions; a string position would raise inside the status watcher and fail the move.
+    """
+    import numbers
+
+    from bluesky.utils import TerminalProgressBar
+
+    class NumericProgressBar(TerminalProgressBar):
+        def update(self, pos: int, **kwargs: Any) -> None:
+            values = (kwargs.get("current"), kwargs.get("initial"), kwargs.get("target"))
+            if all(v is None or isinstance(v, numbers.Real) for v in values):
+                super().update(pos, **kwargs)
+
+    return NumericProgressBar(status_objs, delay_draw=0.2)
 
 
 def _resolve_annotations(plan: Any) -> None:

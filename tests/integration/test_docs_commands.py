@@ -123,11 +123,11 @@ def _wait_for_port(port: str, timeout: float = 120.0) -> None:
 @pytest.mark.slow
 def test_install_and_configure(shell):
     (install,) = _doc("python3.11 -m venv")
-    # The venv exists already: check the pip part resolves and builds this package's metadata, offline.
+    # The venv exists already: check the pip part builds this package's metadata and resolves it.
     pip = install.split("&& ", 1)[1]
     EXERCISED.add(install)
     result = subprocess.run(
-        ["bash", "-c", f"{pip} --dry-run --no-deps --no-build-isolation -q"], cwd=REPO, capture_output=True,
+        ["bash", "-c", f"{pip} --dry-run --no-deps -q"], cwd=REPO, capture_output=True,
         text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]

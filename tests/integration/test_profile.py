@@ -36,6 +36,7 @@ def test_sim_profile_runs_plans_into_tiled(env, tmp_path):
         "uid = RE(xrd_powder(xrd, 0.1, ['PbSO4-Wyckoff.cif']))[0]; print('UID', uid); "
         "print('RUNS', uid in tiled_client); print('LIVE', live_router is not None); "
         "print('PROGRESS', type(RE.waiting_hook).__name__); "
+        "RE(bps.mv(shutter, 'closed', mono, 7150.0)); print('MOVED', bps is not None); "
         "print('DRY', len(list(summarize_plan(xanes_imaging(camera, mono, stage, [7100.0], [[0, 0]], 0.1, "
         "shutter=shutter)) or [])))"
     )
@@ -46,6 +47,7 @@ def test_sim_profile_runs_plans_into_tiled(env, tmp_path):
     assert f"detector files in {tmp_path / 'data' / 'detectors'}" in out
     assert "xrd → auto_rietveld" in out and "xanes_imaging → live_clustering" in out
     assert "RUNS True" in out and "LIVE True" in out and "PROGRESS ProgressBarManager" in out
+    assert "MOVED True" in out  # the progress bar skips the shutter's string positions instead of failing
     uid = out.split("UID ")[1].split()[0]
     # The run persists in the data directory: a new embedded server on it finds the run.
     from xbeam_bluesky.storage import open_storage
