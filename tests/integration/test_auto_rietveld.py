@@ -22,7 +22,11 @@ def ns(tmp_path_factory):
 
     # live=False: the test subscribes its own AutoRietveld (small budget) instead of the registered one
     namespace = build_namespace(
-        "sim", data_dir=tmp_path_factory.mktemp("auto_rietveld"), frame_shape=(8, 8), live=False
+        "sim",
+        data_dir=tmp_path_factory.mktemp("auto_rietveld"),
+        frame_shape=(8, 8),
+        live=False,
+        time_scale=0.0,
     )
     yield namespace
     namespace["storage"].close()
@@ -31,7 +35,7 @@ def ns(tmp_path_factory):
 def _run(ns, auto, phases=(CIF,), sample="S1", **md):
     token = ns["RE"].subscribe(auto)
     try:
-        return ns["RE"](ns["xrd_powder"](ns["xrd"], 0.01, list(phases), sample=sample, md=md))[0]
+        return ns["RE"](ns["xrd_powder"](ns["xrd"], 1.0, list(phases), sample=sample, md=md))[0]
     finally:
         ns["RE"].unsubscribe(token)
 
@@ -148,7 +152,7 @@ def test_registered_factory_refines_through_the_live_router(ns):
     context = LiveContext(results=ns["tiled_client"], options={"rietveld": {"n_trials": 2, "seed": 3}})
     token = ns["RE"].subscribe(live_router(context))  # the registry: purpose "xrd" -> auto_rietveld
     try:
-        uid = ns["RE"](ns["xrd_powder"](ns["xrd"], 0.01, [CIF], sample="via registry"))[0]
+        uid = ns["RE"](ns["xrd_powder"](ns["xrd"], 1.0, [CIF], sample="via registry"))[0]
         service = auto_rietveld(context)  # the one shared instance the router created for this context
         assert service.settings.n_trials == 2 and service.settings.seed == 3
         assert service.join(timeout=600)

@@ -29,21 +29,68 @@ PatternRenderer = Callable[[np.ndarray], np.ndarray]
 CIF_DIR = Path(__file__).resolve().parents[2] / "data" / "cif"
 
 
+#: Counts per second at the strongest point of the default pattern: a lab Cu Kα diffractometer with a strip
+#: detector or a beamline powder station records 10⁴–10⁵ counts at the strongest peak of a well-crystallised
+#: sample in a ~1 s step (the device's default exposure).
+DEFAULT_PEAK_COUNTS_PER_S = 5.0e4
+#: Background level (counts/s) of the default smooth background, as a fraction of the strongest peak.
+DEFAULT_BACKGROUND_FRACTION = 0.02
+
+
+def smooth_background(two_theta_deg: np.ndarray, level: float) -> np.ndarray:
+    """A typical smooth powder background in counts/s: flat ``level``, air and sample-holder scatter falling off
+    from low angles, and a broad amorphous hump near 25° 2θ.
+
+    Parameters
+    ----------
+    two_theta_deg : numpy.ndarray
+        2θ in degrees.
+    level : float
+        Flat part of the background (counts/s); the low-angle rise adds up to 1.5 × ``level`` at 10° and the
+        hump 0.5 × ``level``.
+    """
+    tt = np.asarray(two_theta_deg, dtype=np.float64)
+    air = 1.5 * np.exp(-(tt - 10.0) / 15.0)
+    hump = 0.5 * np.exp(-0.5 * ((tt - 25.0) / 8.0) ** 2)
+    return level * (1.0 + air + hump)
+
+
 def rietveld_renderer(
-    phases: Mapping[str, float], instrument: object | None = None, background: float = 0.0
+    phases: Mapping[str, float],
+    instrument: object | None = None,
+    background: float | None = None,
+    peak_counts_per_s: float | None = DEFAULT_PEAK_COUNTS_PER_S,
 ) -> PatternRenderer:
     """Renderer using :func:`xbeam_bluesky.rietveld.simulate_pattern` for CIF phases and their scale factors.
 
     Parameters
     ----------
     phases : mapping
-        CIF file (path, or name of a bundled CIF in ``xbeam_bluesky/data/cif``) → scale factor (counts per
-        second per unit m|F|²LP; 1.0 gives peaks of ~4·10⁷ counts/s for PbSO4 on the default 2θ grid).
+        CIF file (path, or name of a bundled CIF in ``xbeam_bluesky/data/cif``) → scale factor. With
+        ``peak_counts_per_s`` set the scales are relative weights of the phases; with ``None`` they are absolute
+        (counts per second per unit m|F|²LP; 1.0 gives peaks of ~4·10⁷ counts/s for PbSO4 on the default grid).
     instrument : xbeam_bluesky.rietveld.Instrument, optional
         Wavelengths and profile terms (default: ``simulate_pattern``'s lab Cu Kα instrument).
-    background : float
-        Flat background in counts per second.
+    background : float, optional
+        Flat background in counts per second. Default: :func:`smooth_background` at
+        ``DEFAULT_BACKGROUND_FRACTION`` of the strongest peak (or none when ``peak_counts_per_s`` is None).
+    peak_counts_per_s : float or None
+        Counts per second at the strongest point of the Bragg pattern (before background); ``None`` keeps the
+        absolute scales. Default :data:`DEFAULT_PEAK_COUNTS_PER_S`.
+
+    Raises
+    ------
+    FileNotFoundError
+        A CIF that is neither a file nor a bundled CIF.
+    ValueError
+        A non-positive ``peak_counts_per_s`` or a negative ``background``.
     """
+    if peak_counts_per_s is not None and not (np.isfinite(peak_counts_per_s) and peak_counts_per_s > 0):
+        raise ValueError(
+            f"peak_counts_per_s = {peak_counts_per_s!r}; expected a positive count rate (counts/s)"
+        )
+    if background is not None and not (np.isfinite(background) and background >= 0):
+        raise ValueError(f"background = {background!r}; expected a count rate ≥ 0 (counts/s)")
     cifs = []
     for name in phases:
         path = Path(name)
@@ -59,8 +106,14 @@ def rietveld_renderer(
         from xbeam_bluesky.rietveld import simulate_pattern
 
         kwargs = {} if instrument is None else {"instrument": instrument}
-        pattern = simulate_pattern(cifs, two_theta_deg, scales=scales, background=background, **kwargs)
-        return np.asarray(pattern, dtype=np.float64)
+        peaks = np.asarray(simulate_pattern(cifs, two_theta_deg, scales=scales, **kwargs), dtype=np.float64)
+        if peak_counts_per_s is not None and peaks.max() > 0:
+            peaks *= peak_counts_per_s / peaks.max()
+        if background is not None:
+            return peaks + float(background)
+        if peak_counts_per_s is None:
+            return peaks
+        return peaks + smooth_background(two_theta_deg, DEFAULT_BACKGROUND_FRACTION * peak_counts_per_s)
 
     return render
 
