@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -79,14 +80,26 @@ class Storage:
         self.close()
 
 
+#: One API key for every embedded server of this process. tiled keeps the single-user API key in
+#: process-global settings, so a second ``SimpleTiledServer`` with its own random key would make the first
+#: answer 401 to its clients (seen with tiled 0.2.20).
+_PROCESS_API_KEY = secrets.token_hex(16)
+
+
 def start_embedded_server(data_dir: Path, *, port: int = 0, api_key: str | None = None) -> Any:
-    """Start a ``SimpleTiledServer`` on ``data_dir/tiled`` that can read ``data_dir/detectors``."""
+    """Start a ``SimpleTiledServer`` on ``data_dir/tiled`` that can read ``data_dir/detectors``.
+
+    Without ``api_key`` every embedded server of the process shares one random key, so several can run at once.
+    """
     from tiled.server import SimpleTiledServer
 
     data_dir = ensure_writable(data_dir)
     detector_dir = ensure_writable(data_dir / "detectors", "detector directory")
     return SimpleTiledServer(
-        directory=data_dir / "tiled", readable_storage=[detector_dir], port=port, api_key=api_key
+        directory=data_dir / "tiled",
+        readable_storage=[detector_dir],
+        port=port,
+        api_key=api_key or _PROCESS_API_KEY,
     )
 
 
