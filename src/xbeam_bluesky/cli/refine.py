@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from xbeam_bluesky.cli import CLIError
 from xbeam_bluesky.cli.refine_auto import add_auto_arguments, run_auto
@@ -52,19 +53,16 @@ def _parse_range(text: str | None) -> tuple[float, float] | None:
     return lo, hi
 
 
-def _run(args: argparse.Namespace) -> int:
-    if args.auto:
-        return run_auto(args)
-    from xbeam_bluesky.rietveld import (
-        Instrument,
-        Refinement,
-        Strategy,
-        default_strategy,
-        load_phase,
-        plot_fit,
-        read_instrument,
-        read_pattern,
-    )
+def load_inputs(args: argparse.Namespace) -> tuple[tuple[float, float] | None, Any, list[Any], Any]:
+    """Read the pattern, the phases and the instrument named on the command line.
+
+    Returns
+    -------
+    tuple
+        ``(fit_range, pattern, phases, instrument)``; the 2θ range in degrees or None; phases with unique names;
+        the lab Cu Kα defaults (announced on stderr) when no ``--instrument`` is given.
+    """
+    from xbeam_bluesky.rietveld import Instrument, load_phase, read_instrument, read_pattern
 
     fit_range = _parse_range(args.fit_range)
     pattern = read_pattern(args.pattern)
@@ -83,6 +81,15 @@ def _run(args: argparse.Namespace) -> int:
         )
     else:
         instrument = read_instrument(args.instrument)
+    return fit_range, pattern, phases, instrument
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.auto:
+        return run_auto(args)
+    from xbeam_bluesky.rietveld import Refinement, Strategy, default_strategy, plot_fit
+
+    fit_range, pattern, phases, instrument = load_inputs(args)
     strategy = Strategy.from_json(args.strategy) if args.strategy else default_strategy()
     if fit_range is not None and strategy.stages[-1].range is not None:
         print("xbeam refine: --range overrides the last stage's range", file=sys.stderr)

@@ -69,33 +69,18 @@ def run_auto(args: argparse.Namespace) -> int:
     _check(args)
     from tqdm import tqdm
 
-    from xbeam_bluesky.cli.refine import _parse_range
+    from xbeam_bluesky.cli.refine import load_inputs
     from xbeam_bluesky.rietveld import (
-        Instrument,
         Refinement,
         SearchSettings,
         SearchSpace,
-        load_phase,
         load_warm_start,
         plot_fit,
-        read_instrument,
-        read_pattern,
         run_search,
         strategy_document,
     )
 
-    fit_range = _parse_range(args.fit_range)
-    pattern = read_pattern(args.pattern)
-    phases = [load_phase(c) for c in args.cif]
-    names = [ph.name for ph in phases]
-    if len(set(names)) != len(names):
-        for i, ph in enumerate(phases):
-            ph.name = f"{ph.name}_{i + 1}"
-    if args.instrument is None:
-        instrument = Instrument.lab_cu_ka()
-        print(f"xbeam refine: no --instrument given; using {instrument.source}", file=sys.stderr)
-    else:
-        instrument = read_instrument(args.instrument)
+    fit_range, pattern, phases, instrument = load_inputs(args)
     warm_points: list[dict[str, Any]] = []
     history: list[dict[str, Any]] = []
     if args.warm_start is not None:
