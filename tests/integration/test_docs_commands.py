@@ -68,7 +68,7 @@ class Shell:
         line = self.remap(command)
         if line.endswith("&"):
             proc = subprocess.Popen(
-                ["bash", "-c", f"exec {line[:-1]}"], cwd=REPO, env=self.env, stdout=open(self.tmp / f"bg{len(self.background)}.log", "w"),
+                ["bash", "-c", line[:-1]], cwd=REPO, env=self.env, stdout=open(self.tmp / f"bg{len(self.background)}.log", "w"),
                 stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
             self.background.append(proc)
