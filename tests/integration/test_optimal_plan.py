@@ -4,6 +4,7 @@ and every designed energy is measured once on every tile with the design's dwell
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -117,3 +118,22 @@ def test_budget_too_small_names_the_budget(RE, sim_beamline):
                 bl.camera, bl.mono, bl.stage, tiles=[[0, 0], [0.3, 0]], time_budget_s=3, n_darks=0
             )
         )
+
+
+def test_dwell_beyond_saturation_is_split_into_frames(RE, sim_beamline, tmp_path):
+    bl = sim_beamline
+    docs = []
+    RE.subscribe(lambda name, doc: docs.append((name, doc)))
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps({"energies_eV": [7100.0, 7112.5], "dwell_s": [0.1, 0.9]}))
+    RE(optimal_xanes_imaging(bl.camera, bl.mono, bl.stage, tiles=[[0.0, 0.0]], design=str(path), dwell=0.1,
+                             n_darks=0, n_flats=1))  # fmt: skip
+    start = next(d for n, d in docs if n == "start")
+    longest = start["design"]["max_exposure_s"]
+    assert 0.2 < longest < 0.9  # the test camera saturates between these exposures
+    k = math.ceil(0.9 / longest)
+    assert start["design"]["frames_per_energy"] == [1, k]
+    assert start["energies"] == [7100.0] + [7112.5] * k
+    assert start["dwell"] == pytest.approx([0.1] + [0.9 / k] * k)  # the photons of the design, none saturated
+    exposures = [d["data"]["exposure_s"] for n, d in docs if n == "event" and "exposure_s" in d["data"]]
+    assert exposures == pytest.approx([0.1, 0.1] + [0.9 / k] * (2 * k))  # flat + frame per energy entry

@@ -247,3 +247,20 @@ def test_bad_dwell_list_raises_before_any_motion(
     assert moved == []
     assert set(tiled_runs(tiled_storage.client)) == before
     assert bl.camera.frames_total == 0
+
+
+def test_saturating_dwell_is_refused_before_any_motion(RE, sim_beamline) -> None:
+    bl = sim_beamline
+    # the brightest flat pixel reaches 90 % of 65535 ADU at (0.9·65535 − dark) / (gain · flux · flat max)
+    model = bl.camera.model
+    longest = (0.9 * 65535 - model.dark_offset) / (model.gain * model.photon_flux * model.flat_field().max())
+    moved = []
+    RE.msg_hook = lambda msg: moved.append(msg) if msg.command in ("set", "open_run", "stage") else None
+    dwells = [0.1, 1.05 * longest, 0.1, 0.1]
+    with pytest.raises(
+        ValueError, match=rf"dwell\[1\] = .* s saturates camera 'camera'.* above {longest:.3g} s"
+    ):
+        RE(xanes_imaging(bl.camera, bl.mono, bl.stage, ENERGIES, TILES, dwells, shutter=bl.shutter))
+    assert moved == [] and bl.camera.frames_total == 0
+    RE(xanes_imaging(bl.camera, bl.mono, bl.stage, ENERGIES[:1], TILES[:1], 0.95 * longest, n_darks=0))
+    assert bl.camera.frames_total == 3  # just below the limit: accepted (2 flats + 1 frame)

@@ -24,7 +24,7 @@ from xbeam_bluesky.planning import (
     prior_from_library,
 )
 from xbeam_bluesky.plans.duration import estimate_duration
-from xbeam_bluesky.plans.xanes_imaging import xanes_imaging
+from xbeam_bluesky.plans.xanes_imaging import max_unsaturated_exposure_s, xanes_imaging
 from xbeam_bluesky.spectra import PhotonNoiseModel, edge_energy
 
 logger = logging.getLogger(__name__)
@@ -265,10 +265,24 @@ def optimal_xanes_imaging(
                 f"stage path and readouts of a new energy; run time = design time x {frames_per_entry} + darks"
             ),
         }
+    # A dwell longer than the camera can expose without saturating is split into equal frames at that energy
+    # (each with its flats and tiles again: the only case in which the run costs more than the design's time).
+    longest = max_unsaturated_exposure_s(camera)
+    splits = [1 if longest is None else max(1, math.ceil(float(d) / longest - 1e-9)) for d in dwells]
     design_record["dwell_unit_s"] = float(dwell)
+    design_record["max_exposure_s"] = longest
+    design_record["frames_per_energy"] = splits
     design_record["compute_s_total"] = time.perf_counter() - started
-    energy_list = [float(e) for e in energies]
-    dwell_list = [float(d) for d in dwells]
+    energy_list = [float(e) for e, k in zip(energies, splits, strict=True) for _ in range(k)]
+    dwell_list = [float(d) / k for d, k in zip(dwells, splits, strict=True) for _ in range(k)]
+    if max(splits) > 1:
+        logger.warning(
+            "optimal_xanes_imaging: %d of %d energies need more exposure than the camera takes unsaturated "
+            "(%.3g s): measured as several frames",
+            sum(k > 1 for k in splits),
+            len(splits),
+            longest,
+        )
 
     run_kwargs: dict[str, Any] = {
         "shutter": shutter,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -98,6 +99,15 @@ def validate_xanes_imaging(
         _check_within(stage.x, x, f"tiles[{i}] x =")
         _check_within(stage.y, y, f"tiles[{i}] y =")
     dwells = _dwell_per_energy(dwell, len(energies_f))
+    longest = max_unsaturated_exposure_s(camera)
+    if longest is not None and max(dwells) > longest:
+        i = dwells.index(max(dwells))
+        what = f"dwell[{i}]" if len(set(dwells)) > 1 else "dwell"
+        raise ValueError(
+            f"{what} = {dwells[i]} s saturates camera {getattr(camera, 'name', camera)!r}: its brightest "
+            f"open-beam pixel would pass 90 % of full scale above {longest:.3g} s; use shorter exposures "
+            "(measure an energy twice for more photons)"
+        )
     if len(set(dwells)) > 1 and not isinstance(camera, Preparable):
         raise ValueError(
             f"dwell differs between energies but camera {getattr(camera, 'name', camera)!r} is not Preparable: "
@@ -127,15 +137,33 @@ def validate_xanes_imaging(
     return energies_f, tiles_f, flat_xy, dwells
 
 
+def max_unsaturated_exposure_s(camera: Any, margin: float = 0.9) -> float | None:
+    """Longest exposure (s) at which the brightest open-beam pixel stays below ``margin`` × saturation.
+
+    Uses the camera's detector model when it has one (``camera.model.expected_frame(None, exposure_s)`` and
+    ``saturation_adu``, default 65535 for 16-bit frames, as the simulated sCMOS); None when the camera cannot
+    tell (e.g. EPICS cameras), in which case nothing is checked.
+    """
+    model = getattr(camera, "model", None)
+    if model is None or not hasattr(model, "expected_frame"):
+        return None
+    dark = float(model.expected_frame(None, 0.0).max())
+    per_s = float(model.expected_frame(None, 1.0).max()) - dark
+    if not per_s > 0:
+        return None
+    saturation = float(getattr(model, "saturation_adu", 65535))
+    return (margin * saturation - dark) / per_s
+
+
 def _positive_seconds(value: Any) -> bool:
     return (
-        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+        isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
     )
 
 
 def _dwell_per_energy(dwell: Any, n_energies: int) -> list[float]:
     """Exposure (s) of every energy from a single dwell or a list with one entry per energy."""
-    if not isinstance(dwell, int | float | str | bytes) and hasattr(dwell, "__iter__"):
+    if not isinstance(dwell, numbers.Real | str | bytes) and hasattr(dwell, "__iter__"):
         dwell = list(dwell)
         if len(dwell) != n_energies:
             raise ValueError(
@@ -252,7 +280,7 @@ def xanes_imaging(
     tile_index = Signal(name=TILE_INDEX_KEY, value=-1)
     frame_shape = getattr(camera, "frame_shape", None)
     pixel = pixel_size_um if pixel_size_um is not None else getattr(camera, "pixel_um", None)
-    per_energy = not isinstance(dwell, int | float)
+    per_energy = not isinstance(dwell, numbers.Real)
     dwell_md: float | list[float] = dwells if per_energy else dwells[0]
     noise = camera.noise_metadata(min(dwells)) if hasattr(camera, "noise_metadata") else None
     if noise is not None and per_energy:
