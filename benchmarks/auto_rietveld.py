@@ -57,6 +57,7 @@ def run(name: str, trials: int, jobs: int, seed: int, exclude: tuple[str, ...] =
     trial_times = sorted(t.wall_s for t in search.trials)
     spreads = {s["name"]: s for s in search.report["spreads"]}
     a_key = f"{ref.phases[0].name}:a"
+    reference = {d["name"]: d for d in search.report["reference"]}
     return {
         "benchmark": "auto_rietveld",
         "dataset": name,
@@ -77,6 +78,8 @@ def run(name: str, trials: int, jobs: int, seed: int, exclude: tuple[str, ...] =
         "median_trial_s": round(trial_times[len(trial_times) // 2], 2),
         "max_trial_s": round(trial_times[-1], 2),
         "local_minimum_suspected": search.report["local_minimum_suspected"],
+        "local_minimum_reasons": search.report["local_minimum_reasons"],
+        "n_degenerate": sum(any(r.startswith("degenerate") for r in t.reasons) for t in search.trials),
         "best_params": None if search.best is None else search.best.params,
         "best_a": None if best is None else round(best.phases[0]["lattice"]["a"], 5),
         "default_a": round(default.phases[0]["lattice"]["a"], 5),
@@ -84,6 +87,7 @@ def run(name: str, trials: int, jobs: int, seed: int, exclude: tuple[str, ...] =
         "best_a_minus_gsas2_in_gsas2_esd": None
         if best is None
         else round((best.phases[0]["lattice"]["a"] - gsas2_a) / gsas2_a_esd, 1),
+        "best_a_minus_default_over_esd": None if not reference else round(reference[a_key]["over_esd"], 1),
         "top_a_spread_over_esd": None if a_key not in spreads else spreads[a_key]["spread_over_esd"],
         "load_avg_1min": round(os.getloadavg()[0], 2),
         "cpus": os.cpu_count(),

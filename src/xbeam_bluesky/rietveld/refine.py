@@ -108,6 +108,18 @@ class RefinementResult:
         """True unless the refinement diverged or hit a singular matrix."""
         return self.status in ("converged", "max_cycles")
 
+    @property
+    def correlation(self) -> np.ndarray | None:
+        """Correlation matrix of the refined parameters (order of ``parameter_names``), None without a
+        covariance: ``cov[i, j] / (esd[i] esd[j])``, dimensionless in [-1, 1]; NaN in the row and column of a
+        parameter whose variance is not positive (a numerically singular normal matrix)."""
+        if self.covariance is None:
+            return None
+        var = np.diag(self.covariance)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            d = np.sqrt(np.where(var > 0, var, np.nan))
+            return np.clip(self.covariance / np.outer(d, d), -1.0, 1.0)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable summary (R values in percent)."""
         return {

@@ -2,7 +2,8 @@
 
 The objective of a trial is the Rwp (%) of the final full-range stage of its strategy
 (:class:`~xbeam_bluesky.rietveld.search_space.SearchSpace`). A trial whose refinement fails or whose model
-breaks :func:`~xbeam_bluesky.rietveld.validity.check_validity` scores the capped penalty
+breaks :func:`~xbeam_bluesky.rietveld.validity.check_validity` or
+:func:`~xbeam_bluesky.rietveld.validity.check_degeneracy` scores the capped penalty
 ``SearchSettings.penalty_rwp`` instead (TPE ranks trials, so a cap is as informative as the paper's 1e9 and keeps
 reports and plots readable).
 
@@ -10,6 +11,10 @@ The parent process drives a shared in-memory study with ask/tell and keeps ``n_j
 process pool. Trials are told in the order they were asked, and trial ``n + n_jobs`` is asked only once trial
 ``n`` is told, so the sampler sees the same history whatever the timing: a seeded search is reproducible for
 a given ``n_jobs``.
+
+The engine's default sequence is run once per search as a reference: the report flags a suspected local
+minimum when the best trial's cell differs from the reference cell by more than
+``SearchSettings.reference_tolerance`` esd.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from .refine import Refinement, RefinementResult
 from .search_report import summarize_top
 from .search_space import SearchSpace
 from .strategy import Strategy
-from .validity import ValidityLimits, check_validity
+from .validity import ValidityLimits, check_degeneracy, check_validity
 
 __all__ = [
     "SearchResult",
@@ -73,6 +78,9 @@ class SearchSettings:
         Objective (%) of an invalid or failed trial; also caps valid ones.
     shift_tolerance
         Atom shift (Å) from the consensus of the best trials above which a trial is a suspected local minimum.
+    reference_tolerance
+        Difference (in combined esd) between the best trial's cell and the default sequence's above which a
+        local minimum is suspected.
     limits
         Validity thresholds.
     """
@@ -85,6 +93,7 @@ class SearchSettings:
     top_k: int = 5
     penalty_rwp: float = 100.0
     shift_tolerance: float = 0.1
+    reference_tolerance: float = 5.0
     limits: ValidityLimits = field(default_factory=ValidityLimits)
 
     def __post_init__(self) -> None:
@@ -96,6 +105,10 @@ class SearchSettings:
             raise ValueError(f"timeout_s = {self.timeout_s!r}; expected a positive time in s or None")
         if not self.penalty_rwp > 0:
             raise ValueError(f"penalty_rwp = {self.penalty_rwp!r}; expected a positive Rwp in %")
+        if not self.reference_tolerance > 0:
+            raise ValueError(
+                f"reference_tolerance = {self.reference_tolerance!r}; expected a positive number of esd"
+            )
         if self.top_k < 1:
             raise ValueError(f"top_k = {self.top_k!r}; expected a positive integer")
 
@@ -226,6 +239,8 @@ class SearchResult:
             "top": self.report["top"],
             "spreads": self.report["spreads"],
             "local_minimum_suspected": self.report["local_minimum_suspected"],
+            "local_minimum_reasons": self.report["local_minimum_reasons"],
+            "reference": self.report["reference"],
             "failure_reasons": self.failure_reasons(),
             "trials": [t.to_dict() for t in self.trials],
         }
@@ -311,6 +326,8 @@ def _evaluate_with(
         summary = result.to_dict()
         rwp = float(result.rwp) if np.isfinite(result.rwp) else None
         reasons = check_validity(summary, phases, settings.limits)
+        if not reasons:
+            reasons = check_degeneracy(result.parameter_names, result.correlation, settings.limits)
     except (ValueError, ArithmeticError, np.linalg.LinAlgError, IndexError) as exc:
         reasons = [f"refinement error: {exc}"]
     valid = not reasons and rwp is not None
@@ -330,6 +347,22 @@ def _evaluate_with(
 
 
 # ---------------------------------------------------------------------- the search (parent side)
+def _reference_summary(refinement: Refinement) -> dict[str, Any] | None:
+    """The default sequence's refinement summary (the reference cell of the report), None if it fails."""
+    try:
+        with np.errstate(all="ignore"):
+            result = refinement.run()
+    except (ValueError, ArithmeticError, np.linalg.LinAlgError, IndexError) as exc:
+        logger.warning("strategy search: the default sequence (reference) failed: %s", exc)
+        return None
+    if not result.ok:
+        logger.warning(
+            "strategy search: the default sequence (reference) %s: %s", result.status, result.message
+        )
+        return None
+    return result.to_dict()
+
+
 def _make_study(space: SearchSpace, settings: SearchSettings) -> optuna.Study:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -479,6 +512,8 @@ def _search(
     report = summarize_top(
         [{"number": t.number, "rwp": t.rwp, "params": t.params, "summary": t.summary} for t in ranked],
         settings.shift_tolerance,
+        reference=_reference_summary(refinement) if ranked else None,
+        reference_tolerance=settings.reference_tolerance,
     )
     return SearchResult(
         best=best,

@@ -7,6 +7,11 @@ refined parameter its range and standard deviation over those trials against its
 the largest Cartesian shift (Å) of any atom from the consensus structure (the per-coordinate median of the
 best trials). A trial whose atoms sit farther than ``shift_tolerance`` from the consensus is suspect; the
 search flags a suspected local minimum when the best trial is.
+
+The top trials can also agree with each other on a wrong answer: strategies that refine zero shift,
+displacement and transparency together with the cell all drift to the same shifted cell. So the best
+trial's cell is also compared with a reference refinement (the engine's default sequence): a lattice
+parameter more than ``reference_tolerance`` combined esd away flags a suspected local minimum too.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import numpy as np
 
 from .lattice import metric_tensor
 
-__all__ = ["parameter_values", "structure_shifts", "summarize_top"]
+__all__ = ["parameter_values", "reference_differences", "structure_shifts", "summarize_top"]
 
 _CELL = ("a", "b", "c", "alpha", "beta", "gamma")
 _INSTRUMENT = ("zero", "displacement", "transparency", "U", "V", "W", "X", "Y", "SH/L")
@@ -72,9 +77,45 @@ def structure_shifts(summaries: Sequence[Mapping[str, Any]]) -> np.ndarray:
     return shifts
 
 
+def reference_differences(summary: Mapping[str, Any], reference: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Lattice parameters of a refinement against a reference refinement of the same phases.
+
+    Parameters
+    ----------
+    summary, reference
+        :meth:`RefinementResult.to_dict` of the refinement and of the reference (same phase order).
+
+    Returns
+    -------
+    list of dict
+        Per refined lattice parameter (``phase:a`` … ``phase:gamma``; Å, degrees): ``value``, ``reference``,
+        ``difference`` and ``over_esd`` = difference / √(esd² + reference esd²). Parameters without an esd in
+        either refinement (fixed by symmetry) are left out.
+    """
+    out = []
+    for ph, ref in zip(summary.get("phases", []), reference.get("phases", []), strict=False):
+        for k in _CELL:
+            esd = float(np.hypot(ph["lattice_esd"][k], ref["lattice_esd"][k]))
+            if esd <= 0.0:
+                continue
+            diff = float(ph["lattice"][k]) - float(ref["lattice"][k])
+            out.append(
+                {
+                    "name": f"{ph['name']}:{k}",
+                    "value": float(ph["lattice"][k]),
+                    "reference": float(ref["lattice"][k]),
+                    "difference": diff,
+                    "over_esd": diff / esd,
+                }
+            )
+    return out
+
+
 def summarize_top(
     trials: Sequence[Mapping[str, Any]],
     shift_tolerance: float = 0.1,
+    reference: Mapping[str, Any] | None = None,
+    reference_tolerance: float = 5.0,
 ) -> dict[str, Any]:
     """Report on the best valid trials (already sorted best first).
 
@@ -84,16 +125,29 @@ def summarize_top(
         Each with ``number``, ``rwp``, ``params`` and ``summary`` (the refinement's JSON summary).
     shift_tolerance
         Largest acceptable atom shift (Å) from the consensus of the best trials.
+    reference
+        :meth:`RefinementResult.to_dict` of a reference refinement (the default sequence), or None.
+    reference_tolerance
+        Largest acceptable difference of a lattice parameter of the best trial from the reference, in
+        combined esd.
 
     Returns
     -------
     dict
         ``top`` (number, Rwp, shift from consensus, suspect flag, parameters of the strategy), ``spreads``
-        (per refined parameter: best value and esd, min, max, standard deviation, spread over esd) and
-        ``local_minimum_suspected`` (the best trial is suspect).
+        (per refined parameter: best value and esd, min, max, standard deviation, spread over esd),
+        ``reference`` (:func:`reference_differences` of the best trial; empty without a reference),
+        ``local_minimum_suspected`` (the best trial is suspect or its cell is off the reference) and
+        ``local_minimum_reasons`` (why, one message each).
     """
     if not trials:
-        return {"top": [], "spreads": [], "local_minimum_suspected": False}
+        return {
+            "top": [],
+            "spreads": [],
+            "reference": [],
+            "local_minimum_suspected": False,
+            "local_minimum_reasons": [],
+        }
     summaries = [t["summary"] for t in trials]
     shifts = structure_shifts(summaries)
     top = [
@@ -124,4 +178,23 @@ def summarize_top(
                 "spread_over_esd": spread / esd if esd > 0 else None,
             }
         )
-    return {"top": top, "spreads": spreads, "local_minimum_suspected": bool(top[0]["suspect"])}
+    reasons = []
+    if top[0]["suspect"]:
+        reasons.append(
+            f"the best trial's atoms sit {top[0]['max_atom_shift_A']:.3f} Å from the consensus of the best "
+            f"{len(top)} trials (limit {shift_tolerance} Å)"
+        )
+    ref_diffs = [] if reference is None else reference_differences(summaries[0], reference)
+    for d in ref_diffs:
+        if abs(d["over_esd"]) > reference_tolerance:
+            reasons.append(
+                f"{d['name']} of the best trial differs from the default sequence's by {d['difference']:+.5g} "
+                f"({d['over_esd']:+.1f} esd; limit {reference_tolerance:g} esd)"
+            )
+    return {
+        "top": top,
+        "spreads": spreads,
+        "reference": ref_diffs,
+        "local_minimum_suspected": bool(reasons),
+        "local_minimum_reasons": reasons,
+    }

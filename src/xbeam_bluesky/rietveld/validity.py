@@ -4,6 +4,12 @@ A least-squares fit can lower Rwp with an unphysical model — negative Uiso, a 
 negative over part of the pattern (the engine clamps it, so the fit exploits the clamp), atoms pushed
 onto each other. :func:`check_validity` works on the JSON summary of a refinement
 (:meth:`RefinementResult.to_dict`), so it runs where the trial ran and costs microseconds.
+
+It can also lower Rwp by trading nearly degenerate parameters against each other: zero shift, sample
+displacement (∝ cos θ), transparency (∝ sin 2θ) and the cell all move peak positions, and a search that
+refines them together lands on a cell far from the reference. :func:`check_degeneracy` rejects a fit whose
+correlation matrix has a pair of parameters correlated beyond ``ValidityLimits.max_correlation``
+(see docs/decisions/autorietveld-degenerate-peak-shifts.md for the measured correlations).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import numpy as np
 from .crystal import Phase
 from .lattice import metric_tensor
 
-__all__ = ["ValidityLimits", "check_validity", "nearest_neighbour_distances"]
+__all__ = ["ValidityLimits", "check_degeneracy", "check_validity", "nearest_neighbour_distances"]
 
 _SHELLS = np.array([[i, k, m] for i in (-1, 0, 1) for k in (-1, 0, 1) for m in (-1, 0, 1)], dtype=float)
 
@@ -36,12 +42,17 @@ class ValidityLimits:
         Smallest interatomic distance allowed (Å).
     require_converged
         Also reject a fit whose last stage stopped at its cycle limit while still improving.
+    max_correlation
+        Largest |correlation| allowed between two refined parameters (background coefficients among
+        themselves excepted). Measured on PbSO4 and fluorapatite: ≤ 0.936 for fits without a degeneracy,
+        ≥ 0.9992 (zero shift with displacement) for the degenerate ones.
     """
 
     uiso_max: float = 0.15
     bond_change: float = 0.2
     min_distance: float = 0.7
     require_converged: bool = False
+    max_correlation: float = 0.99
 
 
 def nearest_neighbour_distances(phase: Phase, cell: Sequence[float], xyz: np.ndarray) -> np.ndarray:
@@ -150,3 +161,56 @@ def check_validity(
                     f"model ({d1 / d0 - 1:+.0%}, limit ±{lim.bond_change:.0%})"
                 )
     return reasons
+
+
+def check_degeneracy(
+    parameter_names: Sequence[str],
+    correlation: np.ndarray | None,
+    limits: ValidityLimits | None = None,
+) -> list[str]:
+    """Reasons why the refined parameters are (nearly) degenerate (empty list = none).
+
+    A pair of refined parameters with |correlation| above ``limits.max_correlation`` means the data do
+    not determine them separately: the fit can trade one for the other (zero shift, displacement,
+    transparency and cell all move peak positions), so the values — the cell first of all — are not
+    trustworthy even when Rwp is low. Pairs of background coefficients are exempt: high-order background
+    terms are often nearly collinear and that only affects their own esds.
+
+    Parameters
+    ----------
+    parameter_names
+        Names of the refined parameters (:attr:`RefinementResult.parameter_names`).
+    correlation
+        Their correlation matrix (:attr:`RefinementResult.correlation`); None (no covariance) = no check.
+        A NaN entry (a parameter without a positive variance) counts as |correlation| 1.
+    limits
+        Thresholds; default :class:`ValidityLimits` ().
+
+    Returns
+    -------
+    list of str
+        At most one reason, naming the most correlated pairs (up to three) and their correlations.
+    """
+    lim = limits or ValidityLimits()
+    if correlation is None or len(parameter_names) < 2:
+        return []
+    corr = np.abs(np.asarray(correlation, dtype=float))
+    corr[~np.isfinite(corr)] = 1.0  # no positive variance: the normal matrix is numerically singular
+    if corr.shape != (len(parameter_names), len(parameter_names)):
+        raise ValueError(
+            f"correlation matrix of shape {corr.shape} for {len(parameter_names)} parameter names; "
+            "expected a square matrix of that size"
+        )
+    background = np.array([n.startswith("background") for n in parameter_names])
+    upper = np.triu(np.ones_like(corr, dtype=bool), k=1) & ~np.outer(background, background)
+    rows, cols = np.nonzero(upper & (corr > lim.max_correlation))
+    if len(rows) == 0:
+        return []
+    order = np.argsort(-corr[rows, cols])
+    pairs = ", ".join(
+        f"{parameter_names[rows[i]]}/{parameter_names[cols[i]]} {corr[rows[i], cols[i]]:.4f}"
+        for i in order[:3]
+    )
+    return [
+        f"degenerate parameters: {len(rows)} pair(s) with |correlation| > {lim.max_correlation} ({pairs})"
+    ]

@@ -83,4 +83,35 @@ def test_agreeing_trials_are_not_flagged_and_spreads_are_measured_in_esds():
 def test_parameter_names_and_empty_report():
     names = parameter_values(_summary())
     assert names["PbSO4:O1:Uiso"] == (0.01, 1e-3) and names["U"] == (5.0, 0.5) and names["zero"] == (0.0, 0.0)
-    assert summarize_top([]) == {"top": [], "spreads": [], "local_minimum_suspected": False}
+    assert summarize_top([]) == {
+        "top": [],
+        "spreads": [],
+        "reference": [],
+        "local_minimum_suspected": False,
+        "local_minimum_reasons": [],
+    }
+
+
+def _consistent_trials(a: float) -> list[dict]:
+    # the top trials agree with each other (no spread, no atom shift): only a reference can tell
+    return [{"number": k, "rwp": 7.5 + k / 100, "params": {}, "summary": _summary(a=a)} for k in range(3)]
+
+
+def test_consistent_but_shifted_cell_is_flagged_against_the_reference():
+    # the benchmark's case: a 0.0055 Å below the default sequence's, esd 1e-4 Å in both fits
+    reference = _summary(a=A)
+    report = summarize_top(_consistent_trials(A - 0.0055), reference=reference, reference_tolerance=5.0)
+    assert not any(t["suspect"] for t in report["top"])  # the spread-based check alone would not fire
+    assert report["local_minimum_suspected"] is True
+    (reason,) = report["local_minimum_reasons"]
+    assert reason.startswith("PbSO4:a of the best trial differs from the default sequence's by -0.0055")
+    diffs = {d["name"]: d for d in report["reference"]}
+    assert diffs["PbSO4:a"]["over_esd"] == pytest.approx(-0.0055 / np.hypot(1e-4, 1e-4))
+    assert diffs["PbSO4:b"]["difference"] == 0.0 and "PbSO4:alpha" not in diffs  # fixed by symmetry
+
+
+def test_cell_agreeing_with_the_reference_is_not_flagged():
+    reference = _summary(a=A)
+    report = summarize_top(_consistent_trials(A + 3e-4), reference=reference, reference_tolerance=5.0)
+    assert report["local_minimum_suspected"] is False and report["local_minimum_reasons"] == []
+    assert report["reference"][0]["over_esd"] == pytest.approx(3e-4 / np.hypot(1e-4, 1e-4))
