@@ -201,6 +201,7 @@ def optimal_xanes_imaging(
     readout = float(getattr(camera, "readout_s", 0.0))
     noise_md = camera.noise_metadata(1.0) if hasattr(camera, "noise_metadata") else {}  # type: ignore[attr-defined]
     darks_s = n_darks * (dwell + readout)
+    longest = max_unsaturated_exposure_s(camera)
 
     if design is not None:
         record = load_design(design)
@@ -223,17 +224,20 @@ def optimal_xanes_imaging(
             ),
         )
         # A new energy costs the monochromator move and settle, the stage path through the flat position and
-        # the tiles, and one readout per frame; a repeat pick only lengthens the exposure of those
-        # frames_per_entry frames by one dwell unit. Every cost is divided by frames_per_entry so that the
-        # design's dwell unit stays the exposure of one frame.
+        # the tiles, and one readout per frame; a repeat pick lengthens the exposure of those frames_per_entry
+        # frames by one dwell unit. An energy whose dwell passes the camera's unsaturated limit is measured as
+        # several frames, each with the stage path and readouts again: repeats are charged that cost pro rata
+        # (dwell / limit of it per pick). Every cost is divided by frames_per_entry so that the design's dwell
+        # unit stays the exposure of one frame.
         stage_s = _stage_time_per_energy(stage, tile_list, flat_xy)
         speed = float(getattr(mono, "speed_eV_s", math.inf))
-        new_energy_s = float(getattr(mono, "settle_s", 0.0)) + stage_s + frames_per_entry * readout
+        tour_s = stage_s + frames_per_entry * readout
+        new_energy_s = float(getattr(mono, "settle_s", 0.0)) + tour_s
         time_model = ScanTimeModel(
             dwell_s=dwell,
             settle_s=new_energy_s / frames_per_entry,
             speed_eV_per_s=speed * frames_per_entry,
-            pick_overhead_s=0.0,
+            pick_overhead_s=0.0 if longest is None else tour_s / frames_per_entry * dwell / longest,
         )
         budget = None
         if time_budget_s is not None:
@@ -267,7 +271,6 @@ def optimal_xanes_imaging(
         }
     # A dwell longer than the camera can expose without saturating is split into equal frames at that energy
     # (each with its flats and tiles again: the only case in which the run costs more than the design's time).
-    longest = max_unsaturated_exposure_s(camera)
     splits = [1 if longest is None else max(1, math.ceil(float(d) / longest - 1e-9)) for d in dwells]
     design_record["dwell_unit_s"] = float(dwell)
     design_record["max_exposure_s"] = longest
