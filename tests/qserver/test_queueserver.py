@@ -114,9 +114,9 @@ def test_plans_run_and_raw_runs_and_live_results_land_in_tiled(qs, api):
     start = xanes.start
     assert start["plan_name"] == "optimal_xanes_imaging" and start["purpose"] == "xanes_imaging"
     assert start["design"]["n_picks"] == 12
-    # one frame per pick (a point picked k times is k frames) at every tile
-    n_tiles = len(start["tiles"]["positions"])
-    assert read_frames(xanes, "primary").shape == (12 * n_tiles, 24, 32)
+    # one frame per listed energy at every tile
+    n_frames = len(start["energies"]) * len(start["tiles"]["positions"])
+    assert read_frames(xanes, "primary").shape == (n_frames, 24, 32)
     pattern = xrd_pattern(client[xrd_uid])
     assert pattern.counts.shape == pattern.two_theta_deg.shape and pattern.counts.sum() > 0
 
