@@ -44,8 +44,8 @@ class ValidityLimits:
         Also reject a fit whose last stage stopped at its cycle limit while still improving.
     max_correlation
         Largest |correlation| allowed between two refined parameters (background coefficients among
-        themselves excepted). Measured on PbSO4 and fluorapatite: ≤ 0.936 for fits without a degeneracy,
-        ≥ 0.9992 (zero shift with displacement) for the degenerate ones.
+        themselves excepted). Measured on PbSO4 and fluorapatite: ≤ 0.937 for fits without a degeneracy,
+        ≥ 0.9991 (zero shift with displacement) for the degenerate ones.
     """
 
     uiso_max: float = 0.15
