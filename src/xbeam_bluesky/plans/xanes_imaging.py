@@ -353,10 +353,11 @@ def xanes_imaging(
             from ophyd_async.core import TriggerInfo
 
             yield from bps.prepare(camera, TriggerInfo(livetime=seconds), wait=True)
+        yield from lean_mv(exposure_tag, seconds)
 
     def take(stream: str, ie: int, it: int, count: int = 1) -> MsgGenerator[None]:
         yield from expose(dwells[ie] if ie >= 0 else dwells[0])
-        yield from lean_mv(energy_index, ie, tile_index, it, exposure_tag, segments.exposure_s)
+        yield from lean_mv(energy_index, ie, tile_index, it)
         for _ in range(count):
             yield from segments.read(readables, stream)
 
