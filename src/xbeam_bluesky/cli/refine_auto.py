@@ -143,7 +143,8 @@ def run_auto(args: argparse.Namespace) -> int:
     args.out.write_text(json.dumps(out, indent=1))
     if args.plot:
         plot_fit(result, args.plot)
-    flag = "; SUSPECTED LOCAL MINIMUM (see top/spreads)" if summary["local_minimum_suspected"] else ""
+    reasons = summary.get("local_minimum_reasons") or ["see top/spreads in the result"]
+    flag = f"; SUSPECTED LOCAL MINIMUM: {'; '.join(reasons)}" if summary["local_minimum_suspected"] else ""
     print(
         f"xbeam refine --auto: best Rwp {result.rwp:.2f} % (trial {search.best.number}) after {search.n_trials} "
         f"trials ({search.n_failed} invalid) in {search.wall_s:.1f} s{flag}; wrote {args.out} and "
