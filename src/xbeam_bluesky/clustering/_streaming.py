@@ -395,10 +395,11 @@ class StreamingAssigner:
         small = [(s, min(s + 8192, n)) for s in range(0, n, 8192)]  # K scores per pixel stay in cache
         with threadpool_limits(1, user_api="blas"):
             list(self._pool.map(lambda ch: first_pass(*ch), small))
-            coef = photon_coefficients(self.sites.noise, self.sites.i0_counts)
-            pairs = np.stack([best[ok], second[ok]], axis=1) if not single else np.zeros((0, 2), np.intp)
-            sums = NoiseSums(z_r, coef, s_best[ok].max(initial=0), pairs)
-            list(self._pool.map(lambda ch: second_pass(*ch, sums), small))
+            if ok.any():  # a tile with no valid pixel (all dead or saturated) stays all unassigned
+                coef = photon_coefficients(self.sites.noise, self.sites.i0_counts)
+                pairs = np.stack([best[ok], second[ok]], axis=1) if not single else np.zeros((0, 2), np.intp)
+                sums = NoiseSums(z_r, coef, s_best[ok].max(initial=0), pairs)
+                list(self._pool.map(lambda ch: second_pass(*ch, sums), small))
         labels = np.where(ok, groups[best], 0).astype(np.int32)
         masked = self._bad | ~ok
         return Assignment(

@@ -163,3 +163,13 @@ def test_streaming_rank_is_low(sites) -> None:
     a.close()
     z = standardize(sites.mu_t)
     assert np.linalg.matrix_rank(z, tol=1e-8) <= 6
+
+
+def test_a_tile_without_any_valid_pixel_is_all_unassigned(sites, stack) -> None:
+    """A fully saturated or dead tile gives label 0 everywhere instead of failing the whole map."""
+    frames = np.zeros_like(stack, dtype=np.float32)  # every pixel dead (flat spectrum)
+    a = _stream(sites, frames, range(frames.shape[0]))
+    result = a.finalize()
+    assert not result.labels.any() and result.masked.all()
+    assert not result.novel.any() and not result.confidence.any()
+    a.close()
