@@ -20,30 +20,13 @@ from .instrument import Instrument
 from .lattice import a_to_cell, metric_tensor
 from .model import Evaluation, ModelState, PatternCalculator, initial_state
 from .pattern_io import Pattern
-from .strategy import BackgroundSpec, Strategy, default_strategy
+from .strategy import PARAMETER_GROUPS, BackgroundSpec, Strategy, default_strategy
 
 __all__ = ["Refinement", "RefinementResult"]
 
 #: stop a stage when the linearised model predicts a χ² reduction below this fraction
 _PREDICTED_TOL = 1e-6
 _INST_FIELDS = {"zero": "zero", "U": "u", "V": "v", "W": "w", "X": "x", "Y": "y", "SH/L": "sh_l"}
-_ORDER = (
-    "background",
-    "scale",
-    "cell",
-    "zero",
-    "displacement",
-    "transparency",
-    "U",
-    "V",
-    "W",
-    "X",
-    "Y",
-    "SH/L",
-    "preferred_orientation",
-    "atoms_xyz",
-    "atoms_uiso",
-)
 
 
 @dataclass
@@ -214,7 +197,7 @@ class Refinement:
 
     def _params(self, state: ModelState, groups: set[str]) -> list[_Param]:
         out: list[_Param] = []
-        for g in _ORDER:
+        for g in PARAMETER_GROUPS:
             if g not in groups:
                 continue
             if g == "background":
