@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pixel-um", type=float, default=4.0, help="pixel size at the sample in µm (default 4)")
     p.add_argument("--tiles", type=int, default=2, help="N for an N×N mosaic of tiles (default 2)")
     p.add_argument(
-        "--dwell", type=float, default=0.05, help="dwell unit of the design (one pick), s (default 0.05)"
+        "--dwell", type=float, default=0.2, help="dwell unit of the design (one pick), s (default 0.2)"
     )
     p.add_argument(
         "--edge-step",
