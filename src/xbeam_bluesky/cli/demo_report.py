@@ -201,7 +201,8 @@ def _plot_clusters(fig: Any, ax_map: Any, ax_spec: Any, node: Any) -> None:
         handles=handles,
         loc="upper center",
         bbox_to_anchor=(0.5, -0.13),
-        fontsize=9,
+        ncols=2 if len(handles) > 4 else 1,  # room for the XRD panel's title below
+        fontsize=8,
         frameon=False,
         title="phase (nearest library references), area fraction",
         title_fontsize=9,
