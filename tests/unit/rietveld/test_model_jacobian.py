@@ -9,24 +9,9 @@ from xbeam_bluesky.rietveld import Instrument
 from xbeam_bluesky.rietveld.model import PatternCalculator, initial_state
 from xbeam_bluesky.rietveld.pattern_io import Pattern
 from xbeam_bluesky.rietveld.refine import Refinement
+from xbeam_bluesky.rietveld.strategy import PARAMETER_GROUPS
 
-GROUPS = [
-    "background",
-    "scale",
-    "cell",
-    "zero",
-    "displacement",
-    "transparency",
-    "U",
-    "V",
-    "W",
-    "X",
-    "Y",
-    "SH/L",
-    "preferred_orientation",
-    "atoms_xyz",
-    "atoms_uiso",
-]
+GROUPS = list(PARAMETER_GROUPS)
 
 
 @pytest.fixture(scope="module")
