@@ -119,10 +119,10 @@ def test_lab6_gsas2_recipe_matches_gsas2_until_the_asymmetry_stage(data_dir):
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "Not reached. GSAS-II's recipe matches GSAS-II's Rwp at stages 1-5 (within 0.1 %), but in the last "
-        "stage (U V W X Y SH/L) our least squares goes on to Rwp 5.85 % with SH/L 0.066, where GSAS-II stopped at "
-        "8.66 % with SH/L 0.026; a then comes out 4.15696 Å, 4.0e-4 Å above GSAS-II's 4.15656 Å (without SH/L: "
-        "4.15614 Å, -4.2e-4). Asymmetry, displacement and a are strongly correlated on this pattern."
+        "Not reached (docs/decisions/rietveld-lab6-asymmetry.md). Stages 1-5 match GSAS-II's Rwp within 0.1 %; "
+        "in the last stage our least squares converges to Rwp 5.85 % with SH/L 0.066 and a 4.15696 A "
+        "(+4.0e-4), where GSAS-II stalled at 8.66 % with SH/L 0.026 (GSAS-II's own FCJ quadrature, emulated, "
+        "also falls to 6.3 % at SH/L 0.066). a moves 8e-4 A as SH/L goes 0.01 -> 0.066."
     ),
 )
 def test_lab6_lattice_within_2e4_of_gsas2(data_dir):
