@@ -20,7 +20,7 @@ from pathlib import Path
 from bluesky_queueserver_api import BPlan
 
 from xbeam_bluesky.storage import start_embedded_server
-from xbeam_bluesky.testing.qserver import RedisProcess, REManagerProcess
+from xbeam_bluesky.testing.qserver import RedisProcess, REManagerProcess, sim_worker_environment
 
 STARTUP_DIR = Path(__file__).parents[1] / "profiles" / "queueserver"
 CONFIG = "[sim]\nframe_shape = [24, 32]\ntime_scale = 0.0\n"
@@ -32,13 +32,7 @@ def main() -> None:
     n_plans = parser.parse_args().plans
     root = Path(tempfile.mkdtemp(prefix="xbeam-bench-qs-"))
     server = start_embedded_server(root / "data")
-    (root / "xbeam.toml").write_text(CONFIG)
-    env = {
-        "XBEAM_MODE": "sim",
-        "XBEAM_CONFIG": str(root / "xbeam.toml"),
-        "XBEAM_DATA_DIR": str(root / "data"),
-        "XBEAM_TILED_URI": server.uri,
-    }
+    env = sim_worker_environment(root, CONFIG, server.uri)
     try:
         with (
             RedisProcess(root / "redis") as redis,

@@ -14,7 +14,12 @@ import pytest
 from bluesky_queueserver_api import BPlan
 
 from xbeam_bluesky.storage import analysis_results, read_frames, start_embedded_server, xrd_pattern
-from xbeam_bluesky.testing.qserver import RedisProcess, REManagerProcess, find_free_port
+from xbeam_bluesky.testing.qserver import (
+    RedisProcess,
+    REManagerProcess,
+    find_free_port,
+    sim_worker_environment,
+)
 
 pytestmark = [pytest.mark.qserver, pytest.mark.slow]
 
@@ -36,13 +41,7 @@ def qs(tmp_path_factory):
     """tiled server + Redis + RE Manager with the environment open; yields a dict of handles."""
     root = tmp_path_factory.mktemp("qserver")
     server = start_embedded_server(root / "data")
-    (root / "xbeam.toml").write_text(CONFIG)
-    env = {
-        "XBEAM_MODE": "sim",
-        "XBEAM_CONFIG": str(root / "xbeam.toml"),
-        "XBEAM_DATA_DIR": str(root / "data"),
-        "XBEAM_TILED_URI": server.uri,
-    }
+    env = sim_worker_environment(root, CONFIG, server.uri)
     from tiled.client import from_uri
 
     with RedisProcess(root / "redis") as redis:

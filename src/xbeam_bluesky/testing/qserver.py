@@ -25,6 +25,7 @@ __all__ = [
     "RedisProcess",
     "find_free_port",
     "find_redis_server",
+    "sim_worker_environment",
 ]
 
 
@@ -146,6 +147,21 @@ class RedisProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def sim_worker_environment(root: Path, config_toml: str, tiled_uri: str) -> dict[str, str]:
+    """Environment of a manager worker on the simulated beamline, writing to the tiled server ``tiled_uri``.
+
+    Writes ``config_toml`` to ``root/xbeam.toml`` and returns the ``XBEAM_*`` variables that select the sim
+    mode, that configuration, the data directory ``root/data`` and the server.
+    """
+    (root / "xbeam.toml").write_text(config_toml)
+    return {
+        "XBEAM_MODE": "sim",
+        "XBEAM_CONFIG": str(root / "xbeam.toml"),
+        "XBEAM_DATA_DIR": str(root / "data"),
+        "XBEAM_TILED_URI": tiled_uri,
+    }
 
 
 @dataclass
