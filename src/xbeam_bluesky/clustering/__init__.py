@@ -6,11 +6,13 @@ Pure science: numpy/scipy (h5py for reading stacks); never imports the beamline 
 from ._denoise import denoise_labels, pure_regions
 from ._discovery import discover_sites, region_spectra
 from ._mosaic import Mosaic, TileMap, stitch_tiles
+from ._noise_sums import photon_coefficients
 from ._separation import (
     ACCEPT_THRESHOLD,
     MERGE_THRESHOLD,
     AbsorbanceNoise,
     directed_separation,
+    incident_counts,
     separation_matrix,
     separation_to_sites,
     standardize,
@@ -58,7 +60,9 @@ __all__ = [
     "denoise_labels",
     "directed_separation",
     "discover_sites",
+    "incident_counts",
     "merge_sites",
+    "photon_coefficients",
     "pure_regions",
     "region_spectra",
     "row_blocks",

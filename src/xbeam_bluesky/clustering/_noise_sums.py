@@ -10,19 +10,35 @@ once per finalize and interpolated per pixel: O(1) per pixel instead of O(n_ener
 from __future__ import annotations
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
-from ._separation import AbsorbanceNoise
+from ._separation import AbsorbanceNoise, incident_counts
 
 
-def photon_coefficients(noise: AbsorbanceNoise, i0_counts: float) -> NDArray[np.float64]:
+def photon_coefficients(noise: AbsorbanceNoise, i0_counts: float | ArrayLike) -> NDArray[np.float64]:
     """(A, B, C) with Var(μt) = A + B·e^μt + C·e^2μt for ``noise`` at ``i0_counts`` incident counts.
+
+    Parameters
+    ----------
+    noise
+        Detector noise model.
+    i0_counts
+        One number (returns shape (3,)), or one value per energy (returns shape (3, n_energies): the
+        coefficients of every energy's own incident counts).
 
     Raises
     ------
     ValueError
-        If the noise model does not have this form (checked at a fifth absorbance).
+        If the noise model does not have this form (checked at a fifth absorbance), or the counts are not
+        positive and finite.
     """
+    i0 = np.asarray(i0_counts, dtype=np.float64)
+    if i0.ndim == 1:
+        i0 = np.asarray(incident_counts(i0, i0.shape[0]))
+        return np.stack([photon_coefficients(noise, float(v)) for v in np.unique(i0)], axis=1)[
+            :, np.searchsorted(np.unique(i0), i0)
+        ]
+    i0_counts = incident_counts(i0_counts, 1)
     mu = np.array([0.0, 0.75, 1.5, 2.25])
     var = np.asarray(noise.var_absorbance(i0_counts, mu), dtype=np.float64)
     basis = np.stack([np.ones_like(mu), np.exp(mu), np.exp(2 * mu)], axis=1)
@@ -45,7 +61,8 @@ class NoiseSums:
     z
         Standardized sites on the energies used, shape (K, n).
     coef
-        (A, B, C) of :func:`photon_coefficients`.
+        (A, B, C) of :func:`photon_coefficients`: shape (3,) for one incident count at every energy, or
+        (3, n) with each energy's own coefficients (per-energy incident counts, e.g. a dwell list).
     s_max
         Largest amplitude s to tabulate.
     pairs
@@ -62,22 +79,39 @@ class NoiseSums:
         pairs: NDArray[np.intp],
         n_grid: int = 65,
     ) -> None:
+        coef = np.asarray(coef, dtype=np.float64)
+        if coef.shape not in ((3,), (3, z.shape[1])):
+            raise ValueError(f"coef: shape {coef.shape}, expected (3,) or (3, {z.shape[1]})")
+        self.per_energy = coef.ndim == 2
         self.coef = coef
         self.n = z.shape[1]
         self.s = np.linspace(0.0, max(float(s_max), 1e-9), n_grid)
         self._step = self.s[1] - self.s[0]
         # exp(k s z): (k, K, grid, n)
         ez = np.exp(np.multiply.outer(self.s, z)).transpose(1, 0, 2)  # (K, grid, n) for k = 1
-        self.p = np.stack([(ez**k).sum(axis=2) for k in range(1, 5)])  # (4, K, grid)
+        if self.per_energy:
+            # Var(μ_i) = A_i + B_i e^μ_i + C_i e^2μ_i: the per-energy coefficients are folded into the tables
+            a_, b_, c_ = coef
+            self._total0 = float(a_.sum())
+            self._squares0 = float((a_ * a_).sum())
+            weights = (b_, c_, 2 * a_ * b_, b_ * b_ + 2 * a_ * c_, 2 * b_ * c_, c_ * c_)
+            powers = (1, 2, 1, 2, 3, 4)
+            self.p = np.stack([(ez**k * f).sum(axis=2) for f, k in zip(weights, powers, strict=True)])
+            self._mult = (1.0, 1.0, 1.0)
+            fa, fb, fc = a_, b_, c_
+        else:
+            self.p = np.stack([(ez**k).sum(axis=2) for k in range(1, 5)])  # (4, K, grid)
+            self._mult = tuple(coef)
+            fa = fb = fc = 1.0
         self._k = z.shape[0]
         pairs = np.asarray(pairs, dtype=np.intp).reshape(-1, 2)
         self._codes = np.unique(pairs[:, 0] * self._k + pairs[:, 1])
         a, b = np.divmod(self._codes, self._k)
         d2 = (z[a] - z[b]) ** 2  # (P, n)
         self.w = np.empty((3, len(self._codes), n_grid))
-        self.w[0] = d2.sum(axis=1)[:, None]
-        self.w[1] = np.einsum("pn,pgn->pg", d2, ez[a])
-        self.w[2] = np.einsum("pn,pgn->pg", d2, ez[a] ** 2)
+        self.w[0] = (d2 * fa).sum(axis=1)[:, None]
+        self.w[1] = np.einsum("pn,pgn->pg", d2 * fb, ez[a])
+        self.w[2] = np.einsum("pn,pgn->pg", d2 * fc, ez[a] ** 2)
 
     def _interp(
         self, table: NDArray[np.float64], index: tuple, s: NDArray[np.float64]
@@ -96,7 +130,7 @@ class NoiseSums:
         s: NDArray[np.float64],
     ) -> NDArray[np.float64]:
         """Σ_i (z_a,i − z_b,i)² Var(μ_i) per pixel (a = best, b = second site)."""
-        a, b, c = self.coef
+        a, b, c = self._mult
         em = np.exp(mean)
         row = np.searchsorted(self._codes, best * self._k + second)
         w1 = self._interp(self.w[1], (row,), s)
@@ -107,8 +141,13 @@ class NoiseSums:
         self, best: NDArray[np.intp], mean: NDArray[np.float64], s: NDArray[np.float64]
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """(Σ_i Var(μ_i), Σ_i Var(μ_i)²) per pixel along its best site."""
-        a, b, c = self.coef
         em = np.exp(mean)
+        if self.per_energy:
+            t_b, t_c, s1, s2, s3, s4 = (self._interp(self.p[k], (best,), s) for k in range(6))
+            total = self._total0 + em * t_b + em**2 * t_c
+            squares = self._squares0 + em * s1 + em**2 * s2 + em**3 * s3 + em**4 * s4
+            return total, squares
+        a, b, c = self.coef
         p1, p2, p3, p4 = (self._interp(self.p[k], (best,), s) for k in range(4))
         total = self.n * a + b * em * p1 + c * em**2 * p2
         squares = (

@@ -42,7 +42,55 @@ def standardize(spectra: ArrayLike) -> NDArray[np.float64]:
     return z
 
 
-def standardized_noise(mu_t: ArrayLike, i0_counts: float, noise: AbsorbanceNoise) -> NDArray[np.float64]:
+def incident_counts(
+    i0_counts: ArrayLike, n_energies: int, what: str = "i0_counts"
+) -> float | NDArray[np.float64]:
+    """Check incident counts: a positive finite scalar, or one positive finite value per energy.
+
+    Parameters
+    ----------
+    i0_counts
+        Incident (flat-field) counts per pixel per frame: one number for every energy, or a sequence of
+        ``n_energies`` numbers (per energy, e.g. with a per-energy dwell).
+    n_energies
+        Number of energies of the spectra the counts belong to.
+    what
+        Name used in error messages.
+
+    Returns
+    -------
+    float or numpy.ndarray
+        The scalar as ``float`` (unchanged path), or a float64 array of shape (n_energies,).
+
+    Raises
+    ------
+    ValueError
+        If the array has another length than ``n_energies`` or any value is ≤ 0, NaN or infinite.
+    """
+    arr = np.asarray(i0_counts, dtype=np.float64)
+    if arr.ndim == 0:
+        value = float(arr)
+        if not (np.isfinite(value) and value > 0):
+            raise ValueError(
+                f"{what} = {value!r}; expected positive finite incident counts per pixel per frame"
+            )
+        return value
+    if arr.ndim != 1 or arr.shape[0] != n_energies:
+        raise ValueError(
+            f"{what}: {arr.shape[0] if arr.ndim == 1 else arr.shape} values for {n_energies} energies; expected "
+            "one number or one value per energy"
+        )
+    bad = np.flatnonzero(~(np.isfinite(arr) & (arr > 0)))
+    if bad.size:
+        raise ValueError(
+            f"{what}[{bad[0]}] = {float(arr[bad[0]])!r}; expected positive finite incident counts per pixel per frame"
+        )
+    return arr
+
+
+def standardized_noise(
+    mu_t: ArrayLike, i0_counts: float | ArrayLike, noise: AbsorbanceNoise
+) -> NDArray[np.float64]:
     """Photon noise on the standardized spectrum: τ_i = σ_μt,i / ‖μt − mean μt‖.
 
     Parameters
@@ -50,7 +98,8 @@ def standardized_noise(mu_t: ArrayLike, i0_counts: float, noise: AbsorbanceNoise
     mu_t
         Absorbance spectra μt (dimensionless), shape (..., n_energies).
     i0_counts
-        Incident (flat-field) counts per pixel per frame.
+        Incident (flat-field) counts per pixel per frame: one number for all energies, or one per energy
+        (shape (n_energies,), e.g. with a per-energy dwell), each used for its channel's σ_μt,i.
     noise
         Detector noise model giving Var(μt).
 
@@ -60,7 +109,8 @@ def standardized_noise(mu_t: ArrayLike, i0_counts: float, noise: AbsorbanceNoise
         Standard deviation of each standardized channel, same shape as ``mu_t``.
     """
     mu = np.asarray(mu_t, dtype=np.float64)
-    sigma = np.sqrt(np.asarray(noise.var_absorbance(i0_counts, mu), dtype=np.float64))
+    i0 = incident_counts(i0_counts, mu.shape[-1])
+    sigma = np.sqrt(np.asarray(noise.var_absorbance(i0, mu), dtype=np.float64))
     norm = np.linalg.norm(mu - mu.mean(axis=-1, keepdims=True), axis=-1, keepdims=True)
     if np.any(norm <= 0):
         raise ValueError("mu_t: a spectrum is flat (zero variance over energy); it cannot be standardized")

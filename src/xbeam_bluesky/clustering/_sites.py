@@ -14,6 +14,7 @@ from ._separation import (
     ACCEPT_THRESHOLD,
     MERGE_THRESHOLD,
     AbsorbanceNoise,
+    incident_counts,
     separation_matrix,
     separation_to_sites,
     standardize,
@@ -40,7 +41,9 @@ class Sites:
     origin
         ``"library"``, ``"mixture"`` or ``"data"`` per site.
     i0_counts
-        Incident counts per pixel per frame used for the noise model.
+        Incident counts per pixel per frame used for the noise model: one number for every energy, or an
+        array with one value per energy (per-energy dwell); validated and stored as ``float`` or
+        float64 array of shape (n_energies,).
     noise
         The detector noise model.
     groups
@@ -51,7 +54,7 @@ class Sites:
     mu_t: NDArray[np.float64]
     names: tuple[str, ...]
     origin: tuple[str, ...]
-    i0_counts: float
+    i0_counts: float | NDArray[np.float64]
     noise: AbsorbanceNoise
     groups: NDArray[np.int32] | None = None
     z: NDArray[np.float64] = field(init=False, repr=False)
@@ -74,6 +77,7 @@ class Sites:
         groups = np.arange(1, mu.shape[0] + 1) if self.groups is None else np.asarray(self.groups)
         if groups.shape != (mu.shape[0],) or set(np.unique(groups)) != set(range(1, groups.max() + 1)):
             raise ValueError(f"Sites: groups must number the {mu.shape[0]} sites' clusters 1..G without gaps")
+        object.__setattr__(self, "i0_counts", incident_counts(self.i0_counts, mu.shape[1]))
         object.__setattr__(self, "energies", energies)
         object.__setattr__(self, "mu_t", mu)
         object.__setattr__(self, "groups", groups.astype(np.int32))
@@ -142,7 +146,7 @@ def sites_from_library(
     references: ArrayLike,
     names: Sequence[str],
     *,
-    i0_counts: float,
+    i0_counts: float | ArrayLike,
     noise: AbsorbanceNoise,
     mu_offset: float = 0.5,
     edge_jump: float = 1.0,
@@ -169,7 +173,8 @@ def sites_from_library(
     names
         One name per reference.
     i0_counts
-        Incident counts per pixel per frame.
+        Incident counts per pixel per frame: one number, or one per energy (shape (n_energies,)) when the
+        dwell (or the beam) differs between energies.
     noise
         Detector noise model.
     mu_offset, edge_jump
@@ -197,6 +202,7 @@ def sites_from_library(
         raise ValueError(
             "references: contains NaN or Inf (is the energy grid inside every reference's range?)"
         )
+    i0_counts = incident_counts(i0_counts, ref.shape[1])
     mu = mu_offset + edge_jump * ref
     weights = np.eye(ref.shape[0])  # composition of each site in terms of the references
     z = standardize(mu)

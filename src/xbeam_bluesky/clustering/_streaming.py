@@ -163,6 +163,32 @@ class StreamingAssigner:
         self._lock = threading.Lock()
         self._local = threading.local()
 
+    def use_sites(self, sites: Sites) -> None:
+        """Replace the sites (e.g. rebuilt with measured per-energy incident counts) without losing frames.
+
+        The accumulated projections stay valid when every new site lies in the span of the basis, which holds
+        for sites built from the same references (mixtures of them); labels, confidence and novelty are then
+        computed against ``sites``.
+
+        Raises
+        ------
+        ValueError
+            If the energies differ or a new site is outside the accumulated subspace.
+        """
+        if sites.energies.shape != self.sites.energies.shape or not np.allclose(
+            sites.energies, self.sites.energies
+        ):
+            raise ValueError("use_sites: the new sites are on another energy grid")
+        residual = sites.z - (sites.z @ self._basis.T) @ self._basis
+        worst = float(np.abs(residual).max(initial=0.0))
+        if worst > 1e-6:
+            raise ValueError(
+                f"use_sites: a new site is outside the accumulated subspace (residual {worst:.2g}); "
+                "assign the frames again instead"
+            )
+        with self._lock:
+            self.sites = sites
+
     @property
     def rank(self) -> int:
         """Dimension r of the accumulated subspace (per-pixel numbers kept: r + 1)."""
@@ -397,6 +423,8 @@ class StreamingAssigner:
             list(self._pool.map(lambda ch: first_pass(*ch), small))
             if ok.any():  # a tile with no valid pixel (all dead or saturated) stays all unassigned
                 coef = photon_coefficients(self.sites.noise, self.sites.i0_counts)
+                if coef.ndim == 2:  # per-energy incident counts: those of the energies received
+                    coef = coef[:, rec]
                 pairs = np.stack([best[ok], second[ok]], axis=1) if not single else np.zeros((0, 2), np.intp)
                 sums = NoiseSums(z_r, coef, s_best[ok].max(initial=0), pairs)
                 list(self._pool.map(lambda ch: second_pass(*ch, sums), small))
