@@ -33,12 +33,12 @@ def ns(tmp_path_factory):
     namespace["storage"].close()
 
 
-def _run(ns, callback, capture=None):
+def _run(ns, callback, capture=None, dwell=0.25):
     tokens = [ns["RE"].subscribe(callback)]
     if capture is not None:
         tokens.append(ns["RE"].subscribe(lambda name, doc: capture.append((name, doc))))
     try:
-        plan = ns["xanes_imaging"](ns["camera"], ns["mono"], ns["stage"], ENERGIES, TILES, 0.25,
+        plan = ns["xanes_imaging"](ns["camera"], ns["mono"], ns["stage"], ENERGIES, TILES, dwell,
                                    shutter=ns["shutter"], n_darks=3, n_flats=2)  # fmt: skip
         return ns["RE"](plan)[0]
     finally:
@@ -185,3 +185,97 @@ def test_cli_on_the_tiled_run(ns, live_run, tmp_path, capsys) -> None:
         assert f["labels"].shape == (48, 88) and f["spectra"].shape[1] == len(ENERGIES)
     assert main(["cluster", "no-such-uid", "--tiled-uri", ns["storage"].uri, "--out", str(out)]) == 2
     assert "neither an HDF5 file nor a run uid" in capsys.readouterr().err
+
+
+# A per-energy dwell as the energy design gives it: the pre-edge point short, the others long.
+DWELLS = [0.05] + [0.25] * (len(ENERGIES) - 1)
+
+
+@pytest.fixture(scope="module")
+def dwell_run(ns):
+    live = LiveClustering(None, references=REFS, n_draws=800)
+    documents: list = []
+    uid = _run(ns, live, documents, dwell=DWELLS)
+    assert live.join(timeout=600)
+    return live, uid, documents
+
+
+def _truth(ns) -> np.ndarray:
+    maps = [
+        TileMap(ns["phantom"].labels(tuple(t), SHAPE, 4.0), np.ones(SHAPE, np.float32), tuple(t))
+        for t in TILES
+    ]
+    return stitch_tiles(maps, 4.0).labels
+
+
+def _majority(labels: np.ndarray, truth: np.ndarray) -> dict[int, tuple[int, float]]:
+    """Phase → (cluster holding most of its pixels, share of its pixels there)."""
+    out = {}
+    for phase in np.unique(truth[truth > 0]):
+        values, counts = np.unique(labels[truth == phase], return_counts=True)
+        out[int(phase)] = (int(values[np.argmax(counts)]), counts.max() / counts.sum())
+    return out
+
+
+def test_per_energy_i0_separates_phases_one_i0_merges(ns, dwell_run) -> None:
+    from xbeam_bluesky.clustering import sites_from_library
+    from xbeam_bluesky.spectra import PhotonNoiseModel, aligned_library, load_library
+
+    live, uid, documents = dwell_run
+    start = next(doc for name, doc in documents if name == "start")
+    model = live.i0_models[uid]
+    assert model["source"] == "noise_model_per_energy"
+    assert model["i0_counts"] == pytest.approx(start["noise_model"]["i0_counts_per_energy"])
+    assert model["i0_counts"][1] == pytest.approx(5 * start["i0"])  # 0.25 s vs the shortest 0.05 s
+    assert model["flat_vs_used_max_rel_diff"] < 0.02  # the flats measure the same counts
+    result = live.results[uid]
+    assert np.all(result.sites.i0_counts == np.asarray(model["i0_counts"]))
+    truth = _truth(ns)
+    new = _majority(result.labels, truth)
+    assert len({new[p][0] for p in (1, 2, 3)}) == 3 and all(new[p][1] > 0.95 for p in (1, 2, 3))
+    # each cluster's area is the area of the phantom phases it holds
+    for label in {new[p][0] for p in (1, 2, 3)}:
+        expected = sum((truth == p).mean() for p, (lab, _) in new.items() if lab == label)
+        assert (result.labels == label).mean() == pytest.approx(expected, abs=0.02)
+    # the same frames with the old model (one i0, that of the shortest dwell): the majority phases merge
+    lib = aligned_library(load_library(), np.asarray(ENERGIES))
+    refs = np.vstack([lib.matrix[lib.names.index(n)] for n in REFS])
+    old_sites = sites_from_library(np.asarray(ENERGIES), refs, REFS, i0_counts=start["i0"], noise=PhotonNoiseModel(),
+                                   n_draws=800, mu_offset=0.4)  # fmt: skip
+    run = ns["tiled_client"][uid]
+    sources = [ArrayStack(absorbance_stack(run, t)[1]) for t in range(len(TILES))]
+    old = cluster_tiles(
+        sources, old_sites, centers_mm=[tuple(t) for t in TILES], pixel_um=4.0, discover=False
+    )
+    assert len({_majority(old.labels, truth)[p][0] for p in (1, 2, 3)}) < 3
+
+
+def test_flats_correct_a_start_document_without_per_energy_counts(dwell_run) -> None:
+    live, uid, documents = dwell_run
+    replay = LiveClustering(None, references=REFS, n_draws=800)
+    for name, doc in documents:
+        if name == "start":  # as an older plan wrote it: one i0 (the shortest dwell's), no dwell list
+            noise = {k: v for k, v in doc["noise_model"].items() if k != "i0_counts_per_energy"}
+            doc = {**doc, "noise_model": noise, "dwell": min(DWELLS)}
+        replay(name, doc)
+    assert replay.join(timeout=600)
+    model = replay.i0_models[uid]
+    assert model["source"] == "flats" and model["flat_vs_used_max_rel_diff"] > 3
+    assert model["i0_counts"] == pytest.approx(live.i0_models[uid]["i0_counts"], rel=0.01)
+    assert np.mean(replay.results[uid].labels == live.results[uid].labels) > 0.99
+
+
+def test_incident_count_models_of_a_start_document() -> None:
+    from xbeam_bluesky.callbacks.clustering import run_incident_counts
+
+    base = {"uid": "u", "energies": [1.0, 2.0, 3.0], "i0": 100.0}
+    assert run_incident_counts(base) == (100.0, "i0")
+    i0, model = run_incident_counts({**base, "dwell": [0.1, 0.2, 0.4]})
+    assert model == "i0_scaled_by_dwell" and np.allclose(i0, [100.0, 200.0, 400.0])
+    i0, model = run_incident_counts({**base, "dwell": [0.1, 0.2, 0.4],
+                                     "noise_model": {"i0_counts_per_energy": [90.0, 210.0, 380.0]}})  # fmt: skip
+    assert model == "noise_model_per_energy" and np.allclose(i0, [90.0, 210.0, 380.0])
+    with pytest.raises(ValueError, match="2 values for 3 energies"):
+        run_incident_counts({**base, "noise_model": {"i0_counts_per_energy": [1.0, 2.0]}})
+    with pytest.raises(ValueError, match="no i0"):
+        run_incident_counts({"uid": "u", "energies": [1.0]})

@@ -6,7 +6,8 @@
 never waits for the analysis. A worker thread:
 
 1. builds the sites from the reference library on the run's energies (start document: ``energies``,
-   ``i0``, optional ``clustering`` options) while the darks and flats are taken;
+   the incident counts per energy — see :func:`run_incident_counts` — and optional ``clustering`` options)
+   while the darks and flats are taken;
 2. averages the ``dark`` frames and the ``flat`` frames of each energy;
 3. reads each ``primary`` frame from the detector's HDF5 file (SWMR) as it is written, converts it to
    absorbance μt = −ln((I − dark)/(flat − dark)) (saturated or non-positive pixels become NaN and are masked)
@@ -15,7 +16,9 @@ never waits for the analysis. A worker thread:
    ``provisional_every`` frames of a tile and passed to ``on_provisional`` if given;
 5. at the stop document finalizes every tile, opens sites for compact unexplained regions (re-reading those
    rows from the files; if any open, every tile is re-assigned so labels stay exact), stitches the tiles into a
-   mosaic by stage position, denoises it, and writes an analysis result of kind ``"clustering"`` linked to the
+   mosaic by stage position, denoises it (before that, when the flats of every energy were received and their
+   mean counts differ from the incident counts the sites were built with by more than 2 %, the sites are
+   rebuilt with the flat-field counts per energy), and writes an analysis result of kind ``"clustering"`` linked to the
    run (``raw_uid``): arrays ``labels``, ``raw_labels``, ``confidence``, ``novel``, ``masked``, ``spectra``,
    ``energies``, ``fractions``, a summary and the lag statistics in the metadata, and a PNG (mosaic with a
    legend, cluster spectra).
@@ -56,7 +59,7 @@ from xbeam_bluesky.clustering import (
 from xbeam_bluesky.spectra import PhotonNoiseModel, aligned_library, load_library
 from xbeam_bluesky.storage import write_analysis_result
 
-__all__ = ["DEFAULT_REFERENCES", "LiveClustering", "live_clustering"]
+__all__ = ["DEFAULT_REFERENCES", "LiveClustering", "live_clustering", "run_incident_counts"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +76,50 @@ DEFAULT_REFERENCES: tuple[str, ...] = (
     "FeO_rt_01",
     "larch_FeDem_Ferrihydrite",
 )
+
+
+#: Relative difference between the flat-field counts and the incident counts the sites were built with above
+#: which the sites are rebuilt with the flat-field counts at the end of the run.
+FLAT_I0_TOLERANCE = 0.02
+
+
+def run_incident_counts(start: dict) -> tuple[float | np.ndarray, str]:
+    """Incident counts per pixel per frame for the noise model, from a ``xanes_imaging`` start document.
+
+    In order of preference: ``noise_model["i0_counts_per_energy"]`` (the camera's open-beam counts at each
+    energy's exposure, recorded by the plan for a dwell list); ``i0`` scaled by ``dwell[i] / min(dwell)`` when
+    ``dwell`` is a list (``i0`` is that of the shortest dwell); ``i0`` for every energy.
+
+    Returns
+    -------
+    i0, model
+        A number or one value per energy, and the name of the model used (``"noise_model_per_energy"``,
+        ``"i0_scaled_by_dwell"`` or ``"i0"``).
+
+    Raises
+    ------
+    ValueError
+        If the start document has no ``i0`` or the per-energy values do not match ``energies``.
+    """
+    n = len(start["energies"])
+    per_energy = (start.get("noise_model") or {}).get("i0_counts_per_energy")
+    if per_energy is not None:
+        if len(per_energy) != n:
+            raise ValueError(
+                f"run {start.get('uid')}: noise_model.i0_counts_per_energy has {len(per_energy)} values for "
+                f"{n} energies"
+            )
+        return np.asarray(per_energy, dtype=np.float64), "noise_model_per_energy"
+    i0 = start.get("i0")
+    if i0 is None:
+        raise ValueError(f"run {start.get('uid')}: the start document has no i0 (incident counts per pixel)")
+    dwell = start.get("dwell")
+    if isinstance(dwell, list | tuple) and len(set(dwell)) > 1:
+        if len(dwell) != n:
+            raise ValueError(f"run {start.get('uid')}: dwell has {len(dwell)} entries for {n} energies")
+        d = np.asarray(dwell, dtype=np.float64)
+        return float(i0) * d / d.min(), "i0_scaled_by_dwell"
+    return float(i0), "i0"
 
 
 @dataclass(frozen=True)
@@ -147,6 +194,10 @@ class LiveClustering(DocumentRouter):
     frame_errors
         Run uid → messages for frames that could not be used (each names the run, sequence number, energy
         and tile).
+    i0_models
+        Run uid → the incident-count model of the noise (``source``: ``"flats"``,
+        ``"noise_model_per_energy"``, ``"i0_scaled_by_dwell"`` or ``"i0"``; ``i0_counts`` used; the flat-field
+        counts per energy measured), also written to the result metadata as ``i0_model``.
     dropped
         Frames of the current run that never reached the worker (queue full, frame or event missing).
     """
@@ -184,6 +235,7 @@ class LiveClustering(DocumentRouter):
         self.provisional: dict[int, np.ndarray] = {}
         self.results: dict[str, ClusterResult] = {}
         self.frame_errors: dict[str, list[str]] = {}
+        self.i0_models: dict[str, dict[str, Any]] = {}
         self.queue_size = queue_size
         self.single_run = single_run
         self._queue: queue.Queue = queue.Queue()
@@ -324,9 +376,7 @@ class LiveClustering(DocumentRouter):
             "dark_sum": None, "dark_n": 0, "flats": {}, "waiting": [], "assigners": {}, "frames": {},
             "counts": {}, "errors": [], "max_lag_s": 0.0, "max_lag_frames": 0, "error": None,
         }  # fmt: skip
-        i0 = start.get("i0")
-        if i0 is None:
-            raise ValueError(f"run {start['uid']}: the start document has no i0 (incident counts per pixel)")
+        i0, i0_model = run_incident_counts(start)
         references = list(md.get("references") or self.references or DEFAULT_REFERENCES)
         lib = aligned_library(load_library(self.library_dir), energies)
         missing = sorted(set(references) - set(lib.names))
@@ -336,10 +386,50 @@ class LiveClustering(DocumentRouter):
             )
         refs = np.vstack([lib.matrix[lib.names.index(n)] for n in references])
         opts = {**self.options, **{k: md[k] for k in ("n_draws", "mu_offset", "edge_jump") if k in md}}
-        state["sites"] = sites_from_library(
-            energies, refs, references, i0_counts=float(i0), noise=PhotonNoiseModel(), **opts
+        state["build_sites"] = lambda counts: sites_from_library(
+            energies, refs, references, i0_counts=counts, noise=PhotonNoiseModel(), **opts
         )
+        state["sites"] = state["build_sites"](i0)
+        state["i0_model"] = {"source": i0_model, "i0_counts": np.atleast_1d(i0).tolist()}
         return state
+
+    def _flat_incident_counts(self, state: dict[str, Any]) -> np.ndarray | None:
+        """Mean dark-subtracted flat counts per energy (unsaturated pixels), or None if a flat is missing."""
+        n = len(state["energies"])
+        if "dark" not in state or any(ie not in state["flats"] for ie in range(n)):
+            return None
+        out = np.empty(n)
+        for ie in range(n):
+            flat = state["flats"][ie]
+            with np.errstate(all="ignore"):
+                values = (flat - state["dark"])[(flat < 65535) & np.isfinite(flat)]
+            out[ie] = float(values.mean()) if values.size else np.nan
+        return out
+
+    def _sites_from_flats(self, state: dict[str, Any]) -> None:
+        """Rebuild the sites with the flat-field counts per energy when they differ from the ones used."""
+        measured = self._flat_incident_counts(state)
+        model = state["i0_model"]
+        if measured is None:
+            model["flat_i0_counts"] = None
+            return
+        model["flat_i0_counts"] = measured.round(3).tolist()
+        if not np.all(np.isfinite(measured) & (measured > 0)):
+            return
+        used = np.broadcast_to(np.asarray(model["i0_counts"], dtype=np.float64), measured.shape)
+        worst = float(np.max(np.abs(measured / used - 1.0)))
+        model["flat_vs_used_max_rel_diff"] = round(worst, 5)
+        if worst <= FLAT_I0_TOLERANCE:
+            return
+        sites = state["build_sites"](measured)
+        for assigner in state["assigners"].values():
+            assigner.use_sites(sites)
+        state["sites"] = sites
+        model.update(source="flats", i0_counts=measured.round(3).tolist())
+        logger.info(
+            "live clustering of run %s: sites rebuilt with the flat-field counts per energy (up to %.1f %% from "
+            "the start document's)", state["start"]["uid"], 100 * worst,
+        )  # fmt: skip
 
     def _read(self, frame: _Frame) -> np.ndarray:
         with h5py.File(frame.path, "r", swmr=True) as f:
@@ -444,6 +534,7 @@ class LiveClustering(DocumentRouter):
         if not state["assigners"]:
             raise ValueError(f"run {uid}: no primary frame could be clustered")
         tiles = sorted(state["assigners"])
+        self._sites_from_flats(state)
         sites: Sites = state["sites"]
         assignments: list[Assignment] = []
         gram: GramAccumulator | None = None
@@ -474,6 +565,7 @@ class LiveClustering(DocumentRouter):
             assert gram is not None
             result = assemble_result(assignments, gram, sites, **common)
         self.results[uid] = result
+        self.i0_models[uid] = state["i0_model"]
         self._write(state, stop, result, dropped)
 
     def _metadata(self, state: dict[str, Any], stop: dict, dropped: list[str]) -> dict[str, Any]:
@@ -484,6 +576,7 @@ class LiveClustering(DocumentRouter):
             "frame_errors": state["errors"],
             "max_lag_s": round(state["max_lag_s"], 3),
             "max_lag_frames": state["max_lag_frames"],
+            "i0_model": state.get("i0_model"),
             "parameters": {
                 **self.options,
                 "denoise": self.denoise,
