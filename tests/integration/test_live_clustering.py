@@ -279,3 +279,30 @@ def test_incident_count_models_of_a_start_document() -> None:
         run_incident_counts({**base, "noise_model": {"i0_counts_per_energy": [1.0, 2.0]}})
     with pytest.raises(ValueError, match="no i0"):
         run_incident_counts({"uid": "u", "energies": [1.0]})
+
+
+def test_cli_on_a_dwell_list_run_uses_the_counts_per_energy(ns, dwell_run, tmp_path, capsys) -> None:
+    import json
+
+    import h5py
+
+    from xbeam_bluesky.cli import main
+
+    live, uid, _ = dwell_run
+    out = tmp_path / "dwell.h5"
+    args = [
+        "cluster",
+        uid,
+        "--tiled-uri",
+        ns["storage"].uri,
+        "--references",
+        ",".join(REFS),
+        "--draws",
+        "800",
+    ]
+    assert main([*args, "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["i0_model"] == "noise_model_per_energy"
+    with h5py.File(out) as f:
+        assert np.allclose(f["i0_counts"][()], live.i0_models[uid]["i0_counts"])
+        assert json.loads(f.attrs["i0_model"])["flat_vs_used_max_rel_diff"] < 0.02

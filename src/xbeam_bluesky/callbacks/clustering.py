@@ -59,7 +59,14 @@ from xbeam_bluesky.clustering import (
 from xbeam_bluesky.spectra import PhotonNoiseModel, aligned_library, load_library
 from xbeam_bluesky.storage import write_analysis_result
 
-__all__ = ["DEFAULT_REFERENCES", "LiveClustering", "live_clustering", "run_incident_counts"]
+__all__ = [
+    "DEFAULT_REFERENCES",
+    "LiveClustering",
+    "choose_incident_counts",
+    "flat_incident_counts",
+    "live_clustering",
+    "run_incident_counts",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +127,46 @@ def run_incident_counts(start: dict) -> tuple[float | np.ndarray, str]:
         d = np.asarray(dwell, dtype=np.float64)
         return float(i0) * d / d.min(), "i0_scaled_by_dwell"
     return float(i0), "i0"
+
+
+def flat_incident_counts(
+    flats: dict[int, np.ndarray], dark: np.ndarray | float, n_energies: int
+) -> np.ndarray | None:
+    """Mean dark-subtracted flat counts per energy (unsaturated finite pixels); None if an energy has no flat."""
+    if any(ie not in flats for ie in range(n_energies)):
+        return None
+    out = np.empty(n_energies)
+    for ie in range(n_energies):
+        flat = np.asarray(flats[ie], dtype=np.float64)
+        with np.errstate(all="ignore"):
+            values = (flat - dark)[(flat < 65535) & np.isfinite(flat)]
+        out[ie] = float(values.mean()) if values.size else np.nan
+    return out
+
+
+def choose_incident_counts(
+    start_counts: float | np.ndarray, start_model: str, flat_counts: np.ndarray | None
+) -> tuple[float | np.ndarray, dict[str, Any]]:
+    """The incident counts to use and a JSON record of the choice.
+
+    The flat-field counts per energy replace the start document's when they are all valid and differ from
+    them by more than :data:`FLAT_I0_TOLERANCE` at some energy (e.g. beam decay, an energy-dependent flux, or a
+    start document without per-energy counts).
+    """
+    model: dict[str, Any] = {"source": start_model, "i0_counts": np.atleast_1d(start_counts).tolist(),
+                             "flat_i0_counts": None}  # fmt: skip
+    if flat_counts is None:
+        return start_counts, model
+    model["flat_i0_counts"] = np.round(flat_counts, 3).tolist()
+    if not np.all(np.isfinite(flat_counts) & (flat_counts > 0)):
+        return start_counts, model
+    used = np.broadcast_to(np.asarray(start_counts, dtype=np.float64), flat_counts.shape)
+    worst = float(np.max(np.abs(flat_counts / used - 1.0)))
+    model["flat_vs_used_max_rel_diff"] = round(worst, 5)
+    if worst <= FLAT_I0_TOLERANCE:
+        return start_counts, model
+    model.update(source="flats", i0_counts=np.round(flat_counts, 3).tolist())
+    return flat_counts, model
 
 
 @dataclass(frozen=True)
@@ -390,45 +437,25 @@ class LiveClustering(DocumentRouter):
             energies, refs, references, i0_counts=counts, noise=PhotonNoiseModel(), **opts
         )
         state["sites"] = state["build_sites"](i0)
+        state["i0"] = i0
         state["i0_model"] = {"source": i0_model, "i0_counts": np.atleast_1d(i0).tolist()}
         return state
 
-    def _flat_incident_counts(self, state: dict[str, Any]) -> np.ndarray | None:
-        """Mean dark-subtracted flat counts per energy (unsaturated pixels), or None if a flat is missing."""
-        n = len(state["energies"])
-        if "dark" not in state or any(ie not in state["flats"] for ie in range(n)):
-            return None
-        out = np.empty(n)
-        for ie in range(n):
-            flat = state["flats"][ie]
-            with np.errstate(all="ignore"):
-                values = (flat - state["dark"])[(flat < 65535) & np.isfinite(flat)]
-            out[ie] = float(values.mean()) if values.size else np.nan
-        return out
-
     def _sites_from_flats(self, state: dict[str, Any]) -> None:
         """Rebuild the sites with the flat-field counts per energy when they differ from the ones used."""
-        measured = self._flat_incident_counts(state)
-        model = state["i0_model"]
-        if measured is None:
-            model["flat_i0_counts"] = None
+        n = len(state["energies"])
+        measured = flat_incident_counts(state["flats"], state["dark"], n) if "dark" in state else None
+        counts, model = choose_incident_counts(state["i0"], state["i0_model"]["source"], measured)
+        state["i0_model"] = model
+        if model["source"] != "flats":
             return
-        model["flat_i0_counts"] = measured.round(3).tolist()
-        if not np.all(np.isfinite(measured) & (measured > 0)):
-            return
-        used = np.broadcast_to(np.asarray(model["i0_counts"], dtype=np.float64), measured.shape)
-        worst = float(np.max(np.abs(measured / used - 1.0)))
-        model["flat_vs_used_max_rel_diff"] = round(worst, 5)
-        if worst <= FLAT_I0_TOLERANCE:
-            return
-        sites = state["build_sites"](measured)
+        sites = state["build_sites"](counts)
         for assigner in state["assigners"].values():
             assigner.use_sites(sites)
         state["sites"] = sites
-        model.update(source="flats", i0_counts=measured.round(3).tolist())
         logger.info(
             "live clustering of run %s: sites rebuilt with the flat-field counts per energy (up to %.1f %% from "
-            "the start document's)", state["start"]["uid"], 100 * worst,
+            "the start document's)", state["start"]["uid"], 100 * model["flat_vs_used_max_rel_diff"],
         )  # fmt: skip
 
     def _read(self, frame: _Frame) -> np.ndarray:

@@ -37,9 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--i0",
-        type=float,
-        help="incident counts per pixel per frame for the noise model (default: the run's i0, or the HDF5 "
-        "/stack attribute i0_counts)",
+        metavar="COUNTS",
+        help="incident counts per pixel per frame for the noise model: one number, or comma-separated values "
+        "one per energy (default for a run: the counts per energy its start document records, replaced by the "
+        "flat-field counts when those differ by more than 2 %%; for a file: the /stack attribute i0_counts)",
     )
     p.add_argument("--draws", type=int, default=10_000, help="random three-site mixtures (default 10000)")
     p.add_argument("--no-denoise", action="store_true", help="skip spatial denoising")
@@ -53,7 +54,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def _hdf5_input(path: Path, i0: float | None) -> tuple[list[Any], Any, float, list, float | None]:
+def _parse_i0(text: str) -> float | list[float]:
+    """``--i0``: one number or comma-separated numbers (one per energy), each positive and finite."""
+    import math
+
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise CLIError(
+            f"--i0 {text!r}: expected a number or comma-separated numbers (one per energy)"
+        ) from None
+    for i, v in enumerate(values):
+        if not (math.isfinite(v) and v > 0):
+            where = f" value {i + 1}" if len(values) > 1 else ""
+            raise CLIError(f"--i0{where} {v!r}: expected positive counts per pixel per frame")
+    return values[0] if len(values) == 1 else values
+
+
+def _hdf5_input(path: Path, i0: Any) -> tuple[list[Any], Any, Any, list, float | None, dict]:
     import h5py
     import numpy as np
 
@@ -71,15 +89,36 @@ def _hdf5_input(path: Path, i0: float | None) -> tuple[list[Any], Any, float, li
         raise CLIError(
             f"{path}: give --i0 (incident counts per pixel per frame); /stack has no i0_counts attribute"
         )
-    return [stack], energies, float(i0 if i0 is not None else attr_i0), [(0.0, 0.0)], None
+    value = i0 if i0 is not None else np.asarray(attr_i0, dtype=float)
+    value = float(value) if np.ndim(value) == 0 else np.asarray(value, dtype=float)
+    source = "--i0" if i0 is not None else "/stack attribute i0_counts"
+    return (
+        [stack],
+        energies,
+        value,
+        [(0.0, 0.0)],
+        None,
+        {"source": source, "i0_counts": np.atleast_1d(value).tolist()},
+    )
 
 
-def _run_input(args: argparse.Namespace) -> tuple[list[Any], Any, float, list, float | None]:
+def _run_input(args: argparse.Namespace) -> tuple[list[Any], Any, Any, list, float | None, dict]:
     import numpy as np
 
+    from xbeam_bluesky.callbacks.clustering import (
+        choose_incident_counts,
+        flat_incident_counts,
+        run_incident_counts,
+    )
     from xbeam_bluesky.clustering import ArrayStack
     from xbeam_bluesky.storage import open_storage
-    from xbeam_bluesky.storage.readback import absorbance_stack, start_doc, tile_positions
+    from xbeam_bluesky.storage.readback import (
+        absorbance_stack,
+        dark_mean,
+        flat_means,
+        start_doc,
+        tile_positions,
+    )
 
     storage = open_storage(data_dir=args.data_dir, uri=args.tiled_uri)
     try:
@@ -97,11 +136,28 @@ def _run_input(args: argparse.Namespace) -> tuple[list[Any], Any, float, list, f
                 raise CLIError(f"run {args.input}: tile {t} has a different set of energies than tile 0")
             energies = e
             sources.append(ArrayStack(mu))
-        i0 = args.i0 if args.i0 is not None else start.get("i0")
-        if i0 is None:
-            raise CLIError(f"run {args.input}: give --i0; the start document has no i0")
         pixel = start.get("tiles", {}).get("pixel_size_um")
-        return sources, energies, float(i0), [tuple(p) for p in positions], pixel
+        if args.i0 is not None:
+            i0, model = args.i0, {"source": "--i0", "i0_counts": np.atleast_1d(args.i0).tolist()}
+        else:
+            if (
+                start.get("i0") is None
+                and (start.get("noise_model") or {}).get("i0_counts_per_energy") is None
+            ):
+                raise CLIError(f"run {args.input}: give --i0; the start document has no i0")
+            try:
+                counts, source = run_incident_counts(start)
+            except ValueError as exc:
+                raise CLIError(str(exc)) from exc
+            n = len(start["energies"])
+            flats = flat_incident_counts(flat_means(run), dark_mean(run), n)
+            i0, model = choose_incident_counts(counts, source, flats)
+        if np.ndim(i0) == 1 and len(i0) != len(energies):
+            raise CLIError(
+                f"run {args.input}: {len(i0)} incident counts (one per energy of the run) but tile 0 has "
+                f"{len(energies)} frames; give a single --i0"
+            )
+        return sources, energies, i0, [tuple(p) for p in positions], pixel, model
     finally:
         storage.close()
 
@@ -109,7 +165,7 @@ def _run_input(args: argparse.Namespace) -> tuple[list[Any], Any, float, list, f
 def build_sites(
     sources: list[Any],
     energies: Any,
-    i0: float,
+    i0: Any,
     library: Path | None,
     references: list[str] | None,
     draws: int,
@@ -142,10 +198,15 @@ def build_sites(
     jump = float(np.median(spread[spread > 0]) / ref_spread)
     offset = float(np.median(spectra.mean(axis=1)) - jump * matrix.mean())
     logger.info("library scaled to the data: edge jump %.3g, offset %.3g (μt)", jump, offset)
-    return sites_from_library(
-        energies, matrix, names, i0_counts=i0, noise=PhotonNoiseModel(), mu_offset=offset, edge_jump=jump,
-        n_draws=draws,
-    )  # fmt: skip
+    try:
+        return sites_from_library(
+            energies, matrix, names, i0_counts=i0, noise=PhotonNoiseModel(), mu_offset=offset, edge_jump=jump,
+            n_draws=draws,
+        )  # fmt: skip
+    except ValueError as exc:
+        if "i0_counts" in str(exc):
+            raise CLIError(f"--i0: {exc}") from exc
+        raise
 
 
 def dask_map(client: Any) -> Any:
@@ -160,7 +221,7 @@ def dask_map(client: Any) -> Any:
     return map_fn
 
 
-def write_result(path: Path, result: Any, energies: Any) -> None:
+def write_result(path: Path, result: Any, energies: Any, i0_model: dict | None = None) -> None:
     """Write labels, confidence, spectra and the summary to an HDF5 file."""
     import h5py
     import numpy as np
@@ -176,6 +237,9 @@ def write_result(path: Path, result: Any, energies: Any) -> None:
         f["cluster_names"] = np.array(result.sites.cluster_names, dtype=h5py.string_dtype())
         f["site_spectra"] = result.sites.mu_t
         f["site_groups"] = result.sites.groups
+        f["i0_counts"] = np.atleast_1d(result.sites.i0_counts)
+        if i0_model is not None:
+            f.attrs["i0_model"] = json.dumps(i0_model)
         f.attrs["summary"] = json.dumps(result.summary())
         f.attrs["labels"] = "0 = unassigned/masked; k = cluster k (cluster_names[k-1], spectra[k-1])"
 
@@ -184,12 +248,12 @@ def _run(args: argparse.Namespace) -> int:
     from xbeam_bluesky.clustering import cluster_tiles
 
     path = Path(args.input)
-    if args.i0 is not None and not args.i0 > 0:
-        raise CLIError(f"--i0 {args.i0}: expected positive counts per pixel per frame")
+    if args.i0 is not None:
+        args.i0 = _parse_i0(args.i0)
     if path.suffix.lower() in (".h5", ".hdf5", ".nxs") or path.exists():
-        sources, energies, i0, centers, pixel = _hdf5_input(path, args.i0)
+        sources, energies, i0, centers, pixel, i0_model = _hdf5_input(path, args.i0)
     else:
-        sources, energies, i0, centers, pixel = _run_input(args)
+        sources, energies, i0, centers, pixel, i0_model = _run_input(args)
     references = [r.strip() for r in args.references.split(",")] if args.references else None
     sites = build_sites(sources, energies, i0, args.library, references, args.draws)
     client = None
@@ -210,6 +274,6 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         if client is not None:
             client.close()
-    write_result(args.out, result, energies)
-    print(json.dumps({**result.summary(), "out": str(args.out)}))
+    write_result(args.out, result, energies, i0_model)
+    print(json.dumps({**result.summary(), "i0_model": i0_model["source"], "out": str(args.out)}))
     return 0

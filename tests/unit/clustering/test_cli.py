@@ -84,3 +84,23 @@ def test_bad_inputs_exit_2_with_a_message(stack_file, tmp_path, capsys) -> None:
     assert code == 2 and "nonsense" in capsys.readouterr().err
     assert main(["cluster", str(path), "--i0", "-3", "--out", str(tmp_path / "o.h5")]) == 2
     assert "--i0" in capsys.readouterr().err
+
+
+def test_i0_per_energy(stack_file, tmp_path, capsys, energies) -> None:
+    path, _ = stack_file
+    per_energy = ",".join(["5e4"] * energies.size)
+    out = _cluster(path, tmp_path / "per_energy.h5", "--i0", per_energy)
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["i0_model"] == "--i0"
+    scalar = _cluster(path, tmp_path / "scalar.h5", "--i0", "5e4")
+    capsys.readouterr()
+    with h5py.File(out) as a, h5py.File(scalar) as b:
+        assert np.allclose(a["i0_counts"][()], 5e4) and a["i0_counts"].shape == (energies.size,)
+        assert json.loads(a.attrs["i0_model"])["source"] == "--i0"
+        assert np.array_equal(a["labels"][()], b["labels"][()])  # equal values per energy = the scalar
+        assert np.allclose(a["confidence"][()], b["confidence"][()], rtol=1e-6)
+    wrong = ",".join(["5e4"] * 7)
+    assert main(["cluster", str(path), "--i0", wrong, "--out", str(tmp_path / "o.h5")]) == 2
+    assert f"7 values for {energies.size} energies" in capsys.readouterr().err
+    assert main(["cluster", str(path), "--i0", "5e4,0,5e4", "--out", str(tmp_path / "o.h5")]) == 2
+    assert "--i0 value 2 0.0" in capsys.readouterr().err
