@@ -5,12 +5,15 @@ Pure science: numpy/scipy only, no bluesky/ophyd/tiled imports.
 
 from xbeam_bluesky.planning.conventional import conventional_grid
 from xbeam_bluesky.planning.design import (
+    DEFAULT_EXCHANGE_ROUNDS,
+    DEFAULT_EXCHANGE_WINDOW,
     EnergyDesign,
     GreedySelection,
     design_energies,
     greedy_select,
     load_design,
 )
+from xbeam_bluesky.planning.exchange import ExchangeResult, design_trace, exchange_refine
 from xbeam_bluesky.planning.noise import TransmissionNoise
 from xbeam_bluesky.planning.prior import (
     GaussianProcessPrior,
@@ -33,7 +36,10 @@ from xbeam_bluesky.planning.tiling import (
 from xbeam_bluesky.planning.timing import ScanTimeModel
 
 __all__ = [
+    "DEFAULT_EXCHANGE_ROUNDS",
+    "DEFAULT_EXCHANGE_WINDOW",
     "EnergyDesign",
+    "ExchangeResult",
     "GaussianProcessPrior",
     "GreedySelection",
     "RawDataExtension",
@@ -44,8 +50,10 @@ __all__ = [
     "conventional_grid",
     "default_overlap",
     "design_energies",
+    "design_trace",
     "error_decomposition",
     "estimate_imaging_time",
+    "exchange_refine",
     "fe_k_grid",
     "fit_length_scale",
     "greedy_select",

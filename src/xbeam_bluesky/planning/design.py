@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 from scipy.linalg import blas
 from threadpoolctl import threadpool_limits
 
+from xbeam_bluesky.planning.exchange import ExchangeResult, exchange_refine
 from xbeam_bluesky.planning.noise import TransmissionNoise
 from xbeam_bluesky.planning.prior import GaussianProcessPrior
 from xbeam_bluesky.planning.reconstruction import error_decomposition
@@ -25,6 +26,10 @@ logger = logging.getLogger(__name__)
 Criterion = Literal["A", "D"]
 #: Picks between exact recomputations of the column norms kept up to date by rank-one updates.
 _REFRESH_EVERY = 64
+#: Rounds of the exchange step after the greedy (``design_energies``; 0 = greedy only).
+DEFAULT_EXCHANGE_ROUNDS = 10
+#: The exchange step considers new energies within this many grid steps of a measured one.
+DEFAULT_EXCHANGE_WINDOW = 3
 
 #: ``pick_variance(indices, k)``: noise variance of ONE measurement of ``k`` dwell units at those candidates.
 PickVariance = Callable[[NDArray[np.intp], NDArray[np.intp]], NDArray[np.float64]]
@@ -245,7 +250,8 @@ class EnergyDesign:
     criterion
         ``"A"`` or ``"D"``; ``per_time`` says whether gains were divided by time cost.
     curve
-        Expected-error curve: ``time_s`` and ``expected_rmse`` after every pick.
+        Expected-error curve of the greedy selection: ``time_s`` and ``expected_rmse`` after every pick (before the
+        exchange step; ``extra["exchange"]`` has the error and time before and after it).
     bias_variance
         ``time_s``, ``rmse``, ``bias_rmse``, ``variance_rmse`` at checkpoints along the curve.
     """
@@ -354,6 +360,8 @@ def design_energies(
     target_rmse: float | None = None,
     max_picks: int = 5000,
     lookahead: int = 16,
+    exchange_rounds: int = DEFAULT_EXCHANGE_ROUNDS,
+    exchange_window: int = DEFAULT_EXCHANGE_WINDOW,
     n_checkpoints: int = 8,
 ) -> EnergyDesign:
     """Design the energies (and dwell per energy) of a XANES measurement before the beamtime.
@@ -370,6 +378,12 @@ def design_energies(
         Dwell and monochromator overheads; default :class:`ScanTimeModel` with its defaults.
     criterion, per_time, n_points, time_budget_s, target_rmse, max_picks, lookahead
         See :func:`greedy_select`.
+    exchange_rounds, exchange_window
+        A-criterion only: after the greedy, at most this many rounds of exact exchange moves
+        (:func:`xbeam_bluesky.planning.exchange.exchange_refine`: move a dwell unit between energies, shift an
+        energy by up to ``exchange_window`` grid steps, spend time freed by a dropped energy), accepted only if
+        they lower the expected error without exceeding the time budget (or, without a budget, the greedy
+        design's time) and the number of picks; the two end points stay. 0 rounds: the greedy design as it is.
     n_checkpoints
         Points along the error curve at which the bias/variance split is computed.
 
@@ -407,26 +421,54 @@ def design_energies(
             max_picks,
             float(np.sqrt(sel.trace[-1] / n)),
         )
+    counts, final_trace = sel.counts, float(sel.trace[-1])
+    exchange: ExchangeResult | None = None
+    if criterion == "A" and exchange_rounds > 0:
+        # never longer than the greedy's design, unless the budget stopped the greedy (then the budget is the limit)
+        budget = time_budget_s if sel.stop_reason == "time_budget" else float(sel.time_s[-1])
+        exchange = exchange_refine(
+            cov,
+            energies,
+            pick_variance,
+            time_model,
+            sel.counts,
+            time_budget_s=float(budget),  # type: ignore[arg-type]
+            max_picks=int(sel.order.size) if n_points is not None else max_picks,
+            fixed=(0, n - 1),
+            window=exchange_window,
+            max_rounds=exchange_rounds,
+        )
+        counts, final_trace = exchange.counts, exchange.trace
     bv: dict[str, list[float]] = {"time_s": [], "rmse": [], "bias_rmse": [], "variance_rmse": []}
-    for m in _checkpoints(sel, n_checkpoints):
-        idx, k = np.unique(sel.order[:m], return_counts=True)
+    marks = _checkpoints(sel, n_checkpoints)
+    for m in marks:
+        if m == marks[-1]:  # the final design (after the exchange step)
+            idx = np.flatnonzero(counts)
+            k = counts[idx]
+            t_m, tr_m = float(time_model.scan_time_s(energies[idx], k * time_model.dwell_s)), final_trace
+        else:
+            idx, k = np.unique(sel.order[:m], return_counts=True)
+            t_m, tr_m = float(sel.time_s[m - 1]), float(sel.trace[m - 1])
         bias, variance = error_decomposition(cov, idx, pick_variance(idx, k))
-        bv["time_s"].append(float(sel.time_s[m - 1]))
-        bv["rmse"].append(float(np.sqrt(sel.trace[m - 1] / n)))
+        bv["time_s"].append(t_m)
+        bv["rmse"].append(float(np.sqrt(tr_m / n)))
         bv["bias_rmse"].append(float(np.sqrt(bias / n)))
         bv["variance_rmse"].append(float(np.sqrt(variance / n)))
-    picked = np.flatnonzero(sel.counts)
-    dwell = sel.counts[picked] * time_model.dwell_s
+    picked = np.flatnonzero(counts)
+    dwell = counts[picked] * time_model.dwell_s
     step = float(np.median(np.diff(energies)))
+    extra: dict[str, Any] = {"pick_order_eV": [float(energies[j]) for j in sel.order]}
+    if exchange is not None:
+        extra["exchange"] = exchange.to_dict(n)
     return EnergyDesign(
         energies_eV=energies[picked],
         dwell_s=dwell.astype(float),
         total_time_s=float(time_model.scan_time_s(energies[picked], dwell)),
-        expected_rmse=float(np.sqrt(sel.trace[-1] / n)),
+        expected_rmse=float(np.sqrt(final_trace / n)),
         prior_rmse=float(np.sqrt(sel.prior_trace / n)),
         criterion=criterion,
         per_time=per_time,
-        n_picks=int(sel.order.size),
+        n_picks=int(counts.sum()),
         stop_reason=sel.stop_reason,
         prior=prior.summary(),
         noise=noise.to_dict(),
@@ -438,5 +480,5 @@ def design_energies(
         },
         bias_variance=bv,
         compute_s=time.perf_counter() - started,
-        extra={"pick_order_eV": [float(energies[j]) for j in sel.order]},
+        extra=extra,
     )

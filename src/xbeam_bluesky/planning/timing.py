@@ -80,6 +80,23 @@ class ScanTimeModel:
         already = np.isin(cand, sel)
         return np.where(already, 0.0, extra + self.settle_s)
 
+    def removal_saving_s(self, selected_eV: ArrayLike) -> NDArray[np.float64]:
+        """Time (s) saved by dropping each energy of the scan ``selected_eV`` (sorted, unique), excluding its dwell.
+
+        The inverse of :meth:`insertion_overhead_s`: for an energy between neighbours ``a < e < b``
+        ``move(a, e) + move(e, b) - move(a, b) + settle``; for the first or last energy its one move plus settle.
+        """
+        sel = np.asarray(selected_eV, dtype=float)
+        if sel.size < 2:
+            return np.full(sel.shape, self.settle_s)
+        step = self.move_time_s(sel[:-1], sel[1:])
+        saving = np.full(sel.shape, self.settle_s)
+        saving[0] += step[0]
+        saving[-1] += step[-1]
+        if sel.size > 2:
+            saving[1:-1] += step[:-1] + step[1:] - self.move_time_s(sel[:-2], sel[2:])
+        return saving
+
     @property
     def pick_cost_s(self) -> float:
         """Time (s) of one more pick at an energy already in the scan."""
