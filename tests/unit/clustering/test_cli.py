@@ -104,3 +104,21 @@ def test_i0_per_energy(stack_file, tmp_path, capsys, energies) -> None:
     assert f"7 values for {energies.size} energies" in capsys.readouterr().err
     assert main(["cluster", str(path), "--i0", "5e4,0,5e4", "--out", str(tmp_path / "o.h5")]) == 2
     assert "--i0 value 2 0.0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_dask_with_i0_per_energy_gives_the_same_maps(stack_file, tmp_path, capsys, energies) -> None:
+    from dask.distributed import LocalCluster
+
+    path, _ = stack_file
+    i0 = ",".join(str(v) for v in np.where(np.arange(energies.size) % 2 == 0, 2e4, 8e4))
+    local = _cluster(path, tmp_path / "local.h5", "--memory-mb", "0.1", "--i0", i0)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        remote = _cluster(
+            path, tmp_path / "dask.h5", "--memory-mb", "0.1", "--i0", i0, "--dask", cluster.scheduler_address
+        )
+    capsys.readouterr()
+    with h5py.File(local) as a, h5py.File(remote) as b:
+        assert a["i0_counts"].shape == (energies.size,)
+        assert np.array_equal(a["labels"][()], b["labels"][()])
+        assert np.allclose(a["confidence"][()], b["confidence"][()])

@@ -228,3 +228,24 @@ def test_phantom_phases_merged_by_one_i0_are_separated_per_energy() -> None:
     }
     for name, (label, _) in labels.items():
         assert (new.labels == label).mean() == pytest.approx(expected[name], abs=0.015), name
+
+
+def test_missing_energies_use_the_counts_of_the_energies_received(dwell_case) -> None:
+    sites, x, i0 = dwell_case
+    received = np.setdiff1d(np.arange(x.shape[0]), [3, 10, 11, 40])
+    a = StreamingAssigner(sites, (40, 50), n_threads=1)
+    for i in received:
+        a.update(x[i], i)
+    result = a.finalize()
+    a.close()
+    assert np.array_equal(result.energies_used, received)
+    pix = x[received].reshape(received.size, -1).T
+    z = standardize(sites.mu_t[:, received])
+    for p in np.random.default_rng(2).choice(pix.shape[0], 10, replace=False):
+        scores = z @ pix[p]
+        best = int(np.argmax(scores))
+        other = sites.groups != sites.groups[best]
+        second = np.flatnonzero(other)[np.argmax(scores[other])]
+        var = sites.noise.var_absorbance(i0[received], pix[p].mean() + scores[best] * z[best])
+        margin = (scores[best] - scores[second]) / np.sqrt(np.sum((z[best] - z[second]) ** 2 * var))
+        assert result.confidence.ravel()[p] == pytest.approx(margin, rel=0.01)
