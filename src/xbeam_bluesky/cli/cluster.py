@@ -205,7 +205,9 @@ def build_sites(
         )  # fmt: skip
     except ValueError as exc:
         if "i0_counts" in str(exc):
-            raise CLIError(f"--i0: {exc}") from exc
+            raise CLIError(
+                f"incident counts (--i0, the run or the /stack attribute i0_counts): {exc}"
+            ) from exc
         raise
 
 
