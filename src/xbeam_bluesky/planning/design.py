@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 from scipy.linalg import blas
 from threadpoolctl import threadpool_limits
 
-from xbeam_bluesky.planning.exchange import ExchangeResult, exchange_refine
+from xbeam_bluesky.planning.exchange import DEFAULT_MAX_ENERGIES, ExchangeResult, exchange_refine
 from xbeam_bluesky.planning.noise import TransmissionNoise
 from xbeam_bluesky.planning.prior import GaussianProcessPrior
 from xbeam_bluesky.planning.reconstruction import error_decomposition
@@ -384,6 +384,8 @@ def design_energies(
         energy by up to ``exchange_window`` grid steps, spend time freed by a dropped energy), accepted only if
         they lower the expected error without exceeding the time budget (or, without a budget, the greedy
         design's time) and the number of picks; the two end points stay. 0 rounds: the greedy design as it is.
+        Skipped for designs of more than ``DEFAULT_MAX_ENERGIES`` (100) energies (cheap moves and settles; there
+        the greedy is already at the continuous-dwell bound and a round would cost O(n² m)).
     n_checkpoints
         Points along the error curve at which the bias/variance split is computed.
 
@@ -438,7 +440,8 @@ def design_energies(
             window=exchange_window,
             max_rounds=exchange_rounds,
         )
-        counts, final_trace = exchange.counts, exchange.trace
+        if exchange.stop_reason != "skipped":
+            counts, final_trace = exchange.counts, exchange.trace
     bv: dict[str, list[float]] = {"time_s": [], "rmse": [], "bias_rmse": [], "variance_rmse": []}
     marks = _checkpoints(sel, n_checkpoints)
     for m in marks:
@@ -460,6 +463,8 @@ def design_energies(
     extra: dict[str, Any] = {"pick_order_eV": [float(energies[j]) for j in sel.order]}
     if exchange is not None:
         extra["exchange"] = exchange.to_dict(n)
+        if exchange.stop_reason == "skipped":
+            extra["exchange"]["note"] = f"skipped: {picked.size} energies > {DEFAULT_MAX_ENERGIES}"
     return EnergyDesign(
         energies_eV=energies[picked],
         dwell_s=dwell.astype(float),

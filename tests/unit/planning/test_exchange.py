@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from xbeam_bluesky.planning import (
+    GaussianProcessPrior,
     ScanTimeModel,
     TransmissionNoise,
     design_energies,
@@ -199,3 +200,25 @@ def test_design_trace_matches_direct_inverse(setup):
     counts = np.zeros(e.size, dtype=np.intp)
     counts[[0, 5, 33, 80]] = [2, 1, 5, 1]
     assert design_trace(cov, counts, pv) == pytest.approx(_direct_trace(cov, counts, pv), rel=1e-10)
+
+
+def test_exchange_skips_designs_with_many_energies(setup):
+    cov, e, pv = setup
+    counts = np.zeros(e.size, dtype=np.intp)
+    counts[[0, 10, 20, 30, 80]] = 1
+    tm = ScanTimeModel(dwell_s=0.1)
+    res = exchange_refine(cov, e, pv, tm, counts, time_budget_s=10.0, fixed=(0, 80), max_energies=4)
+    assert res.stop_reason == "skipped" and res.moves == 0
+    np.testing.assert_array_equal(res.counts, counts)
+    # design_energies keeps the greedy design and says why
+    energies = np.linspace(7100.0, 7160.0, 601)
+    wide = GaussianProcessPrior(
+        energies_eV=energies,
+        mean=1.0 / (1.0 + np.exp(-(energies - 7115.0) / 1.5)),
+        std=0.02 + 0.2 * np.exp(-(((energies - 7118.0) / 20.0) ** 2)),
+        length_scale_eV=0.5,
+    )
+    many = design_energies(wide, TransmissionNoise(), ScanTimeModel(dwell_s=0.01), n_points=400)
+    assert many.energies_eV.size > 100
+    assert many.extra["exchange"]["stop_reason"] == "skipped"
+    assert many.expected_rmse == pytest.approx(many.curve["expected_rmse"][-1])
