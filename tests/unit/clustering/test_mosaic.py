@@ -50,7 +50,9 @@ def test_cluster_tiles_stitch_like_one_field(library, energies, noise, noisy_abs
     whole = cluster_stack(ArrayStack(union), sites, denoise=False, discover=False)
     assert tiles.labels.shape == (40, 70)
     assert np.array_equal(tiles.raw_labels, whole.raw_labels)
-    assert np.allclose(tiles.confidence, whole.confidence, rtol=1e-5)
+    # float32 margins (units of σ, up to ~8 here) accumulated through each field's own subspace basis: they
+    # agree to float32 rounding (3.6e-5 measured with numpy 2.4.6 / OpenBLAS), far below any decision threshold
+    np.testing.assert_allclose(tiles.confidence, whole.confidence, rtol=1e-5, atol=1e-4)
     assert tiles.mosaic.offsets == ((0, 0), (0, 30))
     with pytest.raises(ValueError, match="centers_mm"):
         cluster_tiles([ArrayStack(left), ArrayStack(right)], sites)
