@@ -6,7 +6,8 @@ and connects the simulated beamline and returns everything by name.
 
 ``mode="real"`` builds the EPICS devices of :mod:`xbeam_bluesky.devices.epics` from the ``[epics.*]`` tables of
 the TOML config; ``mode="mock"`` builds the same classes connected with mock signals (no IOC needed; the camera
-mock writes frames like the areaDetector HDF5 plugin). The live analyses of
+mock writes frames like the areaDetector HDF5 plugin, the powder detector mock posts a rendered pattern). With an
+``[epics.xrd]`` table the powder detector is ``xrd``, refined with the ``[live.rietveld]`` ``instrument`` file. The live analyses of
 :data:`xbeam_bluesky.callbacks.remote.LIVE_ANALYSES` follow every run in-process, or, with ``publish_to``, the
 documents go to a bluesky 0MQ proxy for ``xbeam analysis-server``.
 """
@@ -69,7 +70,8 @@ def build_namespace(
     -------
     dict
         ``RE``, ``storage``, ``tiled_client``, ``tiled_writer``, ``beamline`` and ``phantom`` (sim only), the
-        devices by name (``mono``, ``stage``, ``shutter``, ``camera``, and ``xrd`` in sim), the plans
+        devices by name (``mono``, ``stage``, ``shutter``, ``camera``, and ``xrd`` in sim or when the config has
+        ``[epics.xrd]``), the plans
         (``xanes_imaging``, ``optimal_xanes_imaging``, ``xrd_powder``), ``estimate_duration``, ``bps``, ``bpp``,
         ``live_router`` (or None), ``publisher`` (or None), ``mode`` and ``banner`` (a short text saying what is
         connected and where data go).
@@ -77,7 +79,11 @@ def build_namespace(
     Raises
     ------
     ValueError
-        Unknown mode, bad config; ``ophyd_async.core.NotConnectedError`` naming the PVs that did not connect.
+        Unknown mode, bad config, or ``mode="real"`` with ``[epics.xrd]`` but no ``[live.rietveld]``
+        ``instrument`` file (see :func:`check_rietveld_instrument`); ``ophyd_async.core.NotConnectedError``
+        naming the PVs that did not connect.
+    FileNotFoundError
+        The ``[live.rietveld]`` ``instrument`` file does not exist.
     """
     if mode not in MODES:
         raise ValueError(f"mode = {mode!r}; expected one of {MODES}")
@@ -105,6 +111,8 @@ def build_namespace(
         devices = beamline.devices()
     else:
         devices = _epics_devices(mode, config.path, storage.detector_dir, connect_timeout)
+        if "xrd" in devices:
+            check_rietveld_instrument(mode, config.live, config.path)
     if write_to_tiled:
         RE.subscribe(storage.writer)
     publish_to = config.zmq_proxy if publish_to is None else publish_to
@@ -190,6 +198,57 @@ def _epics_devices(mode: str, config_path: Path | None, detector_dir: Path, time
     coros = {name: device.connect(mock=mock, timeout=timeout) for name, device in devices.items()}
     call_in_bluesky_event_loop(wait_for_connection(**coros))
     return devices
+
+
+def check_rietveld_instrument(mode: str, live: dict, config_path: Path | None) -> None:
+    """Check the instrument file the automatic Rietveld refinement of a real powder station will use.
+
+    The refinement takes its wavelength and profile terms from ``[live.rietveld] instrument`` (the same option
+    ``xbeam analysis-server`` reads); without it it uses lab Cu Kα defaults (1.5405 Å), which would refine a
+    synchrotron pattern to a wrong cell without failing.
+
+    Parameters
+    ----------
+    mode : {"mock", "real"}
+        Without an instrument file, ``"real"`` raises and ``"mock"`` warns (the mock renders Cu Kα patterns).
+    live : dict
+        The config's ``[live]`` table.
+    config_path : pathlib.Path or None
+        The config file, named in the messages.
+
+    Raises
+    ------
+    ValueError
+        ``mode="real"`` and no instrument file, or an unreadable one (message names the file and key).
+    FileNotFoundError
+        The instrument file does not exist.
+    """
+    import warnings
+
+    from xbeam_bluesky.rietveld import read_instrument
+
+    where = f"{config_path or 'the config'}"
+    instrument = dict(live.get("rietveld") or {}).get("instrument")
+    if instrument is None:
+        message = (
+            f"{where}: [epics.xrd] configures a powder detector but [live.rietveld] has no "
+            'instrument = "<file>.instprm"; the automatic Rietveld refinement would use lab Cu Kα defaults '
+            "(1.5405 Å), not the powder station's wavelength"
+        )
+        if mode == "real":
+            raise ValueError(message + "; set it to the station's GSAS-II .instprm (or GSAS .PRM) file")
+        warnings.warn(message + " (mock mode: the mock detector renders Cu Kα patterns)", stacklevel=3)
+        return
+    try:
+        read_instrument(instrument)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{where}: [live.rietveld] instrument = {instrument!r} does not exist (needed for [epics.xrd])"
+        ) from None
+    except ValueError as exc:
+        raise ValueError(
+            f"{where}: [live.rietveld] instrument = {instrument!r} is unreadable: {exc}"
+        ) from None
 
 
 def _publish(RE: Any, address: str) -> Any:

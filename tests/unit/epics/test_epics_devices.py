@@ -96,7 +96,7 @@ def test_motion_limits_and_shutter(RE, devices):
 def test_example_config_builds_devices():
     config = load_epics_config(EXAMPLE_TOML)
     devices = make_epics_devices(config)
-    assert sorted(devices) == ["camera", "mono", "shutter", "stage"]
+    assert sorted(devices) == ["camera", "mono", "shutter", "stage", "xrd"]
     assert devices["mono"].user_setpoint.source == "ca://BL08:DCM:Energy.VAL"
     assert devices["mono"].limits == (6500.0, 9000.0)
     assert devices["camera"].frame_shape == (2048, 2048)

@@ -4,7 +4,8 @@ The classes follow the simulated devices' interface (``limits``/``check_position
 ``frame_shape``/``pixel_um``/``exposure`` on the camera, ``"open"``/``"closed"`` on the shutter), so the same plans
 run on either. Connected with ``init_devices(mock=True)`` they behave like an IOC: motors move instantly, the
 shutter status follows its command, and the camera writes frames through its HDF5 plugin
-(:class:`ScmosCameraMock`).
+(:class:`ScmosCameraMock`), and the powder detector posts a Rietveld-rendered pattern
+(:class:`PowderDetectorMock`).
 """
 
 from ._beamline import make_epics_devices
@@ -15,8 +16,10 @@ from ._config import (
     MonoConfig,
     ShutterConfig,
     StageConfig,
+    XrdConfig,
     load_epics_config,
 )
+from ._diffractometer import EpicsPowderDetector, PowderDetectorError, PowderDetectorMock
 from ._motion import EpicsAxis, EpicsMonochromator, EpicsSampleStage
 
 __all__ = [
@@ -24,14 +27,18 @@ __all__ = [
     "EpicsAxis",
     "EpicsBeamlineConfig",
     "EpicsMonochromator",
+    "EpicsPowderDetector",
     "EpicsSampleStage",
     "EpicsScmosCamera",
     "EpicsShutter",
     "MonoConfig",
+    "PowderDetectorError",
+    "PowderDetectorMock",
     "ScmosCameraMock",
     "ShutterConfig",
     "ShutterState",
     "StageConfig",
+    "XrdConfig",
     "load_epics_config",
     "make_epics_devices",
     "mock_frame",

@@ -8,6 +8,7 @@ from ophyd_async.core import Device, StaticPathProvider, UUIDFilenameProvider
 
 from ._camera import EpicsScmosCamera, EpicsShutter
 from ._config import EpicsBeamlineConfig
+from ._diffractometer import EpicsPowderDetector
 from ._motion import EpicsMonochromator, EpicsSampleStage
 
 __all__ = ["make_epics_devices"]
@@ -16,7 +17,7 @@ __all__ = ["make_epics_devices"]
 def make_epics_devices(
     config: EpicsBeamlineConfig, frames_dir: str | Path | None = None
 ) -> dict[str, Device]:
-    """Create (not connect) the monochromator, stage, camera and shutter named in ``config``.
+    """Create (not connect) the monochromator, stage, camera, shutter and powder detector named in ``config``.
 
     Connect them with ``ophyd_async.core.init_devices`` (``mock=True`` for the mock IOC behaviour) after
     the RunEngine exists.
@@ -32,8 +33,8 @@ def make_epics_devices(
     Returns
     -------
     dict
-        ``{"mono": ..., "stage": ..., "camera": ..., "shutter": ...}`` (``shutter`` only when configured),
-        each device named after its key.
+        ``{"mono": ..., "stage": ..., "camera": ..., "shutter": ..., "xrd": ...}`` (``shutter`` and ``xrd``
+        only when configured), each device named after its key.
     """
     cam = config.camera
     write_dir = Path(frames_dir) if frames_dir is not None else Path(cam.write_dir)
@@ -66,4 +67,18 @@ def make_epics_devices(
     }
     if config.shutter is not None:
         devices["shutter"] = EpicsShutter(config.shutter.command, config.shutter.status, name="shutter")
+    if config.xrd is not None:
+        xrd = config.xrd
+        devices["xrd"] = EpicsPowderDetector(
+            xrd.prefix,
+            n_channels=xrd.n_channels,
+            two_theta_start_deg=xrd.two_theta_start_deg,
+            two_theta_step_deg=xrd.two_theta_step_deg,
+            driver_suffix=xrd.driver,
+            array_suffix=xrd.array,
+            array_dtype=xrd.array_dtype,
+            two_theta_pv=xrd.two_theta_pv,
+            timeout_s=xrd.timeout_s,
+            name="xrd",
+        )
     return devices

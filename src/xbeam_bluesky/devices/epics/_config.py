@@ -13,6 +13,7 @@ __all__ = [
     "MonoConfig",
     "ShutterConfig",
     "StageConfig",
+    "XrdConfig",
     "load_epics_config",
 ]
 
@@ -74,6 +75,37 @@ class ShutterConfig:
 
 
 @dataclass(frozen=True)
+class XrdConfig:
+    """A 1D powder detector (strip detector) on an areaDetector IOC.
+
+    ``prefix`` + ``driver`` name the driver records (``Acquire``, ``AcquireTime``, ``ImageMode``, ``NumImages``),
+    ``prefix`` + ``array`` + ``ArrayData`` the NDPluginStdArrays waveform, of element type ``array_dtype``
+    (the plugin's FTVL: ``int32`` for LONG, ``float64`` for DOUBLE, ...). Channel ``i`` is at
+    ``two_theta_start_deg + i · two_theta_step_deg`` degrees 2θ, unless ``two_theta_pv`` names a waveform with the
+    2θ of every channel. ``timeout_s`` is the time allowed beyond the exposure for an acquisition (s).
+    """
+
+    prefix: str
+    n_channels: int
+    two_theta_start_deg: float
+    two_theta_step_deg: float
+    driver: str = "cam1:"
+    array: str = "image1:"
+    array_dtype: str = "int32"
+    two_theta_pv: str | None = None
+    timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        from ._diffractometer import ARRAY_DTYPES, calibrated_two_theta
+
+        calibrated_two_theta(self.two_theta_start_deg, self.two_theta_step_deg, self.n_channels)
+        if self.array_dtype not in ARRAY_DTYPES:
+            raise ValueError(f"array_dtype = {self.array_dtype!r}; expected one of {sorted(ARRAY_DTYPES)}")
+        if not self.timeout_s > 0:
+            raise ValueError(f"timeout_s = {self.timeout_s!r}; expected a positive time in s")
+
+
+@dataclass(frozen=True)
 class EpicsBeamlineConfig:
     """PV prefixes of the beamline devices (the ``[epics.*]`` tables of the TOML config)."""
 
@@ -81,6 +113,7 @@ class EpicsBeamlineConfig:
     stage: StageConfig
     camera: CameraConfig
     shutter: ShutterConfig | None = None
+    xrd: XrdConfig | None = None
     source: str = "<memory>"
 
 
@@ -89,7 +122,9 @@ _SECTIONS: dict[str, type] = {
     "stage": StageConfig,
     "camera": CameraConfig,
     "shutter": ShutterConfig,
+    "xrd": XrdConfig,
 }
+_OPTIONAL = {"shutter", "xrd"}
 _PAIRS = {"limits_eV", "x_limits_mm", "y_limits_mm", "out_position_mm", "shape"}
 
 
@@ -118,11 +153,22 @@ def _section(source: str, name: str, table: Any, cls: type) -> Any:
             if not isinstance(value, int | float) or value < 0:
                 raise ValueError(f"{where} {key} = {value!r}; expected a non-negative number")
             values[key] = float(value)
+        elif key in {"two_theta_start_deg", "two_theta_step_deg", "timeout_s"}:
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise ValueError(f"{where} {key} = {value!r}; expected a number")
+            values[key] = float(value)
+        elif key == "n_channels":
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"{where} {key} = {value!r}; expected an integer number of channels")
+            values[key] = value
         elif not isinstance(value, str) or not value:
             raise ValueError(f"{where} {key} = {value!r}; expected a non-empty string (a PV name or suffix)")
         else:
             values[key] = value
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
 
 
 def load_epics_config(path: str | Path) -> EpicsBeamlineConfig:
@@ -165,6 +211,6 @@ def load_epics_config(path: str | Path) -> EpicsBeamlineConfig:
     for name, cls in _SECTIONS.items():
         if name in epics:
             sections[name] = _section(str(path), name, epics[name], cls)
-        elif name != "shutter":
+        elif name not in _OPTIONAL:
             raise ValueError(f"{path}: missing section [epics.{name}]")
     return EpicsBeamlineConfig(**sections, source=str(path))
