@@ -235,10 +235,14 @@ def sites_from_library(
 
 
 def merge_sites(sites: Sites, *, merge: float = MERGE_THRESHOLD) -> Sites:
-    """Group sites into clusters by average linkage on D, cut at ``merge``.
+    """Group sites into clusters by average linkage on D, cut at ``merge``, never joining two separable
+    references.
 
     Sites are kept (the assignment still uses the fine grid); only their ``groups`` change, so a pixel's
-    cluster is the group of its best site.
+    cluster is the group of its best site. Two library (or data) sites farther apart than ``merge`` are distinct
+    phases at this noise level; mixture sites between them can bring the *average* distance of their groups
+    under ``merge``, so such pairs are kept apart (a cannot-link constraint). Without such a pair the grouping
+    is plain average linkage (:func:`scipy.cluster.hierarchy.linkage` cut by ``fcluster``).
 
     Parameters
     ----------
@@ -250,9 +254,63 @@ def merge_sites(sites: Sites, *, merge: float = MERGE_THRESHOLD) -> Sites:
     if len(sites) < 2:
         return sites
     d = sites.separation()
-    found = fcluster(linkage(squareform(d, checks=False), method="average"), t=merge, criterion="distance")
+    named = np.array([o in ("library", "data") for o in sites.origin])
+    cannot = (d > merge) & named[:, None] & named[None, :]
+    found = constrained_average_linkage(d, merge, cannot)
     # number clusters in order of their first site so library references keep low labels
     _, first = np.unique(found, return_index=True)
     order = np.argsort(np.argsort(first))
     groups = order[np.searchsorted(np.unique(found), found)] + 1
     return Sites(sites.energies, sites.mu_t, sites.names, sites.origin, sites.i0_counts, sites.noise, groups)
+
+
+def constrained_average_linkage(
+    distance: NDArray[np.float64], cut: float, cannot_link: NDArray[np.bool_]
+) -> NDArray[np.intp]:
+    """Flat clusters of average-linkage agglomeration stopped at ``cut``, never merging two clusters that hold
+    a cannot-link pair.
+
+    Parameters
+    ----------
+    distance
+        Symmetric (n, n) distances (here D, dimensionless).
+    cut
+        Largest average distance at which two clusters merge.
+    cannot_link
+        Symmetric (n, n) boolean: True where two items must not share a cluster.
+
+    Returns
+    -------
+    numpy.ndarray
+        Cluster id (0..) of every item. Average linkage has no inversions, so merging the closest allowed pair
+        while its distance is ≤ ``cut`` is scipy's average linkage cut at ``cut`` when no constraint binds.
+    """
+    n = distance.shape[0]
+    if not cannot_link.any():
+        found = fcluster(
+            linkage(squareform(distance, checks=False), method="average"), t=cut, criterion="distance"
+        )
+        return found - 1
+    dist = np.array(distance, dtype=np.float64, copy=True)
+    blocked = np.array(cannot_link, dtype=bool, copy=True)
+    size = np.ones(n)
+    alive = np.ones(n, dtype=bool)
+    members = np.arange(n)
+    np.fill_diagonal(dist, np.inf)
+    while True:
+        masked = np.where(blocked | ~alive[:, None] | ~alive[None, :], np.inf, dist)
+        flat = int(np.argmin(masked))
+        i, j = divmod(flat, n)
+        if not masked[i, j] <= cut:
+            break
+        # Lance–Williams update for average linkage: cluster i absorbs j
+        dist[i, :] = (size[i] * dist[i, :] + size[j] * dist[j, :]) / (size[i] + size[j])
+        dist[:, i] = dist[i, :]
+        dist[i, i] = np.inf
+        blocked[i, :] |= blocked[j, :]
+        blocked[:, i] = blocked[i, :]
+        size[i] += size[j]
+        alive[j] = False
+        members[members == j] = i
+    _, labels = np.unique(members, return_inverse=True)
+    return labels
