@@ -230,6 +230,10 @@ def test_per_energy_i0_separates_phases_one_i0_merges(ns, dwell_run) -> None:
     assert model["flat_vs_used_max_rel_diff"] < 0.02  # the flats measure the same counts
     result = live.results[uid]
     assert np.all(result.sites.i0_counts == np.asarray(model["i0_counts"]))
+    # the camera's recorded noise model (offset = read noise², not the sCMOS fit's −63), I0 averaged over the flats
+    recorded = start["noise_model"]
+    assert (result.sites.noise.gain, result.sites.noise.offset) == (recorded["gain"], recorded["offset"])
+    assert result.sites.noise.flat_frames == start["n_flats"] >= 1
     truth = _truth(ns)
     new = _majority(result.labels, truth)
     assert len({new[p][0] for p in (1, 2, 3)}) == 3 and all(new[p][1] > 0.95 for p in (1, 2, 3))

@@ -66,6 +66,7 @@ __all__ = [
     "flat_incident_counts",
     "live_clustering",
     "run_incident_counts",
+    "run_noise_model",
 ]
 
 logger = logging.getLogger(__name__)
@@ -127,6 +128,19 @@ def run_incident_counts(start: dict) -> tuple[float | np.ndarray, str]:
         d = np.asarray(dwell, dtype=np.float64)
         return float(i0) * d / d.min(), "i0_scaled_by_dwell"
     return float(i0), "i0"
+
+
+def run_noise_model(start: dict) -> PhotonNoiseModel:
+    """Detector noise model of a ``xanes_imaging`` run: the camera's recorded gain and variance offset
+    (``noise_model.gain`` / ``noise_model.offset``, written by cameras that know them, e.g. the sim sCMOS) or the
+    sCMOS defaults of :class:`PhotonNoiseModel`, with the I0 term averaged over the run's ``n_flats`` flats."""
+    recorded = start.get("noise_model") or {}
+    defaults = PhotonNoiseModel()
+    return PhotonNoiseModel(
+        gain=float(recorded.get("gain", defaults.gain)),
+        offset=float(recorded.get("offset", defaults.offset)),
+        flat_frames=max(int(start.get("n_flats") or 1), 1),
+    )
 
 
 def flat_incident_counts(
@@ -433,8 +447,10 @@ class LiveClustering(DocumentRouter):
             )
         refs = np.vstack([lib.matrix[lib.names.index(n)] for n in references])
         opts = {**self.options, **{k: md[k] for k in ("n_draws", "mu_offset", "edge_jump") if k in md}}
+        noise = run_noise_model(start)
+        state["noise_model"] = noise.as_dict()
         state["build_sites"] = lambda counts: sites_from_library(
-            energies, refs, references, i0_counts=counts, noise=PhotonNoiseModel(), **opts
+            energies, refs, references, i0_counts=counts, noise=noise, **opts
         )
         state["sites"] = state["build_sites"](i0)
         state["i0"] = i0
@@ -604,6 +620,7 @@ class LiveClustering(DocumentRouter):
             "max_lag_s": round(state["max_lag_s"], 3),
             "max_lag_frames": state["max_lag_frames"],
             "i0_model": state.get("i0_model"),
+            "noise_model": state.get("noise_model"),
             "parameters": {
                 **self.options,
                 "denoise": self.denoise,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,21 @@ def _parse_i0(text: str) -> float | list[float]:
     return values[0] if len(values) == 1 else values
 
 
-def _hdf5_input(path: Path, i0: Any) -> tuple[list[Any], Any, Any, list, float | None, dict]:
+@dataclass
+class _Input:
+    """What ``xbeam cluster`` read: per-tile stacks, energies (eV), incident counts, tile centres (mm), pixel
+    size (µm), how the incident counts were chosen, and the detector noise model (None: the sCMOS defaults)."""
+
+    sources: list[Any]
+    energies: Any
+    i0: Any
+    centers: list
+    pixel_um: float | None
+    i0_model: dict
+    noise: Any = None
+
+
+def _hdf5_input(path: Path, i0: Any) -> _Input:
     import h5py
     import numpy as np
 
@@ -92,7 +107,7 @@ def _hdf5_input(path: Path, i0: Any) -> tuple[list[Any], Any, Any, list, float |
     value = i0 if i0 is not None else np.asarray(attr_i0, dtype=float)
     value = float(value) if np.ndim(value) == 0 else np.asarray(value, dtype=float)
     source = "--i0" if i0 is not None else "/stack attribute i0_counts"
-    return (
+    return _Input(
         [stack],
         energies,
         value,
@@ -102,13 +117,14 @@ def _hdf5_input(path: Path, i0: Any) -> tuple[list[Any], Any, Any, list, float |
     )
 
 
-def _run_input(args: argparse.Namespace) -> tuple[list[Any], Any, Any, list, float | None, dict]:
+def _run_input(args: argparse.Namespace) -> _Input:
     import numpy as np
 
     from xbeam_bluesky.callbacks.clustering import (
         choose_incident_counts,
         flat_incident_counts,
         run_incident_counts,
+        run_noise_model,
     )
     from xbeam_bluesky.clustering import ArrayStack
     from xbeam_bluesky.storage import open_storage
@@ -157,7 +173,9 @@ def _run_input(args: argparse.Namespace) -> tuple[list[Any], Any, Any, list, flo
                 f"run {args.input}: {len(i0)} incident counts (one per energy of the run) but tile 0 has "
                 f"{len(energies)} frames; give a single --i0"
             )
-        return sources, energies, i0, [tuple(p) for p in positions], pixel, model
+        return _Input(
+            sources, energies, i0, [tuple(p) for p in positions], pixel, model, run_noise_model(start)
+        )
     finally:
         storage.close()
 
@@ -169,8 +187,10 @@ def build_sites(
     library: Path | None,
     references: list[str] | None,
     draws: int,
+    noise: Any = None,
 ) -> Any:
-    """Library sites on the data's energies, scaled to the data's typical absorbance level and edge jump."""
+    """Library sites on the data's energies, scaled to the data's typical absorbance level and edge jump;
+    ``noise`` is the detector's :class:`~xbeam_bluesky.spectra.PhotonNoiseModel` (None: the sCMOS defaults)."""
     import numpy as np
 
     from xbeam_bluesky.clustering import sites_from_library
@@ -200,7 +220,7 @@ def build_sites(
     logger.info("library scaled to the data: edge jump %.3g, offset %.3g (μt)", jump, offset)
     try:
         return sites_from_library(
-            energies, matrix, names, i0_counts=i0, noise=PhotonNoiseModel(), mu_offset=offset, edge_jump=jump,
+            energies, matrix, names, i0_counts=i0, noise=noise or PhotonNoiseModel(), mu_offset=offset, edge_jump=jump,
             n_draws=draws,
         )  # fmt: skip
     except ValueError as exc:
@@ -253,11 +273,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.i0 is not None:
         args.i0 = _parse_i0(args.i0)
     if path.suffix.lower() in (".h5", ".hdf5", ".nxs") or path.exists():
-        sources, energies, i0, centers, pixel, i0_model = _hdf5_input(path, args.i0)
+        data = _hdf5_input(path, args.i0)
     else:
-        sources, energies, i0, centers, pixel, i0_model = _run_input(args)
+        data = _run_input(args)
     references = [r.strip() for r in args.references.split(",")] if args.references else None
-    sites = build_sites(sources, energies, i0, args.library, references, args.draws)
+    sites = build_sites(
+        data.sources, data.energies, data.i0, args.library, references, args.draws, data.noise
+    )
     client = None
     if args.dask:
         from dask.distributed import Client
@@ -268,7 +290,7 @@ def _run(args: argparse.Namespace) -> int:
             raise CLIError(f"--dask {args.dask}: cannot reach the scheduler ({exc})") from exc
     try:
         result = cluster_tiles(
-            sources, sites, centers_mm=centers, pixel_um=pixel, denoise=not args.no_denoise,
+            data.sources, sites, centers_mm=data.centers, pixel_um=data.pixel_um, denoise=not args.no_denoise,
             discover=not args.no_discover, window=args.window, min_count=args.min_count,
             memory_bytes=int(args.memory_mb * 2**20), map_fn=dask_map(client) if client else None,
             n_threads=1 if client else 2,
@@ -276,6 +298,6 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         if client is not None:
             client.close()
-    write_result(args.out, result, energies, i0_model)
-    print(json.dumps({**result.summary(), "i0_model": i0_model["source"], "out": str(args.out)}))
+    write_result(args.out, result, data.energies, data.i0_model)
+    print(json.dumps({**result.summary(), "i0_model": data.i0_model["source"], "out": str(args.out)}))
     return 0

@@ -21,14 +21,22 @@ class PhotonNoiseModel:
         Variance per count (ADU per photon for an sCMOS), dimensionless.
     offset : float
         Constant variance term, counts².
+    flat_frames : int
+        Open-beam (flat-field) frames averaged into the I0 estimate of each pixel: the I0 term of
+        :meth:`var_absorbance` is ``Var(N) / flat_frames``. 1 = a single flat.
     """
 
     gain: float = 9.31
     offset: float = -63.0
+    flat_frames: int = 1
 
     def __post_init__(self) -> None:
         if not self.gain > 0:
             raise ValueError(f"PhotonNoiseModel gain={self.gain!r}; expected a positive variance per count")
+        if int(self.flat_frames) != self.flat_frames or self.flat_frames < 1:
+            raise ValueError(
+                f"PhotonNoiseModel flat_frames={self.flat_frames!r}; expected a positive number of averaged flats"
+            )
 
     def var_counts(self, counts: np.ndarray | float) -> np.ndarray:
         """Variance of a detector reading of ``counts`` (counts²), never negative."""
@@ -52,8 +60,8 @@ class PhotonNoiseModel:
         mu_t : array_like
             Absorbance of the sample, dimensionless.
         i0_var : array_like, optional
-            Variance of the I0 estimate; defaults to this model's variance of ``i0_counts`` (a single flat).
-            Pass 0 for a noiseless reference (e.g. a flat averaged over many frames).
+            Variance of the I0 estimate; defaults to this model's variance of ``i0_counts`` divided by
+            ``flat_frames`` (the mean of that many flats). Pass 0 for a noiseless reference.
 
         Returns
         -------
@@ -62,7 +70,9 @@ class PhotonNoiseModel:
         """
         i0 = np.asarray(i0_counts, dtype=np.float64)
         transmitted = i0 * np.exp(-np.asarray(mu_t, dtype=np.float64))
-        v0 = self.var_counts(i0) if i0_var is None else np.asarray(i0_var, dtype=np.float64)
+        v0 = (
+            self.var_counts(i0) / self.flat_frames if i0_var is None else np.asarray(i0_var, dtype=np.float64)
+        )
         with np.errstate(divide="ignore", invalid="ignore"):
             return v0 / i0**2 + self.var_counts(transmitted) / transmitted**2
 

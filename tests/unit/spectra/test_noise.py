@@ -42,3 +42,18 @@ def test_absorbance_dark_correction_and_floor():
 def test_gain_must_be_positive():
     with pytest.raises(ValueError, match="gain=0"):
         PhotonNoiseModel(gain=0)
+
+
+def test_averaged_flats_reduce_the_i0_term_as_monte_carlo():
+    n_flats = 4
+    model = PhotonNoiseModel(gain=1.0, offset=0.0, flat_frames=n_flats)
+    rng = np.random.default_rng(3)
+    i0, mu_t = 20_000.0, 0.4  # a thin sample, where the I0 term is a large part of the variance
+    flats = model.sample_counts(np.full((n_flats, 100_000), i0), rng).mean(axis=0)
+    images = model.sample_counts(np.full(100_000, i0 * np.exp(-mu_t)), rng)
+    measured = absorbance_from_counts(images, flats)
+    assert measured.var() == pytest.approx(model.var_absorbance(i0, mu_t), rel=0.03)
+    expected = 1 / (n_flats * i0) + 1 / (i0 * np.exp(-mu_t))  # Poisson: Var(N)/N² = 1/N
+    assert model.var_absorbance(i0, mu_t) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="flat_frames=0"):
+        PhotonNoiseModel(flat_frames=0)
