@@ -27,7 +27,7 @@ Criterion = Literal["A", "D"]
 #: Picks between exact recomputations of the column norms kept up to date by rank-one updates.
 _REFRESH_EVERY = 64
 #: Rounds of the exchange step after the greedy (``design_energies``; 0 = greedy only).
-DEFAULT_EXCHANGE_ROUNDS = 10
+DEFAULT_EXCHANGE_ROUNDS = 40
 #: The exchange step considers new energies within this many grid steps of a measured one.
 DEFAULT_EXCHANGE_WINDOW = 3
 
