@@ -220,15 +220,22 @@ class EpicsPowderDetector(StandardReadable):
             async with asyncio.timeout(limit):
                 await self.driver.acquire.set(True, timeout=None)
         except TimeoutError:
-            await self.driver.acquire.set(False, wait=False)
             raise TimeoutError(
                 f"{self.acquire_pv}: the acquisition of {exposure} s did not complete within {limit:.3g} s "
-                f"(AcquireTime + timeout_s = {self.timeout_s} s); acquisition stopped"
+                f"(AcquireTime + timeout_s = {self.timeout_s} s); {await self._stop()}"
             ) from None
         counts = await self._new_array(before, self.timeout_s)
         two_theta = await self._two_theta()
         self._set_two_theta(two_theta)
         self._set_counts(counts)
+
+    async def _stop(self) -> str:
+        """Put 0 to ``Acquire`` (not a busy wait); say whether the IOC took it."""
+        try:
+            await self.driver.acquire.set(False, timeout=self.timeout_s)
+        except TimeoutError:
+            return f"stopping it (put 0) did not complete either within {self.timeout_s} s"
+        return "acquisition stopped (put 0)"
 
     async def _array_timestamp(self) -> float:
         reading = await self.array_data.read(cached=False)
