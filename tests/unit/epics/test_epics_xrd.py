@@ -269,3 +269,31 @@ def test_instrument_required_in_real_mode_warned_in_mock(tmp_path, instrument_fi
     check_rietveld_instrument("real", {"rietveld": {"instrument": str(instrument_file)}}, config)
     with pytest.raises(FileNotFoundError, match=r"instrument = '/nope.instprm' does not exist"):
         check_rietveld_instrument("real", {"rietveld": {"instrument": "/nope.instprm"}}, config)
+
+
+def test_mock_namespace_has_xrd_and_lists_it(tmp_path):
+    from xbeam_bluesky.startup import build_namespace
+
+    from .test_epics_devices import EXAMPLE_TOML
+
+    config = tmp_path / "xbeam.toml"
+    example = EXAMPLE_TOML.read_text().replace("shape = [2048, 2048]", "shape = [4, 6]")
+    config.write_text(example.replace("n_channels = 5500", "n_channels = 600"))
+    with pytest.warns(UserWarning, match=r"\[live\.rietveld\] has no instrument"):
+        ns = build_namespace("mock", config_path=config, data_dir=tmp_path / "data", live=False)
+    try:
+        assert isinstance(ns["xrd"], EpicsPowderDetector)
+        assert "xrd (EpicsPowderDetector)" in ns["banner"]
+        assert ns["xrd"].array_data.source == "mock+ca://BL08:MYTHEN:image1:ArrayData"
+        (uid,) = ns["RE"](ns["xrd_powder"](ns["xrd"], 0.01, ["PbSO4-Wyckoff.cif"]))
+        pattern = xrd_pattern(ns["tiled_client"][uid])
+        np.testing.assert_allclose(pattern.two_theta_deg, 2.0 + 0.02 * np.arange(600))
+        assert pattern.counts.max() > 0
+    finally:
+        ns["storage"].close()
+    config.write_text(example.split("[epics.xrd]")[0])
+    ns = build_namespace("mock", config_path=config, data_dir=tmp_path / "data2", live=False)
+    try:
+        assert "xrd" not in ns
+    finally:
+        ns["storage"].close()

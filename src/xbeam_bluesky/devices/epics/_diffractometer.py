@@ -103,7 +103,10 @@ class PowderDetectorMock(DeviceMock["EpicsPowderDetector"]):
                 from xbeam_bluesky.rietveld import simulate_pattern
 
                 peaks = simulate_pattern([MOCK_CIF], grid)
-                expected.append(MOCK_PEAK_COUNTS_PER_S * peaks / peaks.max() + MOCK_BACKGROUND_COUNTS_PER_S)
+                scale = (
+                    MOCK_PEAK_COUNTS_PER_S / peaks.max() if peaks.max() > 0 else 0.0
+                )  # no reflection in range
+                expected.append(scale * peaks + MOCK_BACKGROUND_COUNTS_PER_S)
             return expected[0]
 
         async def acquire(value: bool) -> bool:
