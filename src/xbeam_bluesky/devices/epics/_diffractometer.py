@@ -103,9 +103,8 @@ class PowderDetectorMock(DeviceMock["EpicsPowderDetector"]):
                 from xbeam_bluesky.rietveld import simulate_pattern
 
                 peaks = simulate_pattern([MOCK_CIF], grid)
-                scale = (
-                    MOCK_PEAK_COUNTS_PER_S / peaks.max() if peaks.max() > 0 else 0.0
-                )  # no reflection in range
+                # a 2θ range without any reflection gets the background alone
+                scale = MOCK_PEAK_COUNTS_PER_S / peaks.max() if peaks.max() > 0 else 0.0
                 expected.append(scale * peaks + MOCK_BACKGROUND_COUNTS_PER_S)
             return expected[0]
 
