@@ -55,7 +55,9 @@ class XbeamConfig:
         ``host:port`` of a bluesky 0MQ proxy's *in* address: publish documents there for
         ``xbeam analysis-server`` (``zmq_proxy`` key or ``XBEAM_ZMQ_PROXY``).
     live : dict
-        The ``[live]`` table: options of the live analyses by name (``[live.clustering]``, ``[live.rietveld]``).
+        The ``[live]`` table: options of the live analyses by name (``[live.clustering]``, ``[live.rietveld]``);
+        their relative paths (``library_dir``, ``cif_dir``, ``instrument``) are made absolute against the
+        config file's folder, so every process (IPython, queueserver worker, analysis server) reads the same files.
     path : pathlib.Path or None
         The TOML file read, if any (its ``[epics.*]`` tables configure ``mode="mock"`` / ``"real"``).
     """
@@ -77,6 +79,31 @@ class XbeamConfig:
     def report_dir(self) -> Path:
         """Where reports (PNG) are written."""
         return self.data_dir / "reports"
+
+
+#: Path-valued options of the live analyses; relative paths are taken relative to the config file.
+LIVE_PATH_OPTIONS: dict[str, tuple[str, ...]] = {
+    "clustering": ("library_dir",),
+    "rietveld": ("cif_dir", "instrument"),
+}
+
+
+def _resolve_live_paths(live: dict, base: Path) -> dict:
+    """``live`` with the relative path options of :data:`LIVE_PATH_OPTIONS` made absolute against ``base``."""
+    out = dict(live)
+    for name, keys in LIVE_PATH_OPTIONS.items():
+        table = out.get(name)
+        if not isinstance(table, dict):
+            continue
+        table = dict(table)
+        for key in keys:
+            value = table.get(key)
+            if isinstance(value, str) and not Path(value).expanduser().is_absolute():
+                table[key] = str((base / value).resolve())
+            elif isinstance(value, str):
+                table[key] = str(Path(value).expanduser())
+        out[name] = table
+    return out
 
 
 def load_config(path: str | Path | None = None, *, data_dir: str | Path | None = None) -> XbeamConfig:
@@ -129,6 +156,8 @@ def load_config(path: str | Path | None = None, *, data_dir: str | Path | None =
     for name, table in (("sim", sim), ("live", live)):
         if not isinstance(table, dict):
             raise ValueError(f"config file {file}: {name} = {table!r}; expected a [{name}] table of options")
+    if file.is_file():
+        live = _resolve_live_paths(live, file.resolve().parent)
     proxy = os.environ.get("XBEAM_ZMQ_PROXY") or values.get("zmq_proxy")
     return XbeamConfig(
         resolved_dir, str(uri) if uri else None, str(key) if key else None, sim=sim,

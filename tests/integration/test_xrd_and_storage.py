@@ -129,3 +129,16 @@ def test_config_file_and_environment(tmp_path, monkeypatch) -> None:
         load_config(config)
     with pytest.raises(FileNotFoundError, match="config file not found"):
         load_config(tmp_path / "missing.toml")
+    # relative paths of the live analyses are relative to the config file, not to the working directory
+    (tmp_path / "etc").mkdir()
+    config = tmp_path / "etc" / "xbeam.toml"
+    config.write_text(
+        '[live.rietveld]\ninstrument = "station.instprm"\ncif_dir = "/abs/cifs"\nn_trials = 4\n'
+        '[live.clustering]\nlibrary_dir = "../spectra"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    live = load_config(config).live
+    assert live["rietveld"] == {
+        "instrument": str(tmp_path / "etc" / "station.instprm"), "cif_dir": "/abs/cifs", "n_trials": 4,
+    }  # fmt: skip
+    assert live["clustering"]["library_dir"] == str(tmp_path / "spectra")
