@@ -170,6 +170,32 @@ def test_acquisition_timeout_names_the_pv_and_stops(tiled_RE, tiled_storage, xrd
     assert tiled_storage.client[stop["run_start"]].metadata["stop"]["exit_status"] == "fail"
 
 
+def test_abort_mid_exposure_stops_the_acquisition(tiled_RE, tiled_storage, xrd, docs):
+    import threading
+
+    from bluesky.utils import RunEngineInterrupted
+
+    released = {}
+
+    async def long_exposure(value: bool) -> None:
+        event = released.setdefault("event", asyncio.Event())
+        if value:
+            await event.wait()  # a 100 s exposure, ended only by Acquire = 0
+        else:
+            event.set()
+
+    callback_on_mock_put(xrd.driver.acquire, long_exposure)
+    threading.Timer(1.0, tiled_RE.request_pause, kwargs={"defer": False}).start()
+    with pytest.raises(RunEngineInterrupted):
+        tiled_RE(_xrd_powder(xrd, exposure=100.0))
+    tiled_RE.abort("operator abort")
+    # unstage put 0 to Acquire: the IOC stops exposing, the run is closed as aborted
+    assert [c.args[0] for c in get_mock_put(xrd.driver.acquire).call_args_list] == [True, False]
+    (stop,) = [d for n, d in docs if n == "stop"]
+    assert stop["exit_status"] == "abort"
+    assert tiled_storage.client[stop["run_start"]].metadata["stop"]["exit_status"] == "abort"
+
+
 def test_array_plugin_silent_names_the_array_pv(RE, xrd):
     import bluesky.plan_stubs as bps
 

@@ -9,6 +9,7 @@ automatic Rietveld refinement treat a real pattern exactly as a simulated one.
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,8 @@ from ophyd_async.core import (
 from ophyd_async.core import StandardReadableFormat as Format
 from ophyd_async.epics.adcore import ADBaseIO, ADImageMode
 from ophyd_async.epics.core import epics_signal_r
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "ARRAY_DTYPES",
@@ -187,6 +190,7 @@ class EpicsPowderDetector(StandardReadable):
                 Array1D[np.float64], np.zeros(self.n_channels), units="counts"
             )
         self.add_readables([self.driver.acquire_time], Format.CONFIG_SIGNAL)
+        self._acquiring = False
         super().__init__(name=name)
 
     @property
@@ -201,7 +205,21 @@ class EpicsPowderDetector(StandardReadable):
 
     @AsyncStatus.wrap
     async def unstage(self) -> None:
-        """Nothing to undo (the IOC keeps its settings)."""
+        """Stop an exposure still running (a run aborted or stopped mid-exposure); the IOC keeps its settings."""
+        if self._acquiring:
+            logger.warning("%s: run ended during an exposure; %s", self.acquire_pv, await self._stop())
+
+    @AsyncStatus.wrap
+    async def stop(self, success: bool = True) -> None:
+        """Stop an exposure in progress (put 0 to ``Acquire``); nothing happens when none is running.
+
+        Parameters
+        ----------
+        success
+            Unused (bluesky's ``Stoppable`` protocol).
+        """
+        if self._acquiring:
+            logger.info("%s: %s", self.acquire_pv, await self._stop())
 
     @AsyncStatus.wrap
     async def trigger(self) -> None:
@@ -218,6 +236,7 @@ class EpicsPowderDetector(StandardReadable):
         exposure = await self.driver.acquire_time.get_value()
         limit = max(float(exposure), 0.0) + self.timeout_s
         before = await self._array_timestamp()
+        self._acquiring = True
         try:
             async with asyncio.timeout(limit):
                 await self.driver.acquire.set(True, timeout=None)
@@ -226,6 +245,8 @@ class EpicsPowderDetector(StandardReadable):
                 f"{self.acquire_pv}: the acquisition of {exposure} s did not complete within {limit:.3g} s "
                 f"(AcquireTime + timeout_s = {self.timeout_s} s); {await self._stop()}"
             ) from None
+        finally:
+            self._acquiring = False
         counts = await self._new_array(before, self.timeout_s)
         two_theta = await self._two_theta()
         self._set_two_theta(two_theta)
