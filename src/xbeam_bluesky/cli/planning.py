@@ -187,11 +187,17 @@ def plan_energies(args: argparse.Namespace) -> int:
         target_rmse=args.target_rmse,
     )
     design.extra["edge"] = args.edge
+    exchange = design.extra.get("exchange", {})
+    greedy_note = (
+        f"greedy alone {exchange['expected_rmse_before']:.4f}, "
+        if exchange.get("stop_reason") != "skipped" and exchange
+        else ""
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     design.save(args.out)
     print(
         f"{design.energies_eV.size} energies ({design.n_picks} picks of {args.dwell} s), total {design.total_time_s:.1f} s, "
-        f"expected RMSE {design.expected_rmse:.4f} (prior {design.prior_rmse:.4f}), "
+        f"expected RMSE {design.expected_rmse:.4f} ({greedy_note}prior {design.prior_rmse:.4f}), "
         f"length scale {prior.length_scale_eV:.2f} eV from {len(prior.names)} spectra, "
         f"computed in {design.compute_s:.2f} s -> {args.out}"
     )
