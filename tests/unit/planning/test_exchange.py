@@ -190,6 +190,10 @@ def test_design_energies_uses_the_exchange_step(small_prior):
     by_picks = design_energies(small_prior, TransmissionNoise(), tm, n_points=70)
     assert by_picks.n_picks == 70
     assert round(by_picks.dwell_s.sum() / tm.dwell_s) == 70
+    # a target-RMSE design still meets its target, in no more time than the greedy took
+    target = design_energies(small_prior, TransmissionNoise(), tm, target_rmse=0.01)
+    assert target.expected_rmse <= 0.01
+    assert target.total_time_s <= target.curve["time_s"][-1] + 1e-9
     # the D criterion is left as the greedy made it
     d = design_energies(small_prior, TransmissionNoise(), tm, n_points=30, criterion="D")
     assert "exchange" not in d.extra
