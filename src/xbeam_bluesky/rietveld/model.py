@@ -2,10 +2,10 @@
 
 y_calc(2θ) = background + Σ_phases S · Σ_hkl m |F|² LP · P_MD · profile(2θ − 2θ_hkl), for Kα1 and Kα2.
 
-Intensity-like parameters (scale, atoms through |F|², preferred orientation, background) enter
-linearly through fixed peak shapes, so their Jacobian columns are ``shape_matrix @ dI/dp``; position
-and width parameters use analytic profile derivatives chained through per-peak sensitivities
-(sparse matrix products). Only SH/L uses a finite difference.
+Intensity-like parameters (scale, atoms and occupancies through |F|², preferred orientation,
+background) enter linearly through fixed peak shapes, so their Jacobian columns are
+``shape_matrix @ dI/dp``; position and width parameters use analytic profile derivatives chained
+through per-peak sensitivities (sparse matrix products). Only SH/L uses a finite difference.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ class PhaseState:
         Phase scale factor S.
     xyz, uiso
         Coordinates (fractional) and Uiso (Å²) per site.
+    occupancy
+        Site occupancy per site (fraction of the site, dimensionless), a copy of the CIF values at the start.
     po_ratio, po_axis
         March–Dollase ratio r (1 = random) and axis [h, k, l].
     """
@@ -52,6 +54,7 @@ class PhaseState:
     scale: float
     xyz: np.ndarray
     uiso: np.ndarray
+    occupancy: np.ndarray
     po_ratio: float = 1.0
     po_axis: tuple[int, int, int] = (0, 0, 1)
 
@@ -78,7 +81,15 @@ def initial_state(phases: list[Phase], instrument: Instrument) -> ModelState:
     for ph in phases:
         a_terms = cell_to_a(ph.cell)
         a_free = np.linalg.lstsq(ph.lattice_matrix, a_terms, rcond=None)[0]
-        states.append(PhaseState(a_free=a_free, scale=1.0, xyz=ph.xyz.copy(), uiso=ph.uiso.copy()))
+        states.append(
+            PhaseState(
+                a_free=a_free,
+                scale=1.0,
+                xyz=ph.xyz.copy(),
+                uiso=ph.uiso.copy(),
+                occupancy=ph.occupancy.copy(),
+            )
+        )
     return ModelState(instrument=instrument, phases=states)
 
 
@@ -162,7 +173,9 @@ class PatternCalculator:
         tth = 2.0 * np.degrees(np.arcsin(sin_t))
         cos_t = np.sqrt(1.0 - sin_t**2)
         fp, fpp = self.fp_fpp[k]
-        sf = structure_factors(ph, refl.hkl, q / 4.0, ps.xyz, ps.uiso, fp, fpp, want_derivs=want_atoms)
+        sf = structure_factors(
+            ph, refl.hkl, q / 4.0, ps.xyz, ps.uiso, fp, fpp, want_derivs=want_atoms, occupancy=ps.occupancy
+        )
         c2t = np.cos(np.radians(tth))
         p = inst.polarization
         lp = ((1.0 - p) * c2t**2 + p) / (2.0 * sin_t**2 * cos_t)
@@ -273,7 +286,7 @@ class PatternCalculator:
             y (total), background, per-phase components, and a dict of Jacobian blocks.
         """
         inst = state.instrument
-        want_atoms = jacobian and bool(groups & {"atoms_xyz", "atoms_uiso"})
+        want_atoms = jacobian and bool(groups & {"atoms_xyz", "atoms_uiso", "occupancy"})
         want_po = jacobian and "preferred_orientation" in groups
         pcs = [self._phase_calc(k, state, want_atoms, want_po) for k in range(len(self.phases))]
         lam_ratio = 360.0 * (self.lam2 - self.lam1) / (np.pi * self.lam1) if self.lam2 else 0.0
@@ -394,6 +407,11 @@ class PatternCalculator:
                 dpk = np.zeros((len(inten), ph.n_sites))
                 dpk[sel] = pc.sf.d_uiso[refl_of[sel]]
                 blocks[f"atoms_uiso:{k}"] = shape @ (fac[:, None] * dpk)
+            if "occupancy" in groups:
+                # every site's column; the refinement combines them through its occupancy constraints
+                dpk = np.zeros((len(inten), ph.n_sites))
+                dpk[sel] = pc.sf.d_occ[refl_of[sel]]
+                blocks[f"occupancy:{k}"] = shape @ (fac[:, None] * dpk)
             if "preferred_orientation" in groups:
                 dpk = np.zeros(len(inten))
                 dpk[sel] = (ps.scale * pc.refl.multiplicity * pc.lp * pc.f2 * pc.d_po)[

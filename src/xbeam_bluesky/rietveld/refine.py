@@ -20,13 +20,15 @@ from .instrument import Instrument
 from .lattice import a_to_cell, metric_tensor
 from .model import Evaluation, ModelState, PatternCalculator, initial_state
 from .pattern_io import Pattern
-from .strategy import PARAMETER_GROUPS, BackgroundSpec, Strategy, default_strategy
+from .strategy import PARAMETER_GROUPS, BackgroundSpec, OccupancySpec, Strategy, default_strategy
 
 __all__ = ["Refinement", "RefinementResult"]
 
 #: stop a stage when the linearised model predicts a χ² reduction below this fraction
 _PREDICTED_TOL = 1e-6
 _INST_FIELDS = {"zero": "zero", "U": "u", "V": "v", "W": "w", "X": "x", "Y": "y", "SH/L": "sh_l"}
+#: sites closer than this in every fractional coordinate (modulo 1) share one crystallographic position
+_SAME_SITE_TOL = 1e-4
 
 
 @dataclass
@@ -36,6 +38,20 @@ class _Param:
     phase: int | None
     lower: float = -np.inf
     upper: float = np.inf
+
+
+@dataclass
+class _OccupancyMap:
+    """The free occupancy parameters of one phase.
+
+    A step moves the occupancies (site fractions, dimensionless) linearly:
+    ``occupancy += matrix @ (t_new − occupancy[rep])``; a tied group's column has +1 on its first site
+    and −1/(m−1) on its other m−1 sites, so the group's sum is kept.
+    """
+
+    names: list[str]  # parameter names, one per free parameter
+    rep: np.ndarray  # (n_free,) index of the site whose occupancy each parameter is
+    matrix: np.ndarray  # (n_sites, n_free)
 
 
 @dataclass
@@ -137,8 +153,8 @@ class RefinementResult:
 
 
 class _Singular(Exception):
-    def __init__(self, names: list[str]):
-        super().__init__(", ".join(names))
+    def __init__(self, names: list[str], reason: str = ""):
+        super().__init__(", ".join(names) + (f" ({reason})" if reason else ""))
         self.names = names
 
 
@@ -179,6 +195,7 @@ class Refinement:
             )
         self.fit_range = (max(lo, float(x[0])), min(hi, float(x[-1])))
         self.initial = initial_state(self.phases, self.instrument)
+        self._occ_maps = self._occupancy_maps((), "")
         self._calcs: dict[tuple[float, float], tuple[PatternCalculator, np.ndarray]] = {}
 
     # ------------------------------------------------------------------ set-up helpers
@@ -194,6 +211,56 @@ class Refinement:
                 mask,
             )
         return self._calcs[key]
+
+    def _occupancy_maps(self, specs: tuple[OccupancySpec, ...], where: str) -> list[_OccupancyMap]:
+        """Free occupancy parameters per phase for a stage's ``occupancy`` entries.
+
+        No entries: every site of every phase, each on its own.
+
+        Raises
+        ------
+        ValueError
+            An entry names a phase or site label that does not exist, omits the phase when there are
+            several, or refines a site whose starting occupancy lies outside [0, 1].
+        """
+        if not specs:
+            return [_occupancy_map(ph, [[j] for j in range(ph.n_sites)]) for ph in self.phases]
+        names = [ph.name for ph in self.phases]
+        groups: list[list[list[int]]] = [[] for _ in self.phases]
+        for spec in specs:
+            if spec.phase is None:
+                if len(self.phases) > 1:
+                    raise ValueError(
+                        f"{where}: occupancy: several phases ({', '.join(names)}); name one with 'phase'"
+                    )
+                k = 0
+            elif spec.phase in names:
+                k = names.index(spec.phase)
+            else:
+                raise ValueError(
+                    f"{where}: occupancy: no phase named {spec.phase!r}; phases: {', '.join(names)}"
+                )
+            ph = self.phases[k]
+            unknown = [lab for lab in spec.sites if lab not in ph.labels]
+            if unknown:
+                raise ValueError(
+                    f"{where}: occupancy: phase {ph.name!r} has no site {', '.join(map(repr, unknown))}; "
+                    f"sites: {', '.join(ph.labels)}"
+                )
+            idx = sorted(ph.labels.index(lab) for lab in spec.sites)
+            outside = [ph.labels[j] for j in idx if not 0.0 <= ph.occupancy[j] <= 1.0]
+            if outside:
+                raise ValueError(
+                    f"{where}: occupancy: phase {ph.name!r}: sites {', '.join(outside)} start outside [0, 1]"
+                )
+            if spec.tie_shared_sites is True:
+                groups[k] = _shared_site_groups(ph, idx)
+            else:
+                tied = [] if spec.tie_shared_sites is False else spec.tie_shared_sites
+                grouped = [[ph.labels.index(lab) for lab in g] for g in tied]
+                done = {j for g in grouped for j in g}
+                groups[k] = sorted(grouped + [[j] for j in idx if j not in done], key=min)
+        return [_occupancy_map(ph, g) for ph, g in zip(self.phases, groups, strict=True)]
 
     def _params(self, state: ModelState, groups: set[str]) -> list[_Param]:
         out: list[_Param] = []
@@ -222,6 +289,8 @@ class Refinement:
                             ]
                     elif g == "atoms_uiso":
                         out += [_Param(f"{nm}:{lab}:Uiso", g, k, -0.05, 0.5) for lab in ph.labels]
+                    elif g == "occupancy":
+                        out += _occupancy_params(self._occ_maps[k], state.phases[k].occupancy, k)
         return out
 
     def _get(self, state: ModelState, params: list[_Param]) -> np.ndarray:
@@ -250,6 +319,8 @@ class Refinement:
             return ps.a_free
         if g == "preferred_orientation":
             return np.array([ps.po_ratio])
+        if g == "occupancy":
+            return ps.occupancy[self._occ_maps[k].rep]
         if g == "atoms_xyz":
             return np.concatenate(
                 [np.linalg.pinv(ph.xyz_basis[j]) @ (ps.xyz[j] - ph.xyz[j]) for j in range(ph.n_sites)]
@@ -292,6 +363,9 @@ class Refinement:
                         nb = ph.xyz_basis[j].shape[1]
                         ps.xyz[j] = ph.xyz[j] + ph.xyz_basis[j] @ v[j0 : j0 + nb]
                         j0 += nb
+                elif g == "occupancy":
+                    occ_map = self._occ_maps[k]
+                    ps.occupancy = ps.occupancy + occ_map.matrix @ (v - ps.occupancy[occ_map.rep])
                 else:
                     ps.uiso = v.copy()
         if inst_changes:
@@ -307,6 +381,8 @@ class Refinement:
             seen.add(key)
             if p.group == "scale":
                 cols.append(blocks["scale"][:, [p.phase]])
+            elif p.group == "occupancy":
+                cols.append(blocks[f"occupancy:{p.phase}"] @ self._occ_maps[p.phase].matrix)
             elif p.phase is not None and p.group != "scale":
                 cols.append(blocks[f"{p.group}:{p.phase}"])
             else:
@@ -333,6 +409,14 @@ class Refinement:
         t0 = time.perf_counter()
         self._notes: set[str] = set()
         strategy = strategy or default_strategy()
+        # resolve every stage's occupancy sites first: a bad label fails before any work is done
+        occ_maps = [
+            self._occupancy_maps(stage.occupancy, f"strategy stage {stage.name!r}")
+            if stage.occupancy
+            else None
+            for stage in strategy.stages
+        ]
+        self._occ_maps = self._occupancy_maps((), "")
         st = (state or self.initial).copy()
         active: set[str] = set()
         bkg = BackgroundSpec()
@@ -341,7 +425,9 @@ class Refinement:
         status, message = "converged", ""
         first = True
         calc = mask = None
-        for stage in strategy.stages:
+        for stage, stage_occ in zip(strategy.stages, occ_maps, strict=True):
+            if stage_occ is not None:
+                self._occ_maps = stage_occ
             active |= set(stage.refine)
             active -= set(stage.fix)
             rng = stage.range or self.fit_range
@@ -431,6 +517,8 @@ class Refinement:
         params = self._params(st, active)
         if not params:
             return 0, "converged"
+        if {"scale", "occupancy"} <= active:
+            self._check_occupancy_scale(st)
         groups = frozenset(active)
         lower = np.array([p.lower for p in params])
         upper = np.array([p.upper for p in params])
@@ -499,6 +587,24 @@ class Refinement:
         """True if the Gaussian variance and Lorentzian FWHM are non-negative over the fitted range."""
         sig2, _, gam, _ = calc.width_minima(st, float(calc.x[0]), float(calc.x[-1]))
         return sig2 >= 0.0 and gam >= 0.0
+
+    def _check_occupancy_scale(self, st: ModelState) -> None:
+        """Raise _Singular when a phase's free occupancies can scale all its occupancies together.
+
+        |F|² is homogeneous of degree 2 in the occupancies, so occupancies × c with the scale × 1/c²
+        leave the pattern unchanged: an exact null direction of the normal matrix.
+        """
+        for ph, ps, occ_map in zip(self.phases, st.phases, self._occ_maps, strict=True):
+            occ = ps.occupancy
+            if not occ_map.names or not np.any(occ > 0):
+                continue
+            coef = np.linalg.lstsq(occ_map.matrix, occ, rcond=None)[0]
+            if np.linalg.norm(occ_map.matrix @ coef - occ) <= 1e-9 * np.linalg.norm(occ):
+                raise _Singular(
+                    [f"{ph.name}:scale", *occ_map.names],
+                    f"scaling every occupancy of phase {ph.name!r} by c and its scale by 1/c² leaves the "
+                    "pattern unchanged: fix the scale or leave a site's occupancy out",
+                )
 
     def _check_rank(self, ns: np.ndarray, params: list[_Param]) -> None:
         """Raise _Singular for (near-)null directions of the scaled normal matrix.
@@ -700,6 +806,12 @@ class Refinement:
                 if denom > 0
                 else float("nan")
             )
+            occ_esd = np.zeros(ph.n_sites)
+            occ_map = self._occ_maps[k]
+            if cov is not None and occ_map.names and all(nm in index for nm in occ_map.names):
+                idx = [index[nm] for nm in occ_map.names]
+                var = np.diag(occ_map.matrix @ cov[np.ix_(idx, idx)] @ occ_map.matrix.T)
+                occ_esd = np.sqrt(np.maximum(var, 0.0))
             atoms = []
             for j, lab in enumerate(ph.labels):
                 xyz_esd = np.zeros(3)
@@ -717,11 +829,13 @@ class Refinement:
                         "xyz_esd": [float(v) for v in xyz_esd],
                         "uiso": float(ps.uiso[j]),
                         "uiso_esd": esd.get(f"{ph.name}:{lab}:Uiso", 0.0),
-                        "occupancy": float(ph.occupancy[j]),
+                        "occupancy": float(ps.occupancy[j]),
+                        "occupancy_esd": float(occ_esd[j]),
                     }
                 )
             vol = float(np.sqrt(np.linalg.det(metric_tensor(cell))))
-            masses.append(ps.scale * ph.cell_mass * vol)
+            cell_mass = float(np.sum(ps.occupancy * ph.multiplicity * ph.atomic_mass))  # refined occupancies
+            masses.append(ps.scale * cell_mass * vol)
             out.append(
                 {
                     "name": ph.name,
@@ -745,6 +859,45 @@ class Refinement:
         for o, m in zip(out, masses, strict=True):
             o["weight_fraction"] = m / total if total > 0 else float("nan")
         return out, total_refl
+
+
+def _shared_site_groups(ph: Phase, idx: list[int]) -> list[list[int]]:
+    """Group the sites ``idx`` of ``ph`` that sit on one position (CIF coordinates, modulo 1)."""
+    groups: list[list[int]] = []
+    for j in idx:
+        for g in groups:
+            d = ph.xyz[j] - ph.xyz[g[0]]
+            if np.all(np.abs(d - np.round(d)) < _SAME_SITE_TOL):
+                g.append(j)
+                break
+        else:
+            groups.append([j])
+    return groups
+
+
+def _occupancy_map(ph: Phase, groups: list[list[int]]) -> _OccupancyMap:
+    """One free parameter per group of site indices: the first site's occupancy; the others share the
+    opposite change equally, so each group's sum is kept."""
+    matrix = np.zeros((ph.n_sites, len(groups)))
+    for c, g in enumerate(groups):
+        matrix[g[0], c] = 1.0
+        matrix[g[1:], c] = -1.0 / max(len(g) - 1, 1)
+    rep = np.array([g[0] for g in groups], dtype=int)
+    return _OccupancyMap([f"{ph.name}:{ph.labels[j]}:occ" for j in rep], rep, matrix)
+
+
+def _occupancy_params(occ_map: _OccupancyMap, occ: np.ndarray, k: int) -> list[_Param]:
+    """Parameters of ``occ_map`` with bounds that keep every site's occupancy in [0, 1]."""
+    out = []
+    for c, name in enumerate(occ_map.names):
+        col = occ_map.matrix[:, c]
+        rows = np.flatnonzero(col)
+        ends = np.stack([(0.0 - occ[rows]) / col[rows], (1.0 - occ[rows]) / col[rows]])
+        t = occ[occ_map.rep[c]]
+        out.append(
+            _Param(name, "occupancy", k, t + float(ends.min(axis=0).max()), t + float(ends.max(axis=0).min()))
+        )
+    return out
 
 
 def _rwp(y: np.ndarray, yc: np.ndarray, w: np.ndarray) -> float:

@@ -7,6 +7,7 @@ stage lists a group under ``fix``. Schema (see docs/rietveld.md)::
         {"name": "bkg+scale", "refine": ["background", "scale"],
          "background": {"type": "chebyshev", "terms": 6}, "range": [16.0, 158.4], "max_cycles": 10},
         {"refine": ["cell", "displacement"]},
+        {"refine": ["occupancy"], "occupancy": {"sites": ["Fe1", "Mg1"]}},
         ...
     ]}
 """
@@ -20,7 +21,7 @@ from typing import Any
 
 from .background import BACKGROUND_TYPES
 
-__all__ = ["PARAMETER_GROUPS", "BackgroundSpec", "Stage", "Strategy", "default_strategy"]
+__all__ = ["PARAMETER_GROUPS", "BackgroundSpec", "OccupancySpec", "Stage", "Strategy", "default_strategy"]
 
 #: Parameter groups a stage may refine.
 PARAMETER_GROUPS = (
@@ -39,6 +40,7 @@ PARAMETER_GROUPS = (
     "preferred_orientation",
     "atoms_xyz",
     "atoms_uiso",
+    "occupancy",
 )
 
 
@@ -54,6 +56,91 @@ class BackgroundSpec:
             raise ValueError(f"background type {self.type!r}: expected one of {', '.join(BACKGROUND_TYPES)}")
         if not isinstance(self.terms, int) or not 1 <= self.terms <= 36:
             raise ValueError(f"background terms {self.terms!r}: expected an integer from 1 to 36")
+
+
+@dataclass(frozen=True)
+class OccupancySpec:
+    """Which site occupancies of one phase the ``occupancy`` group refines, and how they are tied.
+
+    Attributes
+    ----------
+    sites
+        Site labels (as in the CIF) whose occupancies are refined.
+    phase
+        Phase name; may be omitted when the refinement has a single phase.
+    tie_shared_sites
+        ``True``: listed sites on the same position (fractional coordinates equal within 1e-4) form one
+        group whose occupancies keep their starting sum (one free parameter per group); ``False``: every
+        listed site is refined on its own; or explicit groups of listed labels to tie that way.
+    """
+
+    sites: tuple[str, ...]
+    phase: str | None = None
+    tie_shared_sites: bool | tuple[tuple[str, ...], ...] = True
+
+    def __post_init__(self) -> None:
+        where = f"occupancy{'' if self.phase is None else f' of phase {self.phase!r}'}"
+        if not self.sites or not all(isinstance(lab, str) and lab for lab in self.sites):
+            raise ValueError(f"{where}: 'sites' must be a non-empty list of site labels, got {self.sites!r}")
+        dup = sorted({lab for lab in self.sites if self.sites.count(lab) > 1})
+        if dup:
+            raise ValueError(f"{where}: site labels listed twice: {', '.join(dup)}")
+        if isinstance(self.tie_shared_sites, bool):
+            return
+        seen: set[str] = set()
+        for group in self.tie_shared_sites:
+            if len(group) < 2:
+                raise ValueError(f"{where}: a tied group needs at least two labels, got {list(group)}")
+            missing = [lab for lab in group if lab not in self.sites]
+            if missing:
+                raise ValueError(
+                    f"{where}: tied labels {', '.join(missing)} are not among the refined sites "
+                    f"{', '.join(self.sites)}"
+                )
+            again = seen.intersection(group)
+            if again:
+                raise ValueError(
+                    f"{where}: labels {', '.join(sorted(again))} are in more than one tied group"
+                )
+            seen.update(group)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str) -> OccupancySpec:
+        """Build from ``{"sites": [...], "phase": ..., "tie_shared_sites": ...}`` (unknown keys are an error)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"{where}: occupancy entries must be objects with 'sites', got {d!r}")
+        allowed = {"sites", "phase", "tie_shared_sites"}
+        extra = set(d) - allowed
+        if extra:
+            raise ValueError(f"{where}: unknown occupancy keys {sorted(extra)}; allowed {sorted(allowed)}")
+        if "sites" not in d or isinstance(d["sites"], str):
+            raise ValueError(f"{where}: occupancy needs 'sites', a list of site labels")
+        tie = d.get("tie_shared_sites", True)
+        if not isinstance(tie, bool):
+            if not isinstance(tie, list) or not all(isinstance(g, list) for g in tie):
+                raise ValueError(
+                    f"{where}: 'tie_shared_sites' must be true, false or a list of label lists, got {tie!r}"
+                )
+            tie = tuple(tuple(g) for g in tie)
+        try:
+            return cls(
+                sites=tuple(d["sites"]),
+                phase=None if d.get("phase") is None else str(d["phase"]),
+                tie_shared_sites=tie,
+            )
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (round-trips through :meth:`from_dict`)."""
+        out: dict[str, Any] = {}
+        if self.phase is not None:
+            out["phase"] = self.phase
+        out["sites"] = list(self.sites)
+        if self.tie_shared_sites is not True:
+            tie = self.tie_shared_sites
+            out["tie_shared_sites"] = tie if isinstance(tie, bool) else [list(g) for g in tie]
+        return out
 
 
 @dataclass(frozen=True)
@@ -74,6 +161,9 @@ class Stage:
         March–Dollase axis [h, k, l] used when ``preferred_orientation`` is refined.
     max_cycles
         Maximum least-squares cycles (accepted steps) of this stage.
+    occupancy
+        Sites whose occupancies the ``occupancy`` group refines from this stage on, one entry per phase;
+        empty keeps the earlier stage's choice (every site of every phase if none was made).
     name
         Label for reports.
     """
@@ -84,6 +174,7 @@ class Stage:
     background: BackgroundSpec | None = None
     po_axis: tuple[int, int, int] | None = None
     max_cycles: int = 15
+    occupancy: tuple[OccupancySpec, ...] = ()
     name: str = ""
 
     def __post_init__(self) -> None:
@@ -102,11 +193,17 @@ class Stage:
             raise ValueError(
                 f"stage {self.name or '?'}: max_cycles must be a positive integer, got {self.max_cycles!r}"
             )
+        if len(self.occupancy) > 1 and any(o.phase is None for o in self.occupancy):
+            raise ValueError(f"stage {self.name or '?'}: several occupancy entries need a 'phase' each")
+        phases = [o.phase for o in self.occupancy]
+        dup = sorted({ph for ph in phases if phases.count(ph) > 1})
+        if dup:
+            raise ValueError(f"stage {self.name or '?'}: occupancy of phase(s) {dup} given more than once")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], index: int = 0) -> Stage:
         """Build a stage from its JSON form (unknown keys are an error)."""
-        allowed = {"refine", "fix", "range", "background", "po_axis", "max_cycles", "name"}
+        allowed = {"refine", "fix", "range", "background", "po_axis", "max_cycles", "occupancy", "name"}
         extra = set(d) - allowed
         if extra:
             raise ValueError(
@@ -114,6 +211,11 @@ class Stage:
             )
         bkg = d.get("background")
         rng = d.get("range")
+        occ = d.get("occupancy", [])
+        where = f"strategy stage {d.get('name', index + 1)!r}"
+        occ_specs = tuple(
+            OccupancySpec.from_dict(o, where) for o in (occ if isinstance(occ, list) else [occ])
+        )
         return cls(
             refine=tuple(d.get("refine", ())),
             fix=tuple(d.get("fix", ())),
@@ -123,6 +225,7 @@ class Stage:
             else BackgroundSpec(str(bkg.get("type", "chebyshev")), int(bkg.get("terms", 6))),
             po_axis=None if d.get("po_axis") is None else tuple(int(v) for v in d["po_axis"]),
             max_cycles=int(d.get("max_cycles", 15)),
+            occupancy=occ_specs,
             name=str(d.get("name", f"stage {index + 1}")),
         )
 
@@ -138,6 +241,10 @@ class Stage:
         if self.po_axis is not None:
             out["po_axis"] = list(self.po_axis)
         out["max_cycles"] = self.max_cycles
+        if len(self.occupancy) == 1:
+            out["occupancy"] = self.occupancy[0].to_dict()
+        elif self.occupancy:
+            out["occupancy"] = [o.to_dict() for o in self.occupancy]
         return out
 
 
@@ -150,6 +257,13 @@ class Strategy:
     def __post_init__(self) -> None:
         if not self.stages:
             raise ValueError("strategy: needs at least one stage")
+        active: set[str] = set()
+        for stage in self.stages:
+            active = (active | set(stage.refine)) - set(stage.fix)
+            if stage.occupancy and "occupancy" not in active:
+                raise ValueError(
+                    f"stage {stage.name or '?'}: names occupancy sites but does not refine 'occupancy'"
+                )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | list[Any]) -> Strategy:

@@ -1,4 +1,4 @@
-"""X-ray structure factors |F|² with analytic derivatives wrt coordinates and Uiso.
+"""X-ray structure factors |F|² with analytic derivatives wrt coordinates, Uiso and occupancy.
 
 F(h) = Σ_j occ_j (f0_j(s) + f′_j + i f″_j) T_j(h) / n_stab,j · Σ_ops exp(2πi h·(R r_j + t)),
 with T = exp(−8π² Uiso s²) (or the anisotropic form, per operation), s = sinθ/λ = 1/(2d).
@@ -39,11 +39,14 @@ class StructureFactors:
         d|F|²/d(x, y, z) per site, (n_refl, n_sites, 3), fractional units.
     d_uiso
         d|F|²/dUiso per site (Å⁻²), (n_refl, n_sites).
+    d_occ
+        d|F|²/d(occupancy) per site (electrons², per unit site fraction), (n_refl, n_sites).
     """
 
     f2: np.ndarray
     d_xyz: np.ndarray | None = None
     d_uiso: np.ndarray | None = None
+    d_occ: np.ndarray | None = None
 
 
 def structure_factors(
@@ -55,13 +58,14 @@ def structure_factors(
     fp: np.ndarray,
     fpp: np.ndarray,
     want_derivs: bool = False,
+    occupancy: np.ndarray | None = None,
 ) -> StructureFactors:
     """Compute |F|² for ``hkl`` (n, 3) at (sinθ/λ)² ``stol2``.
 
     Parameters
     ----------
     phase
-        Symmetry, occupancies, form-factor coefficients, anisotropic U.
+        Symmetry, form-factor coefficients, anisotropic U (and the CIF occupancies).
     hkl
         Reflections (n_refl, 3).
     stol2
@@ -71,7 +75,9 @@ def structure_factors(
     fp, fpp
         f′ and f″ per site (electrons).
     want_derivs
-        Also return derivatives wrt xyz and Uiso.
+        Also return derivatives wrt xyz, Uiso and occupancy.
+    occupancy
+        Current site occupancies (fraction of the site, n_sites); ``None`` = the phase's CIF values.
     """
     h = np.asarray(hkl, dtype=float)
     hr = np.einsum("hc,ocd->hod", h, phase.rotations)  # (n_refl, n_ops, 3)
@@ -85,9 +91,8 @@ def structure_factors(
         ex = ex * _aniso_factors(phase, hr, aniso)
     f0 = form_factors(phase.ff_coefs, stol2)
     t_iso = np.where(aniso[None, :], 1.0, np.exp(-8.0 * np.pi**2 * uiso[None, :] * stol2[:, None]))
-    fj = (
-        (f0 + fp[None, :] + 1j * fpp[None, :]) * (phase.occupancy * weight)[None, :] * t_iso
-    )  # (n_refl, n_sites)
+    occ = phase.occupancy if occupancy is None else occupancy
+    fj = (f0 + fp[None, :] + 1j * fpp[None, :]) * (occ * weight)[None, :] * t_iso  # (n_refl, n_sites)
     s_plus = ex.sum(axis=1)  # (n_refl, n_sites)
     s_minus = np.conj(s_plus)
     f_plus = np.sum(fj * s_plus, axis=1)
@@ -103,7 +108,12 @@ def structure_factors(
     d_uiso = np.real(np.conj(f_plus)[:, None] * fj * s_plus * du) + np.real(
         np.conj(f_minus)[:, None] * fj * s_minus * du
     )
-    return StructureFactors(f2=f2, d_xyz=d_xyz, d_uiso=d_uiso)
+    # F is linear in occ_j: dF±/docc_j = (fj / occ_j) S±_j, written without dividing by a zero occupancy
+    gj = (f0 + fp[None, :] + 1j * fpp[None, :]) * weight[None, :] * t_iso
+    d_occ = np.real(np.conj(f_plus)[:, None] * gj * s_plus) + np.real(
+        np.conj(f_minus)[:, None] * gj * s_minus
+    )
+    return StructureFactors(f2=f2, d_xyz=d_xyz, d_uiso=d_uiso, d_occ=d_occ)
 
 
 def _aniso_factors(phase: Phase, hr: np.ndarray, aniso: np.ndarray) -> np.ndarray:
