@@ -27,7 +27,7 @@ from .search import (  # strategy search (issue 6)
 )
 from .search_space import SearchSpace
 from .simulate import simulate_pattern
-from .strategy import PARAMETER_GROUPS, BackgroundSpec, Stage, Strategy, default_strategy
+from .strategy import PARAMETER_GROUPS, BackgroundSpec, OccupancySpec, Stage, Strategy, default_strategy
 from .validity import ValidityLimits, check_validity
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "BackgroundSpec",
     "Instrument",
     "ModelState",
+    "OccupancySpec",
     "Pattern",
     "PatternCalculator",
     "Phase",
