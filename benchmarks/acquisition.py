@@ -8,8 +8,10 @@ motion calls, document bundling, StreamResource/StreamDatum, HDF5 write, TiledWr
 opening and closing the run (tiled containers, stream registration). The per-tile ground truth of the phantom
 is rendered before timing (a sample property, not acquisition). The render time inside the pipeline is timed in
 the camera's worker thread (it includes waits for the GIL while the RunEngine works, so the RunEngine share can
-come out near zero); the same frames rendered standalone give a second, independent split. Target: overhead
-≤ 10 ms per frame.
+come out near zero); the same frames rendered standalone give a second split (informational: two separately timed
+~300 ms loops differ by ±30 ms). Then the run is repeated with every frame pre-rendered, which times the pipeline
+at full speed directly, with and without the sim camera's HDF5 write (on hardware the IOC writes the file).
+Target: overhead ≤ 10 ms per frame, checked on the direct measurements.
 
     .venv/bin/python benchmarks/acquisition.py [--frames-per-tile 12] [--tiles 4] [--size 2048]
 """
@@ -85,7 +87,20 @@ def main() -> None:
         render_ms = 1000 * bl.camera.render_seconds / n
         write_ms = 1000 * bl.camera.write_seconds / n
         overhead_ms = steady_ms - render_ms
-        worst_ms = max(overhead_ms, steady_ms - standalone_ms)  # the conservative of the two splits
+        # The pipeline alone, measured directly: the same run with every frame pre-rendered (one real frame
+        # reused), so the steady time per frame is RunEngine + HDF5 write + TiledWriter at full speed. Subtracting
+        # two separately timed ~300 ms render loops (above) carries ±30 ms of render-time noise. On hardware the
+        # areaDetector IOC writes the HDF5 file, so what runs in our process is that time minus the write.
+        frame = bl.camera.render(energies[0], tuple(tiles[0]), 0.001, True)
+        bl.camera.render = lambda *_args: frame
+        event_times.clear()
+        written = bl.camera.write_seconds
+        token = RE.subscribe(lambda name, doc: event_times.append(time.perf_counter()), "event")
+        RE(xanes_imaging(bl.camera, bl.mono, bl.stage, energies, tiles, 0.001, n_darks=0, n_flats=0))
+        RE.unsubscribe(token)
+        pipeline_ms = 1000 * (event_times[-1] - event_times[0]) / (len(event_times) - 1)
+        pipeline_write_ms = 1000 * (bl.camera.write_seconds - written) / n
+        software_ms = pipeline_ms - pipeline_write_ms
         print(
             json.dumps(
                 {
@@ -104,9 +119,12 @@ def main() -> None:
                     "runengine_and_tiledwriter_ms_per_frame": round(overhead_ms - write_ms, 2),
                     "render_standalone_ms_per_frame": round(standalone_ms, 2),
                     "overhead_vs_standalone_render_ms_per_frame": round(steady_ms - standalone_ms, 2),
-                    "pipeline_only_frames_per_s": round(1000 / worst_ms, 1) if worst_ms > 0 else None,
+                    "prerendered_ms_per_frame": round(pipeline_ms, 2),
+                    "prerendered_frames_per_s": round(1000 / pipeline_ms, 1),
+                    "prerendered_hdf5_write_ms_per_frame": round(pipeline_write_ms, 2),
+                    "prerendered_without_file_write_ms_per_frame": round(software_ms, 2),
                     "target_overhead_ms": 10.0,
-                    "meets_target": worst_ms <= 10.0,
+                    "meets_target": max(overhead_ms, software_ms) <= 10.0,
                     "fov_ground_truth_s": round(fov_s, 2),
                     "load_avg_1min": round(os.getloadavg()[0], 2),
                 }
