@@ -183,7 +183,7 @@ class Refinement:
         if not phases:
             raise ValueError("refinement: at least one phase (CIF) is required")
         self.pattern = pattern
-        self.phases = list(phases)
+        self.phases, self._phase_notes = _unique_phase_names(list(phases))
         self.instrument = instrument or Instrument.lab_cu_ka()
         x = pattern.two_theta
         if fit_range is None:
@@ -697,7 +697,7 @@ class Refinement:
         elif status == "max_cycles" and not message:
             message = "stopped at the cycle limit of a stage while still improving"
         ticks = [pc.pos1[(pc.pos1 >= rng[0]) & (pc.pos1 <= rng[1])] for pc in ev.pcs]
-        warnings = sorted(self._notes) + self._physical_checks(calc, st, params, rng)
+        warnings = self._phase_notes + sorted(self._notes) + self._physical_checks(calc, st, params, rng)
         return RefinementResult(
             status=status,
             message=message,
@@ -898,6 +898,27 @@ def _occupancy_params(occ_map: _OccupancyMap, occ: np.ndarray, k: int) -> list[_
             _Param(name, "occupancy", k, t + float(ends.min(axis=0).max()), t + float(ends.max(axis=0).min()))
         )
     return out
+
+
+def _unique_phase_names(phases: list[Phase]) -> tuple[list[Phase], list[str]]:
+    """The phases with unique names, and a note for each renamed one.
+
+    Parameter names and esds are keyed by the phase name (``"PbSO4:a"``), so two CIFs with the same block name
+    (``data_global`` is common in database CIFs) would share them; a repeated name gets ``_2``, ``_3``, ….
+    """
+    out: list[Phase] = []
+    notes: list[str] = []
+    used: set[str] = set()
+    for ph in phases:
+        name, k = ph.name, 2
+        while name in used:
+            name, k = f"{ph.name}_{k}", k + 1
+        if name != ph.name:
+            notes.append(f"two phases are named {ph.name!r}: the later one is called {name!r}")
+            ph = replace(ph, name=name)
+        used.add(name)
+        out.append(ph)
+    return out, notes
 
 
 def _rwp(y: np.ndarray, yc: np.ndarray, w: np.ndarray) -> float:

@@ -95,6 +95,26 @@ def test_two_phase_scales_and_weight_fractions(data_dir):
     np.testing.assert_allclose([p["weight_fraction"] for p in res.phases], expected, rtol=1e-3)
 
 
+
+def test_phases_with_the_same_name_keep_their_own_parameters(data_dir):
+    """Two CIFs with one block name (``data_global`` is common): parameters and esds stay per phase."""
+    x = np.arange(15.0, 100.0, 0.02)
+    inst = Instrument.lab_cu_ka().with_changes(x=2.0, y=3.0)
+    cifs = (data_dir / "pbso4" / "PbSO4-Wyckoff.cif", data_dir / "lab6" / "LaB6_start.cif")
+    y = simulate_pattern([load_phase(c) for c in cifs], x, instrument=inst, scales=[3e-3, 5e-3], background=60.0)
+    rng = np.random.default_rng(4)
+    counts = rng.poisson(y).astype(float)
+    pattern = Pattern(x, counts, np.sqrt(np.maximum(counts, 1.0)), "mixture")
+    strategy = Strategy.from_dict([{"refine": ["background", "scale", "cell"]}])
+    distinct = Refinement(pattern, [load_phase(c) for c in cifs], inst).run(strategy)
+    same = Refinement(pattern, [load_phase(c, name="global") for c in cifs], inst).run(strategy)
+    assert [p["name"] for p in same.phases] == ["global", "global_2"]
+    assert "two phases are named 'global': the later one is called 'global_2'" in same.warnings
+    for ours, reference in zip(same.phases, distinct.phases, strict=True):
+        assert ours["scale_esd"] == pytest.approx(reference["scale_esd"], rel=1e-9)
+        assert ours["lattice_esd"]["a"] == pytest.approx(reference["lattice_esd"]["a"], rel=1e-9)
+    assert same.phases[0]["lattice_esd"]["a"] != pytest.approx(same.phases[1]["lattice_esd"]["a"])
+
 @pytest.mark.slow
 def test_preferred_orientation_and_transparency_are_recovered(pbso4_phase):
     x = np.arange(15.0, 110.0, 0.02)
