@@ -20,6 +20,11 @@ TILES = [[0.0, 0.0], [0.16, 0.0]]  # 48 px × 4 µm = 192 µm fields, overlappin
 SHAPE = (48, 48)
 
 
+
+def _cluster_cli_args(ns, uid: str) -> list[str]:
+    """``xbeam cluster`` on a run of this module's catalog, with the live callback's references and draws."""
+    return ["cluster", uid, "--tiled-uri", ns["storage"].uri, "--references", ",".join(REFS), "--draws", "800"]
+
 @pytest.fixture(scope="module")
 def ns(tmp_path_factory):
     from xbeam_bluesky.startup import build_namespace
@@ -168,16 +173,7 @@ def test_cli_on_the_tiled_run(ns, live_run, tmp_path, capsys) -> None:
 
     _, uid, _, _ = live_run
     out = tmp_path / "run.h5"
-    args = [
-        "cluster",
-        uid,
-        "--tiled-uri",
-        ns["storage"].uri,
-        "--references",
-        ",".join(REFS),
-        "--draws",
-        "800",
-    ]
+    args = _cluster_cli_args(ns, uid)
     assert main([*args, "--out", str(out)]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["n_clusters"] >= 3 and summary["masked_pixels"] == 0
@@ -294,16 +290,7 @@ def test_cli_on_a_dwell_list_run_uses_the_counts_per_energy(ns, dwell_run, tmp_p
 
     live, uid, _ = dwell_run
     out = tmp_path / "dwell.h5"
-    args = [
-        "cluster",
-        uid,
-        "--tiled-uri",
-        ns["storage"].uri,
-        "--references",
-        ",".join(REFS),
-        "--draws",
-        "800",
-    ]
+    args = _cluster_cli_args(ns, uid)
     assert main([*args, "--out", str(out)]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["i0_model"] == "noise_model_per_energy"

@@ -138,6 +138,7 @@ def _pair_reduction(di, dj, a, b, s, hii, hjj, hij):
     return np.where(det > 0, red, -np.inf)
 
 
+@threadpool_limits.wrap(limits=1, user_api="blas")  # many small BLAS calls: threads only add synchronisation
 def exchange_refine(
     cov: NDArray[np.float64],
     energies_eV: NDArray[np.float64],
@@ -186,29 +187,6 @@ def exchange_refine(
     -------
     ExchangeResult
     """
-    # Many small BLAS calls: threads only add synchronisation (see greedy_select).
-    with threadpool_limits(limits=1, user_api="blas"):
-        return _exchange_refine(
-            cov, energies_eV, pick_variance, time_model, counts, time_budget_s=time_budget_s, max_picks=max_picks,
-            fixed=fixed, window=window, max_rounds=max_rounds, max_energies=max_energies, rtol=rtol,
-        )  # fmt: skip
-
-
-def _exchange_refine(
-    cov: NDArray[np.float64],
-    energies_eV: NDArray[np.float64],
-    pick_variance,
-    time_model: ScanTimeModel,
-    counts: NDArray[np.intp],
-    *,
-    time_budget_s: float,
-    max_picks: int | None,
-    fixed: tuple[int, ...],
-    window: int,
-    max_rounds: int,
-    max_energies: int,
-    rtol: float,
-) -> ExchangeResult:
     n = cov.shape[0]
     e = np.asarray(energies_eV, dtype=float)
     counts = np.array(counts, dtype=np.intp, copy=True)
