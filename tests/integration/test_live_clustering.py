@@ -20,10 +20,19 @@ TILES = [[0.0, 0.0], [0.16, 0.0]]  # 48 px × 4 µm = 192 µm fields, overlappin
 SHAPE = (48, 48)
 
 
-
 def _cluster_cli_args(ns, uid: str) -> list[str]:
     """``xbeam cluster`` on a run of this module's catalog, with the live callback's references and draws."""
-    return ["cluster", uid, "--tiled-uri", ns["storage"].uri, "--references", ",".join(REFS), "--draws", "800"]
+    return [
+        "cluster",
+        uid,
+        "--tiled-uri",
+        ns["storage"].uri,
+        "--references",
+        ",".join(REFS),
+        "--draws",
+        "800",
+    ]
+
 
 @pytest.fixture(scope="module")
 def ns(tmp_path_factory):
