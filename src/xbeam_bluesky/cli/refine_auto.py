@@ -91,7 +91,9 @@ def run_auto(args: argparse.Namespace) -> int:
     refinement = Refinement(pattern, phases, instrument, fit_range=fit_range)
     exclude = tuple(t.strip() for t in args.exclude.split(",") if t.strip())
     try:
-        space = SearchSpace(*refinement.fit_range, exclude=exclude)
+        space = SearchSpace(
+            *refinement.fit_range, exclude=exclude, asymmetry_parameter=instrument.asymmetry_parameter
+        )
     except ValueError as exc:
         raise CLIError(f"--exclude {args.exclude!r}: {exc}") from exc
     bar = tqdm(total=args.trials, desc="strategy search", unit="trial", file=sys.stderr)

@@ -6,7 +6,12 @@ import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-__all__ = ["Instrument", "read_instrument"]
+from .axial import AxialDivergence
+
+__all__ = ["ASYMMETRY_MODELS", "Instrument", "read_instrument"]
+
+#: axial-divergence (peak asymmetry) models an instrument can use
+ASYMMETRY_MODELS = ("fcj", "full_axial")
 
 
 @dataclass(frozen=True)
@@ -28,9 +33,19 @@ class Instrument:
     x, y
         Lorentzian FWHM terms (centidegrees): γ = X / cosθ + Y tanθ.
     sh_l
-        FCJ axial asymmetry S/L + H/L.
+        FCJ axial asymmetry S/L + H/L (used when ``asymmetry`` is "fcj").
     goniometer_radius
-        Goniometer radius (mm), scales the sample displacement shift.
+        Goniometer radius (mm), scales the sample displacement shift and the axial divergence.
+    asymmetry
+        Axial-divergence model: "fcj" (Finger–Cox–Jephcoat, one parameter SH/L, GSAS-II's) or
+        "full_axial" (Cheary–Coelho full axial model from the slit geometry below, see
+        :mod:`~xbeam_bluesky.rietveld.axial`).
+    soller
+        Angular aperture of the primary and secondary Soller slits (deg), "full_axial" only.
+    source_length, sample_length, receiver_length
+        Axial lengths of the tube focus, the illuminated sample and the receiving slit (mm),
+        "full_axial" only; the defaults 12, 15, 12 mm and 2.5° Sollers are a typical lab
+        diffractometer with a long-fine-focus tube.
     source
         Where these values came from (file path, or "lab Cu Kα defaults").
     """
@@ -47,7 +62,37 @@ class Instrument:
     y: float = 0.0
     sh_l: float = 0.002
     goniometer_radius: float = 200.0
+    asymmetry: str = "fcj"
+    soller: float = 2.5
+    source_length: float = 12.0
+    sample_length: float = 15.0
+    receiver_length: float = 12.0
     source: str = "lab Cu Kα defaults (GSAS-II 'CuKa lab data')"
+
+    def __post_init__(self) -> None:
+        if self.asymmetry not in ASYMMETRY_MODELS:
+            raise ValueError(
+                f"instrument asymmetry {self.asymmetry!r}: expected one of {', '.join(ASYMMETRY_MODELS)}"
+            )
+        if self.asymmetry == "full_axial":
+            self.axial()  # validates the geometry
+
+    @property
+    def asymmetry_parameter(self) -> str:
+        """The refinable parameter of the asymmetry model: "SH/L" (fcj) or "soller" (full_axial)."""
+        return "soller" if self.asymmetry == "full_axial" else "SH/L"
+
+    def axial(self) -> AxialDivergence | None:
+        """The axial geometry when ``asymmetry`` is "full_axial", else None."""
+        if self.asymmetry != "full_axial":
+            return None
+        return AxialDivergence(
+            soller=self.soller,
+            source_length=self.source_length,
+            sample_length=self.sample_length,
+            receiver_length=self.receiver_length,
+            radius=self.goniometer_radius,
+        )
 
     @classmethod
     def lab_cu_ka(cls) -> Instrument:
@@ -170,11 +215,18 @@ _INSTPRM_KEYS = {
     "X": "x",
     "Y": "y",
     "SH/L": "sh_l",
+    # xbeam extensions (GSAS-II has no full axial model): the Cheary–Coelho slit geometry
+    "Soller": "soller",
+    "SourceLength": "source_length",
+    "SampleLength": "sample_length",
+    "ReceiverLength": "receiver_length",
+    "GonioRadius": "goniometer_radius",
 }
 
 
 def _read_instprm(text: str, p: Path) -> Instrument:
     values: dict[str, float] = {}
+    asymmetry = "fcj"
     for line in text.splitlines():
         if line.startswith("#"):
             continue
@@ -183,7 +235,13 @@ def _read_instprm(text: str, p: Path) -> Instrument:
                 continue
             key, _, val = item.partition(":")
             key = key.strip()
-            if key in _INSTPRM_KEYS:
+            if key == "Asymmetry":
+                asymmetry = val.strip()
+                if asymmetry not in ASYMMETRY_MODELS:
+                    raise ValueError(
+                        f"instrument file {p}: Asymmetry {asymmetry!r}: expected one of {', '.join(ASYMMETRY_MODELS)}"
+                    )
+            elif key in _INSTPRM_KEYS:
                 try:
                     values[_INSTPRM_KEYS[key]] = float(val.split(",")[0])
                 except ValueError as exc:
@@ -195,4 +253,7 @@ def _read_instprm(text: str, p: Path) -> Instrument:
     if "wavelength2" not in values:
         values["wavelength2"] = 0.0
         values["ratio"] = 0.0
-    return Instrument(**values, source=str(p))
+    try:
+        return Instrument(**values, asymmetry=asymmetry, source=str(p))
+    except ValueError as exc:
+        raise ValueError(f"instrument file {p}: {exc}") from exc

@@ -5,7 +5,7 @@ y_calc(2θ) = background + Σ_phases S · Σ_hkl m |F|² LP · P_MD · profile(2
 Intensity-like parameters (scale, atoms and occupancies through |F|², preferred orientation,
 background) enter linearly through fixed peak shapes, so their Jacobian columns are
 ``shape_matrix @ dI/dp``; position and width parameters use analytic profile derivatives chained
-through per-peak sensitivities (sparse matrix products). Only SH/L uses a finite difference.
+through per-peak sensitivities (sparse matrix products). Only SH/L and the Soller aperture use a finite difference.
 """
 
 from __future__ import annotations
@@ -314,7 +314,7 @@ class PatternCalculator:
         dpos2_a = np.concatenate(dpos2) if dpos2 else np.zeros(0)
         pos1_all = np.concatenate([pc.pos1 for pc in pcs] * (2 if self.lam2 else 1)) if pcs else np.zeros(0)
         fg, fl, sig2, gam, tan_t, cos_t = self.widths(state, pos1_all)
-        peaks = PeakSet(pos=pos, fwhm_g=fg, fwhm_l=fl, shl=max(inst.sh_l, 0.0))
+        peaks = PeakSet(pos=pos, fwhm_g=fg, fwhm_l=fl, shl=max(inst.sh_l, 0.0), axial=inst.axial())
         terms = evaluate_peaks(self.x, peaks, want_derivs=jacobian)
         shape = terms.matrix(terms.value, len(self.x))
         nb = len(state.background_coefs)
@@ -470,6 +470,16 @@ class PatternCalculator:
             t2 = evaluate_peaks(self.x, shifted, want_derivs=False)
             y2 = t2.matrix(t2.value, n) @ inten
             blocks["SH/L"] = ((y2 - shape @ inten) / h)[:, None]
+        if "soller" in groups:
+            # the aberration's width is set by the aperture until the slit lengths take over
+            h = max(1e-3, 0.02 * inst.soller)
+            wider = inst.with_changes(soller=inst.soller + h).axial()
+            shifted = PeakSet(
+                pos=peaks.pos, fwhm_g=peaks.fwhm_g, fwhm_l=peaks.fwhm_l, shl=peaks.shl, axial=wider
+            )
+            t2 = evaluate_peaks(self.x, shifted, want_derivs=False)
+            y2 = t2.matrix(t2.value, n) @ inten
+            blocks["soller"] = ((y2 - shape @ inten) / h)[:, None]
         return blocks
 
 

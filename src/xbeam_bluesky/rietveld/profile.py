@@ -9,8 +9,11 @@ Conventions follow GSAS-II (constant-wavelength, "CW"):
   profile is a weighted sum of pseudo-Voigts over the axial-divergence angle δ between 2φ_min and the
   peak position. We integrate it with Gauss–Legendre nodes after the substitution that removes the
   1/√ singularity at δ = 2θ, with the number of nodes chosen from the asymmetry width / FWHM.
+* Or, when the peak set carries an :class:`~.axial.AxialDivergence` geometry, the full axial model
+  (Soller slits, source/sample/receiver lengths) in place of FCJ, with the same quadrature machinery.
 * Peaks are evaluated only inside the window [pos − 10·(fwhm + shl·|cos 2θ|), pos + 15·fwhm]
-  (mirrored above 90°), GSAS-II's cut-off.
+  (mirrored above 90°), GSAS-II's cut-off; with the axial model, the window is widened by the
+  aberration's extent on each side.
 
 All angles here are in degrees; profiles are normalised to unit area in degrees⁻¹.
 """
@@ -23,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+
+from .axial import AxialDivergence, axial_extent, axial_quadrature
 
 __all__ = ["PeakSet", "ProfileTerms", "evaluate_peaks", "tch_mix"]
 
@@ -114,31 +119,31 @@ class PeakSet:
     fwhm_g, fwhm_l
         Gaussian and Lorentzian FWHM (deg).
     shl
-        FCJ asymmetry SH/L (dimensionless, S/L + H/L).
+        FCJ asymmetry SH/L (dimensionless, S/L + H/L); ignored when ``axial`` is given.
+    axial
+        Axial geometry for the full axial model, or None for FCJ.
     """
 
     pos: np.ndarray
     fwhm_g: np.ndarray
     fwhm_l: np.ndarray
     shl: float
+    axial: AxialDivergence | None = None
 
 
-def _fcj_nodes(
-    pos: np.ndarray, shl: float, fwhm: np.ndarray
-) -> tuple[list[tuple[np.ndarray, int]], np.ndarray]:
-    """Group peaks by the number of quadrature nodes; returns (groups, 2φ_min)."""
-    c2t = np.cos(np.radians(pos))
-    arg = np.sqrt(1.0 + shl * shl) * c2t
-    emin = np.degrees(np.arccos(np.clip(arg, -1.0, 1.0)))
-    width = np.abs(pos - emin)
-    if shl <= 0:
-        return [(np.arange(len(pos)), 1)], emin
+def _fcj_min(pos: np.ndarray, shl: float) -> np.ndarray:
+    """FCJ's 2φ_min (deg): the far end of the axial-divergence tail."""
+    arg = np.sqrt(1.0 + shl * shl) * np.cos(np.radians(pos))
+    return np.degrees(np.arccos(np.clip(arg, -1.0, 1.0)))
+
+
+def _node_groups(width: np.ndarray, fwhm: np.ndarray) -> list[tuple[np.ndarray, int]]:
+    """Group peaks by the number of quadrature nodes their asymmetry width / FWHM needs."""
     ratio = width / np.maximum(fwhm, 1e-12)
     want = np.where(ratio < 0.002, 1, np.ceil(4.0 * ratio + 1.0))
     nodes = np.array(_NODE_SETS)
     choice = nodes[np.minimum(np.searchsorted(nodes, want), len(nodes) - 1)]
-    groups = [(np.flatnonzero(choice == n), int(n)) for n in nodes if np.any(choice == n)]
-    return groups, emin
+    return [(np.flatnonzero(choice == n), int(n)) for n in nodes if np.any(choice == n)]
 
 
 def _fcj_offsets(pos: np.ndarray, emin: np.ndarray, shl: float, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -258,6 +263,13 @@ def _scatter(values: np.ndarray, dest: np.ndarray) -> np.ndarray:
 def peak_windows(peaks: PeakSet) -> tuple[np.ndarray, np.ndarray]:
     """Low and high extent (deg) of each peak's evaluation window (GSAS-II cut-off)."""
     fwhm = 2.355 * peaks.fwhm_g / np.sqrt(8 * LN2) + peaks.fwhm_l
+    if peaks.axial is not None:
+        lo, hi = axial_extent(peaks.pos, peaks.axial)
+        above = peaks.pos > 90.0
+        return (
+            np.where(above, 15.0, 10.0) * fwhm + np.maximum(-lo, 0.0),
+            np.where(above, 10.0, 15.0) * fwhm + np.maximum(hi, 0.0),
+        )
     fmin = 10.0 * (fwhm + peaks.shl * np.abs(np.cos(np.radians(peaks.pos))))
     fmax = 15.0 * fwhm
     above = peaks.pos > 90.0
@@ -284,7 +296,14 @@ def evaluate_peaks(x: np.ndarray, peaks: PeakSet, want_derivs: bool = True) -> P
     fg = np.maximum(peaks.fwhm_g, 1e-6)
     fl = np.maximum(peaks.fwhm_l, 1e-6)
     big, eta, dbig_dg, dbig_dl, deta_dg, deta_dl = tch_mix(fg, fl)
-    groups, emin = _fcj_nodes(peaks.pos, peaks.shl, big)
+    if peaks.axial is not None:
+        lo, hi = axial_extent(peaks.pos, peaks.axial)
+        width = hi - lo
+        groups = _node_groups(width, big)
+    else:
+        emin = _fcj_min(peaks.pos, peaks.shl)
+        width = np.abs(peaks.pos - emin)
+        groups = _node_groups(width, big) if peaks.shl > 0 else [(np.arange(len(peaks.pos)), 1)]
     lay = _layout(len(x), i0, i1, groups)
     indptr, total, starts_ord, peak_of, rows_ord = (
         lay.indptr,
@@ -312,12 +331,15 @@ def evaluate_peaks(x: np.ndarray, peaks: PeakSet, want_derivs: bool = True) -> P
         if n == 1:
             val, ddx, dbig, deta = _pv(dx, b, e, want_derivs)
         else:
-            offs, wts = _fcj_offsets(peaks.pos[idx], emin[idx], peaks.shl, n)
+            if peaks.axial is not None:
+                offs, wts = axial_quadrature(peaks.pos[idx], peaks.axial, n)
+            else:
+                offs, wts = _fcj_offsets(peaks.pos[idx], emin[idx], peaks.shl, n)
             loc = lay.locs[gi]
             # far from the peak (in units of the asymmetry width) the convolution is a pseudo-Voigt
             # shifted to the asymmetry centroid: the neglected second-order term is ~3 var(δ)/D² of the tail
             centroid = np.einsum("ij,ij->i", offs, wts)
-            reach = _NEAR_SPAN * np.abs(peaks.pos[idx] - emin[idx]) + _NEAR_FWHM * big[idx]
+            reach = _NEAR_SPAN * width[idx] + _NEAR_FWHM * big[idx]
             near = np.abs(dx - centroid[loc]) <= reach[loc]
             val, ddx, dbig, deta = _pv(dx - centroid[loc], b, e, want_derivs)
             if np.any(near):

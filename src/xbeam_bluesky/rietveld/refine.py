@@ -26,7 +26,16 @@ __all__ = ["Refinement", "RefinementResult"]
 
 #: stop a stage when the linearised model predicts a χ² reduction below this fraction
 _PREDICTED_TOL = 1e-6
-_INST_FIELDS = {"zero": "zero", "U": "u", "V": "v", "W": "w", "X": "x", "Y": "y", "SH/L": "sh_l"}
+_INST_FIELDS = {
+    "zero": "zero",
+    "U": "u",
+    "V": "v",
+    "W": "w",
+    "X": "x",
+    "Y": "y",
+    "SH/L": "sh_l",
+    "soller": "soller",
+}
 #: sites closer than this in every fractional coordinate (modulo 1) share one crystallographic position
 _SAME_SITE_TOL = 1e-4
 
@@ -273,6 +282,8 @@ class Refinement:
                 out.append(_Param(g, g, None))
             elif g == "SH/L":
                 out.append(_Param(g, g, None, 1e-5, 0.2))
+            elif g == "soller":
+                out.append(_Param(g, g, None, 0.05, 20.0))
             else:
                 for k, ph in enumerate(self.phases):
                     nm = ph.name
@@ -409,6 +420,7 @@ class Refinement:
         t0 = time.perf_counter()
         self._notes: set[str] = set()
         strategy = strategy or default_strategy()
+        self._check_asymmetry_parameter(strategy, (state or self.initial).instrument)
         # resolve every stage's occupancy sites first: a bad label fails before any work is done
         occ_maps = [
             self._occupancy_maps(stage.occupancy, f"strategy stage {stage.name!r}")
@@ -461,6 +473,18 @@ class Refinement:
                 break
             status = stage_status  # the last stage decides between "converged" and "max_cycles"
         return self._result(calc, mask, st, active, records, status, message, time.perf_counter() - t0)
+
+    @staticmethod
+    def _check_asymmetry_parameter(strategy: Strategy, inst: Instrument) -> None:
+        """Refining the other model's asymmetry parameter would silently do nothing: refuse it."""
+        own = inst.asymmetry_parameter
+        for stage in strategy.stages:
+            wrong = [g for g in ("SH/L", "soller") if g in stage.refine and g != own]
+            if wrong:
+                raise ValueError(
+                    f"strategy stage {stage.name!r} refines {wrong[0]!r}, but the instrument's asymmetry model "
+                    f"is {inst.asymmetry!r}, whose parameter is {own!r}"
+                )
 
     def _check_reflections(self, calc: PatternCalculator, st: ModelState, rng: tuple[float, float]) -> None:
         for k, ph in enumerate(self.phases):
@@ -683,11 +707,20 @@ class Refinement:
             "ratio": inst.ratio,
             "polarization": inst.polarization,
             "goniometer_radius_mm": inst.goniometer_radius,
+            "asymmetry": inst.asymmetry,
         }
         for g, f in _INST_FIELDS.items():
+            if g == "soller" and inst.asymmetry != "full_axial":
+                continue
             inst_out[g] = getattr(inst, f)
             if g in esd:
                 inst_out[f"{g}_esd"] = esd[g]
+        if inst.asymmetry == "full_axial":
+            inst_out.update(
+                source_length_mm=inst.source_length,
+                sample_length_mm=inst.sample_length,
+                receiver_length_mm=inst.receiver_length,
+            )
         for g in ("displacement", "transparency"):
             inst_out[g] = getattr(st, g)
             if g in esd:

@@ -440,7 +440,9 @@ def _search(
     progress: Callable[[TrialRecord, TrialRecord | None], None] | None,
 ) -> SearchResult:
     t_start = time.perf_counter()
-    space = space or SearchSpace(*refinement.fit_range)
+    space = space or SearchSpace(
+        *refinement.fit_range, asymmetry_parameter=refinement.initial.instrument.asymmetry_parameter
+    )
     settings = settings or SearchSettings()
     study = _make_study(space, settings)
     n_prior = _add_history(study, space, history)

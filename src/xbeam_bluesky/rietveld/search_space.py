@@ -75,6 +75,9 @@ class SearchSpace:
     exclude
         Terms never refined (removed from the space), among ``zero``, ``displacement``, ``transparency``,
         ``U V W X Y SH/L`` and ``preferred_orientation`` — e.g. ``("zero",)`` for a calibrated goniometer.
+    asymmetry_parameter
+        What the ``SH/L`` switch refines: "SH/L" for an FCJ instrument, "soller" for the full axial model
+        (:attr:`Instrument.asymmetry_parameter`).
     """
 
     two_theta_min: float
@@ -86,6 +89,7 @@ class SearchSpace:
     stage_cycles: int = 6
     final_cycles: int = 15
     exclude: tuple[str, ...] = ()
+    asymmetry_parameter: str = "SH/L"
 
     def __post_init__(self) -> None:
         lo, hi = self.two_theta_min, self.two_theta_max
@@ -112,6 +116,10 @@ class SearchSpace:
         if unknown_terms:
             raise ValueError(
                 f"search space: cannot exclude {sorted(unknown_terms)}; expected some of {list(_OPTIONAL)}"
+            )
+        if self.asymmetry_parameter not in ("SH/L", "soller"):
+            raise ValueError(
+                f"search space: asymmetry_parameter {self.asymmetry_parameter!r}; expected 'SH/L' or 'soller'"
             )
         for axis in self.po_axes:
             if len(axis) != 3 or not any(axis):
@@ -228,6 +236,10 @@ class SearchSpace:
         profile = tuple(t for t in PROFILE_TERMS if params[t])
         late = tuple(t for t in profile if t in _GAUSSIAN) if params["gaussian_after_atoms"] else ()
         profile = tuple(t for t in profile if t not in late)
+        if self.asymmetry_parameter != "SH/L":
+            profile, late = (
+                tuple(self.asymmetry_parameter if t == "SH/L" else t for t in ts) for ts in (profile, late)
+            )
         po = str(params.get("preferred_orientation", _NO_PO))
         po_axis = None
         if po != _NO_PO:

@@ -37,6 +37,7 @@ PARAMETER_GROUPS = (
     "X",
     "Y",
     "SH/L",
+    "soller",
     "preferred_orientation",
     "atoms_xyz",
     "atoms_uiso",
