@@ -8,6 +8,9 @@ the Bragg angle 2θ by, to second order in β (Cheary & Coelho, J. Appl. Cryst. 
 
     ε = β₁β₂ / sin 2θ − (β₁² + β₂²)/2 · cot 2θ        (radians).
 
+(For a typical lab geometry the mean and width of ε agree with exact ray tracing within 3 % for
+10° ≤ 2θ ≤ 170°, and within 7–12 % at 5° and 175°, where β is no longer small against θ or 90° − θ.)
+
 The heights are uniform over the source, sample and receiver lengths and each Soller slit transmits
 T(β) = max(0, 1 − |β|/Δ) (Δ its angular aperture). The joint distribution of (β₁β₂, −(β₁² + β₂²)/2)
 does not depend on 2θ, so it is tabulated once per geometry and every peak's aberration profile is the

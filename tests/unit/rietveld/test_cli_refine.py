@@ -156,3 +156,39 @@ def test_refine_failure_state_exits_1_and_still_writes_json(tmp_path, data_dir, 
     res = json.loads(out.read_text())
     assert res["status"] == "singular" and "Xe1:Uiso" in res["message"]
     assert "refinement failed" in capsys.readouterr().err
+
+
+def test_refine_with_a_full_axial_instrument_file(tmp_path, data_dir):
+    """The .instprm's xbeam keys select the full axial model; the strategy refines its Soller aperture,
+    and a strategy refining SH/L with that instrument is a bad-input error (exit 2) naming both."""
+    d = data_dir / "lab6"
+    inst = tmp_path / "axial.instprm"
+    inst.write_text(
+        (d / "CuKa_lab_default.instprm").read_text()
+        + "Asymmetry:full_axial;Soller:2.5;SourceLength:12;SampleLength:15;ReceiverLength:12\n"
+    )
+    strategy = tmp_path / "s.json"
+    stages = [
+        {"refine": ["background", "scale"], "background": {"type": "chebyshev", "terms": 8}},
+        {"refine": ["cell", "displacement"]},
+        {"refine": ["X", "Y", "soller"]},
+    ]
+    strategy.write_text(json.dumps({"stages": stages}))
+    out = tmp_path / "r.json"
+    args = [
+        "refine",
+        str(d / "NIST660CBI.gsas"),
+        "--cif",
+        str(d / "LaB6_start.cif"),
+        "--instrument",
+        str(inst),
+    ]
+    rc = main([*args, "--range", "20:125", "--strategy", str(strategy), "--out", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert res["instrument"]["asymmetry"] == "full_axial"
+    assert res["instrument"]["sample_length_mm"] == 15.0 and res["instrument"]["soller_esd"] > 0
+    assert 1.0 < res["instrument"]["soller"] < 5.0
+    stages[2]["refine"] = ["X", "Y", "SH/L"]
+    strategy.write_text(json.dumps({"stages": stages}))
+    assert main([*args, "--strategy", str(strategy), "--out", str(out)]) == 2

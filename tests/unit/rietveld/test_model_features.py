@@ -95,13 +95,14 @@ def test_two_phase_scales_and_weight_fractions(data_dir):
     np.testing.assert_allclose([p["weight_fraction"] for p in res.phases], expected, rtol=1e-3)
 
 
-
 def test_phases_with_the_same_name_keep_their_own_parameters(data_dir):
     """Two CIFs with one block name (``data_global`` is common): parameters and esds stay per phase."""
     x = np.arange(15.0, 100.0, 0.02)
     inst = Instrument.lab_cu_ka().with_changes(x=2.0, y=3.0)
     cifs = (data_dir / "pbso4" / "PbSO4-Wyckoff.cif", data_dir / "lab6" / "LaB6_start.cif")
-    y = simulate_pattern([load_phase(c) for c in cifs], x, instrument=inst, scales=[3e-3, 5e-3], background=60.0)
+    y = simulate_pattern(
+        [load_phase(c) for c in cifs], x, instrument=inst, scales=[3e-3, 5e-3], background=60.0
+    )
     rng = np.random.default_rng(4)
     counts = rng.poisson(y).astype(float)
     pattern = Pattern(x, counts, np.sqrt(np.maximum(counts, 1.0)), "mixture")
@@ -114,6 +115,7 @@ def test_phases_with_the_same_name_keep_their_own_parameters(data_dir):
         assert ours["scale_esd"] == pytest.approx(reference["scale_esd"], rel=1e-9)
         assert ours["lattice_esd"]["a"] == pytest.approx(reference["lattice_esd"]["a"], rel=1e-9)
     assert same.phases[0]["lattice_esd"]["a"] != pytest.approx(same.phases[1]["lattice_esd"]["a"])
+
 
 @pytest.mark.slow
 def test_preferred_orientation_and_transparency_are_recovered(pbso4_phase):
