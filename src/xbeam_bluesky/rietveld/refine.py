@@ -646,7 +646,7 @@ class Refinement:
                     "background coefficients are nearly degenerate (too many terms for this range)"
                 )
                 continue
-            raise _Singular([p.name for p in involved[:3]])
+            raise _Singular([p.name for p in involved])  # every parameter of the null direction
 
     def _diverged(self, st: ModelState, ycalc: np.ndarray) -> str:
         if not np.all(np.isfinite(ycalc)):
