@@ -26,7 +26,7 @@ from .lattice import metric_tensor
 __all__ = ["parameter_values", "reference_differences", "structure_shifts", "summarize_top"]
 
 _CELL = ("a", "b", "c", "alpha", "beta", "gamma")
-_INSTRUMENT = ("zero", "displacement", "transparency", "U", "V", "W", "X", "Y", "SH/L")
+_INSTRUMENT = ("zero", "displacement", "transparency", "U", "V", "W", "X", "Y", "SH/L", "soller")
 
 
 def parameter_values(summary: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
@@ -34,7 +34,7 @@ def parameter_values(summary: Mapping[str, Any]) -> dict[str, tuple[float, float
 
     Names: ``phase:a`` … ``phase:gamma`` (Å, degrees), ``phase:label:x|y|z`` (fractional),
     ``phase:label:Uiso`` (Å²), ``phase:scale`` and the instrument terms (``zero`` deg, ``displacement`` μm,
-    ``transparency``, ``U V W`` centideg², ``X Y`` centideg, ``SH/L``).
+    ``transparency``, ``U V W`` centideg², ``X Y`` centideg, ``SH/L``, ``soller`` deg on full-axial instruments).
     """
     out: dict[str, tuple[float, float]] = {}
     for ph in summary.get("phases", []):

@@ -13,7 +13,10 @@ from xbeam_bluesky.rietveld import (
     SearchSpace,
     Strategy,
     ValidityLimits,
+    load_phase,
     load_warm_start,
+    read_instrument,
+    read_pattern,
     run_search,
     strategy_document,
 )
@@ -147,3 +150,21 @@ def test_search_beats_the_default_sequence_with_a_small_budget(dataset):
     # the winner is physically valid and its report is complete
     assert res.best.valid and res.report["top"][0]["number"] == res.best.number
     assert {s["name"] for s in res.report["spreads"]} >= {f"{ref.phases[0].name}:a", "U"}
+
+
+def test_search_on_a_full_axial_instrument_refines_the_soller_aperture(data_dir):
+    """With a full-axial instrument the default space's SH/L switch refines ``soller``, and the report's
+    parameter spreads include it."""
+    d = data_dir / "lab6"
+    inst = read_instrument(d / "CuKa_lab_default.instprm").with_changes(asymmetry="full_axial")
+    ref = Refinement(
+        read_pattern(d / "NIST660CBI.gsas"), [load_phase(d / "LaB6_start.cif")], inst, fit_range=(20.0, 125.0)
+    )
+    point = SearchSpace(*ref.fit_range).default_params() | {"SH/L": True}
+    res = run_search(ref, settings=SearchSettings(n_trials=1, n_startup_trials=1), warm_start=[point])
+    (trial,) = res.trials
+    assert trial.valid, trial.reasons
+    assert any("soller" in s.refine for s in res.best_strategy.stages)
+    assert not any("SH/L" in s.refine for s in res.best_strategy.stages)
+    assert res.best_result.instrument["soller_esd"] > 0
+    assert "soller" in [s["name"] for s in res.report["spreads"]]
