@@ -604,6 +604,12 @@ class Refinement:
                 self._check_rank(ns, params)
                 return cycles, "converged"
             ev = ev_t if ev_t.blocks else calc.evaluate(st, groups, jacobian=True)
+        # stopped while still improving: a null direction would still make the esds meaningless
+        jw = self._jacobian(ev.blocks, params) * sw[:, None]
+        normal = jw.T @ jw
+        d = np.sqrt(np.diag(normal))
+        d[d <= 0.0] = 1.0
+        self._check_rank(normal / np.outer(d, d), params)
         return cycles, "max_cycles"
 
     @staticmethod

@@ -225,3 +225,24 @@ def test_a_singular_direction_names_every_parameter_in_it(synthetic):
     with pytest.raises(_Singular) as err:
         ref._check_rank(normal, params)
     assert sorted(err.value.names) == ["A0", "A1", "A2", "zero"]
+
+
+def test_a_stage_stopped_at_its_cycle_limit_still_reports_a_singular_direction(tmp_path, synthetic):
+    """Two identical atoms on one site: their Uiso columns are equal, a null direction (1, -1) of the normal
+    matrix. A stage stopped at max_cycles while still improving must report it, not print esds from it."""
+    _, x, inst, y = synthetic
+    cif = tmp_path / "twin.cif"
+    cif.write_text(
+        "data_twin\n_cell_length_a 8.48\n_cell_length_b 5.398\n_cell_length_c 6.958\n"
+        "_cell_angle_alpha 90\n_cell_angle_beta 90\n_cell_angle_gamma 90\n"
+        "_symmetry_space_group_name_H-M 'P n m a'\nloop_\n_atom_site_label\n_atom_site_type_symbol\n"
+        "_atom_site_fract_x\n_atom_site_fract_y\n_atom_site_fract_z\n_atom_site_occupancy\n_atom_site_U_iso_or_equiv\n"
+        "Pb1 Pb 0.1882 0.25 0.167 0.5 0.05\nPb2 Pb 0.1882 0.25 0.167 0.5 0.05\nS S 0.063 0.25 0.686 1.0 0.01\n"
+    )
+    phase = load_phase(cif)
+    pattern = Pattern(x, y, np.sqrt(y), "simulated")
+    res = Refinement(pattern, [phase], inst).run(
+        Strategy.from_dict([{"refine": ["background", "scale"]}, {"refine": ["atoms_uiso"], "max_cycles": 1}])
+    )
+    assert res.status == "singular" and not res.ok
+    assert "twin:Pb1:Uiso" in res.message and "twin:Pb2:Uiso" in res.message
