@@ -1,7 +1,7 @@
 """Benchmark of the Bayesian energy design against the conventional region grid (one JSON line).
 
-Leave-one-out over the bundled Fe K library: for every spectrum j, the prior (mean, std, length scale) is built
-from the OTHER spectra only; j is then "measured" in simulation with Poisson photon noise on counts
+Leave-one-out over the bundled Fe K library: for every spectrum j, the prior (mean, std, and the kernel's length
+scale and energy warp, fitted by maximum likelihood) is built from the OTHER spectra only; j is then "measured" in simulation with Poisson photon noise on counts
 (:meth:`TransmissionNoise.simulate`, the sim camera's gain and flux) at (a) the design's energies and dwells and
 (b) the conventional region grid with a uniform dwell, both at the SAME total beam time including monochromator
 moves, settles and readout (the sim beamline's mono timing). Both are reconstructed on the 1051-point grid by the
@@ -16,7 +16,8 @@ sequence up to its last few picks); ``product_path_check`` compares that with ``
 first spectra. The greedy prefixes alone (the design before the exchange step) are measured with the same noise
 draws (``*_greedy_only``).
 It is measured with the sim beamline's overheads and with none (dwell only, the published setting), for the
-conventional grid with 0.5 eV steps over the edge, and (with overheads) for 0.2 and 1.0 eV edge steps.
+conventional grid with 0.5 eV steps over the edge, and (with overheads) for 0.2 and 1.0 eV edge steps; and with
+METHODS §1's stationary kernel (``with_overheads_stationary_kernel``: the prior as published, same noise draws).
 
 Under the full-library prior, the dwell-only ratio is also computed from expected errors, for the greedy design and
 for the optimal continuous dwell allocation over all 1051 candidates (multiplicative algorithm, a bound for any
@@ -90,11 +91,23 @@ def _match_fraction(design_rmse: np.ndarray, target: float) -> float:
     return float(r0 + (y0 - target) / (y0 - y1) * (r1 - r0))
 
 
+def loo_priors(grid: np.ndarray, names: list[str], lib: np.ndarray, n_out: int, kernel: str) -> list:
+    """The prior for each left-out spectrum ``0 .. n_out-1``, built (and fitted) from all the other spectra."""
+    priors = []
+    for j in range(n_out):
+        keep = np.arange(len(names)) != j
+        priors.append(
+            GaussianProcessPrior.from_matrix(
+                grid, lib[keep], names=tuple(np.asarray(names)[keep]), kernel=kernel
+            )
+        )
+    return priors
+
+
 def leave_one_out(
     grid: np.ndarray,
-    names: list[str],
     lib: np.ndarray,
-    n_out: int,
+    priors: list[GaussianProcessPrior],
     noise: TransmissionNoise,
     overheads: bool,
     seed: int,
@@ -102,8 +115,9 @@ def leave_one_out(
 ) -> dict[str, float]:
     """Mean LOO RMSE of design and conventional grid at equal time, and the time ratio to match.
 
-    Spectra ``0 .. n_out-1`` are left out in turn; each prior is built from all the other spectra.
+    Spectra ``0 .. len(priors)-1`` are left out in turn; ``priors[j]`` is built from all the other spectra.
     """
+    n_out = len(priors)
     settle = MONO_SETTLE_S + READOUT_S if overheads else 0.0
     speed = MONO_SPEED_EV_S if overheads else math.inf
     conv_tm = ScanTimeModel(dwell_s=CONVENTIONAL_DWELL_S, settle_s=settle, speed_eV_per_s=speed)
@@ -119,9 +133,7 @@ def leave_one_out(
     expected = np.zeros(n_out)
     n_energies = np.zeros(n_out)
     design_time = np.zeros(n_out)
-    for j in range(n_out):
-        keep = np.arange(len(names)) != j
-        prior = GaussianProcessPrior.from_matrix(grid, lib[keep], names=tuple(np.asarray(names)[keep]))
+    for j, prior in enumerate(priors):
         cov = prior.covariance()
         truth = lib[j]
 
@@ -160,6 +172,8 @@ def leave_one_out(
     mean_greedy = greedy_rmse.mean(axis=0)
     target = float(conv_rmse.mean())
     return {
+        "kernel": priors[0].summary()["kernel"],
+        "length_scale_eV_mean": float(np.mean([p.length_scale_eV for p in priors])),
         "edge_step_eV": edge_step_eV,
         "total_time_s": float(budget),
         "conventional_points": int(conv_e.size),
@@ -179,7 +193,7 @@ def leave_one_out(
 
 
 def product_path_check(
-    grid: np.ndarray, names: list[str], lib: np.ndarray, noise: TransmissionNoise, n_check: int = 3
+    grid: np.ndarray, priors: list[GaussianProcessPrior], noise: TransmissionNoise, n_check: int = 3
 ) -> dict[str, float]:
     """Largest relative difference of the expected RMSE between the benchmark's designs (refined greedy prefix)
     and ``design_energies`` with the same budget, over the first ``n_check`` left-out spectra and all fractions
@@ -194,9 +208,7 @@ def product_path_check(
         conventional_grid(E0_EV, grid[0], grid[-1], snap_to=grid), CONVENTIONAL_DWELL_S
     )
     worst = 0.0
-    for j in range(n_check):
-        keep = np.arange(len(names)) != j
-        prior = GaussianProcessPrior.from_matrix(grid, lib[keep], names=tuple(np.asarray(names)[keep]))
+    for prior in priors[:n_check]:
         cov = prior.covariance()
 
         def pick_variance(idx, k, mean=prior.mean):
@@ -338,18 +350,27 @@ def main() -> None:
     n = len(names) if args.max_spectra is None else min(args.max_spectra, len(names))
     # One BLAS thread: the machine is shared, and busy-waiting BLAS threads only slow the many small solves.
     with threadpool_limits(limits=1, user_api="blas"):
-        with_overheads = leave_one_out(grid, names, lib, n, noise, True, args.seed)
-        no_overheads = leave_one_out(grid, names, lib, n, noise, False, args.seed)
-        sweep = [leave_one_out(grid, names, lib, n, noise, True, args.seed, step) for step in (0.2, 1.0)]
+        t = time.perf_counter()
+        priors = loo_priors(grid, names, lib, n, "warped")
+        loo_prior_s = (time.perf_counter() - t) / n
+        stationary = loo_priors(grid, names, lib, n, "stationary")
+        with_overheads = leave_one_out(grid, lib, priors, noise, True, args.seed)
+        with_overheads_stationary = leave_one_out(grid, lib, stationary, noise, True, args.seed)
+        no_overheads = leave_one_out(grid, lib, priors, noise, False, args.seed)
+        sweep = [leave_one_out(grid, lib, priors, noise, True, args.seed, step) for step in (0.2, 1.0)]
         bound = expected_ratios_no_overheads(full_prior, grid)
-        check = product_path_check(grid, names, lib, noise, n_check=min(3, n))
+        check = product_path_check(grid, priors, noise, n_check=min(3, n))
     result = {
         "benchmark": "energy_design",
         "library": "bundled Fe-K",
         "n_spectra": n,
         "n_candidates": int(grid.size),
         "length_scale_eV": full_prior.length_scale_eV,
+        "warp": full_prior.summary()["warp"],
+        "log_likelihood": full_prior.metadata["log_likelihood"],
+        "log_likelihood_stationary": full_prior.metadata["log_likelihood_stationary"],
         "prior_build_s": prior_s,
+        "loo_prior_build_s_mean": loo_prior_s,
         **timing,
         "settings": {
             "i0_counts_per_s": noise.i0_counts_per_s,
@@ -367,6 +388,7 @@ def main() -> None:
             "exchange_window_steps": DEFAULT_EXCHANGE_WINDOW,
         },
         "with_overheads": with_overheads,
+        "with_overheads_stationary_kernel": with_overheads_stationary,
         "no_overheads": no_overheads,
         "with_overheads_other_edge_steps": sweep,
         "no_overheads_expected_under_prior": bound,

@@ -44,13 +44,16 @@ def conventional_baseline(edge_step_eV: float) -> list[float]:
 
 
 def _prior_and_noise(design: dict[str, Any]) -> tuple[Any, Any, np.ndarray]:
-    from xbeam_bluesky.planning import TransmissionNoise, prior_from_library
+    from xbeam_bluesky.planning import EnergyWarp, TransmissionNoise, prior_from_library
     from xbeam_bluesky.spectra import PhotonNoiseModel
 
     grid = _candidate_grid(design)
+    recorded = design["prior"]
+    warp = recorded.get("warp")
     prior = prior_from_library(
-        None, grid, e0_ref_eV=E0_EV, length_scale_eV=design["prior"]["length_scale_eV"]
-    )
+        None, grid, e0_ref_eV=E0_EV, length_scale_eV=recorded["length_scale_eV"],
+        kernel=recorded.get("kernel", "stationary"), warp=None if warp is None else EnergyWarp(**warp),
+    )  # fmt: skip
     n = design["noise"]
     noise = TransmissionNoise(
         i0_counts_per_s=n["i0_counts_per_s"], mu_t_pre_edge=n["mu_t_pre_edge"], edge_jump=n["edge_jump"],

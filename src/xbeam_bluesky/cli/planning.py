@@ -89,6 +89,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--length-scale", type=float, metavar="EV", help="fix the prior length scale (default: fit)"
     )
     p.add_argument(
+        "--kernel",
+        choices=("warped", "stationary"),
+        default="warped",
+        help="prior kernel: RBF in a warped energy (default, fitted) or METHODS' stationary RBF",
+    )
+    p.add_argument(
         "--align",
         choices=("calibration", "edge", "none"),
         default="calibration",
@@ -145,6 +151,17 @@ def _candidate_grid(args: argparse.Namespace, e0: float):
     return np.round(start + step * np.arange(n), 6)
 
 
+def _kernel_text(prior) -> str:
+    """One-line description of the prior's kernel for the console."""
+    if prior.warp is None:
+        return f"stationary kernel, length scale {prior.length_scale_eV:.2f} eV"
+    w = prior.warp
+    return (
+        f"warped kernel, length scale {prior.length_scale_eV:.2f} eV at {w.center_eV:.1f} eV growing as "
+        f"sqrt(1 + |E - E1| / {w.scale_eV:.1f} eV)"
+    )
+
+
 def plan_energies(args: argparse.Namespace) -> int:
     """Handler of ``xbeam plan-energies``."""
     import math
@@ -163,7 +180,7 @@ def plan_energies(args: argparse.Namespace) -> int:
     if args.mono_speed < 0:
         raise ValueError(f"--mono-speed {args.mono_speed}: expected >= 0 eV/s")
     prior = prior_from_library(
-        directory, grid, e0_ref_eV=e0, align=args.align, length_scale_eV=args.length_scale
+        directory, grid, e0_ref_eV=e0, align=args.align, length_scale_eV=args.length_scale, kernel=args.kernel
     )
     noise = TransmissionNoise(
         i0_counts_per_s=args.i0,
@@ -198,7 +215,7 @@ def plan_energies(args: argparse.Namespace) -> int:
     print(
         f"{design.energies_eV.size} energies ({design.n_picks} picks of {args.dwell} s), total {design.total_time_s:.1f} s, "
         f"expected RMSE {design.expected_rmse:.4f} ({greedy_note}prior {design.prior_rmse:.4f}), "
-        f"length scale {prior.length_scale_eV:.2f} eV from {len(prior.names)} spectra, "
+        f"{_kernel_text(prior)} from {len(prior.names)} spectra, "
         f"computed in {design.compute_s:.2f} s -> {args.out}"
     )
     if design.stop_reason == "max_picks":

@@ -16,9 +16,11 @@ from xbeam_bluesky.planning.design import (
 from xbeam_bluesky.planning.exchange import ExchangeResult, design_trace, exchange_refine
 from xbeam_bluesky.planning.noise import TransmissionNoise
 from xbeam_bluesky.planning.prior import (
+    KERNELS,
     GaussianProcessPrior,
     RawDataExtension,
     fe_k_grid,
+    fit_kernel,
     fit_length_scale,
     library_log_likelihood,
     prior_from_library,
@@ -34,11 +36,14 @@ from xbeam_bluesky.planning.tiling import (
     tile_size_mm,
 )
 from xbeam_bluesky.planning.timing import ScanTimeModel
+from xbeam_bluesky.planning.warp import EnergyWarp
 
 __all__ = [
     "DEFAULT_EXCHANGE_ROUNDS",
     "DEFAULT_EXCHANGE_WINDOW",
+    "KERNELS",
     "EnergyDesign",
+    "EnergyWarp",
     "ExchangeResult",
     "GaussianProcessPrior",
     "GreedySelection",
@@ -55,6 +60,7 @@ __all__ = [
     "estimate_imaging_time",
     "exchange_refine",
     "fe_k_grid",
+    "fit_kernel",
     "fit_length_scale",
     "greedy_select",
     "grid_indices",

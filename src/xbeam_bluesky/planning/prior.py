@@ -9,6 +9,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.linalg import cho_factor, cho_solve
+from scipy.optimize import minimize
+
+from xbeam_bluesky.planning.warp import EnergyWarp
 
 #: Length scales (eV) searched when fitting the prior; the Fe K optimum (≈ 4 eV) lies well inside.
 DEFAULT_LENGTH_SCALES_EV: NDArray[np.float64] = np.geomspace(0.5, 30.0, 41)
@@ -20,11 +23,24 @@ DEFAULT_STD_FLOOR = 1e-3
 DEFAULT_FIT_NOISE = 5e-3
 #: Maximum number of grid points used in the length-scale likelihood (the grid is strided down to this).
 FIT_MAX_POINTS = 300
+#: Kernels a prior can use: METHODS §1's stationary RBF in E, or the same RBF in a warped energy (the default).
+KERNELS = ("warped", "stationary")
+#: Starting points of the warp fit: the warp center at these fractions of the candidate range.
+_WARP_START_FRACTIONS = (0.3, 0.5, 0.7)
 
 
-def rbf_kernel(energies_eV: NDArray[np.float64], std: NDArray[np.float64], length_scale_eV: float) -> NDArray:
-    """Kernel ``K_ij = s_i s_j exp(-(E_i - E_j)² / c²)`` (METHODS §1), shape (n, n)."""
-    diff = energies_eV[:, None] - energies_eV[None, :]
+def rbf_kernel(
+    energies_eV: NDArray[np.float64],
+    std: NDArray[np.float64],
+    length_scale_eV: float,
+    warp: EnergyWarp | None = None,
+) -> NDArray:
+    """Kernel ``K_ij = s_i s_j exp(-(u_i - u_j)² / c²)``, shape (n, n).
+
+    ``u = E`` (METHODS §1) without a warp, ``u = warp.apply(E)`` with one.
+    """
+    u = energies_eV if warp is None else warp.apply(energies_eV)
+    diff = u[:, None] - u[None, :]
     return std[:, None] * std[None, :] * np.exp(-((diff / length_scale_eV) ** 2))
 
 
@@ -36,16 +52,27 @@ def library_log_likelihood(
     mean: NDArray[np.float64] | None = None,
     std: NDArray[np.float64] | None = None,
     noise_std: float = DEFAULT_FIT_NOISE,
+    warp: EnergyWarp | None = None,
 ) -> float:
     """Mean log-likelihood of the library spectra (rows of ``library``) under ``N(μ, K + noise_std² I)``."""
     mu = library.mean(axis=0) if mean is None else mean
     s = np.maximum(library.std(axis=0, ddof=1), DEFAULT_STD_FLOOR) if std is None else std
-    cov = rbf_kernel(energies_eV, s, length_scale_eV) + noise_std**2 * np.eye(energies_eV.size)
+    cov = rbf_kernel(energies_eV, s, length_scale_eV, warp) + noise_std**2 * np.eye(energies_eV.size)
     factor = cho_factor(cov, lower=True, check_finite=False)
     resid = (library - mu).T
     quad = np.einsum("ij,ij->j", resid, cho_solve(factor, resid, check_finite=False))
     logdet = 2.0 * np.log(np.diag(factor[0])).sum()
     return float(np.mean(-0.5 * (quad + logdet + energies_eV.size * np.log(2 * np.pi))))
+
+
+def _strided(
+    energies_eV: NDArray[np.float64], library: NDArray[np.float64], std_floor: float
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """The grid strided to at most ``FIT_MAX_POINTS`` energies, with the library's mean and std there."""
+    stride = max(1, int(np.ceil(energies_eV.size / FIT_MAX_POINTS)))
+    e = energies_eV[::stride]
+    lib = library[:, ::stride]
+    return e, lib, lib.mean(axis=0), np.maximum(lib.std(axis=0, ddof=1), std_floor)
 
 
 def fit_length_scale(
@@ -55,6 +82,7 @@ def fit_length_scale(
     length_scales_eV: ArrayLike = DEFAULT_LENGTH_SCALES_EV,
     noise_std: float = DEFAULT_FIT_NOISE,
     std_floor: float = DEFAULT_STD_FLOOR,
+    warp: EnergyWarp | None = None,
 ) -> tuple[float, NDArray[np.float64]]:
     """Length scale (eV) maximising the library's mean log-likelihood, by grid search.
 
@@ -65,16 +93,96 @@ def fit_length_scale(
     best, loglik
         The best length scale in eV and the log-likelihood at every searched scale.
     """
-    stride = max(1, int(np.ceil(energies_eV.size / FIT_MAX_POINTS)))
-    e = energies_eV[::stride]
-    lib = library[:, ::stride]
-    mu = lib.mean(axis=0)
-    s = np.maximum(lib.std(axis=0, ddof=1), std_floor)
+    e, lib, mu, s = _strided(energies_eV, library, std_floor)
     scales = np.asarray(length_scales_eV, dtype=float)
     loglik = np.array(
-        [library_log_likelihood(e, lib, c, mean=mu, std=s, noise_std=noise_std) for c in scales]
+        [library_log_likelihood(e, lib, c, mean=mu, std=s, noise_std=noise_std, warp=warp) for c in scales]
     )
     return float(scales[int(np.argmax(loglik))]), loglik
+
+
+def fit_kernel(
+    energies_eV: NDArray[np.float64],
+    library: NDArray[np.float64],
+    *,
+    kernel: str = "warped",
+    length_scale_eV: float | None = None,
+    warp: EnergyWarp | None = None,
+    length_scales_eV: ArrayLike = DEFAULT_LENGTH_SCALES_EV,
+    noise_std: float = DEFAULT_FIT_NOISE,
+    std_floor: float = DEFAULT_STD_FLOOR,
+) -> tuple[float, EnergyWarp | None, dict[str, Any]]:
+    """Kernel hyperparameters by maximum likelihood of the library (what is not given is fitted).
+
+    The stationary length scale is found by grid search (:func:`fit_length_scale`). For ``kernel="warped"``
+    without a given ``warp``, the length scale, warp center and warp scale are then fitted together (Nelder–Mead
+    in log c, E1, log L from the stationary optimum and three centers across the range); the warped kernel is
+    kept only if its likelihood is higher (the stationary kernel is its L → ∞ limit).
+
+    Parameters
+    ----------
+    energies_eV, library
+        Candidate grid (eV) and aligned normalized spectra (rows).
+    kernel
+        ``"warped"`` or ``"stationary"`` (METHODS §1 as published).
+    length_scale_eV
+        Fixed length scale c (eV); fitted when None.
+    warp
+        Fixed warp (``kernel="warped"`` only); fitted when None.
+
+    Returns
+    -------
+    length_scale_eV, warp, info
+        The length scale (eV), the warp (None: stationary) and a record with the mean log-likelihoods of the
+        chosen and of the stationary kernel.
+    """
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+    if kernel == "stationary" and warp is not None:
+        raise ValueError("a warp was given with kernel='stationary'; use kernel='warped'")
+    e, lib, mu, s = _strided(energies_eV, library, std_floor)
+
+    def loglik(c: float, w: EnergyWarp | None) -> float:
+        return library_log_likelihood(e, lib, c, mean=mu, std=s, noise_std=noise_std, warp=w)
+
+    def best_c(w: EnergyWarp | None) -> float:
+        if length_scale_eV is not None:
+            return float(length_scale_eV)
+        c, _ = fit_length_scale(
+            energies_eV, library, length_scales_eV=length_scales_eV, noise_std=noise_std,
+            std_floor=std_floor, warp=w,
+        )  # fmt: skip
+        return c
+
+    c_stat = best_c(None)
+    ll_stat = loglik(c_stat, None)
+    if kernel == "stationary":
+        return c_stat, None, {"log_likelihood": ll_stat, "log_likelihood_stationary": ll_stat}
+    if warp is not None:
+        c = best_c(warp)
+        return c, warp, {"log_likelihood": loglik(c, warp), "log_likelihood_stationary": ll_stat}
+    span = float(e[-1] - e[0])
+    scales = np.asarray(length_scales_eV, dtype=float)
+    lo = np.log([scales.min(), max(float(np.min(np.diff(e))), 1e-3), 1e-6])
+    hi = np.log([scales.max(), 100.0 * span, 1.0])
+    lo[2], hi[2] = e[0], e[-1]  # the center is searched in eV, not log
+
+    def unpack(x: NDArray[np.float64]) -> tuple[float, EnergyWarp]:
+        c = float(np.exp(x[0])) if length_scale_eV is None else float(length_scale_eV)
+        return c, EnergyWarp(center_eV=float(x[2]), scale_eV=float(np.exp(x[1])))
+
+    def objective(x: NDArray[np.float64]) -> float:
+        return -loglik(*unpack(x))
+
+    bounds = list(zip(lo, hi, strict=True))
+    options = {"xatol": 1e-3, "fatol": 1e-3, "maxiter": 400}
+    starts = [np.array([np.log(c_stat), np.log(0.2 * span), e[0] + f * span]) for f in _WARP_START_FRACTIONS]
+    runs = [minimize(objective, x0, method="Nelder-Mead", bounds=bounds, options=options) for x0 in starts]
+    best = min(runs, key=lambda r: float(r.fun))
+    if -float(best.fun) <= ll_stat:
+        return c_stat, None, {"log_likelihood": ll_stat, "log_likelihood_stationary": ll_stat}
+    c, w = unpack(best.x)
+    return c, w, {"log_likelihood": -float(best.fun), "log_likelihood_stationary": ll_stat}
 
 
 @dataclass(frozen=True)
@@ -124,7 +232,9 @@ class GaussianProcessPrior:
     std
         Prior standard deviation s_i: library standard deviation, floored at ``std_floor``.
     length_scale_eV
-        Kernel length scale c (eV).
+        Kernel length scale c (eV); with a warp, the length scale at the warp center.
+    warp
+        Energy warp of the kernel (None: METHODS §1's stationary kernel).
     names
         Names of the library spectra the prior was built from.
     source
@@ -141,6 +251,7 @@ class GaussianProcessPrior:
     source: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
     raw_data: RawDataExtension | None = None
+    warp: EnergyWarp | None = None
 
     def __post_init__(self) -> None:
         e = np.asarray(self.energies_eV, dtype=float)
@@ -170,7 +281,7 @@ class GaussianProcessPrior:
     def covariance(self) -> NDArray[np.float64]:
         """Prior covariance (n × n, units²): ``K``, or ``K'`` with the raw-data extension."""
         e = np.asarray(self.energies_eV)
-        k = rbf_kernel(e, np.asarray(self.std), self.length_scale_eV)
+        k = rbf_kernel(e, np.asarray(self.std), self.length_scale_eV, self.warp)
         if self.raw_data is None:
             return k
         raw = self.raw_data
@@ -201,6 +312,8 @@ class GaussianProcessPrior:
         names: tuple[str, ...] = (),
         source: str = "",
         length_scale_eV: float | None = None,
+        kernel: str = "warped",
+        warp: EnergyWarp | None = None,
         length_scales_eV: ArrayLike = DEFAULT_LENGTH_SCALES_EV,
         fit_noise_std: float = DEFAULT_FIT_NOISE,
         std_floor: float = DEFAULT_STD_FLOOR,
@@ -216,6 +329,11 @@ class GaussianProcessPrior:
             Normalized spectra on that grid, shape (n_spectra, n_energies).
         length_scale_eV
             Fixed length scale (eV); fitted by maximum likelihood when None.
+        kernel
+            ``"warped"`` (default: RBF in a warped energy, see :class:`EnergyWarp`) or ``"stationary"``
+            (METHODS §1 as published).
+        warp
+            Fixed warp for ``kernel="warped"``; fitted with the length scale by maximum likelihood when None.
         """
         e = np.asarray(energies_eV, dtype=float)
         lib = np.asarray(library, dtype=float)
@@ -228,14 +346,18 @@ class GaussianProcessPrior:
             which = [names[i] if i < len(names) else f"row {i}" for i in bad]
             raise ValueError(f"library spectra contain NaN or inf: {', '.join(which)}")
         meta = dict(metadata or {})
-        meta.update(fit_noise_std=fit_noise_std, std_floor=std_floor)
-        if length_scale_eV is None:
-            length_scale_eV, _ = fit_length_scale(
-                e, lib, length_scales_eV=length_scales_eV, noise_std=fit_noise_std, std_floor=std_floor
-            )
-            meta["length_scale_fitted"] = True
-        else:
-            meta["length_scale_fitted"] = False
+        meta.update(
+            fit_noise_std=fit_noise_std,
+            std_floor=std_floor,
+            kernel_requested=kernel,
+            length_scale_fitted=length_scale_eV is None,
+            warp_fitted=kernel == "warped" and warp is None,
+        )
+        length_scale_eV, warp, info = fit_kernel(
+            e, lib, kernel=kernel, length_scale_eV=length_scale_eV, warp=warp,
+            length_scales_eV=length_scales_eV, noise_std=fit_noise_std, std_floor=std_floor,
+        )  # fmt: skip
+        meta.update(info)
         return cls(
             energies_eV=e,
             mean=lib.mean(axis=0),
@@ -244,12 +366,15 @@ class GaussianProcessPrior:
             names=tuple(names),
             source=source,
             metadata=meta,
+            warp=warp,
         )
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly description recorded with a design."""
         return {
             "length_scale_eV": self.length_scale_eV,
+            "kernel": "stationary" if self.warp is None else "warped",
+            "warp": None if self.warp is None else self.warp.to_dict(),
             "library_size": len(self.names),
             "n_candidates": self.size,
             "raw_data": None if self.raw_data is None else asdict(self.raw_data),
@@ -267,6 +392,8 @@ def prior_from_library(
     e0_ref_eV: float = 7112.0,
     align: str = "calibration",
     length_scale_eV: float | None = None,
+    kernel: str = "warped",
+    warp: EnergyWarp | None = None,
     exclude: tuple[str, ...] = (),
     strict: bool = True,
 ) -> GaussianProcessPrior:
@@ -288,6 +415,10 @@ def prior_from_library(
         (every spectrum's own E0 moved to ``e0_ref_eV``) or ``"none"``.
     length_scale_eV
         Fixed length scale (eV); fitted when None.
+    kernel
+        ``"warped"`` (default) or ``"stationary"`` (METHODS §1 as published); see :func:`fit_kernel`.
+    warp
+        Fixed energy warp (``kernel="warped"``); fitted when None.
     exclude
         Names of spectra to leave out (for leave-one-out validation).
     strict
@@ -320,6 +451,8 @@ def prior_from_library(
         names=tuple(names),
         source=source,
         length_scale_eV=length_scale_eV,
+        kernel=kernel,
+        warp=warp,
         metadata={
             "align": align,
             "e0_ref_eV": e0_ref_eV,

@@ -95,6 +95,7 @@ def optimal_xanes_imaging(
     mu_t_pre_edge: float = 0.5,
     edge_jump: float = 1.0,
     length_scale_eV: float | None = None,
+    kernel: str = "warped",
     overlap: float | None = None,
     repeatability_um: float = 1.0,
     shutter: Movable | None = None,
@@ -148,6 +149,9 @@ def optimal_xanes_imaging(
         Expected sample absorbance below the edge and edge step (noise model).
     length_scale_eV : float, optional
         Fix the prior length scale in eV (default: fitted to the library).
+    kernel : str
+        Prior kernel: ``"warped"`` (default; RBF in a warped energy, warp fitted to the library) or
+        ``"stationary"`` (METHODS §1 as published).
     overlap, repeatability_um : float
         Tile overlap fraction (default from the stage repeatability in µm).
     shutter, n_darks, n_flats, flat_position
@@ -213,7 +217,9 @@ def optimal_xanes_imaging(
         if n_points is None and time_budget_s is None and target_rmse is None:
             n_points = DEFAULT_N_POINTS
         grid = _candidate_grid(e0, e_range)
-        prior = prior_from_library(library, grid, e0_ref_eV=e0, length_scale_eV=length_scale_eV)
+        prior = prior_from_library(
+            library, grid, e0_ref_eV=e0, length_scale_eV=length_scale_eV, kernel=kernel
+        )
         noise = TransmissionNoise(
             i0_counts_per_s=float(noise_md.get("i0_counts", TransmissionNoise.i0_counts_per_s)),
             mu_t_pre_edge=mu_t_pre_edge,
