@@ -145,42 +145,49 @@ def fit_kernel(
     def loglik(c: float, w: EnergyWarp | None) -> float:
         return library_log_likelihood(e, lib, c, mean=mu, std=s, noise_std=noise_std, warp=w)
 
-    def best_c(w: EnergyWarp | None) -> float:
+    def best_c(w: EnergyWarp | None) -> tuple[float, float]:
+        """The fixed or grid-searched length scale for warp ``w`` and the log-likelihood there."""
         if length_scale_eV is not None:
-            return float(length_scale_eV)
-        c, _ = fit_length_scale(
+            return float(length_scale_eV), loglik(length_scale_eV, w)
+        c, ll = fit_length_scale(
             energies_eV, library, length_scales_eV=length_scales_eV, noise_std=noise_std,
             std_floor=std_floor, warp=w,
         )  # fmt: skip
-        return c
+        return c, float(ll.max())
 
-    c_stat = best_c(None)
-    ll_stat = loglik(c_stat, None)
+    c_stat, ll_stat = best_c(None)
+    stationary = (c_stat, None, {"log_likelihood": ll_stat, "log_likelihood_stationary": ll_stat})
     if kernel == "stationary":
-        return c_stat, None, {"log_likelihood": ll_stat, "log_likelihood_stationary": ll_stat}
+        return stationary
     if warp is not None:
-        c = best_c(warp)
-        return c, warp, {"log_likelihood": loglik(c, warp), "log_likelihood_stationary": ll_stat}
+        c, ll = best_c(warp)
+        return c, warp, {"log_likelihood": ll, "log_likelihood_stationary": ll_stat}
+    # free parameters: (log L, E1) and, unless the length scale is fixed, log c
     span = float(e[-1] - e[0])
     scales = np.asarray(length_scales_eV, dtype=float)
-    lo = np.log([scales.min(), max(float(np.min(np.diff(e))), 1e-3), 1e-6])
-    hi = np.log([scales.max(), 100.0 * span, 1.0])
-    lo[2], hi[2] = e[0], e[-1]  # the center is searched in eV, not log
+    bounds = [
+        (np.log(max(float(np.min(np.diff(e))), 1e-3)), np.log(100.0 * span)),
+        (float(e[0]), float(e[-1])),
+    ]
+    fit_c = length_scale_eV is None
+    if fit_c:
+        bounds.append((np.log(scales.min()), np.log(scales.max())))
 
     def unpack(x: NDArray[np.float64]) -> tuple[float, EnergyWarp]:
-        c = float(np.exp(x[0])) if length_scale_eV is None else float(length_scale_eV)
-        return c, EnergyWarp(center_eV=float(x[2]), scale_eV=float(np.exp(x[1])))
+        c = float(np.exp(x[2])) if fit_c else float(length_scale_eV)
+        return c, EnergyWarp(center_eV=float(x[1]), scale_eV=float(np.exp(x[0])))
 
     def objective(x: NDArray[np.float64]) -> float:
         return -loglik(*unpack(x))
 
-    bounds = list(zip(lo, hi, strict=True))
     options = {"xatol": 1e-3, "fatol": 1e-3, "maxiter": 400}
-    starts = [np.array([np.log(c_stat), np.log(0.2 * span), e[0] + f * span]) for f in _WARP_START_FRACTIONS]
+    starts = [
+        [np.log(0.2 * span), e[0] + f * span, np.log(c_stat)][: len(bounds)] for f in _WARP_START_FRACTIONS
+    ]
     runs = [minimize(objective, x0, method="Nelder-Mead", bounds=bounds, options=options) for x0 in starts]
     best = min(runs, key=lambda r: float(r.fun))
     if -float(best.fun) <= ll_stat:
-        return c_stat, None, {"log_likelihood": ll_stat, "log_likelihood_stationary": ll_stat}
+        return stationary
     c, w = unpack(best.x)
     return c, w, {"log_likelihood": -float(best.fun), "log_likelihood_stationary": ll_stat}
 

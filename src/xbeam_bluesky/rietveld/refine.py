@@ -554,14 +554,8 @@ class Refinement:
         cycles = 0
         feasible = self._widths_feasible(calc, st)
         while cycles < max_cycles:
-            jw = self._jacobian(ev.blocks, params) * sw[:, None]
-            normal = jw.T @ jw
+            jw, normal, d, ns = self._scaled_normal(ev.blocks, params, sw)
             grad = jw.T @ (sw * r)
-            d = np.sqrt(np.diag(normal))
-            dead = d <= 1e-12 * max(float(d.max()), 1e-300)
-            if np.any(dead):
-                raise _Singular([p.name for p, z in zip(params, dead, strict=True) if z])
-            ns = normal / np.outer(d, d)
             gs = grad / d
             p0 = self._get(st, params)
             accepted = False
@@ -605,12 +599,23 @@ class Refinement:
                 return cycles, "converged"
             ev = ev_t if ev_t.blocks else calc.evaluate(st, groups, jacobian=True)
         # stopped while still improving: a null direction would still make the esds meaningless
-        jw = self._jacobian(ev.blocks, params) * sw[:, None]
+        self._check_rank(self._scaled_normal(ev.blocks, params, sw)[3], params)
+        return cycles, "max_cycles"
+
+    def _scaled_normal(
+        self, blocks: dict[str, np.ndarray], params: list[_Param], sw: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Weighted Jacobian, normal matrix, its column scales √diag and the scaled normal matrix.
+
+        Raises _Singular for parameters whose Jacobian column is zero (they do not change the pattern).
+        """
+        jw = self._jacobian(blocks, params) * sw[:, None]
         normal = jw.T @ jw
         d = np.sqrt(np.diag(normal))
-        d[d <= 0.0] = 1.0
-        self._check_rank(normal / np.outer(d, d), params)
-        return cycles, "max_cycles"
+        dead = d <= 1e-12 * max(float(d.max()), 1e-300)
+        if np.any(dead):
+            raise _Singular([p.name for p, z in zip(params, dead, strict=True) if z])
+        return jw, normal, d, normal / np.outer(d, d)
 
     @staticmethod
     def _widths_feasible(calc: PatternCalculator, st: ModelState) -> bool:
