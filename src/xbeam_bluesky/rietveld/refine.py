@@ -213,6 +213,11 @@ class Refinement:
                 f"instrument {self.instrument.source}: {self.instrument.radiation} radiation, but the engine "
                 "computes X-ray structure factors only (give an X-ray instrument file, e.g. GSAS HTYPE PXC)"
             )
+        if pattern.radiation == "neutron":
+            raise ValueError(
+                f"pattern {pattern.source}: neutron data, but the engine computes X-ray form factors only "
+                "(neutron scattering lengths are not modelled)"
+            )
         x = pattern.two_theta
         if fit_range is None:
             fit_range = (float(x[0]), float(x[-1]))
