@@ -536,7 +536,7 @@ class Refinement:
     def _set_strain_axes(self, st: ModelState, stage: Stage) -> None:
         """Apply a stage's ``strain_axis`` (one axis for every phase, or per named phase)."""
         sa = stage.strain_axis
-        if sa and isinstance(sa[0][0], str):
+        if sa and isinstance(sa[0], tuple):
             names = [ph.name for ph in self.phases]
             for name, axis in sa:
                 if name not in names:

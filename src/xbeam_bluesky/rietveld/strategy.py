@@ -279,7 +279,7 @@ class Stage:
         if self.strain_axis is not None:
             sa = self.strain_axis
             out["strain_axis"] = (
-                {name: list(ax) for name, ax in sa} if sa and isinstance(sa[0][0], str) else list(sa)
+                {name: list(ax) for name, ax in sa} if sa and isinstance(sa[0], tuple) else list(sa)
             )
         out["max_cycles"] = self.max_cycles
         if len(self.occupancy) == 1:
@@ -295,10 +295,16 @@ def _strain_axis(
     """A stage's ``strain_axis``: [h, k, l] for every phase, or {phase: [h, k, l]}."""
     if value is None:
         return None
+
+    def axis(ax: Any) -> tuple[int, int, int]:
+        if not isinstance(ax, list | tuple) or len(ax) != 3:
+            raise ValueError("not three indices")
+        return tuple(int(v) for v in ax)  # type: ignore[return-value]
+
     try:
         if isinstance(value, dict):
-            return tuple((str(k), tuple(int(v) for v in ax)) for k, ax in value.items())
-        return tuple(int(v) for v in value)
+            return tuple((str(k), axis(ax)) for k, ax in value.items())
+        return axis(value)
     except (TypeError, ValueError) as exc:
         raise ValueError(
             f"{where}: strain_axis {value!r}: expected [h, k, l] or {{phase: [h, k, l]}}"

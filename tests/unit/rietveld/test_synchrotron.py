@@ -189,3 +189,51 @@ def test_cucr2o4_recipe_matches_gsas2(cucr2o4_recipe):
     cuo = next(p for p in res.phases if p["name"] == "CuO")
     assert abs(100 * cuo["weight_fraction"] - GSAS2_CUO_WT) <= 0.3
     assert len(res.background["peaks"]) == 1
+
+
+def test_stage_strain_axis_and_background_peaks_round_trip():
+    d = [
+        {
+            "name": "s1",
+            "refine": ["background", "scale"],
+            "background": {"type": "chebyshev", "terms": 4, "peaks": [[5.0, 1.5]]},
+        },
+        {"name": "s2", "refine": ["uniaxial_strain"], "strain_axis": {"A": [0, 1, 0], "B": [0, 0, 0]}},
+        {"name": "s3", "refine": ["uniaxial_strain"], "strain_axis": [1, 0, 0]},
+    ]
+    st = Strategy.from_dict(d)
+    assert st.stages[0].background.peaks == ((5.0, 1.5),)
+    assert Strategy.from_dict(st.to_dict()) == st
+    with pytest.raises(ValueError, match=r"background peak .*position"):
+        Strategy.from_dict([{"refine": ["background"], "background": {"peaks": [[-1.0, 2.0]]}}])
+    with pytest.raises(ValueError, match="strain_axis"):
+        Strategy.from_dict([{"refine": ["uniaxial_strain"], "strain_axis": "010"}])
+
+
+def test_uniaxial_strain_needs_an_axis_and_a_known_phase(ds_setup, pbso4_phase):
+    ref, _, _ = ds_setup
+    with pytest.raises(ValueError, match="no stage gave a strain_axis"):
+        ref.run(Strategy.from_dict([{"refine": ["scale", "uniaxial_strain"]}]))
+    with pytest.raises(ValueError, match="strain_axis names no phase 'CuO'"):
+        ref.run(
+            Strategy.from_dict([{"refine": ["scale", "uniaxial_strain"], "strain_axis": {"CuO": [0, 0, 1]}}])
+        )
+
+
+def test_cli_background_peak_and_geometry_options(data_dir, tmp_path):
+    import json
+
+    from xbeam_bluesky.cli import main
+
+    d = data_dir / "cucr2o4"
+    out = tmp_path / "r.json"
+    args = ["refine", str(d / "OH_00.fxye"), "--cif", str(d / "CuCr2O4.cif"), "--cif", str(d / "CuO.cif")]
+    args += ["--instrument", str(d / "OH_00.prm"), "--range", "4.5:26.096", "--out", str(out)]
+    assert main([*args, "--background-peak", "5:1.5", "--mu-r", "0.05"]) == 0
+    res = json.loads(out.read_text())
+    assert res["instrument"]["geometry"] == "debye_scherrer" and res["instrument"]["absorption"] == 0.05
+    assert "displace_x" in res["instrument"] and "displacement" not in res["instrument"]
+    assert len(res["background"]["peaks"]) == 1
+    assert res["strategy"]["stages"][0]["background"]["peaks"] == [[5.0, 1.5]]
+    assert main([*args, "--background-peak", "five"]) == 2
+    assert main([*args, "--geometry", "bragg_brentano", "--mu-r", "0.3"]) == 2
