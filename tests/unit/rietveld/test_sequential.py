@@ -152,3 +152,28 @@ def test_cli_sequential_orders_by_header_and_writes_the_table(series, tmp_path, 
         p["phases"][0]["lattice"]["b"] for p in table["patterns"]
     ]
     assert (tmp_path / "series.png").is_file()
+
+
+def test_strategy_search_runs_once_and_again_after_a_degraded_fit(series, data_dir):
+    """find_strategy is called for the first pattern, reused, and called again when a fit degrades."""
+    _, _, result = series
+    base = result.results[0]
+    calls: list[str] = []
+
+    def find(refinement):
+        calls.append(refinement.pattern.source)
+        return STRATEGY
+
+    first = Pattern(base.two_theta, base.observed, base.sigma, "p0")
+    second = Pattern(result.results[1].two_theta, result.results[1].observed, result.results[1].sigma, "p1")
+    y = np.random.default_rng(2).poisson(base.calculated / 100.0).astype(float)
+    faint = Pattern(first.two_theta, y, np.sqrt(np.maximum(y, 1.0)), "p2-faint")
+    d = data_dir / "cucr2o4"
+    seq = refine_series(
+        [first, second, faint],
+        [load_phase(d / "CuCr2O4.cif")],
+        read_instrument(d / "OH_00.prm").with_changes(x=0.2, y=6.0),
+        find_strategy=find,
+    )
+    assert calls == ["p0", "p2-faint"]
+    assert seq.restarted[:2] == ["", ""] and "after a new strategy search" in seq.restarted[2]
