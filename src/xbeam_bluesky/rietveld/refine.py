@@ -315,7 +315,7 @@ class Refinement:
             elif g == "soller":
                 out.append(_Param(g, g, None, 0.05, 20.0))
             elif g == "absorption":
-                out.append(_Param("mu_r", g, None, 0.0, 30.0))
+                out.append(_Param(g, g, None, 0.0, 30.0))
             else:
                 for k, ph in enumerate(self.phases):
                     nm = ph.name

@@ -237,3 +237,29 @@ def test_cli_background_peak_and_geometry_options(data_dir, tmp_path):
     assert res["strategy"]["stages"][0]["background"]["peaks"] == [[5.0, 1.5]]
     assert main([*args, "--background-peak", "five"]) == 2
     assert main([*args, "--geometry", "bragg_brentano", "--mu-r", "0.3"]) == 2
+
+
+def test_absorption_mu_r_is_recovered_from_a_simulated_capillary(pbso4_phase):
+    """A pattern simulated with μR = 1.2: refining scale, background and absorption from μR = 0.3 finds it."""
+    x = np.arange(5.0, 60.0, 0.01)
+    truth = Instrument.monochromatic(0.6, geometry="debye_scherrer").with_changes(x=0.5, y=2.0, mu_r=1.2)
+    y0 = simulate_counts(pbso4_phase, x, truth)
+    y = np.random.default_rng(7).poisson(y0).astype(float)
+    pat = Pattern(x, y, np.sqrt(np.maximum(y, 1.0)), "capillary")
+    start = truth.with_changes(mu_r=0.3)
+    strategy = Strategy.from_dict(
+        [
+            {"refine": ["background", "scale"], "background": {"type": "chebyshev", "terms": 2}},
+            {"refine": ["absorption"], "max_cycles": 20},
+        ]
+    )
+    res = Refinement(pat, [pbso4_phase], start).run(strategy)
+    assert res.ok, res.message
+    assert abs(res.instrument["absorption"] - 1.2) <= 4 * res.instrument["absorption_esd"]
+    assert res.instrument["absorption_esd"] < 0.05
+
+
+def simulate_counts(phase, x, inst):
+    from xbeam_bluesky.rietveld import simulate_pattern
+
+    return simulate_pattern([phase], x, instrument=inst, scales=[3e-3], background=20.0)
