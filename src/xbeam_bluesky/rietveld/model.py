@@ -561,9 +561,10 @@ def _shift(state: ModelState, tth: np.ndarray) -> np.ndarray:
     """Peak shift (deg 2θ) from the geometry's two sample-position terms at Bragg angles ``tth`` (deg).
 
     Bragg–Brentano (GSAS-II): −(0.36/πR)·s·cosθ − (0.09/πR)·100·T·sin2θ, s the displacement (μm), T the
-    transparency, R the goniometer radius (mm). Debye–Scherrer: a capillary off the diffractometer axis by
-    Dx (μm) perpendicular to the beam and Dy along it shifts a ray by −(Dx cos2θ + Dy sin2θ)/R (rad),
-    i.e. −(0.18/πR)(Dx cos2θ + Dy sin2θ) deg.
+    transparency, R the goniometer radius (mm). Debye–Scherrer (GSAS-II's DisplaceX, DisplaceY):
+    −(0.09/πR)(Dx cos2θ + Dy sin2θ) deg. A capillary off the axis by d (μm) perpendicular to the beam
+    shifts a ray by −(d/R)cos2θ rad = −(0.18/πR)·d·cos2θ deg, so GSAS-II's (and our) Dx is twice the
+    geometric offset; we keep GSAS-II's scale so that values compare one to one.
     """
     d_disp, d_transp = _shift_derivatives(state, tth)
     return d_disp * state.displacement + d_transp * state.transparency
@@ -574,10 +575,9 @@ def _shift_derivatives(state: ModelState, tth: np.ndarray) -> tuple[np.ndarray, 
     inst = state.instrument
     radius = inst.goniometer_radius
     t = np.radians(tth)
-    if inst.geometry == "debye_scherrer":
-        const = 0.18 / (np.pi * radius)
-        return -const * np.cos(t), -const * np.sin(t)
     const = 9.0e-2 / (np.pi * radius)
+    if inst.geometry == "debye_scherrer":
+        return -const * np.cos(t), -const * np.sin(t)
     return -const * 4.0 * np.cos(t / 2.0), -const * 100.0 * np.sin(t)
 
 

@@ -113,14 +113,15 @@ def test_debye_scherrer_jacobian_matches_finite_differences(ds_setup, group):
 
 
 def test_capillary_offset_shift_is_the_geometric_one(ds_setup):
-    """A capillary Dx μm off-axis perpendicular to the beam moves a peak by −(Dx/R) cos2θ rad."""
+    """A capillary d μm off-axis perpendicular to the beam moves a peak by −(d/R) cos2θ rad; GSAS-II's
+    DisplaceX (ours too) is 2d on that scale (its shift is −(0.09/πR)·Dx·cos2θ deg)."""
     _, calc, st = ds_setup
     s0, s1 = st.copy(), st.copy()
     s0.displacement = s0.transparency = 0.0
     s1.displacement, s1.transparency = 100.0, 0.0
     p0, p1 = calc.reflection_positions(0, s0), calc.reflection_positions(0, s1)
     tth = p0 - s0.instrument.zero
-    expected = -np.degrees(100e-3 / st.instrument.goniometer_radius * np.cos(np.radians(tth)))
+    expected = -np.degrees(0.5 * 100e-3 / st.instrument.goniometer_radius * np.cos(np.radians(tth)))
     assert np.allclose(p1 - p0, expected, rtol=1e-9)
 
 
