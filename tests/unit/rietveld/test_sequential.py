@@ -177,3 +177,47 @@ def test_strategy_search_runs_once_and_again_after_a_degraded_fit(series, data_d
     )
     assert calls == ["p0", "p2-faint"]
     assert seq.restarted[:2] == ["", ""] and "after a new strategy search" in seq.restarted[2]
+
+
+@pytest.mark.slow
+def test_cli_sequential_auto_searches_the_first_pattern_only(tmp_path, data_dir, capsys):
+    import json
+    import shutil
+
+    from xbeam_bluesky.cli import main
+
+    d = data_dir / "pbso4"
+    for name in ("p1.xra", "p2.xra"):
+        shutil.copy(d / "PBSO4.XRA", tmp_path / name)
+    out = tmp_path / "table.json"
+    code = main(
+        [
+            "refine",
+            "--sequential",
+            str(tmp_path / "p1.xra"),
+            str(tmp_path / "p2.xra"),
+            "--cif",
+            str(d / "PbSO4-Wyckoff.cif"),
+            "--instrument",
+            str(d / "INST_XRY.PRM"),
+            "--range",
+            "16:158.4",
+            "--auto",
+            "--trials",
+            "4",
+            "--jobs",
+            "1",
+            "--series-values",
+            "300,310",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    err = capsys.readouterr().err
+    assert err.count("best strategy Rwp") == 1  # one search, on the first pattern
+    table = json.loads(out.read_text())
+    assert [p["value"] for p in table["patterns"]] == [300.0, 310.0]
+    # the same data warm-started from its own result: same fit, no restart
+    r1, r2 = (p["rwp"] for p in table["patterns"])
+    assert r2 <= r1 + 1e-6 and table["patterns"][1]["restarted"] == ""
