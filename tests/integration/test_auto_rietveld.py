@@ -161,3 +161,27 @@ def test_registered_factory_refines_through_the_live_router(ns):
         auto_rietveld(context).close()
     md = _only_result(ns, uid).metadata
     assert md["status"] == "success" and md["n_trials"] == 2
+
+
+def test_series_runs_are_refined_from_the_previous_run_of_the_series(ns):
+    """Runs of an in-situ series (``series`` in the start document): a search for the first only; each later
+    run is one refinement from the previous run's model, its result naming the previous result."""
+    auto = AutoRietveld(ns["tiled_client"], settings=SearchSettings(n_trials=5, n_jobs=1, n_startup_trials=5))
+    try:
+        uids = [_run(ns, auto, sample="ramp", series="ramp-1", series_value=t) for t in (300.0, 320.0, 340.0)]
+        assert auto.join(timeout=900)
+    finally:
+        auto.close()
+    mds = [_only_result(ns, uid).metadata for uid in uids]
+    assert [m["status"] for m in mds] == ["success"] * 3, [m.get("error") for m in mds]
+    assert [m["series_index"] for m in mds] == [0, 1, 2]
+    assert [m["series_value"] for m in mds] == [300.0, 320.0, 340.0]
+    assert "search" in mds[0] and "search" not in mds[1] and "search" not in mds[2]
+    results = [h[1] for h in auto.handled]
+    assert mds[1]["series_previous_run"] == uids[0] and mds[1]["series_previous_result"] == results[0]
+    assert mds[2]["series_previous_run"] == uids[1] and mds[2]["series_previous_result"] == results[1]
+    # the reused strategy is the first run's best one, and the refined cell stays the simulated one
+    assert mds[2]["strategy"]["stages"] == mds[0]["strategy"]["stages"]
+    for m in mds:
+        assert m["rwp"] < 5.0
+        assert m["refinement"]["phases"][0]["lattice"]["a"] == pytest.approx(8.48, abs=0.01)

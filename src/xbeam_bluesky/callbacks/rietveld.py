@@ -12,6 +12,14 @@ queues the run and returns at once; a worker thread then, one run at a time:
    ``observed``, ``calculated``, ``difference``, ``background``; metadata with the refined parameters and
    esds, R values, the strategy and the search report; the fit plot as PNG.
 
+In-situ series: a run whose start document holds ``series`` (any name; ``series_value``, e.g. the
+temperature, is recorded too) is refined like this only when it is the first of its series (same
+``series`` and phases). Each later run of the series is one refinement with the series' best strategy,
+started from the previous run's refined model, and its result names the previous result
+(``series_previous_result``, ``series_previous_run``, ``series_index``). A run whose Rwp exceeds
+``series_degrade_factor`` × the previous run's (or whose refinement fails) is searched afresh, and the
+series continues from it.
+
 Every failure — a CIF missing or unreadable, a run without a pattern, every trial invalid, a crashed worker —
 becomes a result record with ``status="failed"`` and the reason, and is logged. The RunEngine never waits for
 the refinement and never sees an exception; the raw run is never modified.
@@ -73,6 +81,44 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _payload(result: Any, title: str) -> dict[str, Any]:
+    """What is stored of a refinement: its summary, arrays, fit plot (PNG bytes) and final model."""
+    from xbeam_bluesky.rietveld import plot_fit
+
+    with tempfile.TemporaryDirectory() as tmp:
+        png = plot_fit(result, Path(tmp) / "fit.png", title=f"{title}: Rwp {result.rwp:.2f} %").read_bytes()
+    return {
+        "refinement": result.to_dict(),
+        "state": result.state,
+        "arrays": {
+            "two_theta": result.two_theta,
+            "observed": result.observed,
+            "calculated": result.calculated,
+            "difference": result.observed - result.calculated,
+            "background": result.background_curve,
+        },
+        "png": png,
+    }
+
+
+def _series_job(
+    pattern: Pattern,
+    phases: list[Phase],
+    instrument: Instrument,
+    fit_range: tuple[float, float] | None,
+    strategy: dict[str, Any],
+    state: Any,
+    title: str,
+) -> dict[str, Any]:
+    """Worker-process side of a series run: one refinement with the series' strategy from ``state``."""
+    from xbeam_bluesky.rietveld import Refinement, Strategy
+
+    result = Refinement(pattern, phases, instrument, fit_range=fit_range).run(
+        Strategy.from_dict(strategy), state
+    )
+    return {"ok": result.ok, "strategy": strategy, **_payload(result, title)}
+
+
 def _search_job(
     pattern: Pattern,
     phases: list[Phase],
@@ -83,7 +129,7 @@ def _search_job(
     title: str,
 ) -> dict[str, Any]:
     """Worker-process side: run the search, return what is stored (arrays, metadata, PNG bytes)."""
-    from xbeam_bluesky.rietveld import Refinement, plot_fit, run_search, strategy_document
+    from xbeam_bluesky.rietveld import Refinement, run_search, strategy_document
 
     search = run_search(
         Refinement(pattern, phases, instrument, fit_range=fit_range), settings=settings, warm_start=warm_start
@@ -91,23 +137,12 @@ def _search_job(
     summary = search.to_dict()
     if search.best is None or search.best_result is None:
         return {"ok": False, "search": summary}
-    result = search.best_result
-    with tempfile.TemporaryDirectory() as tmp:
-        png = plot_fit(result, Path(tmp) / "fit.png", title=f"{title}: Rwp {result.rwp:.2f} %").read_bytes()
     return {
         "ok": True,
         "search": summary,
-        "refinement": result.to_dict(),
         "strategy": strategy_document(search.space, search.best),
         "best_params": dict(search.best.params),
-        "arrays": {
-            "two_theta": result.two_theta,
-            "observed": result.observed,
-            "calculated": result.calculated,
-            "difference": result.observed - result.calculated,
-            "background": result.background_curve,
-        },
-        "png": png,
+        **_payload(search.best_result, title),
     }
 
 
@@ -130,6 +165,8 @@ class AutoRietveld:
     fetch_timeout_s
         How long to wait for the run to be complete in tiled (when documents arrive through a proxy, tiled
         may lag behind).
+    series_degrade_factor
+        A warm-started run of a series whose Rwp exceeds this factor × the previous run's is searched afresh.
     """
 
     def __init__(
@@ -141,6 +178,7 @@ class AutoRietveld:
         settings: SearchSettings | None = None,
         fit_range: tuple[float, float] | None = None,
         fetch_timeout_s: float = 30.0,
+        series_degrade_factor: float = 1.3,
     ) -> None:
         if client is None:
             raise ValueError(
@@ -154,6 +192,13 @@ class AutoRietveld:
         self.settings = settings or SearchSettings(n_trials=40, n_jobs=1)
         self.fit_range = fit_range
         self.fetch_timeout_s = float(fetch_timeout_s)
+        if not series_degrade_factor > 1.0:
+            raise ValueError(
+                f"AutoRietveld: series_degrade_factor {series_degrade_factor!r}: expected a factor > 1"
+            )
+        self.series_degrade_factor = float(series_degrade_factor)
+        #: per (series, phases): the last run's uid, result uid, Rwp, strategy, refined model and index
+        self._series: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
         #: (run uid, result uid, status) of every run handled, in order.
         self.handled: list[tuple[str, str | None, str]] = []
         self._starts: dict[str, dict[str, Any]] = {}
@@ -230,11 +275,20 @@ class AutoRietveld:
             base["cif_paths"] = [str(p) for p in cif_paths]
             pattern = self._pattern(uid)
             key = (str(base["sample"]), tuple(base["phases"]))
-            warm = [self._best_by_sample[key]] if key in self._best_by_sample else []
-            base["warm_start"] = bool(warm)
-            out = self._run_in_worker(pattern, phases, warm, title=str(base["sample"] or uid[:8]))
+            title = str(base["sample"] or uid[:8])
+            series = job.start.get("series")
+            skey = (str(series), tuple(base["phases"])) if series is not None else None
+            out = self._series_run(skey, job.start, pattern, phases, title, base) if skey else None
+            if out is None:
+                warm = [self._best_by_sample[key]] if key in self._best_by_sample else []
+                base["warm_start"] = bool(warm)
+                args = (pattern, phases, self.instrument, self.fit_range, self.settings, warm, title)
+                out = self._run_in_worker(_search_job, args)
         except _Failure as exc:
             self._fail(uid, str(exc), base)
+            return
+        if "search" not in out:  # a warm-started run of a series
+            self._store(uid, out, base, t0, skey)
             return
         base["search"] = out["search"]
         if not out["ok"]:
@@ -242,6 +296,8 @@ class AutoRietveld:
             self._fail(uid, f"every trial of the strategy search was invalid: {reasons}", base)
             return
         self._best_by_sample[key] = out["best_params"]
+        if skey is not None:
+            base.setdefault("series_index", 0)
         ref = out["refinement"]
         metadata = {
             **base,
@@ -260,6 +316,8 @@ class AutoRietveld:
             self.client, uid, RESULT_KIND, out["arrays"], _json_safe(metadata), png=out["png"]
         )
         self.handled.append((uid, result_uid, "success"))
+        if skey is not None:
+            self._remember_series(skey, uid, result_uid, out, base["series_index"])
         logger.info(
             "auto-rietveld: run %s refined, Rwp %.2f %% after %d trials (%d invalid)%s; result %s",
             uid,
@@ -269,6 +327,87 @@ class AutoRietveld:
             ", warm start" if base["warm_start"] else "",
             result_uid,
         )
+
+    def _series_run(
+        self,
+        skey: tuple[str, tuple[str, ...]],
+        start: dict[str, Any],
+        pattern: Pattern,
+        phases: list[Phase],
+        title: str,
+        base: dict[str, Any],
+    ) -> dict[str, Any] | None:
+        """A later run of a series: one warm-started refinement; None (search instead) for the first run or
+        when the fit degraded beyond the limit."""
+        base["series"] = skey[0]
+        base["series_value"] = start.get("series_value")
+        prev = self._series.get(skey)
+        if prev is None:
+            return None
+        base.update(
+            series_index=prev["index"] + 1,
+            series_previous_run=prev["run"],
+            series_previous_result=prev["result"],
+        )
+        args = (pattern, phases, self.instrument, self.fit_range, prev["strategy"], prev["state"], title)
+        out = self._run_in_worker(_series_job, args)
+        rwp = out["refinement"]["rwp"]
+        limit = self.series_degrade_factor * prev["rwp"]
+        if out["ok"] and math.isfinite(rwp) and rwp <= limit:
+            return out
+        base["series_restart"] = (
+            f"warm start {out['refinement']['status']}, Rwp {rwp:.2f} % > {self.series_degrade_factor:g} × "
+            f"{prev['rwp']:.2f} %: strategy searched afresh"
+        )
+        return None
+
+    def _store(
+        self,
+        uid: str,
+        out: dict[str, Any],
+        base: dict[str, Any],
+        t0: float,
+        skey: tuple[str, tuple[str, ...]],
+    ) -> None:
+        """Write the result of a warm-started series run and remember it for the next run of the series."""
+        ref = out["refinement"]
+        metadata = {
+            **base,
+            "status": "success",
+            "warm_start": True,
+            "rwp": ref["rwp"],
+            "rp": ref["rp"],
+            "gof": ref["gof"],
+            "refinement": ref,
+            "strategy": out["strategy"],
+            "wall_s": time.perf_counter() - t0,
+        }
+        result_uid = write_analysis_result(
+            self.client, uid, RESULT_KIND, out["arrays"], _json_safe(metadata), png=out["png"]
+        )
+        self.handled.append((uid, result_uid, "success"))
+        self._remember_series(skey, uid, result_uid, out, base["series_index"])
+        logger.info(
+            "auto-rietveld: run %s (series %s #%d) refined from run %s, Rwp %.2f %%; result %s",
+            uid,
+            skey[0],
+            base["series_index"],
+            base["series_previous_run"],
+            ref["rwp"],
+            result_uid,
+        )
+
+    def _remember_series(
+        self, skey: tuple[str, tuple[str, ...]], uid: str, result_uid: str, out: dict[str, Any], index: int
+    ) -> None:
+        self._series[skey] = {
+            "run": uid,
+            "result": result_uid,
+            "rwp": out["refinement"]["rwp"],
+            "strategy": out["strategy"],
+            "state": out["state"],
+            "index": index,
+        }
 
     def _fail(self, uid: str, reason: str, base: dict[str, Any]) -> None:
         logger.error("auto-rietveld: run %s not refined: %s", uid, reason)
@@ -330,21 +469,18 @@ class AutoRietveld:
         except ValueError as exc:
             raise _Failure(f"the powder pattern of run {uid} is not usable: {exc}") from exc
 
-    def _run_in_worker(
-        self, pattern: Pattern, phases: list[Phase], warm: list[dict[str, Any]], title: str
-    ) -> dict[str, Any]:
+    def _run_in_worker(self, job: Any, args: tuple[Any, ...]) -> dict[str, Any]:
         if self._pool is None:
             methods = multiprocessing.get_all_start_methods()
             ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
             self._pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx)
-        args = (pattern, phases, self.instrument, self.fit_range, self.settings, warm, title)
         try:
-            return self._pool.submit(_search_job, *args).result()
+            return self._pool.submit(job, *args).result()
         except BrokenProcessPool as exc:
             self._pool = None
             raise _Failure(f"the refinement worker process died ({exc})") from exc
         except Exception as exc:  # whatever the search raised becomes the failure record
-            raise _Failure(f"the strategy search failed: {type(exc).__name__}: {exc}") from exc
+            raise _Failure(f"the refinement failed: {type(exc).__name__}: {exc}") from exc
 
 
 _SERVICES: dict[int, tuple[Any, AutoRietveld]] = {}

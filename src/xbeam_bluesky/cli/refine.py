@@ -24,8 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "pattern",
-        type=Path,
-        help="pattern file (GSAS STD/ESD/ALT/FXYE, xy/xye/csv, FullProf .dat, Bruker UXD/RAW)",
+        nargs="+",
+        help="pattern file (GSAS STD/ESD/ALT/FXYE, xy/xye/csv, FullProf .dat, Bruker UXD/RAW); with "
+        "--sequential several files or globs ('series/*.fxye')",
     )
     p.add_argument(
         "--cif", type=Path, action="append", required=True, help="phase CIF (repeat for several phases)"
@@ -35,10 +36,78 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--range", dest="fit_range", help="2θ range MIN:MAX (deg) of the final fit (default: whole pattern)"
     )
     p.add_argument("--strategy", type=Path, help="strategy JSON to replay (see docs/rietveld.md)")
-    p.add_argument("--plot", type=Path, help="save the fit plot (observed, calculated, difference, ticks)")
-    p.add_argument("--out", type=Path, required=True, help="result JSON file")
+    p.add_argument(
+        "--plot",
+        type=Path,
+        help="save the fit plot (observed, calculated, difference, ticks); with --sequential the parametric "
+        "plot (Rwp, cells with esds, weight fractions versus the series)",
+    )
+    p.add_argument(
+        "--out", type=Path, required=True, help="result JSON file (--sequential: the series table)"
+    )
+    p.add_argument(
+        "--background-peak",
+        action="append",
+        default=[],
+        metavar="POS:FWHM",
+        help="add a broad pseudo-Voigt background hump starting at POS with FWHM (deg 2θ) to the first stage's "
+        "background (amorphous scattering, capillary); repeat for several",
+    )
+    p.add_argument(
+        "--geometry",
+        choices=("bragg_brentano", "debye_scherrer"),
+        help="override the geometry inferred from the instrument file",
+    )
+    p.add_argument("--mu-r", type=float, help="capillary μR (debye_scherrer), refinable as 'absorption'")
+    s = p.add_argument_group("sequential refinement of a series")
+    s.add_argument(
+        "--sequential",
+        action="store_true",
+        help="refine the patterns in series order, each starting from the previous result; the strategy "
+        "(given, default, or --auto's search on the first pattern) is reused",
+    )
+    s.add_argument(
+        "--series-key",
+        help="order by the value after KEY in each file's header, e.g. 'Temp (K)' (default: file name order)",
+    )
+    s.add_argument(
+        "--series-values", help="comma-separated series values, one per pattern, in the order given"
+    )
+    s.add_argument(
+        "--degrade-factor",
+        type=float,
+        default=1.3,
+        help="redo a pattern from the CIF model (re-search with --auto) when its Rwp exceeds this factor × the "
+        "previous pattern's (default 1.3)",
+    )
     add_auto_arguments(p)
     p.set_defaults(func=_run)
+
+
+def chosen_strategy(args: argparse.Namespace) -> Any:
+    """--strategy (or the default sequence), with any --background-peak added to its first stage."""
+    from dataclasses import replace
+
+    from xbeam_bluesky.rietveld import BackgroundSpec, Strategy, default_strategy
+
+    strategy = Strategy.from_json(args.strategy) if args.strategy else default_strategy()
+    if not args.background_peak:
+        return strategy
+    peaks = []
+    for text in args.background_peak:
+        try:
+            pos, fwhm = (float(v) for v in text.split(":"))
+        except ValueError as exc:
+            raise CLIError(f"--background-peak {text!r}: expected POS:FWHM in deg 2θ, e.g. 5:1.5") from exc
+        peaks.append((pos, fwhm))
+    stages = list(strategy.stages)
+    i = next((k for k, st in enumerate(stages) if st.background is not None), 0)
+    bkg = stages[i].background or BackgroundSpec()
+    try:
+        stages[i] = replace(stages[i], background=replace(bkg, peaks=bkg.peaks + tuple(peaks)))
+    except ValueError as exc:
+        raise CLIError(f"--background-peak: {exc}") from exc
+    return Strategy(tuple(stages))
 
 
 def _parse_range(text: str | None) -> tuple[float, float] | None:
@@ -62,15 +131,29 @@ def load_inputs(args: argparse.Namespace) -> tuple[tuple[float, float] | None, A
         ``(fit_range, pattern, phases, instrument)``; the 2θ range in degrees or None; phases with unique names;
         the lab Cu Kα defaults (announced on stderr) when no ``--instrument`` is given.
     """
-    from xbeam_bluesky.rietveld import Instrument, load_phase, read_instrument, read_pattern
+    from xbeam_bluesky.rietveld import load_phase, read_pattern
 
     fit_range = _parse_range(args.fit_range)
     pattern = read_pattern(args.pattern)
+    instrument = _instrument(args)
+    phases = _phases(args, load_phase)
+    return fit_range, pattern, phases, instrument
+
+
+def _phases(args: argparse.Namespace, load_phase: Any) -> list[Any]:
+    """The --cif phases, with unique names."""
     phases = [load_phase(c) for c in args.cif]
     names = [ph.name for ph in phases]
     if len(set(names)) != len(names):
         for i, ph in enumerate(phases):
             ph.name = f"{ph.name}_{i + 1}"
+    return phases
+
+
+def _instrument(args: argparse.Namespace) -> Any:
+    """The --instrument file (or the announced lab defaults), with --geometry and --mu-r applied."""
+    from xbeam_bluesky.rietveld import Instrument, read_instrument
+
     if args.instrument is None:
         instrument = Instrument.lab_cu_ka()
         print(
@@ -81,16 +164,37 @@ def load_inputs(args: argparse.Namespace) -> tuple[tuple[float, float] | None, A
         )
     else:
         instrument = read_instrument(args.instrument)
-    return fit_range, pattern, phases, instrument
+    changes: dict[str, Any] = {}
+    if getattr(args, "geometry", None):
+        changes["geometry"] = args.geometry
+    if getattr(args, "mu_r", None) is not None:
+        changes["mu_r"] = args.mu_r
+    if changes:
+        try:
+            instrument = instrument.with_changes(**changes)
+        except ValueError as exc:
+            raise CLIError(f"--geometry/--mu-r: {exc}") from exc
+    return instrument
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.sequential:
+        from xbeam_bluesky.cli.refine_sequential import run_sequential
+
+        return run_sequential(args)
+    if len(args.pattern) != 1:
+        raise CLIError(f"{len(args.pattern)} patterns given: refine one, or a series with --sequential")
+    args.pattern = Path(args.pattern[0])
     if args.auto:
+        if args.background_peak:
+            raise CLIError(
+                "--background-peak applies to the default or --strategy sequence, not --auto's search"
+            )
         return run_auto(args)
-    from xbeam_bluesky.rietveld import Refinement, Strategy, default_strategy, plot_fit
+    from xbeam_bluesky.rietveld import Refinement, Strategy, plot_fit
 
     fit_range, pattern, phases, instrument = load_inputs(args)
-    strategy = Strategy.from_json(args.strategy) if args.strategy else default_strategy()
+    strategy = chosen_strategy(args)
     if fit_range is not None and strategy.stages[-1].range is not None:
         print("xbeam refine: --range overrides the last stage's range", file=sys.stderr)
         stages = list(strategy.stages)

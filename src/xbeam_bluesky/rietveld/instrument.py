@@ -8,15 +8,21 @@ from pathlib import Path
 
 from .axial import AxialDivergence
 
-__all__ = ["ASYMMETRY_MODELS", "Instrument", "read_instrument"]
+__all__ = ["ASYMMETRY_MODELS", "GEOMETRIES", "RADIATIONS", "Instrument", "read_instrument"]
 
 #: axial-divergence (peak asymmetry) models an instrument can use
 ASYMMETRY_MODELS = ("fcj", "full_axial")
+#: diffraction geometries: flat plate in reflection, or capillary in transmission
+GEOMETRIES = ("bragg_brentano", "debye_scherrer")
+#: probes the engine can be told about (it computes X-ray scattering only)
+RADIATIONS = ("xray", "neutron")
+#: polarisation fraction from which a single-wavelength .PRM is taken for a synchrotron capillary line
+_SYNCHROTRON_POLARIZATION = 0.9
 
 
 @dataclass(frozen=True)
 class Instrument:
-    """A constant-wavelength Bragg–Brentano diffractometer, in GSAS-II's units.
+    """A constant-wavelength diffractometer, in GSAS-II's units.
 
     Attributes
     ----------
@@ -46,6 +52,16 @@ class Instrument:
         Axial lengths of the tube focus, the illuminated sample and the receiving slit (mm),
         "full_axial" only; the defaults 12, 15, 12 mm and 2.5° Sollers are a typical lab
         diffractometer with a long-fine-focus tube.
+    geometry
+        "bragg_brentano" (flat plate in reflection: peak shifts from the sample displacement and the
+        transparency, no absorption correction) or "debye_scherrer" (capillary in transmission: peak
+        shifts from the capillary's offsets perpendicular to and along the beam, GSAS-II DisplaceX and
+        DisplaceY, and the cylindrical absorption correction for ``mu_r``).
+    mu_r
+        μR of the capillary (linear absorption coefficient × radius, dimensionless), "debye_scherrer" only.
+    radiation
+        "xray" or "neutron" (GSAS HTYPE PX../PN..., GSAS-II Type PX./PN.): the engine computes X-ray
+        structure factors only, so a neutron instrument is refused by the refinement.
     source
         Where these values came from (file path, or "lab Cu Kα defaults").
     """
@@ -67,6 +83,9 @@ class Instrument:
     source_length: float = 12.0
     sample_length: float = 15.0
     receiver_length: float = 12.0
+    geometry: str = "bragg_brentano"
+    mu_r: float = 0.0
+    radiation: str = "xray"
     source: str = "lab Cu Kα defaults (GSAS-II 'CuKa lab data')"
 
     def __post_init__(self) -> None:
@@ -76,6 +95,21 @@ class Instrument:
             )
         if self.asymmetry == "full_axial":
             self.axial()  # validates the geometry
+        if self.geometry not in GEOMETRIES:
+            raise ValueError(
+                f"instrument geometry {self.geometry!r}: expected one of {', '.join(GEOMETRIES)}"
+            )
+        if self.radiation not in RADIATIONS:
+            raise ValueError(
+                f"instrument radiation {self.radiation!r}: expected one of {', '.join(RADIATIONS)}"
+            )
+        if not 0.0 <= self.mu_r <= 30.0:
+            raise ValueError(f"instrument mu_r {self.mu_r!r}: expected μR between 0 and 30 (dimensionless)")
+        if self.mu_r > 0 and self.geometry != "debye_scherrer":
+            raise ValueError(
+                f"instrument mu_r {self.mu_r}: the cylindrical absorption correction needs the "
+                "debye_scherrer geometry (a thick flat Bragg–Brentano sample needs none)"
+            )
 
     @property
     def asymmetry_parameter(self) -> str:
@@ -100,13 +134,16 @@ class Instrument:
         return cls()
 
     @classmethod
-    def monochromatic(cls, wavelength: float, polarization: float = 0.99) -> Instrument:
+    def monochromatic(
+        cls, wavelength: float, polarization: float = 0.99, geometry: str = "bragg_brentano"
+    ) -> Instrument:
         """A single-wavelength (synchrotron) instrument with the default profile terms."""
         return cls(
             wavelength1=wavelength,
             wavelength2=0.0,
             ratio=0.0,
             polarization=polarization,
+            geometry=geometry,
             source=f"monochromatic {wavelength} Å",
         )
 
@@ -123,8 +160,13 @@ def read_instrument(path: str | Path) -> Instrument:
     """Read a GSAS .PRM/.prm/.ins or a GSAS-II .instprm instrument parameter file.
 
     For old GSAS .PRM files we do what GSAS-II does when it imports them: take the wavelengths,
-    polarisation and Kα2 ratio from ``ICONS``, U, V, W from ``PRCF11`` and X, Y from ``PRCF12``,
-    and use SH/L = 0.002 (GSAS-II ignores the PRM's S/L, H/L terms).
+    polarisation and Kα2 ratio from the fixed-width ``ICONS`` fields, U, V, W from ``PRCF11`` and X, Y
+    from ``PRCF12``, and use SH/L = 0.002 (GSAS-II ignores the PRM's S/L, H/L terms). The radiation comes
+    from ``HTYPE`` (PX.. X-ray, PN.. neutron). A .PRM does not state the sample geometry (the lab and
+    the 11-BM files both say HTYPE PXCR), so it is inferred: a single wavelength with polarisation
+    ≥ 0.9 is a synchrotron beam, measured on a capillary in Debye–Scherrer geometry; a Kα1/Kα2 tube is
+    Bragg–Brentano. A GSAS-II ``.instprm`` may state it (xbeam keys ``Geometry:debye_scherrer``,
+    ``MuR:0.3``); otherwise the same rule applies. Override with :meth:`Instrument.with_changes`.
 
     Raises
     ------
@@ -160,16 +202,22 @@ def _read_prm(text: str, p: Path) -> Instrument:
             key = m.group(1)
             fields[key] = m.group(2).split()
             # "PRCF11" is written as "PRCF1" + "1"; keep both spellings.
-    icons = fields.get("ICONS")
+    icons = re.search(r"^INS\s+1\s*ICONS(.*)$", text, re.M)
     if not icons:
         raise ValueError(f"instrument file {p}: GSAS .PRM without an ICONS line (wavelengths)")
+    # fixed-width fields after "INS  1 ICONS": LAM1 [0:10], LAM2 [10:20], ZERO [20:30], POLA [40:50],
+    # IPOLA [50:55], KRATIO [55:65] (GSAS-II reads the same columns; blank fields make split() unsafe)
+    line = icons.group(1)
     try:
-        lam1 = float(icons[0])
-        lam2 = float(icons[1]) if len(icons) > 1 else 0.0
-        pola = float(icons[4]) if len(icons) > 4 else 0.7
-        ratio = float(icons[6]) if len(icons) > 6 else 0.5
+        lam1 = _field(line, 0, 10, None)
+        lam2 = _field(line, 10, 20, 0.0)
+        pola = _field(line, 40, 50, 0.7)
+        ratio = _field(line, 55, 65, 0.5)
     except ValueError as exc:
-        raise ValueError(f"instrument file {p}: malformed ICONS line {icons}") from exc
+        raise ValueError(f"instrument file {p}: malformed ICONS line {line.strip()!r}: {exc}") from exc
+    m_htype = re.search(r"^INS\s+HTYPE\s+(\S+)", text, re.M)
+    htype = m_htype.group(1).upper() if m_htype else "PXC"
+    radiation = "neutron" if htype[1:2] == "N" else "xray"
     prof1 = _prcf(text, "11")
     prof2 = _prcf(text, "12")
     u, v, w = prof1[0:3] if len(prof1) >= 3 else [2.0, -2.0, 5.0]
@@ -185,8 +233,27 @@ def _read_prm(text: str, p: Path) -> Instrument:
         x=x,
         y=y,
         sh_l=0.002,
+        geometry=_inferred_geometry(lam2, pola),
+        radiation=radiation,
         source=str(p),
     )
+
+
+def _field(line: str, lo: int, hi: int, default: float | None) -> float:
+    """A fixed-width number of a GSAS record (``default`` when blank; required when ``default`` is None)."""
+    text = line[lo:hi].strip()
+    if not text:
+        if default is None:
+            raise ValueError(f"columns {lo}-{hi} are blank")
+        return default
+    return float(text)
+
+
+def _inferred_geometry(lam2: float, polarization: float) -> str:
+    """Debye–Scherrer for a single-wavelength, strongly polarised (synchrotron) beam, else Bragg–Brentano."""
+    if lam2 <= 0 and polarization >= _SYNCHROTRON_POLARIZATION:
+        return "debye_scherrer"
+    return "bragg_brentano"
 
 
 def _prcf(text: str, suffix: str) -> list[float]:
@@ -221,12 +288,16 @@ _INSTPRM_KEYS = {
     "SampleLength": "sample_length",
     "ReceiverLength": "receiver_length",
     "GonioRadius": "goniometer_radius",
+    # xbeam extension: capillary μR (GSAS-II keeps it in its sample parameters, "Absorption")
+    "MuR": "mu_r",
 }
 
 
 def _read_instprm(text: str, p: Path) -> Instrument:
     values: dict[str, float] = {}
     asymmetry = "fcj"
+    geometry = ""
+    radiation = "xray"
     for line in text.splitlines():
         if line.startswith("#"):
             continue
@@ -241,6 +312,14 @@ def _read_instprm(text: str, p: Path) -> Instrument:
                     raise ValueError(
                         f"instrument file {p}: Asymmetry {asymmetry!r}: expected one of {', '.join(ASYMMETRY_MODELS)}"
                     )
+            elif key == "Geometry":
+                geometry = val.strip()
+                if geometry not in GEOMETRIES:
+                    raise ValueError(
+                        f"instrument file {p}: Geometry {geometry!r}: expected one of {', '.join(GEOMETRIES)}"
+                    )
+            elif key == "Type":
+                radiation = "neutron" if val.strip().upper()[1:2] == "N" else "xray"
             elif key in _INSTPRM_KEYS:
                 try:
                     values[_INSTPRM_KEYS[key]] = float(val.split(",")[0])
@@ -253,7 +332,11 @@ def _read_instprm(text: str, p: Path) -> Instrument:
     if "wavelength2" not in values:
         values["wavelength2"] = 0.0
         values["ratio"] = 0.0
+    if not geometry:
+        geometry = _inferred_geometry(values["wavelength2"], values.get("polarization", 0.7))
     try:
-        return Instrument(**values, asymmetry=asymmetry, source=str(p))
+        return Instrument(
+            **values, asymmetry=asymmetry, geometry=geometry, radiation=radiation, source=str(p)
+        )
     except ValueError as exc:
         raise ValueError(f"instrument file {p}: {exc}") from exc

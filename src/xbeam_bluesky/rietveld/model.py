@@ -1,6 +1,7 @@
 """The powder pattern model and its Jacobian.
 
-y_calc(2θ) = background + Σ_phases S · Σ_hkl m |F|² LP · P_MD · profile(2θ − 2θ_hkl), for Kα1 and Kα2.
+y_calc(2θ) = background + Σ_phases S · Σ_hkl m |F|² LP · A · P_MD · profile(2θ − 2θ_hkl), for Kα1 and Kα2
+(A the capillary's absorption in Debye–Scherrer geometry, 1 in Bragg–Brentano).
 
 Intensity-like parameters (scale, atoms and occupancies through |F|², preferred orientation,
 background) enter linearly through fixed peak shapes, so their Jacobian columns are
@@ -16,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from .background import background_basis
+from .absorption import cylinder_transmission
+from .background import background_basis, background_peaks
 from .crystal import Phase, Reflections, generate_reflections
 from .instrument import Instrument
 from .lattice import cell_to_a, hkl_products
@@ -48,6 +50,12 @@ class PhaseState:
         Site occupancy per site (fraction of the site, dimensionless), a copy of the CIF values at the start.
     po_ratio, po_axis
         March–Dollase ratio r (1 = random) and axis [h, k, l].
+    strain_aniso, strain_axis
+        Uniaxial microstrain broadening: an extra Lorentzian FWHM ``strain_aniso · tanθ · cos²φ``
+        (centideg), φ the angle between the reflection's normal and the axis [h, k, l] (reciprocal
+        lattice); with the isotropic ``Y tanθ`` it is the second-order form of GSAS-II's uniaxial
+        microstrain (Y along the plane, Y + strain_aniso along the axis). The axis [0, 0, 0] makes it
+        isotropic (cos²φ = 1): the phase's own microstrain on top of the common ``Y``. ``None``: none.
     """
 
     a_free: np.ndarray
@@ -57,18 +65,27 @@ class PhaseState:
     occupancy: np.ndarray
     po_ratio: float = 1.0
     po_axis: tuple[int, int, int] = (0, 0, 1)
+    strain_aniso: float = 0.0
+    strain_axis: tuple[int, int, int] | None = None  # None: no uniaxial strain for this phase
 
 
 @dataclass
 class ModelState:
-    """Every refinable value of a model (instrument, sample, background, phases)."""
+    """Every refinable value of a model (instrument, sample, background, phases).
+
+    ``displacement`` and ``transparency`` are the two peak-shift terms of the geometry: Bragg–Brentano
+    sample displacement (μm, GSAS-II "Shift") and transparency (GSAS-II "Transparency"); Debye–Scherrer
+    capillary offsets (μm) perpendicular to the beam (GSAS-II "DisplaceX") and along it ("DisplaceY").
+    ``background_peaks`` is (n, 3): position (deg), FWHM (deg), area (counts × deg) of each hump.
+    """
 
     instrument: Instrument
     phases: list[PhaseState]
-    displacement: float = 0.0  # sample displacement (μm, GSAS-II "Shift")
-    transparency: float = 0.0  # GSAS-II "Transparency"
+    displacement: float = 0.0
+    transparency: float = 0.0
     background_kind: str = "chebyshev"
     background_coefs: np.ndarray = field(default_factory=lambda: np.zeros(1))
+    background_peaks: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
 
     def copy(self) -> ModelState:
         """Deep copy."""
@@ -105,10 +122,12 @@ class _PhaseCalc:
     intensity: np.ndarray  # I per reflection (Kα1), scale included
     i_noscale: np.ndarray
     f2: np.ndarray
-    lp: np.ndarray
+    lp: np.ndarray  # Lorentz–polarisation × absorption
     po: np.ndarray
     sf: StructureFactors | None
     d_po: np.ndarray | None
+    d_absorb: np.ndarray  # d ln A / dμR per reflection (0 without absorption)
+    cos2_strain: np.ndarray  # cos²φ to the uniaxial strain axis per reflection
 
 
 class PatternCalculator:
@@ -162,7 +181,9 @@ class PatternCalculator:
         """Kα1 peak positions (deg 2θ, shifts included) of phase ``k``'s current reflection list."""
         return self._phase_calc(k, state, False, False).pos1
 
-    def _phase_calc(self, k: int, state: ModelState, want_atoms: bool, want_po: bool) -> _PhaseCalc:
+    def _phase_calc(
+        self, k: int, state: ModelState, want_atoms: bool, want_po: bool, want_strain: bool = False
+    ) -> _PhaseCalc:
         ph = self.phases[k]
         ps = state.phases[k]
         inst = state.instrument
@@ -179,14 +200,18 @@ class PatternCalculator:
         c2t = np.cos(np.radians(tth))
         p = inst.polarization
         lp = ((1.0 - p) * c2t**2 + p) / (2.0 * sin_t**2 * cos_t)
+        d_absorb = np.zeros(len(tth))
+        if inst.geometry == "debye_scherrer":
+            absorb, da = cylinder_transmission(tth, inst.mu_r)
+            lp = lp * absorb
+            d_absorb = da / absorb
         po, d_po = self._march_dollase(ph, ps, refl, want_po)
         i_noscale = refl.multiplicity * sf.f2 * lp * po
-        const = 9.0e-2 / (np.pi * inst.goniometer_radius)
-        pos1 = (
-            tth
-            + inst.zero
-            - const
-            * (4.0 * state.displacement * cos_t + state.transparency * np.sin(np.radians(tth)) * 100.0)
+        pos1 = tth + inst.zero + _shift(state, tth)
+        cos2 = (
+            self._axis_cos2(ph, ps, refl.hkl, ps.strain_axis)
+            if ps.strain_axis is not None and (ps.strain_aniso != 0.0 or want_strain)
+            else np.zeros(len(tth))
         )
         return _PhaseCalc(
             refl=refl,
@@ -201,7 +226,30 @@ class PatternCalculator:
             po=po,
             sf=sf if want_atoms else None,
             d_po=d_po,
+            d_absorb=d_absorb,
+            cos2_strain=cos2,
         )
+
+    @staticmethod
+    def _axis_cos2(ph: Phase, ps: PhaseState, hkl: np.ndarray, axis: tuple[int, int, int]) -> np.ndarray:
+        """cos² of the angle between each reflection's normal and the reciprocal-lattice direction ``axis``;
+        all ones for the axis [0, 0, 0] (isotropic: the phase's own microstrain on top of the common Y)."""
+        if not any(axis):
+            return np.ones(len(hkl))
+        a_terms = ph.lattice_matrix @ ps.a_free
+        gs = np.array(
+            [
+                [a_terms[0], a_terms[3] / 2, a_terms[4] / 2],
+                [a_terms[3] / 2, a_terms[1], a_terms[5] / 2],
+                [a_terms[4] / 2, a_terms[5] / 2, a_terms[2]],
+            ]
+        )
+        ax = np.asarray(axis, dtype=float)
+        h = np.asarray(hkl, dtype=float)
+        num = h @ gs @ ax
+        den = np.einsum("ri,ij,rj->r", h, gs, h) * (ax @ gs @ ax)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.clip(np.where(den > 0, num * num / den, 0.0), 0.0, 1.0)
 
     def _march_dollase(
         self, ph: Phase, ps: PhaseState, refl: Reflections, want_deriv: bool
@@ -231,14 +279,19 @@ class PatternCalculator:
         d = np.mean(-1.5 * base**-2.5 * (2.0 * r * cos2 - sin2 / r**2), axis=1)
         return po, d
 
-    def widths(self, state: ModelState, pos1: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Gaussian and Lorentzian FWHM (deg) at the peak positions, and the σ² (centideg²) before clamping."""
+    def widths(
+        self, state: ModelState, pos1: np.ndarray, aniso: np.ndarray | None = None
+    ) -> tuple[np.ndarray, ...]:
+        """Gaussian and Lorentzian FWHM (deg) at the peak positions, and the σ² (centideg²) before clamping.
+
+        ``aniso`` is each peak's uniaxial-strain coefficient (centideg, multiplies tanθ), default none.
+        """
         inst = state.instrument
         th = np.radians(pos1 / 2.0)
         tan_t = np.tan(th)
         cos_t = np.cos(th)
         sig2 = inst.u * tan_t**2 + inst.v * tan_t + inst.w
-        gam = inst.x / cos_t + inst.y * tan_t
+        gam = inst.x / cos_t + (inst.y + (0.0 if aniso is None else aniso)) * tan_t
         fg = SQRT8LN2 * np.sqrt(np.maximum(sig2, MIN_SIG2)) / 100.0
         fl = np.maximum(gam, MIN_GAM) / 100.0
         return fg, fl, sig2, gam, tan_t, cos_t
@@ -288,7 +341,8 @@ class PatternCalculator:
         inst = state.instrument
         want_atoms = jacobian and bool(groups & {"atoms_xyz", "atoms_uiso", "occupancy"})
         want_po = jacobian and "preferred_orientation" in groups
-        pcs = [self._phase_calc(k, state, want_atoms, want_po) for k in range(len(self.phases))]
+        want_strain = jacobian and "uniaxial_strain" in groups
+        pcs = [self._phase_calc(k, state, want_atoms, want_po, want_strain) for k in range(len(self.phases))]
         lam_ratio = 360.0 * (self.lam2 - self.lam1) / (np.pi * self.lam1) if self.lam2 else 0.0
         pos_list, int_list, phase_of, refl_of, dpos2 = [], [], [], [], []
         for k, pc in enumerate(pcs):
@@ -313,13 +367,25 @@ class PatternCalculator:
         refl_of_a = np.concatenate(refl_of) if refl_of else np.zeros(0, int)
         dpos2_a = np.concatenate(dpos2) if dpos2 else np.zeros(0)
         pos1_all = np.concatenate([pc.pos1 for pc in pcs] * (2 if self.lam2 else 1)) if pcs else np.zeros(0)
-        fg, fl, sig2, gam, tan_t, cos_t = self.widths(state, pos1_all)
+        aniso = (
+            np.concatenate(
+                [state.phases[k].strain_aniso * pc.cos2_strain for k, pc in enumerate(pcs)]
+                * (2 if self.lam2 else 1)
+            )
+            if pcs
+            else np.zeros(0)
+        )
+        fg, fl, sig2, gam, tan_t, cos_t = self.widths(state, pos1_all, aniso)
         peaks = PeakSet(pos=pos, fwhm_g=fg, fwhm_l=fl, shl=max(inst.sh_l, 0.0), axial=inst.axial())
         terms = evaluate_peaks(self.x, peaks, want_derivs=jacobian)
         shape = terms.matrix(terms.value, len(self.x))
         nb = len(state.background_coefs)
         bmat = self.background_matrix(state.background_kind, nb)
         ybkg = bmat @ state.background_coefs
+        if len(state.background_peaks):
+            hump, d_hump = background_peaks(self.x, state.background_peaks)
+            ybkg = ybkg + hump
+            bmat = np.hstack([bmat, d_hump])  # the background block: coefficients, then peak parameters
         comps = []
         for k in range(len(pcs)):
             comps.append(shape @ np.where(phase_of_a == k, inten, 0.0))
@@ -418,19 +484,21 @@ class PatternCalculator:
                     refl_of[sel]
                 ] * ratio_peak[sel]
                 blocks[f"preferred_orientation:{k}"] = (shape @ dpk)[:, None]
+        if "absorption" in groups:
+            dln = np.concatenate([pc.d_absorb for pc in pcs] * (2 if self.lam2 else 1))
+            blocks["absorption"] = (shape @ (inten * dln))[:, None]  # peaks are in the same order
         # position parameters
         pos_groups = groups & {"cell", "zero", "displacement", "transparency"}
         if pos_groups:
             dmat = terms.matrix(terms.d_pos * inten[_pair_peaks(terms)], n)
-            const = 9.0e-2 / (np.pi * inst.goniometer_radius)
-            cos_b = np.concatenate([np.cos(np.radians(pc.tth / 2.0)) for pc in pcs] * (2 if self.lam2 else 1))
-            sin2t = np.concatenate([np.sin(np.radians(pc.tth)) for pc in pcs] * (2 if self.lam2 else 1))
+            tth_all = np.concatenate([pc.tth for pc in pcs] * (2 if self.lam2 else 1))
+            d_disp, d_transp = _shift_derivatives(state, tth_all)
             if "zero" in groups:
                 blocks["zero"] = (dmat @ dpos2)[:, None]
             if "displacement" in groups:
-                blocks["displacement"] = (dmat @ (dpos2 * (-const * 4.0 * cos_b)))[:, None]
+                blocks["displacement"] = (dmat @ (dpos2 * d_disp))[:, None]
             if "transparency" in groups:
-                blocks["transparency"] = (dmat @ (dpos2 * (-const * 100.0 * sin2t)))[:, None]
+                blocks["transparency"] = (dmat @ (dpos2 * d_transp))[:, None]
             if "cell" in groups:
                 for k, pc in enumerate(pcs):
                     ph = self.phases[k]
@@ -444,7 +512,7 @@ class PatternCalculator:
                     dpk = np.zeros((len(inten), dq_da.shape[1]))
                     dpk[sel] = (dtth_dq[:, None] * dq_da)[refl_of[sel]]
                     blocks[f"cell:{k}"] = dmat @ (dpos2[:, None] * dpk)
-        width_groups = groups & {"U", "V", "W", "X", "Y"}
+        width_groups = groups & {"U", "V", "W", "X", "Y", "uniaxial_strain"}
         if width_groups:
             pp = _pair_peaks(terms)
             gmat = terms.matrix(terms.d_fwhm_g * inten[pp], n)
@@ -463,6 +531,12 @@ class PatternCalculator:
                 blocks["X"] = (lmat @ (live_l / cos_t))[:, None]
             if "Y" in groups:
                 blocks["Y"] = (lmat @ (live_l * tan_t))[:, None]
+            if "uniaxial_strain" in groups:
+                cos2 = np.concatenate([pc.cos2_strain for pc in pcs] * (2 if self.lam2 else 1))
+                for k in range(len(pcs)):
+                    blocks[f"uniaxial_strain:{k}"] = (lmat @ (live_l * tan_t * cos2 * (phase_of == k)))[
+                        :, None
+                    ]
         if "SH/L" in groups:
             # the asymmetry grows like (SH/L)², so a forward step comparable to SH/L itself is needed
             h = max(2e-3, 0.2 * abs(inst.sh_l))
@@ -481,6 +555,30 @@ class PatternCalculator:
             y2 = t2.matrix(t2.value, n) @ inten
             blocks["soller"] = ((y2 - shape @ inten) / h)[:, None]
         return blocks
+
+
+def _shift(state: ModelState, tth: np.ndarray) -> np.ndarray:
+    """Peak shift (deg 2θ) from the geometry's two sample-position terms at Bragg angles ``tth`` (deg).
+
+    Bragg–Brentano (GSAS-II): −(0.36/πR)·s·cosθ − (0.09/πR)·100·T·sin2θ, s the displacement (μm), T the
+    transparency, R the goniometer radius (mm). Debye–Scherrer (GSAS-II's DisplaceX, DisplaceY):
+    −(0.09/πR)(Dx cos2θ + Dy sin2θ) deg. A capillary off the axis by d (μm) perpendicular to the beam
+    shifts a ray by −(d/R)cos2θ rad = −(0.18/πR)·d·cos2θ deg, so GSAS-II's (and our) Dx is twice the
+    geometric offset; we keep GSAS-II's scale so that values compare one to one.
+    """
+    d_disp, d_transp = _shift_derivatives(state, tth)
+    return d_disp * state.displacement + d_transp * state.transparency
+
+
+def _shift_derivatives(state: ModelState, tth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """d(shift)/d(displacement) and d(shift)/d(transparency) (deg per unit) at Bragg angles ``tth`` (deg)."""
+    inst = state.instrument
+    radius = inst.goniometer_radius
+    t = np.radians(tth)
+    const = 9.0e-2 / (np.pi * radius)
+    if inst.geometry == "debye_scherrer":
+        return -const * np.cos(t), -const * np.sin(t)
+    return -const * 4.0 * np.cos(t / 2.0), -const * 100.0 * np.sin(t)
 
 
 def _pair_peaks(terms: ProfileTerms) -> np.ndarray:

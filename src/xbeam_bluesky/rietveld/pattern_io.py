@@ -1,7 +1,10 @@
 """Powder pattern readers: GSAS STD/ESD/ALT/FXYE, xy/xye/csv, FullProf .dat, Bruker UXD and RAW.
 
 Every reader returns a :class:`Pattern` with strictly increasing 2θ (deg), counts and their standard
-uncertainties. Counting statistics (σ = √counts, at least 1) are assumed when a file gives no errors.
+uncertainties. Counting statistics (σ = √counts, at least 1) are assumed when a file gives no errors;
+a file without errors that holds negative counts (background-subtracted data) is refused, since
+√counts means nothing there. A text file with more than three columns needs a header naming them
+(GSAS-II's CSV export: ``x, y_obs, weight, ...``; a weight column gives σ = 1/√w).
 """
 
 from __future__ import annotations
@@ -30,12 +33,15 @@ class Pattern:
         Standard uncertainty of each count; ``inf`` marks a point with no weight.
     source
         File it came from and its format.
+    radiation
+        "neutron" when the file says so (a GSAS .CWN file, or "neutron" in a GSAS title line), else "".
     """
 
     two_theta: np.ndarray
     counts: np.ndarray
     sigma: np.ndarray
     source: str = ""
+    radiation: str = ""
 
     def __post_init__(self) -> None:
         self.two_theta = np.asarray(self.two_theta, dtype=float)
@@ -68,6 +74,11 @@ class Pattern:
             )
         if np.any(np.isnan(self.sigma)) or np.any(self.sigma <= 0):
             raise ValueError(f"{where}: standard uncertainties must be positive (use inf for zero weight)")
+        if not np.any((self.counts > 0) & np.isfinite(self.sigma)):
+            raise ValueError(
+                f"{where}: no weighted point has a positive count (an empty or all-zero pattern); "
+                "expected measured intensities"
+            )
 
     @property
     def weights(self) -> np.ndarray:
@@ -79,7 +90,16 @@ class Pattern:
         return (self.two_theta >= lo - 1e-9) & (self.two_theta <= hi + 1e-9)
 
 
-def _counting_sigma(y: np.ndarray) -> np.ndarray:
+def _counting_sigma(y: np.ndarray, p: Path) -> np.ndarray:
+    """σ = √counts (at least 1) for a file without errors; negative counts (background-subtracted data)
+    have no counting statistics, so they are refused."""
+    neg = y < 0
+    if np.any(neg):
+        raise ValueError(
+            f"pattern file {p}: {int(neg.sum())} negative counts (min {y.min():g}) and no standard "
+            "uncertainties: background-subtracted data need their esds (a 2θ, counts, esd file), √counts "
+            "does not apply"
+        )
     return np.sqrt(np.maximum(y, 1.0))
 
 
@@ -130,13 +150,14 @@ def _read_gsas(text: str, p: Path) -> Pattern:
     except (IndexError, ValueError) as exc:
         raise ValueError(f"pattern file {p}: malformed GSAS BANK line {lines[bank_i]!r}") from exc
     fmt = fields[-1].upper() if fields[-1].upper() in ("STD", "ESD", "ALT", "FXYE", "FXY") else "STD"
+    radiation = "neutron" if p.suffix.lower() == ".cwn" or "neutron" in lines[0].lower() else ""
     body = [line for line in lines[bank_i + 1 :] if line.strip() and not line.startswith("#")]
     if fmt in ("FXYE", "FXY"):
         rows = np.array([[float(v) for v in line.split()[:3]] for line in body if len(line.split()) >= 2])
         x = rows[:, 0] / 100.0
         y = rows[:, 1]
-        e = rows[:, 2] if rows.shape[1] > 2 else _counting_sigma(y)
-        return Pattern(x, y, np.where(e > 0, e, np.inf), f"{p} (GSAS FXYE)")
+        e = rows[:, 2] if rows.shape[1] > 2 else _counting_sigma(y, p)
+        return Pattern(x, y, np.where(e > 0, e, np.inf), f"{p} (GSAS FXYE)", radiation)
     if bintyp not in ("CONST", "CONS") and fmt != "ALT":
         raise ValueError(f"pattern file {p}: GSAS binning {bintyp!r} not supported (expected CONST)")
     if fmt == "ALT":
@@ -151,7 +172,7 @@ def _read_gsas(text: str, p: Path) -> Pattern:
                 ys.append(float(chunk[8:15]) / 1000.0)
                 es.append(float(chunk[15:20]) / 1000.0)
         x, y, e = (np.array(v[:nchan]) for v in (xs, ys, es))
-        return Pattern(x, y, np.where((e > 0) & (y > 0), e, np.inf), f"{p} (GSAS ALT)")
+        return Pattern(x, y, np.where((e > 0) & (y > 0), e, np.inf), f"{p} (GSAS ALT)", radiation)
     start = float(fields[5]) / 100.0
     step = float(fields[6]) / 100.0
     x = start + step * np.arange(nchan)
@@ -165,7 +186,7 @@ def _read_gsas(text: str, p: Path) -> Pattern:
         arr = np.array(vals[: 2 * nchan]).reshape(-1, 2)
         y, e = arr[:, 0], arr[:, 1]
         sigma = np.where((e > 0) & (y > 0), e, np.inf)  # as GSAS-II: y ≤ 0 carries no weight
-        return Pattern(x[: len(y)], y, sigma, f"{p} (GSAS ESD)")
+        return Pattern(x[: len(y)], y, sigma, f"{p} (GSAS ESD)", radiation)
     ys, ns = [], []
     for line in body:
         for k in range(10):
@@ -183,7 +204,7 @@ def _read_gsas(text: str, p: Path) -> Pattern:
     sigma = np.where(
         var > 0, np.sqrt(np.maximum(var, 1e-300)), np.inf
     )  # zero counts carry no weight (as GSAS-II)
-    return Pattern(x, y, sigma, f"{p} (GSAS STD)")
+    return Pattern(x, y, sigma, f"{p} (GSAS STD)", radiation)
 
 
 # --------------------------------------------------------------------------------------------- Bruker
@@ -222,7 +243,7 @@ def _read_raw_v3(raw: bytes, p: Path) -> Pattern:
     if not xs:
         raise ValueError(f"pattern file {p}: Bruker RAW1.01 without data ranges")
     x, y = np.concatenate(xs), np.concatenate(ys)
-    return Pattern(x, y, _counting_sigma(y), f"{p} (Bruker RAW1.01)")
+    return Pattern(x, y, _counting_sigma(y, p), f"{p} (Bruker RAW1.01)")
 
 
 def _read_raw_v1(raw: bytes, p: Path) -> Pattern:
@@ -250,7 +271,7 @@ def _read_raw_v1(raw: bytes, p: Path) -> Pattern:
     if not xs:
         raise ValueError(f"pattern file {p}: Bruker RAW v1 without readable ranges")
     x, y = np.concatenate(xs), np.concatenate(ys)
-    return Pattern(x, y, _counting_sigma(y), f"{p} (Bruker RAW v1)")
+    return Pattern(x, y, _counting_sigma(y, p), f"{p} (Bruker RAW v1)")
 
 
 def _read_raw_v2(raw: bytes, p: Path) -> Pattern:
@@ -276,7 +297,7 @@ def _read_raw_v2(raw: bytes, p: Path) -> Pattern:
     if not xs:
         raise ValueError(f"pattern file {p}: Bruker RAW2 without data ranges")
     x, y = np.concatenate(xs), np.concatenate(ys)
-    return Pattern(x, y, _counting_sigma(y), f"{p} (Bruker RAW2)")
+    return Pattern(x, y, _counting_sigma(y, p), f"{p} (Bruker RAW2)")
 
 
 def _read_uxd(text: str, p: Path) -> Pattern:
@@ -305,12 +326,12 @@ def _read_uxd(text: str, p: Path) -> Pattern:
             counts.extend(vals)
     if pairs and not counts:
         arr = np.array(pairs)
-        return Pattern(arr[:, 0], arr[:, 1], _counting_sigma(arr[:, 1]), f"{p} (Bruker UXD)")
+        return Pattern(arr[:, 0], arr[:, 1], _counting_sigma(arr[:, 1], p), f"{p} (Bruker UXD)")
     if counts and "STEPSIZE" in keys and ("2THETA" in keys or "START" in keys):
         start = keys.get("2THETA", keys.get("START"))
         y = np.array(counts)
         x = start + keys["STEPSIZE"] * np.arange(len(y))
-        return Pattern(x, y, _counting_sigma(y), f"{p} (Bruker UXD)")
+        return Pattern(x, y, _counting_sigma(y, p), f"{p} (Bruker UXD)")
     raise ValueError(f"pattern file {p}: Bruker UXD without data (expected _2THETA/_STEPSIZE and counts)")
 
 
@@ -338,7 +359,7 @@ def _try_fullprof(text: str, p: Path) -> Pattern | None:
             if len(rest) != n and len(rest) != 2 * n:
                 return None
             y = np.array([float(t) for t in rest[:n]])
-            e = np.array([float(t) for t in rest[n : 2 * n]]) if len(rest) == 2 * n else _counting_sigma(y)
+            e = np.array([float(t) for t in rest[n : 2 * n]]) if len(rest) == 2 * n else _counting_sigma(y, p)
             x = start + step * np.arange(n)
             return Pattern(x, y, np.where(e > 0, e, np.inf), f"{p} (FullProf)")
         if len(toks) >= 2 and all(_NUM.match(t) for t in toks):
@@ -346,19 +367,27 @@ def _try_fullprof(text: str, p: Path) -> Pattern | None:
     return None
 
 
+_COUNT_NAMES = {"y", "y_obs", "yobs", "iobs", "i", "int", "intensity", "counts", "count"}
+_SIGMA_NAMES = {"e", "esd", "sigma", "sig", "s", "err", "error", "y_esd", "dy", "sigma_y", "y_sigma"}
+_WEIGHT_NAMES = {"w", "weight", "wt", "y_weight", "weights"}
+
+
 def _read_columns(text: str, p: Path) -> Pattern:
     rows: list[list[float]] = []
+    header: list[str] = []
     started = False
     for ln, line in enumerate(text.splitlines(), start=1):
         s = line.strip()
-        if not s or s.startswith(("#", "!", "//", ";")):
+        if not s or s.startswith(("!", "//", ";")) or (started and s.startswith("#")):
             continue
         toks = _split(s)
         if all(_NUM.match(t) or t.lower() == "nan" for t in toks) and len(toks) >= 2:
-            rows.append([float(t) for t in toks[:3]])
+            rows.append([float(t) for t in toks])
             started = True
         elif started:
             raise ValueError(f"pattern file {p}: line {ln} is not numeric data: {s[:60]!r}")
+        else:
+            header = [t.lower().strip("#\"'") for t in _split(s.lstrip("#"))]
     if not rows:
         raise ValueError(
             f"pattern file {p}: no known format (expected GSAS, Bruker RAW/UXD, FullProf .dat, or 2-3 numeric "
@@ -368,6 +397,35 @@ def _read_columns(text: str, p: Path) -> Pattern:
     if len(widths) != 1:
         raise ValueError(f"pattern file {p}: rows have different numbers of columns {sorted(widths)}")
     arr = np.array(rows)
-    x, y = arr[:, 0], arr[:, 1]
-    e = arr[:, 2] if arr.shape[1] > 2 else _counting_sigma(y)
-    return Pattern(x, y, np.where(e > 0, e, np.inf), f"{p} (columns)")
+    x = arr[:, 0]
+    if arr.shape[1] <= 3:
+        y = arr[:, 1]
+        if arr.shape[1] == 3 and len(header) == 3 and header[2] in _WEIGHT_NAMES:
+            return Pattern(x, y, _weight_sigma(arr[:, 2]), f"{p} (columns, weights)")
+        e = arr[:, 2] if arr.shape[1] > 2 else _counting_sigma(y, p)
+        return Pattern(x, y, np.where(e > 0, e, np.inf), f"{p} (columns)")
+    # more than three columns (e.g. GSAS-II's CSV export x, y_obs, weight, y_calc, y_bkg): the header decides
+    if len(header) != arr.shape[1]:
+        raise ValueError(
+            f"pattern file {p}: {arr.shape[1]} numeric columns and no header line naming them; expected 2θ, "
+            "counts[, sigma], or a header such as 'x, y_obs, weight, y_calc, y_bkg' (GSAS-II CSV)"
+        )
+    i_y = next((i for i, h in enumerate(header) if i > 0 and h in _COUNT_NAMES), None)
+    i_w = next((i for i, h in enumerate(header) if h in _WEIGHT_NAMES), None)
+    i_e = next((i for i, h in enumerate(header) if h in _SIGMA_NAMES), None)
+    if i_y is None or (i_w is None and i_e is None):
+        raise ValueError(
+            f"pattern file {p}: header {header} names no counts column ({', '.join(sorted(_COUNT_NAMES))}) "
+            f"or no weight/esd column ({', '.join(sorted(_WEIGHT_NAMES | _SIGMA_NAMES))})"
+        )
+    y = arr[:, i_y]
+    if i_e is not None:
+        e = arr[:, i_e]
+        return Pattern(x, y, np.where(e > 0, e, np.inf), f"{p} (columns: esd {header[i_e]!r})")
+    return Pattern(x, y, _weight_sigma(arr[:, i_w]), f"{p} (columns: weight {header[i_w]!r})")
+
+
+def _weight_sigma(w: np.ndarray) -> np.ndarray:
+    """σ = 1/√w from least-squares weights; a zero weight is a point without weight."""
+    with np.errstate(divide="ignore"):
+        return np.where(w > 0, 1.0 / np.sqrt(np.where(w > 0, w, 1.0)), np.inf)

@@ -15,12 +15,20 @@ import numpy as np
 import scipy.linalg as sla
 from threadpoolctl import threadpool_limits
 
+from .background import background_peaks
 from .crystal import Phase
 from .instrument import Instrument
 from .lattice import a_to_cell, metric_tensor
 from .model import Evaluation, ModelState, PatternCalculator, initial_state
 from .pattern_io import Pattern
-from .strategy import PARAMETER_GROUPS, BackgroundSpec, OccupancySpec, Strategy, default_strategy
+from .strategy import (
+    PARAMETER_GROUPS,
+    BackgroundSpec,
+    OccupancySpec,
+    Stage,
+    Strategy,
+    default_strategy,
+)
 
 __all__ = ["Refinement", "RefinementResult"]
 
@@ -35,6 +43,12 @@ _INST_FIELDS = {
     "Y": "y",
     "SH/L": "sh_l",
     "soller": "soller",
+    "absorption": "mu_r",
+}
+#: the names result.json gives the two sample-position terms in each geometry
+_POSITION_NAMES = {
+    "bragg_brentano": {"displacement": "displacement", "transparency": "transparency"},
+    "debye_scherrer": {"displacement": "displace_x", "transparency": "displace_y"},
 }
 #: sites closer than this in every fractional coordinate (modulo 1) share one crystallographic position
 _SAME_SITE_TOL = 1e-4
@@ -194,6 +208,16 @@ class Refinement:
         self.pattern = pattern
         self.phases, self._phase_notes = _unique_phase_names(list(phases))
         self.instrument = instrument or Instrument.lab_cu_ka()
+        if self.instrument.radiation != "xray":
+            raise ValueError(
+                f"instrument {self.instrument.source}: {self.instrument.radiation} radiation, but the engine "
+                "computes X-ray structure factors only (give an X-ray instrument file, e.g. GSAS HTYPE PXC)"
+            )
+        if pattern.radiation == "neutron":
+            raise ValueError(
+                f"pattern {pattern.source}: neutron data, but the engine computes X-ray form factors only "
+                "(neutron scattering lengths are not modelled)"
+            )
         x = pattern.two_theta
         if fit_range is None:
             fit_range = (float(x[0]), float(x[-1]))
@@ -278,12 +302,20 @@ class Refinement:
                 continue
             if g == "background":
                 out += [_Param(f"background[{i}]", g, None) for i in range(len(state.background_coefs))]
+                for i in range(len(state.background_peaks)):
+                    out += [
+                        _Param(f"background_peak[{i}]:position", g, None, 0.1, 179.9),
+                        _Param(f"background_peak[{i}]:fwhm", g, None, 0.05, 120.0),
+                        _Param(f"background_peak[{i}]:area", g, None, 0.0),
+                    ]
             elif g in ("zero", "displacement", "transparency", "U", "V", "W", "X", "Y"):
                 out.append(_Param(g, g, None))
             elif g == "SH/L":
                 out.append(_Param(g, g, None, 1e-5, 0.2))
             elif g == "soller":
                 out.append(_Param(g, g, None, 0.05, 20.0))
+            elif g == "absorption":
+                out.append(_Param(g, g, None, 0.0, 30.0))
             else:
                 for k, ph in enumerate(self.phases):
                     nm = ph.name
@@ -293,6 +325,8 @@ class Refinement:
                         out += [_Param(f"{nm}:A{i}", g, k, 0.0) for i in range(ph.lattice_matrix.shape[1])]
                     elif g == "preferred_orientation":
                         out.append(_Param(f"{nm}:MD_ratio", g, k, 0.05, 20.0))
+                    elif g == "uniaxial_strain" and state.phases[k].strain_axis is not None:
+                        out.append(_Param(f"{nm}:uniaxial_strain", g, k))
                     elif g == "atoms_xyz":
                         for j, lab in enumerate(ph.labels):
                             out += [
@@ -317,7 +351,7 @@ class Refinement:
 
     def _group_values(self, state: ModelState, g: str, k: int | None) -> np.ndarray:
         if g == "background":
-            return state.background_coefs
+            return np.concatenate([state.background_coefs, state.background_peaks.ravel()])
         if g in _INST_FIELDS:
             return np.array([getattr(state.instrument, _INST_FIELDS[g])])
         if g in ("displacement", "transparency"):
@@ -330,6 +364,8 @@ class Refinement:
             return ps.a_free
         if g == "preferred_orientation":
             return np.array([ps.po_ratio])
+        if g == "uniaxial_strain":
+            return np.array([ps.strain_aniso])
         if g == "occupancy":
             return ps.occupancy[self._occ_maps[k].rep]
         if g == "atoms_xyz":
@@ -354,7 +390,9 @@ class Refinement:
             i += n
             g, k = p.group, p.phase
             if g == "background":
-                state.background_coefs = v.copy()
+                nc = len(state.background_coefs)
+                state.background_coefs = v[:nc].copy()
+                state.background_peaks = v[nc:].reshape(-1, 3).copy()
             elif g in _INST_FIELDS:
                 inst_changes[_INST_FIELDS[g]] = float(v[0])
             elif g in ("displacement", "transparency"):
@@ -368,6 +406,8 @@ class Refinement:
                     ps.a_free = v.copy()
                 elif g == "preferred_orientation":
                     ps.po_ratio = float(v[0])
+                elif g == "uniaxial_strain":
+                    ps.strain_aniso = float(v[0])
                 elif g == "atoms_xyz":
                     j0 = 0
                     for j in range(ph.n_sites):
@@ -421,6 +461,7 @@ class Refinement:
         self._notes: set[str] = set()
         strategy = strategy or default_strategy()
         self._check_asymmetry_parameter(strategy, (state or self.initial).instrument)
+        self._check_geometry_parameters(strategy, (state or self.initial).instrument)
         # resolve every stage's occupancy sites first: a bad label fails before any work is done
         occ_maps = [
             self._occupancy_maps(stage.occupancy, f"strategy stage {stage.name!r}")
@@ -448,6 +489,12 @@ class Refinement:
             if stage.po_axis is not None:
                 for ps in st.phases:
                     ps.po_axis = stage.po_axis
+            if stage.strain_axis is not None:
+                self._set_strain_axes(st, stage)
+            if "uniaxial_strain" in active and all(ps.strain_axis is None for ps in st.phases):
+                raise ValueError(
+                    f"strategy stage {stage.name!r} refines 'uniaxial_strain' but no stage gave a strain_axis"
+                )
             calc, mask = self.calculator(rng)
             calc.update_reflections(st)
             self._check_reflections(calc, st, rng)
@@ -486,6 +533,34 @@ class Refinement:
                     f"is {inst.asymmetry!r}, whose parameter is {own!r}"
                 )
 
+    def _set_strain_axes(self, st: ModelState, stage: Stage) -> None:
+        """Apply a stage's ``strain_axis`` (one axis for every phase, or per named phase)."""
+        sa = stage.strain_axis
+        if sa and isinstance(sa[0], tuple):
+            names = [ph.name for ph in self.phases]
+            for name, axis in sa:
+                if name not in names:
+                    raise ValueError(
+                        f"strategy stage {stage.name!r}: strain_axis names no phase {name!r}; phases: "
+                        f"{', '.join(names)}"
+                    )
+                st.phases[names.index(name)].strain_axis = axis
+        else:
+            for ps in st.phases:
+                ps.strain_axis = sa
+
+    @staticmethod
+    def _check_geometry_parameters(strategy: Strategy, inst: Instrument) -> None:
+        """The capillary absorption exists only in Debye–Scherrer geometry: refuse it on a flat plate."""
+        if inst.geometry == "debye_scherrer":
+            return
+        for stage in strategy.stages:
+            if "absorption" in stage.refine:
+                raise ValueError(
+                    f"strategy stage {stage.name!r} refines 'absorption' (capillary μR), but the instrument "
+                    f"geometry is {inst.geometry!r}; it exists only in debye_scherrer geometry"
+                )
+
     def _check_reflections(self, calc: PatternCalculator, st: ModelState, rng: tuple[float, float]) -> None:
         for k, ph in enumerate(self.phases):
             pos = calc.reflection_positions(k, st)
@@ -507,18 +582,25 @@ class Refinement:
         """Background coefficients (and, at the start, phase scales) by linear least squares."""
         st.background_kind = bkg.type
         st.background_coefs = np.zeros(bkg.terms)
+        if len(st.background_peaks) != len(bkg.peaks):  # a warm start keeps its refined humps
+            st.background_peaks = np.array([[p, f, 0.0] for p, f in bkg.peaks]).reshape(-1, 3)
+        st.background_peaks[:, 2] = 0.0
         basis = calc.background_matrix(bkg.type, bkg.terms)
+        if len(bkg.peaks):
+            unit = st.background_peaks.copy()
+            unit[:, 2] = 1.0
+            basis = np.hstack([basis, background_peaks(calc.x, unit)[1][:, 2::3]])
         ev = calc.evaluate(st)
         sw = np.sqrt(w)
         if scales:
             comps = [c / max(ps.scale, 1e-300) for c, ps in zip(ev.components, st.phases, strict=True)]
             a = np.column_stack([basis, *comps])
             sol = np.linalg.lstsq(a * sw[:, None], y * sw, rcond=None)[0]
-            s = sol[bkg.terms :]
+            s = sol[basis.shape[1] :]
             if np.all(s > 0):
                 for ps, v in zip(st.phases, s, strict=True):
                     ps.scale = float(v)
-                st.background_coefs = sol[: bkg.terms]
+                self._set_linear_background(st, sol[: basis.shape[1]], bkg.terms)
                 return
             # a negative scale: one common factor on the current scales, then the background under it
             factor = float(max(np.sum(w * y * ev.y) / max(np.sum(w * ev.y * ev.y), 1e-300), 1e-12))
@@ -526,7 +608,17 @@ class Refinement:
                 ps.scale *= factor
             ev = calc.evaluate(st)
         resid = y - (ev.y - ev.background)
-        st.background_coefs = np.linalg.lstsq(basis * sw[:, None], resid * sw, rcond=None)[0]
+        self._set_linear_background(
+            st, np.linalg.lstsq(basis * sw[:, None], resid * sw, rcond=None)[0], bkg.terms
+        )
+
+    @staticmethod
+    def _set_linear_background(st: ModelState, sol: np.ndarray, n_terms: int) -> None:
+        """Store linearly solved background coefficients and hump areas (a negative area starts small)."""
+        st.background_coefs = sol[:n_terms].copy()
+        areas = sol[n_terms:]
+        if len(areas):
+            st.background_peaks[:, 2] = np.where(areas > 0, areas, 1e-3 * np.abs(areas).max() + 1e-9)
 
     def _lm(
         self,
@@ -719,9 +811,12 @@ class Refinement:
             "polarization": inst.polarization,
             "goniometer_radius_mm": inst.goniometer_radius,
             "asymmetry": inst.asymmetry,
+            "geometry": inst.geometry,
         }
         for g, f in _INST_FIELDS.items():
-            if g == "soller" and inst.asymmetry != "full_axial":
+            if (g == "soller" and inst.asymmetry != "full_axial") or (
+                g == "absorption" and inst.geometry != "debye_scherrer"
+            ):
                 continue
             inst_out[g] = getattr(inst, f)
             if g in esd:
@@ -732,10 +827,10 @@ class Refinement:
                 sample_length_mm=inst.sample_length,
                 receiver_length_mm=inst.receiver_length,
             )
-        for g in ("displacement", "transparency"):
-            inst_out[g] = getattr(st, g)
+        for g, name in _POSITION_NAMES[inst.geometry].items():
+            inst_out[name] = getattr(st, g)
             if g in esd:
-                inst_out[f"{g}_esd"] = esd[g]
+                inst_out[f"{name}_esd"] = esd[g]
         if status == "converged" and not message:
             message = "refinement converged"
         elif status == "max_cycles" and not message:
@@ -758,7 +853,7 @@ class Refinement:
             stages=records,
             phases=phases_out,
             instrument=inst_out,
-            background={"type": st.background_kind, "coefficients": [float(c) for c in st.background_coefs]},
+            background=_background_summary(st, esd),
             parameter_names=[p.name for p in params],
             warnings=warnings,
             covariance=cov,
@@ -896,6 +991,11 @@ class Refinement:
                     "r_bragg": r_bragg,
                     "n_reflections": n_refl,
                     "preferred_orientation": {"ratio": ps.po_ratio, "axis": list(ps.po_axis)},
+                    "uniaxial_strain": {
+                        "value": ps.strain_aniso,
+                        "esd": esd.get(f"{ph.name}:uniaxial_strain", 0.0),
+                        "axis": None if ps.strain_axis is None else list(ps.strain_axis),
+                    },
                     "atoms": atoms,
                 }
             )
@@ -903,6 +1003,26 @@ class Refinement:
         for o, m in zip(out, masses, strict=True):
             o["weight_fraction"] = m / total if total > 0 else float("nan")
         return out, total_refl
+
+
+def _background_summary(st: ModelState, esd: dict[str, float]) -> dict[str, Any]:
+    """The background function's coefficients and each background peak with its esds."""
+    out: dict[str, Any] = {
+        "type": st.background_kind,
+        "coefficients": [float(c) for c in st.background_coefs],
+    }
+    if len(st.background_peaks):
+        out["peaks"] = [
+            {
+                **{k: float(v) for k, v in zip(("position", "fwhm", "area"), pk, strict=True)},
+                **{
+                    f"{k}_esd": esd.get(f"background_peak[{i}]:{k}", 0.0)
+                    for k in ("position", "fwhm", "area")
+                },
+            }
+            for i, pk in enumerate(st.background_peaks)
+        ]
+    return out
 
 
 def _shared_site_groups(ph: Phase, idx: list[int]) -> list[list[int]]:

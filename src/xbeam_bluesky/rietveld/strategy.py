@@ -42,21 +42,43 @@ PARAMETER_GROUPS = (
     "atoms_xyz",
     "atoms_uiso",
     "occupancy",
+    "absorption",
+    "uniaxial_strain",
 )
 
 
 @dataclass(frozen=True)
 class BackgroundSpec:
-    """Background function: ``type`` (one of the background types) and number of ``terms``."""
+    """Background function: ``type`` (one of the background types) and number of ``terms``, plus
+    ``peaks``: broad pseudo-Voigt humps (amorphous scattering, capillary, cell), each a starting
+    ``(position, fwhm)`` in deg 2θ; their position, width and area refine with the ``background`` group."""
 
     type: str = "chebyshev"
     terms: int = 6
+    peaks: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.type not in BACKGROUND_TYPES:
             raise ValueError(f"background type {self.type!r}: expected one of {', '.join(BACKGROUND_TYPES)}")
         if not isinstance(self.terms, int) or not 1 <= self.terms <= 36:
             raise ValueError(f"background terms {self.terms!r}: expected an integer from 1 to 36")
+        for pk in self.peaks:
+            if len(pk) != 2 or not (0 < pk[0] < 180 and 0 < pk[1] < 180):
+                raise ValueError(
+                    f"background peak {pk!r}: expected [position, fwhm] in deg 2θ, 0 < position < 180, "
+                    "0 < fwhm < 180"
+                )
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BackgroundSpec:
+        """From ``{"type": ..., "terms": ..., "peaks": [[position, fwhm], ...]}``."""
+        try:
+            peaks = tuple((float(p[0]), float(p[1])) for p in d.get("peaks", ()))
+        except (TypeError, ValueError, IndexError) as exc:
+            raise ValueError(
+                f"background peaks {d.get('peaks')!r}: expected a list of [position, fwhm] pairs (deg 2θ)"
+            ) from exc
+        return cls(str(d.get("type", "chebyshev")), int(d.get("terms", 6)), peaks)
 
 
 @dataclass(frozen=True)
@@ -160,6 +182,9 @@ class Stage:
         Background function from this stage on; ``None`` keeps the current one.
     po_axis
         March–Dollase axis [h, k, l] used when ``preferred_orientation`` is refined.
+    strain_axis
+        Unique axis [h, k, l] (reciprocal lattice) of the ``uniaxial_strain`` broadening, for every
+        phase, or ``{phase name: [h, k, l]}`` for only the phases named (the others get none).
     max_cycles
         Maximum least-squares cycles (accepted steps) of this stage.
     occupancy
@@ -174,6 +199,7 @@ class Stage:
     range: tuple[float, float] | None = None
     background: BackgroundSpec | None = None
     po_axis: tuple[int, int, int] | None = None
+    strain_axis: tuple[int, int, int] | tuple[tuple[str, tuple[int, int, int]], ...] | None = None
     max_cycles: int = 15
     occupancy: tuple[OccupancySpec, ...] = ()
     name: str = ""
@@ -204,7 +230,17 @@ class Stage:
     @classmethod
     def from_dict(cls, d: dict[str, Any], index: int = 0) -> Stage:
         """Build a stage from its JSON form (unknown keys are an error)."""
-        allowed = {"refine", "fix", "range", "background", "po_axis", "max_cycles", "occupancy", "name"}
+        allowed = {
+            "refine",
+            "fix",
+            "range",
+            "background",
+            "po_axis",
+            "strain_axis",
+            "max_cycles",
+            "occupancy",
+            "name",
+        }
         extra = set(d) - allowed
         if extra:
             raise ValueError(
@@ -221,10 +257,9 @@ class Stage:
             refine=tuple(d.get("refine", ())),
             fix=tuple(d.get("fix", ())),
             range=None if rng is None else (float(rng[0]), float(rng[1])),
-            background=None
-            if bkg is None
-            else BackgroundSpec(str(bkg.get("type", "chebyshev")), int(bkg.get("terms", 6))),
+            background=None if bkg is None else BackgroundSpec.from_dict(bkg),
             po_axis=None if d.get("po_axis") is None else tuple(int(v) for v in d["po_axis"]),
+            strain_axis=_strain_axis(d.get("strain_axis"), where),
             max_cycles=int(d.get("max_cycles", 15)),
             occupancy=occ_specs,
             name=str(d.get("name", f"stage {index + 1}")),
@@ -238,15 +273,42 @@ class Stage:
         if self.range is not None:
             out["range"] = list(self.range)
         if self.background is not None:
-            out["background"] = asdict(self.background)
+            out["background"] = {k: v for k, v in asdict(self.background).items() if k != "peaks" or v}
         if self.po_axis is not None:
             out["po_axis"] = list(self.po_axis)
+        if self.strain_axis is not None:
+            sa = self.strain_axis
+            out["strain_axis"] = (
+                {name: list(ax) for name, ax in sa} if sa and isinstance(sa[0], tuple) else list(sa)
+            )
         out["max_cycles"] = self.max_cycles
         if len(self.occupancy) == 1:
             out["occupancy"] = self.occupancy[0].to_dict()
         elif self.occupancy:
             out["occupancy"] = [o.to_dict() for o in self.occupancy]
         return out
+
+
+def _strain_axis(
+    value: Any, where: str
+) -> tuple[int, int, int] | tuple[tuple[str, tuple[int, int, int]], ...] | None:
+    """A stage's ``strain_axis``: [h, k, l] for every phase, or {phase: [h, k, l]}."""
+    if value is None:
+        return None
+
+    def axis(ax: Any) -> tuple[int, int, int]:
+        if not isinstance(ax, list | tuple) or len(ax) != 3:
+            raise ValueError("not three indices")
+        return tuple(int(v) for v in ax)  # type: ignore[return-value]
+
+    try:
+        if isinstance(value, dict):
+            return tuple((str(k), axis(ax)) for k, ax in value.items())
+        return axis(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"{where}: strain_axis {value!r}: expected [h, k, l] or {{phase: [h, k, l]}}"
+        ) from exc
 
 
 @dataclass(frozen=True)
