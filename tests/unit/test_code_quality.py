@@ -27,6 +27,9 @@ def test_import_layers_hold():
 
 def test_ruff_lint_is_clean():
     result = subprocess.run(
-        [_tool("ruff"), "check", "src", "tests", "benchmarks", "profiles"], cwd=ROOT, capture_output=True, text=True
+        [_tool("ruff"), "check", "src", "tests", "benchmarks", "profiles"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
