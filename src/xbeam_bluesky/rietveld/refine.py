@@ -20,6 +20,7 @@ from .instrument import Instrument
 from .lattice import a_to_cell, metric_tensor
 from .model import Evaluation, ModelState, PatternCalculator, initial_state
 from .pattern_io import Pattern
+from .shared_sites import SiteTies, resolve_site_groups
 from .strategy import PARAMETER_GROUPS, BackgroundSpec, OccupancySpec, Strategy, default_strategy
 
 __all__ = ["Refinement", "RefinementResult"]
@@ -36,8 +37,6 @@ _INST_FIELDS = {
     "SH/L": "sh_l",
     "soller": "soller",
 }
-#: sites closer than this in every fractional coordinate (modulo 1) share one crystallographic position
-_SAME_SITE_TOL = 1e-4
 
 
 @dataclass
@@ -204,6 +203,7 @@ class Refinement:
             )
         self.fit_range = (max(lo, float(x[0])), min(hi, float(x[-1])))
         self.initial = initial_state(self.phases, self.instrument)
+        self._ties = [SiteTies.build(ph, ph.shared_sites) for ph in self.phases]
         self._occ_maps = self._occupancy_maps((), "")
         self._calcs: dict[tuple[float, float], tuple[PatternCalculator, np.ndarray]] = {}
 
@@ -224,7 +224,7 @@ class Refinement:
     def _occupancy_maps(self, specs: tuple[OccupancySpec, ...], where: str) -> list[_OccupancyMap]:
         """Free occupancy parameters per phase for a stage's ``occupancy`` entries.
 
-        No entries: every site of every phase, each on its own.
+        No entries: every site of every phase; atoms of one shared site keep their occupancy sum.
 
         Raises
         ------
@@ -233,7 +233,7 @@ class Refinement:
             several, or refines a site whose starting occupancy lies outside [0, 1].
         """
         if not specs:
-            return [_occupancy_map(ph, [[j] for j in range(ph.n_sites)]) for ph in self.phases]
+            return [_occupancy_map(ph, t.groups) for ph, t in zip(self.phases, self._ties, strict=True)]
         names = [ph.name for ph in self.phases]
         groups: list[list[list[int]]] = [[] for _ in self.phases]
         for spec in specs:
@@ -263,7 +263,8 @@ class Refinement:
                     f"{where}: occupancy: phase {ph.name!r}: sites {', '.join(outside)} start outside [0, 1]"
                 )
             if spec.tie_shared_sites is True:
-                groups[k] = _shared_site_groups(ph, idx)
+                shared = ([j for j in g if j in idx] for g in self._ties[k].groups)
+                groups[k] = [g for g in shared if g]
             else:
                 tied = [] if spec.tie_shared_sites is False else spec.tie_shared_sites
                 grouped = [[ph.labels.index(lab) for lab in g] for g in tied]
@@ -293,13 +294,17 @@ class Refinement:
                         out += [_Param(f"{nm}:A{i}", g, k, 0.0) for i in range(ph.lattice_matrix.shape[1])]
                     elif g == "preferred_orientation":
                         out.append(_Param(f"{nm}:MD_ratio", g, k, 0.05, 20.0))
-                    elif g == "atoms_xyz":
-                        for j, lab in enumerate(ph.labels):
+                    elif g == "atoms_xyz":  # one set per shared site, named by its first atom
+                        for j in self._ties[k].representatives:
                             out += [
-                                _Param(f"{nm}:{lab}:xyz{b}", g, k) for b in range(ph.xyz_basis[j].shape[1])
+                                _Param(f"{nm}:{ph.labels[j]}:xyz{b}", g, k)
+                                for b in range(ph.xyz_basis[j].shape[1])
                             ]
                     elif g == "atoms_uiso":
-                        out += [_Param(f"{nm}:{lab}:Uiso", g, k, -0.05, 0.5) for lab in ph.labels]
+                        out += [
+                            _Param(f"{nm}:{ph.labels[j]}:Uiso", g, k, -0.05, 0.5)
+                            for j in self._ties[k].representatives
+                        ]
                     elif g == "occupancy":
                         out += _occupancy_params(self._occ_maps[k], state.phases[k].occupancy, k)
         return out
@@ -333,12 +338,8 @@ class Refinement:
         if g == "occupancy":
             return ps.occupancy[self._occ_maps[k].rep]
         if g == "atoms_xyz":
-            return np.concatenate(
-                [np.linalg.pinv(ph.xyz_basis[j]) @ (ps.xyz[j] - ph.xyz[j]) for j in range(ph.n_sites)]
-                if ph.n_sites
-                else [np.zeros(0)]
-            )
-        return ps.uiso
+            return self._ties[k].tied_xyz(ph, ps.xyz)
+        return ps.uiso[self._ties[k].representatives]
 
     def _set(self, state: ModelState, params: list[_Param], vec: np.ndarray) -> None:
         i = 0
@@ -369,16 +370,12 @@ class Refinement:
                 elif g == "preferred_orientation":
                     ps.po_ratio = float(v[0])
                 elif g == "atoms_xyz":
-                    j0 = 0
-                    for j in range(ph.n_sites):
-                        nb = ph.xyz_basis[j].shape[1]
-                        ps.xyz[j] = ph.xyz[j] + ph.xyz_basis[j] @ v[j0 : j0 + nb]
-                        j0 += nb
+                    self._ties[k].set_xyz(ph, ps.xyz, v)
                 elif g == "occupancy":
                     occ_map = self._occ_maps[k]
                     ps.occupancy = ps.occupancy + occ_map.matrix @ (v - ps.occupancy[occ_map.rep])
                 else:
-                    ps.uiso = v.copy()
+                    ps.uiso = self._ties[k].uiso_map @ v
         if inst_changes:
             state.instrument = replace(state.instrument, **inst_changes)
 
@@ -394,6 +391,10 @@ class Refinement:
                 cols.append(blocks["scale"][:, [p.phase]])
             elif p.group == "occupancy":
                 cols.append(blocks[f"occupancy:{p.phase}"] @ self._occ_maps[p.phase].matrix)
+            elif p.group == "atoms_xyz":
+                cols.append(blocks[f"atoms_xyz:{p.phase}"] @ self._ties[p.phase].xyz_map)
+            elif p.group == "atoms_uiso":
+                cols.append(blocks[f"atoms_uiso:{p.phase}"] @ self._ties[p.phase].uiso_map)
             elif p.phase is not None and p.group != "scale":
                 cols.append(blocks[f"{p.group}:{p.phase}"])
             else:
@@ -421,6 +422,9 @@ class Refinement:
         self._notes: set[str] = set()
         strategy = strategy or default_strategy()
         self._check_asymmetry_parameter(strategy, (state or self.initial).instrument)
+        self._ties = [
+            SiteTies.build(ph, resolve_site_groups(ph, strategy.shared_sites)) for ph in self.phases
+        ]
         # resolve every stage's occupancy sites first: a bad label fails before any work is done
         occ_maps = [
             self._occupancy_maps(stage.occupancy, f"strategy stage {stage.name!r}")
@@ -430,6 +434,8 @@ class Refinement:
         ]
         self._occ_maps = self._occupancy_maps((), "")
         st = (state or self.initial).copy()
+        for ph, ps, ties in zip(self.phases, st.phases, self._ties, strict=True):
+            self._notes.update(ties.snap(ph, ps.xyz, ps.uiso))
         active: set[str] = set()
         bkg = BackgroundSpec()
         bkg_key: tuple | None = None
@@ -857,10 +863,11 @@ class Refinement:
                 var = np.diag(occ_map.matrix @ cov[np.ix_(idx, idx)] @ occ_map.matrix.T)
                 occ_esd = np.sqrt(np.maximum(var, 0.0))
             atoms = []
+            rep_label = {j: ph.labels[g[0]] for g in self._ties[k].groups for j in g}  # shared sites
             for j, lab in enumerate(ph.labels):
                 xyz_esd = np.zeros(3)
                 nb = ph.xyz_basis[j].shape[1]
-                xnames = [f"{ph.name}:{lab}:xyz{b}" for b in range(nb)]
+                xnames = [f"{ph.name}:{rep_label[j]}:xyz{b}" for b in range(nb)]
                 if cov is not None and nb and all(nm in index for nm in xnames):
                     idx = [index[nm] for nm in xnames]
                     basis = ph.xyz_basis[j]
@@ -872,7 +879,7 @@ class Refinement:
                         "xyz": [float(v) for v in ps.xyz[j]],
                         "xyz_esd": [float(v) for v in xyz_esd],
                         "uiso": float(ps.uiso[j]),
-                        "uiso_esd": esd.get(f"{ph.name}:{lab}:Uiso", 0.0),
+                        "uiso_esd": esd.get(f"{ph.name}:{rep_label[j]}:Uiso", 0.0),
                         "occupancy": float(ps.occupancy[j]),
                         "occupancy_esd": float(occ_esd[j]),
                     }
@@ -903,20 +910,6 @@ class Refinement:
         for o, m in zip(out, masses, strict=True):
             o["weight_fraction"] = m / total if total > 0 else float("nan")
         return out, total_refl
-
-
-def _shared_site_groups(ph: Phase, idx: list[int]) -> list[list[int]]:
-    """Group the sites ``idx`` of ``ph`` that sit on one position (CIF coordinates, modulo 1)."""
-    groups: list[list[int]] = []
-    for j in idx:
-        for g in groups:
-            d = ph.xyz[j] - ph.xyz[g[0]]
-            if np.all(np.abs(d - np.round(d)) < _SAME_SITE_TOL):
-                g.append(j)
-                break
-        else:
-            groups.append([j])
-    return groups
 
 
 def _occupancy_map(ph: Phase, groups: list[list[int]]) -> _OccupancyMap:
