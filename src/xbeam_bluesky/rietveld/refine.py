@@ -193,6 +193,7 @@ class Refinement:
         self.pattern = pattern
         self.phases, self._phase_notes = _unique_phase_names(list(phases))
         self.instrument = instrument or Instrument.lab_cu_ka()
+        _check_wavelengths(self.instrument)
         x = pattern.two_theta
         if fit_range is None:
             fit_range = (float(x[0]), float(x[-1]))
@@ -935,6 +936,20 @@ def _occupancy_params(occ_map: _OccupancyMap, occ: np.ndarray, k: int) -> list[_
             _Param(name, "occupancy", k, t + float(ends.min(axis=0).max()), t + float(ends.max(axis=0).min()))
         )
     return out
+
+
+def _check_wavelengths(inst: Instrument) -> None:
+    """A NaN, zero or negative wavelength (or Kα2 ratio) is a bad input, not a singular refinement."""
+    lam1, lam2, ratio = inst.wavelength1, inst.wavelength2, inst.ratio
+    if not (np.isfinite(lam1) and lam1 > 0):
+        raise ValueError(
+            f"instrument {inst.source!r}: wavelength1 {lam1!r} Å; expected a positive wavelength"
+        )
+    if not (np.isfinite(lam2) and lam2 >= 0) or not (np.isfinite(ratio) and ratio >= 0):
+        raise ValueError(
+            f"instrument {inst.source!r}: wavelength2 {lam2!r} Å, ratio {ratio!r}; expected a wavelength ≥ 0 "
+            "(0 = monochromatic) and an intensity ratio ≥ 0"
+        )
 
 
 def _unique_phase_names(phases: list[Phase]) -> tuple[list[Phase], list[str]]:
