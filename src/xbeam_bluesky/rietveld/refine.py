@@ -20,6 +20,7 @@ from .instrument import Instrument
 from .lattice import a_to_cell, metric_tensor
 from .model import Evaluation, ModelState, PatternCalculator, initial_state
 from .pattern_io import Pattern
+from .quantitative import weight_fractions
 from .shared_sites import SiteTies, resolve_site_groups
 from .strategy import PARAMETER_GROUPS, BackgroundSpec, OccupancySpec, Strategy, default_strategy
 
@@ -819,7 +820,6 @@ class Refinement:
         params: list[_Param],
     ) -> tuple[list[dict[str, Any]], int]:
         out = []
-        masses = []
         total_refl = 0
         index = {p.name: i for i, p in enumerate(params)}
         yb = ev.background
@@ -886,8 +886,6 @@ class Refinement:
                     }
                 )
             vol = float(np.sqrt(np.linalg.det(metric_tensor(cell))))
-            cell_mass = float(np.sum(ps.occupancy * ph.multiplicity * ph.atomic_mass))  # refined occupancies
-            masses.append(ps.scale * cell_mass * vol)
             out.append(
                 {
                     "name": ph.name,
@@ -907,9 +905,12 @@ class Refinement:
                     "atoms": atoms,
                 }
             )
-        total = sum(masses)
-        for o, m in zip(out, masses, strict=True):
-            o["weight_fraction"] = m / total if total > 0 else float("nan")
+        wf = weight_fractions(self.phases, st.phases, index, cov)  # Hill–Howard, esds from the covariance
+        for o, w, w_esd, w_status in zip(out, wf.fraction, wf.esd, wf.status, strict=True):
+            o.update(
+                weight_fraction=float(w), weight_fraction_esd=float(w_esd), weight_fraction_status=w_status
+            )
+        self._notes.update(wf.warnings)
         return out, total_refl
 
 
