@@ -410,13 +410,19 @@ class Refinement:
         Parameters
         ----------
         strategy
-            Stages to run; default :func:`default_strategy`.
+            Stages to run; default: :func:`~xbeam_bluesky.rietveld.default_sequence.refine_default` (the
+            :func:`default_strategy` stages, then background growth and preferred orientation when the
+            data ask for them).
         state
             Starting values; default the CIF/instrument values.
         """
         # our matrices are small (points × tens of parameters): threaded BLAS only adds contention,
         # which on a busy machine made runs several times slower
         with threadpool_limits(limits=1, user_api="blas"):
+            if strategy is None:
+                from .default_sequence import refine_default  # it builds on this module
+
+                return refine_default(self, state)[0]
             return self._run(strategy, state)
 
     def _run(self, strategy: Strategy | None, state: ModelState | None) -> RefinementResult:
