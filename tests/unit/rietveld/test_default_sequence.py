@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xbeam_bluesky.rietveld import Instrument, Pattern, Refinement, load_phase
+from xbeam_bluesky.rietveld import Instrument, Pattern, Refinement
 from xbeam_bluesky.rietveld.default_sequence import refine_default
 from xbeam_bluesky.rietveld.model import PatternCalculator, initial_state
 
