@@ -3,8 +3,8 @@
 1. :func:`~xbeam_bluesky.rietveld.strategy.default_strategy` (background + scale → cell + displacement →
    X Y → atoms → U V W).
 2. Background terms grown one at a time while Hamilton's test (an F test on the χ² drop of one more term,
-   linear least squares with the peaks held) says the drop is significant at ``ALPHA``; then refined with
-   everything else. Kept only if the refinement converges, stays physical and its Rwp is not worse.
+   linear least squares with the peaks held) says the drop is significant at ``ALPHA``; then a stage refines
+   the new background with the scales. Kept only if it converges, stays physical and lowers Rwp.
 3. Preferred orientation tried when the residual asks for it: the per-reflection log(I_obs / I_calc) is
    regressed on the March–Dollase term of each candidate axis; for the best-correlated axis (if the
    correlation is significant), a stage refines the March–Dollase ratio. Kept only if it converges, the
@@ -33,6 +33,8 @@ __all__ = ["ALPHA", "refine_default"]
 ALPHA = 0.001
 #: most background terms the growth may reach
 _MAX_TERMS = 15
+#: cycles of the pass over every parameter after a kept addition (its esds; the fit has barely moved)
+_POLISH_CYCLES = 3
 #: candidate March–Dollase axes (lattice directions); equivalent ones are tried once per Laue class
 _PO_AXES = ((0, 0, 1), (1, 0, 0), (0, 1, 0), (1, 1, 0), (1, 0, 1), (0, 1, 1), (1, 1, 1))
 
@@ -146,8 +148,9 @@ def _reflection_intensities(
 
 
 def _acceptable(refinement: Refinement, new: RefinementResult, old: RefinementResult) -> bool:
-    """The new result converged, breaks no validity rule the old one kept, and its χ² is lower."""
-    if new.status != "converged" or not new.chi2 < old.chi2:
+    """The new result finished (converged, or still improving at its last stage's cycle limit), breaks no
+    validity rule the old one kept, and its χ² is lower."""
+    if not new.ok or not new.chi2 < old.chi2:
         return False
     before = set(check_validity(old.to_dict(), refinement.phases))
     return set(check_validity(new.to_dict(), refinement.phases)) <= before
@@ -174,15 +177,22 @@ def refine_default(
 
     terms = _background_terms(refinement, result)
     if terms > len(result.state.background_coefs):
-        stage = Stage(
-            name=f"background {terms} terms",
-            refine=everything,
-            background=BackgroundSpec(result.state.background_kind, terms),
-            max_cycles=8,
+        grow = (
+            # linear in both: the new background with the scales, then a short pass over everything (esds)
+            Stage(
+                name=f"background {terms} terms",
+                refine=("background", "scale"),
+                fix=tuple(
+                    g for g in everything if g not in ("background", "scale")
+                ),  # so a replay does the same
+                background=BackgroundSpec(result.state.background_kind, terms),
+                max_cycles=4,
+            ),
+            Stage(name="all parameters", refine=everything, max_cycles=_POLISH_CYCLES),
         )
-        trial = refinement.run(Strategy((stage,)), result.state)
+        trial = refinement.run(Strategy(grow), result.state)
         if _acceptable(refinement, trial, result) and trial.rwp <= result.rwp:
-            stages.append(stage)
+            stages += grow
             records += trial.stages
             result = trial
 
