@@ -1,11 +1,12 @@
-"""The default refinement: the fixed staged sequence, then the decisions a careful person takes on its result.
+"""The default refinement: the fixed staged sequence with the decisions a careful person takes on the way.
 
 1. :func:`~xbeam_bluesky.rietveld.strategy.default_strategy` (background + scale → cell + displacement →
-   X Y → atoms → U V W).
-2. Background terms grown one at a time while Hamilton's test (an F test on the χ² drop of one more term,
-   linear least squares with the peaks held) says the drop is significant at ``ALPHA``; then a stage refines
-   the new background with the scales. Kept only if it converges, stays physical and lowers Rwp.
-3. Preferred orientation tried when the residual asks for it: the per-reflection log(I_obs / I_calc) is
+   X Y → atoms → U V W). Before its last stage (U V W), background terms are grown one at a time while Hamilton's test (an F test
+   on the χ² drop of one more term, linear least squares with the peaks held) says the drop is significant at
+   ``ALPHA``; the last stage then runs with that background (no extra stage, so no extra time). Kept only if
+   it finishes and breaks no validity rule the model before it kept; otherwise the last stage runs with the
+   fixed background.
+2. Preferred orientation tried when the residual asks for it: the per-reflection log(I_obs / I_calc) is
    regressed on the March–Dollase term of each candidate axis; for the best-correlated axis (if the
    correlation is significant), a stage refines the March–Dollase ratio. Kept only if it converges, the
    model stays physical (:func:`~xbeam_bluesky.rietveld.validity.check_validity`) and Hamilton's test on
@@ -33,8 +34,6 @@ __all__ = ["ALPHA", "refine_default"]
 ALPHA = 0.001
 #: most background terms the growth may reach
 _MAX_TERMS = 15
-#: cycles of the pass over every parameter after a kept addition (its esds; the fit has barely moved)
-_POLISH_CYCLES = 3
 #: candidate March–Dollase axes (lattice directions); equivalent ones are tried once per Laue class
 _PO_AXES = ((0, 0, 1), (1, 0, 0), (0, 1, 0), (1, 1, 0), (1, 0, 1), (0, 1, 1), (1, 1, 1))
 
@@ -54,8 +53,7 @@ def _background_terms(refinement: Refinement, result: RefinementResult) -> int:
     calc, mask = refinement.calculator(result.fit_range)
     y = refinement.pattern.counts[mask]
     sw = np.sqrt(refinement.pattern.weights[mask])
-    ev = calc.evaluate(st)
-    peaks = ev.y - ev.background
+    peaks = result.calculated - result.background_curve  # the result's own curves: no new evaluation
     n = len(st.background_coefs)
     n_other = result.n_params - n
 
@@ -168,33 +166,32 @@ def refine_default(
         ``Refinement.run(strategy)`` replays.
     """
     base = default_strategy()
-    result = refinement.run(base, state)
-    if not result.ok:
-        return result, base
-    stages = list(base.stages)
-    records = list(result.stages)
-    everything = tuple(sorted(set(result.stages[-1].refined)))
-
-    terms = _background_terms(refinement, result)
-    if terms > len(result.state.background_coefs):
-        grow = (
-            # linear in both: the new background with the scales, then a short pass over everything (esds)
-            Stage(
-                name=f"background {terms} terms",
-                refine=("background", "scale"),
-                fix=tuple(
-                    g for g in everything if g not in ("background", "scale")
-                ),  # so a replay does the same
-                background=BackgroundSpec(result.state.background_kind, terms),
-                max_cycles=4,
-            ),
-            Stage(name="all parameters", refine=everything, max_cycles=_POLISH_CYCLES),
+    *head, last = base.stages
+    early = refinement.run(Strategy(tuple(head), base.shared_sites), state)
+    if not early.ok:
+        return early, Strategy(tuple(head), base.shared_sites)
+    so_far = tuple(sorted(set(early.stages[-1].refined) | set(last.refine)))
+    # the last fixed stage (U V W) runs with the background grown on the model so far, if that is significant
+    terms = _background_terms(refinement, early)
+    result = None
+    if terms > len(early.state.background_coefs):
+        grown = replace(
+            last,
+            name=f"{last.name}, background {terms} terms",
+            background=BackgroundSpec(early.state.background_kind, terms),
         )
-        trial = refinement.run(Strategy(grow), result.state)
-        if _acceptable(refinement, trial, result) and trial.rwp <= result.rwp:
-            stages += grow
-            records += trial.stages
-            result = trial
+        trial = refinement.run(Strategy((replace(grown, refine=so_far),), base.shared_sites), early.state)
+        if trial.ok and set(check_validity(trial.to_dict(), refinement.phases)) <= set(
+            check_validity(early.to_dict(), refinement.phases)
+        ):
+            last, result = grown, trial
+    if result is None:
+        result = refinement.run(Strategy((replace(last, refine=so_far),), base.shared_sites), early.state)
+    stages = [*head, last]
+    records = early.stages + result.stages
+    everything = so_far
+    if not result.ok:
+        return replace(result, stages=records), Strategy(tuple(stages), base.shared_sites)
 
     axis = _po_axis(refinement, result)
     if axis is not None:
@@ -206,7 +203,8 @@ def refine_default(
             max_cycles=15,
         )
         trial = refinement.run(
-            Strategy((replace(stage, refine=(*everything, "preferred_orientation")),)), result.state
+            Strategy((replace(stage, refine=(*everything, "preferred_orientation")),), base.shared_sites),
+            result.state,
         )
         if _acceptable(refinement, trial, result) and _significant(
             result.chi2, trial.chi2, trial.n_points, trial.n_params
