@@ -96,6 +96,10 @@ def run_auto(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise CLIError(f"--exclude {args.exclude!r}: {exc}") from exc
+    from xbeam_bluesky.rietveld.validity import check_start_model
+
+    for problem in check_start_model(refinement.phases, settings.limits).values():
+        print(f"xbeam refine --auto: starting model: {problem} (not held against trials)", file=sys.stderr)
     bar = tqdm(total=args.trials, desc="strategy search", unit="trial", file=sys.stderr)
 
     def progress(record, best) -> None:

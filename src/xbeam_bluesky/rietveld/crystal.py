@@ -8,18 +8,30 @@ sent to worker processes cheaply.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import gemmi
 import numpy as np
 
-from .lattice import a_to_cell, inv_d2, lattice_constraint_matrix
+from .lattice import a_to_cell, inv_d2, lattice_constraint_matrix, metric_tensor
 
-__all__ = ["Phase", "Reflections", "generate_reflections", "load_phase"]
+__all__ = [
+    "SHARED_SITE_TOL_A",
+    "Phase",
+    "Reflections",
+    "generate_reflections",
+    "load_phase",
+    "position_groups",
+]
 
 #: h c in eV·Å, to turn a wavelength into a photon energy for f′, f″.
 HC_EV_A = 12398.419843
+#: atoms closer than this (Å, modulo lattice translations) share one crystallographic site
+SHARED_SITE_TOL_A = 0.01
+#: a shared site's occupancies may sum to at most 1 + this (rounding in CIFs: 0.333 + 0.667)
+OCCUPANCY_SUM_TOL = 0.005
 
 
 @dataclass
@@ -86,6 +98,12 @@ class Phase:
         return len(self.labels)
 
     @property
+    def shared_sites(self) -> list[list[int]]:
+        """Site indices grouped by position: atoms within :data:`SHARED_SITE_TOL_A` of each other (modulo
+        lattice translations) share one site; every site is in exactly one group, in CIF order."""
+        return position_groups(self.cell, self.xyz)
+
+    @property
     def cell_mass(self) -> float:
         """Mass of the unit-cell contents (g/mol per cell, i.e. Z·M)."""
         return float(np.sum(self.occupancy * self.multiplicity * self.atomic_mass))
@@ -104,6 +122,37 @@ class Reflections:
     hkl: np.ndarray
     multiplicity: np.ndarray
     equivalents: np.ndarray  # (n_refl, n_laue, 3): every Laue image, duplicates included
+
+
+def position_groups(cell: np.ndarray, xyz: np.ndarray, tol: float = SHARED_SITE_TOL_A) -> list[list[int]]:
+    """Group sites whose positions coincide within ``tol`` (Å), modulo lattice translations.
+
+    Parameters
+    ----------
+    cell
+        a, b, c (Å), α, β, γ (degrees).
+    xyz
+        Fractional coordinates (n_sites, 3).
+    tol
+        Largest distance (Å) between two atoms of one site.
+
+    Returns
+    -------
+    list of list of int
+        Groups of site indices (each starts with its first site in CIF order), ordered by that first site.
+    """
+    g = metric_tensor(np.asarray(cell, dtype=float))
+    groups: list[list[int]] = []
+    for j, p in enumerate(np.asarray(xyz, dtype=float)):
+        for grp in groups:
+            d = p - xyz[grp[0]]
+            d -= np.round(d)
+            if float(np.sqrt(max(d @ g @ d, 0.0))) <= tol:
+                grp.append(j)
+                break
+        else:
+            groups.append([j])
+    return groups
 
 
 def _wrap(v: np.ndarray) -> np.ndarray:
@@ -197,6 +246,12 @@ def load_phase(cif: str | Path, name: str | None = None) -> Phase:
         )
     if not st.sites:
         raise ValueError(f"CIF {path}: no atom sites")
+    if not st.cell.is_compatible_with_spacegroup(sg, 1e-3):
+        raise ValueError(
+            f"CIF {path}: the cell {_cell_text(st.cell)} contradicts space group {sg.hm} "
+            f"({sg.crystal_system_str()}: expected {_CELL_RULES.get(sg.crystal_system_str(), 'its metric')}); "
+            "fix the cell or the space group (nothing is symmetrised silently)"
+        )
     ops = list(sg.operations())
     rots = np.array([np.array(op.rot, dtype=float) / gemmi.Op.DEN for op in ops])
     trans = np.array([np.array(op.tran, dtype=float) / gemmi.Op.DEN for op in ops])
@@ -211,6 +266,7 @@ def load_phase(cif: str | Path, name: str | None = None) -> Phase:
         if it92 is None:
             raise ValueError(f"CIF {path}: no X-ray form factor for element {el.name!r} (site {site.label})")
         pos = np.array([site.fract.x, site.fract.y, site.fract.z])
+        _check_site(path, site.label, pos, site.occ, site.u_iso)
         m, basis = _orbit_and_basis(pos, rots, trans)
         labels.append(site.label)
         elements.append(el.name)
@@ -230,6 +286,7 @@ def load_phase(cif: str | Path, name: str | None = None) -> Phase:
         znum.append(el.atomic_number)
         mass.append(el.weight)
 
+    _check_duplicates(path, cell, labels, [s.type_symbol or s.element.name for s in st.sites], xyz, occ)
     system = sg.crystal_system_str()
     rhombo = system == "trigonal" and sg.ext == "R"
     unique_axis = sg.monoclinic_unique_axis() if system == "monoclinic" else "b"
@@ -256,6 +313,73 @@ def load_phase(cif: str | Path, name: str | None = None) -> Phase:
         lattice_matrix=lattice_constraint_matrix(system, unique_axis, rhombo),
         laue_rotations=laue.reshape(-1, 3, 3).astype(float),
     )
+
+
+_CELL_RULES = {
+    "cubic": "a = b = c, α = β = γ = 90°",
+    "tetragonal": "a = b, α = β = γ = 90°",
+    "orthorhombic": "α = β = γ = 90°",
+    "hexagonal": "a = b, α = β = 90°, γ = 120°",
+    "trigonal": "a = b, α = β = 90°, γ = 120° (hexagonal axes) or a = b = c, α = β = γ (rhombohedral axes)",
+    "monoclinic": "the two angles other than the unique axis's = 90°",
+}
+
+
+def _cell_text(cell: gemmi.UnitCell) -> str:
+    return f"a {cell.a:g} b {cell.b:g} c {cell.c:g} Å, α {cell.alpha:g} β {cell.beta:g} γ {cell.gamma:g}°"
+
+
+def _check_site(path: Path, label: str, pos: np.ndarray, occ: float, uiso: float) -> None:
+    """Reject a site with an unknown (``?``/``.``) coordinate, an occupancy outside [0, 1] or a
+    non-finite Uiso; warn about a negative Uiso."""
+    missing = [ax for ax, v in zip("xyz", pos, strict=True) if not np.isfinite(v)]
+    if missing:
+        raise ValueError(
+            f"CIF {path}: site {label!r} has no value for _atom_site_fract_{', _atom_site_fract_'.join(missing)} "
+            "('?' or '.'); expected a fractional coordinate"
+        )
+    if not (np.isfinite(occ) and 0.0 <= occ <= 1.0 + OCCUPANCY_SUM_TOL):
+        raise ValueError(
+            f"CIF {path}: site {label!r} has occupancy {occ:g}; expected a site fraction in [0, 1]"
+        )
+    if not np.isfinite(uiso):
+        raise ValueError(
+            f"CIF {path}: site {label!r} has Uiso {uiso:g} Å²; expected a finite displacement parameter"
+        )
+    if (
+        uiso < 0
+    ):  # published CIFs carry them (e.g. GSAS-II's CuCr2O4 O at -0.004): say so once, keep the model
+        warnings.warn(
+            f"CIF {path}: site {label!r} has Uiso {uiso:g} Å², unphysical (expected a non-negative displacement "
+            "parameter); kept as the starting value — refine or fix it",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
+def _check_duplicates(
+    path: Path, cell: np.ndarray, labels: list[str], types: list[str], xyz: list[np.ndarray], occ: list[float]
+) -> None:
+    """Reject repeated labels, the same atom type twice on one site, and a shared site filled beyond 1."""
+    dup = sorted({lab for lab in labels if labels.count(lab) > 1})
+    if dup:
+        raise ValueError(f"CIF {path}: site label(s) {', '.join(map(repr, dup))} used more than once")
+    for group in position_groups(cell, np.array(xyz)):
+        names = [labels[j] for j in group]
+        kinds = [types[j] for j in group]
+        twice = sorted({t for t in kinds if kinds.count(t) > 1})
+        if twice:
+            same = [lab for lab, t in zip(names, kinds, strict=True) if t in twice]
+            raise ValueError(
+                f"CIF {path}: duplicated atom: sites {', '.join(map(repr, same))} are both {twice[0]} on one "
+                f"position (within {SHARED_SITE_TOL_A} Å); expected one site per atom type (merge their occupancies)"
+            )
+        total = float(sum(occ[j] for j in group))
+        if len(group) > 1 and total > 1.0 + OCCUPANCY_SUM_TOL:
+            raise ValueError(
+                f"CIF {path}: sites {', '.join(map(repr, names))} share one position with occupancies summing "
+                f"to {total:.4g}; expected at most 1"
+            )
 
 
 def _spacegroup_from_symops(block: gemmi.cif.Block) -> gemmi.SpaceGroup | None:

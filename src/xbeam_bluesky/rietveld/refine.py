@@ -21,6 +21,8 @@ from .instrument import Instrument
 from .lattice import a_to_cell, metric_tensor
 from .model import Evaluation, ModelState, PatternCalculator, initial_state
 from .pattern_io import Pattern
+from .quantitative import weight_fractions
+from .shared_sites import SiteTies, resolve_site_groups
 from .strategy import (
     PARAMETER_GROUPS,
     BackgroundSpec,
@@ -50,8 +52,6 @@ _POSITION_NAMES = {
     "bragg_brentano": {"displacement": "displacement", "transparency": "transparency"},
     "debye_scherrer": {"displacement": "displace_x", "transparency": "displace_y"},
 }
-#: sites closer than this in every fractional coordinate (modulo 1) share one crystallographic position
-_SAME_SITE_TOL = 1e-4
 
 
 @dataclass
@@ -218,6 +218,7 @@ class Refinement:
                 f"pattern {pattern.source}: neutron data, but the engine computes X-ray form factors only "
                 "(neutron scattering lengths are not modelled)"
             )
+        _check_wavelengths(self.instrument)
         x = pattern.two_theta
         if fit_range is None:
             fit_range = (float(x[0]), float(x[-1]))
@@ -228,6 +229,7 @@ class Refinement:
             )
         self.fit_range = (max(lo, float(x[0])), min(hi, float(x[-1])))
         self.initial = initial_state(self.phases, self.instrument)
+        self._ties = [SiteTies.build(ph, ph.shared_sites) for ph in self.phases]
         self._occ_maps = self._occupancy_maps((), "")
         self._calcs: dict[tuple[float, float], tuple[PatternCalculator, np.ndarray]] = {}
 
@@ -248,7 +250,7 @@ class Refinement:
     def _occupancy_maps(self, specs: tuple[OccupancySpec, ...], where: str) -> list[_OccupancyMap]:
         """Free occupancy parameters per phase for a stage's ``occupancy`` entries.
 
-        No entries: every site of every phase, each on its own.
+        No entries: every site of every phase; atoms of one shared site keep their occupancy sum.
 
         Raises
         ------
@@ -257,7 +259,7 @@ class Refinement:
             several, or refines a site whose starting occupancy lies outside [0, 1].
         """
         if not specs:
-            return [_occupancy_map(ph, [[j] for j in range(ph.n_sites)]) for ph in self.phases]
+            return [_occupancy_map(ph, t.groups) for ph, t in zip(self.phases, self._ties, strict=True)]
         names = [ph.name for ph in self.phases]
         groups: list[list[list[int]]] = [[] for _ in self.phases]
         for spec in specs:
@@ -287,7 +289,8 @@ class Refinement:
                     f"{where}: occupancy: phase {ph.name!r}: sites {', '.join(outside)} start outside [0, 1]"
                 )
             if spec.tie_shared_sites is True:
-                groups[k] = _shared_site_groups(ph, idx)
+                shared = ([j for j in g if j in idx] for g in self._ties[k].groups)
+                groups[k] = [g for g in shared if g]
             else:
                 tied = [] if spec.tie_shared_sites is False else spec.tie_shared_sites
                 grouped = [[ph.labels.index(lab) for lab in g] for g in tied]
@@ -327,13 +330,17 @@ class Refinement:
                         out.append(_Param(f"{nm}:MD_ratio", g, k, 0.05, 20.0))
                     elif g == "uniaxial_strain" and state.phases[k].strain_axis is not None:
                         out.append(_Param(f"{nm}:uniaxial_strain", g, k))
-                    elif g == "atoms_xyz":
-                        for j, lab in enumerate(ph.labels):
+                    elif g == "atoms_xyz":  # one set per shared site, named by its first atom
+                        for j in self._ties[k].representatives:
                             out += [
-                                _Param(f"{nm}:{lab}:xyz{b}", g, k) for b in range(ph.xyz_basis[j].shape[1])
+                                _Param(f"{nm}:{ph.labels[j]}:xyz{b}", g, k)
+                                for b in range(ph.xyz_basis[j].shape[1])
                             ]
                     elif g == "atoms_uiso":
-                        out += [_Param(f"{nm}:{lab}:Uiso", g, k, -0.05, 0.5) for lab in ph.labels]
+                        out += [
+                            _Param(f"{nm}:{ph.labels[j]}:Uiso", g, k, -0.05, 0.5)
+                            for j in self._ties[k].representatives
+                        ]
                     elif g == "occupancy":
                         out += _occupancy_params(self._occ_maps[k], state.phases[k].occupancy, k)
         return out
@@ -369,12 +376,8 @@ class Refinement:
         if g == "occupancy":
             return ps.occupancy[self._occ_maps[k].rep]
         if g == "atoms_xyz":
-            return np.concatenate(
-                [np.linalg.pinv(ph.xyz_basis[j]) @ (ps.xyz[j] - ph.xyz[j]) for j in range(ph.n_sites)]
-                if ph.n_sites
-                else [np.zeros(0)]
-            )
-        return ps.uiso
+            return self._ties[k].tied_xyz(ph, ps.xyz)
+        return ps.uiso[self._ties[k].representatives]
 
     def _set(self, state: ModelState, params: list[_Param], vec: np.ndarray) -> None:
         i = 0
@@ -409,16 +412,12 @@ class Refinement:
                 elif g == "uniaxial_strain":
                     ps.strain_aniso = float(v[0])
                 elif g == "atoms_xyz":
-                    j0 = 0
-                    for j in range(ph.n_sites):
-                        nb = ph.xyz_basis[j].shape[1]
-                        ps.xyz[j] = ph.xyz[j] + ph.xyz_basis[j] @ v[j0 : j0 + nb]
-                        j0 += nb
+                    self._ties[k].set_xyz(ph, ps.xyz, v)
                 elif g == "occupancy":
                     occ_map = self._occ_maps[k]
                     ps.occupancy = ps.occupancy + occ_map.matrix @ (v - ps.occupancy[occ_map.rep])
                 else:
-                    ps.uiso = v.copy()
+                    ps.uiso = self._ties[k].uiso_map @ v
         if inst_changes:
             state.instrument = replace(state.instrument, **inst_changes)
 
@@ -434,6 +433,10 @@ class Refinement:
                 cols.append(blocks["scale"][:, [p.phase]])
             elif p.group == "occupancy":
                 cols.append(blocks[f"occupancy:{p.phase}"] @ self._occ_maps[p.phase].matrix)
+            elif p.group == "atoms_xyz":
+                cols.append(blocks[f"atoms_xyz:{p.phase}"] @ self._ties[p.phase].xyz_map)
+            elif p.group == "atoms_uiso":
+                cols.append(blocks[f"atoms_uiso:{p.phase}"] @ self._ties[p.phase].uiso_map)
             elif p.phase is not None and p.group != "scale":
                 cols.append(blocks[f"{p.group}:{p.phase}"])
             else:
@@ -447,13 +450,19 @@ class Refinement:
         Parameters
         ----------
         strategy
-            Stages to run; default :func:`default_strategy`.
+            Stages to run; default: :func:`~xbeam_bluesky.rietveld.default_sequence.refine_default` (the
+            :func:`default_strategy` stages, then background growth and preferred orientation when the
+            data ask for them).
         state
             Starting values; default the CIF/instrument values.
         """
         # our matrices are small (points × tens of parameters): threaded BLAS only adds contention,
         # which on a busy machine made runs several times slower
         with threadpool_limits(limits=1, user_api="blas"):
+            if strategy is None:
+                from .default_sequence import refine_default  # it builds on this module
+
+                return refine_default(self, state)[0]
             return self._run(strategy, state)
 
     def _run(self, strategy: Strategy | None, state: ModelState | None) -> RefinementResult:
@@ -462,6 +471,9 @@ class Refinement:
         strategy = strategy or default_strategy()
         self._check_asymmetry_parameter(strategy, (state or self.initial).instrument)
         self._check_geometry_parameters(strategy, (state or self.initial).instrument)
+        self._ties = [
+            SiteTies.build(ph, resolve_site_groups(ph, strategy.shared_sites)) for ph in self.phases
+        ]
         # resolve every stage's occupancy sites first: a bad label fails before any work is done
         occ_maps = [
             self._occupancy_maps(stage.occupancy, f"strategy stage {stage.name!r}")
@@ -471,6 +483,8 @@ class Refinement:
         ]
         self._occ_maps = self._occupancy_maps((), "")
         st = (state or self.initial).copy()
+        for ph, ps, ties in zip(self.phases, st.phases, self._ties, strict=True):
+            self._notes.update(ties.snap(ph, ps.xyz, ps.uiso))
         active: set[str] = set()
         bkg = BackgroundSpec()
         bkg_key: tuple | None = None
@@ -907,7 +921,6 @@ class Refinement:
         params: list[_Param],
     ) -> tuple[list[dict[str, Any]], int]:
         out = []
-        masses = []
         total_refl = 0
         index = {p.name: i for i, p in enumerate(params)}
         yb = ev.background
@@ -952,10 +965,11 @@ class Refinement:
                 var = np.diag(occ_map.matrix @ cov[np.ix_(idx, idx)] @ occ_map.matrix.T)
                 occ_esd = np.sqrt(np.maximum(var, 0.0))
             atoms = []
+            rep_label = {j: ph.labels[g[0]] for g in self._ties[k].groups for j in g}  # shared sites
             for j, lab in enumerate(ph.labels):
                 xyz_esd = np.zeros(3)
                 nb = ph.xyz_basis[j].shape[1]
-                xnames = [f"{ph.name}:{lab}:xyz{b}" for b in range(nb)]
+                xnames = [f"{ph.name}:{rep_label[j]}:xyz{b}" for b in range(nb)]
                 if cov is not None and nb and all(nm in index for nm in xnames):
                     idx = [index[nm] for nm in xnames]
                     basis = ph.xyz_basis[j]
@@ -967,14 +981,12 @@ class Refinement:
                         "xyz": [float(v) for v in ps.xyz[j]],
                         "xyz_esd": [float(v) for v in xyz_esd],
                         "uiso": float(ps.uiso[j]),
-                        "uiso_esd": esd.get(f"{ph.name}:{lab}:Uiso", 0.0),
+                        "uiso_esd": esd.get(f"{ph.name}:{rep_label[j]}:Uiso", 0.0),
                         "occupancy": float(ps.occupancy[j]),
                         "occupancy_esd": float(occ_esd[j]),
                     }
                 )
             vol = float(np.sqrt(np.linalg.det(metric_tensor(cell))))
-            cell_mass = float(np.sum(ps.occupancy * ph.multiplicity * ph.atomic_mass))  # refined occupancies
-            masses.append(ps.scale * cell_mass * vol)
             out.append(
                 {
                     "name": ph.name,
@@ -999,9 +1011,12 @@ class Refinement:
                     "atoms": atoms,
                 }
             )
-        total = sum(masses)
-        for o, m in zip(out, masses, strict=True):
-            o["weight_fraction"] = m / total if total > 0 else float("nan")
+        wf = weight_fractions(self.phases, st.phases, index, cov)  # Hill–Howard, esds from the covariance
+        for o, w, w_esd, w_status in zip(out, wf.fraction, wf.esd, wf.status, strict=True):
+            o.update(
+                weight_fraction=float(w), weight_fraction_esd=float(w_esd), weight_fraction_status=w_status
+            )
+        self._notes.update(wf.warnings)
         return out, total_refl
 
 
@@ -1023,20 +1038,6 @@ def _background_summary(st: ModelState, esd: dict[str, float]) -> dict[str, Any]
             for i, pk in enumerate(st.background_peaks)
         ]
     return out
-
-
-def _shared_site_groups(ph: Phase, idx: list[int]) -> list[list[int]]:
-    """Group the sites ``idx`` of ``ph`` that sit on one position (CIF coordinates, modulo 1)."""
-    groups: list[list[int]] = []
-    for j in idx:
-        for g in groups:
-            d = ph.xyz[j] - ph.xyz[g[0]]
-            if np.all(np.abs(d - np.round(d)) < _SAME_SITE_TOL):
-                g.append(j)
-                break
-        else:
-            groups.append([j])
-    return groups
 
 
 def _occupancy_map(ph: Phase, groups: list[list[int]]) -> _OccupancyMap:
@@ -1062,6 +1063,20 @@ def _occupancy_params(occ_map: _OccupancyMap, occ: np.ndarray, k: int) -> list[_
             _Param(name, "occupancy", k, t + float(ends.min(axis=0).max()), t + float(ends.max(axis=0).min()))
         )
     return out
+
+
+def _check_wavelengths(inst: Instrument) -> None:
+    """A NaN, zero or negative wavelength (or Kα2 ratio) is a bad input, not a singular refinement."""
+    lam1, lam2, ratio = inst.wavelength1, inst.wavelength2, inst.ratio
+    if not (np.isfinite(lam1) and lam1 > 0):
+        raise ValueError(
+            f"instrument {inst.source!r}: wavelength1 {lam1!r} Å; expected a positive wavelength"
+        )
+    if not (np.isfinite(lam2) and lam2 >= 0) or not (np.isfinite(ratio) and ratio >= 0):
+        raise ValueError(
+            f"instrument {inst.source!r}: wavelength2 {lam2!r} Å, ratio {ratio!r}; expected a wavelength ≥ 0 "
+            "(0 = monochromatic) and an intensity ratio ≥ 0"
+        )
 
 
 def _unique_phase_names(phases: list[Phase]) -> tuple[list[Phase], list[str]]:

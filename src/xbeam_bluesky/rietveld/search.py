@@ -42,7 +42,7 @@ from .refine import Refinement, RefinementResult
 from .search_report import summarize_top
 from .search_space import SearchSpace
 from .strategy import Strategy
-from .validity import ValidityLimits, check_degeneracy, check_validity
+from .validity import ValidityLimits, check_degeneracy, check_start_model, check_validity
 
 __all__ = [
     "SearchResult",
@@ -184,6 +184,9 @@ class SearchResult:
         What was searched, and how.
     wall_s
         Wall time of the search (s), pool start-up included.
+    start_problems
+        Rules the starting model (the CIFs) already breaks (:func:`check_start_model`), reported once and not
+        held against trials that leave them no worse.
     """
 
     best: TrialRecord | None
@@ -193,6 +196,7 @@ class SearchResult:
     space: SearchSpace
     settings: SearchSettings
     wall_s: float
+    start_problems: list[str] = field(default_factory=list)
 
     @property
     def n_trials(self) -> int:
@@ -242,6 +246,7 @@ class SearchResult:
             "local_minimum_reasons": self.report["local_minimum_reasons"],
             "reference": self.report["reference"],
             "failure_reasons": self.failure_reasons(),
+            "start_model_problems": self.start_problems,
             "trials": [t.to_dict() for t in self.trials],
         }
 
@@ -299,8 +304,7 @@ def _init_worker(blob: bytes) -> None:
 
 
 def _evaluate(number: int, params: dict[str, Any], warm: bool) -> tuple[TrialRecord, RefinementResult | None]:
-    pattern, phases, instrument, fit_range, space, settings = _WORKER["problem"]
-    return _evaluate_with(pattern, phases, instrument, fit_range, space, settings, number, params, warm)
+    return _evaluate_with(*_WORKER["problem"], number, params, warm)
 
 
 def _evaluate_with(
@@ -310,6 +314,7 @@ def _evaluate_with(
     fit_range: tuple[float, float],
     space: SearchSpace,
     settings: SearchSettings,
+    exempt: Mapping[str, str],
     number: int,
     params: dict[str, Any],
     warm: bool,
@@ -325,7 +330,7 @@ def _evaluate_with(
             result = Refinement(pattern, phases, instrument, fit_range=fit_range).run(strategy)
         summary = result.to_dict()
         rwp = float(result.rwp) if np.isfinite(result.rwp) else None
-        reasons = check_validity(summary, phases, settings.limits)
+        reasons = check_validity(summary, phases, settings.limits, exempt)
         if not reasons:
             reasons = check_degeneracy(result.parameter_names, result.correlation, settings.limits)
     except (ValueError, ArithmeticError, np.linalg.LinAlgError, IndexError) as exc:
@@ -455,6 +460,7 @@ def _search(
             logger.warning("strategy search: warm-start point outside the search space skipped: %s", point)
     queued = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
     dists = space.distributions()
+    exempt = check_start_model(refinement.phases, settings.limits)  # reported once, in the result
     problem = (
         refinement.pattern,
         refinement.phases,
@@ -462,6 +468,7 @@ def _search(
         refinement.fit_range,
         space,
         settings,
+        exempt,
     )
     records: list[TrialRecord] = []
     best: TrialRecord | None = None
@@ -525,4 +532,5 @@ def _search(
         space=space,
         settings=settings,
         wall_s=time.perf_counter() - t_start,
+        start_problems=list(exempt.values()),
     )

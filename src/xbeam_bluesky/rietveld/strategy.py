@@ -313,13 +313,30 @@ def _strain_axis(
 
 @dataclass(frozen=True)
 class Strategy:
-    """An ordered sequence of stages; refine flags accumulate."""
+    """An ordered sequence of stages; refine flags accumulate.
+
+    Attributes
+    ----------
+    stages
+        The stages, in order.
+    shared_sites
+        Which atoms form one shared site (coordinates and Uiso refined as one, occupancies tied to their
+        sum): ``True`` = atoms at one position (within ``crystal.SHARED_SITE_TOL_A``), ``False`` = none,
+        or explicit groups of site labels (each group within one phase).
+    """
 
     stages: tuple[Stage, ...] = field(default_factory=tuple)
+    shared_sites: bool | tuple[tuple[str, ...], ...] = True
 
     def __post_init__(self) -> None:
         if not self.stages:
             raise ValueError("strategy: needs at least one stage")
+        if not isinstance(self.shared_sites, bool):
+            for group in self.shared_sites:
+                if len(group) < 2 or not all(isinstance(lab, str) and lab for lab in group):
+                    raise ValueError(
+                        f"strategy: a shared_sites group needs at least two site labels, got {list(group)}"
+                    )
         active: set[str] = set()
         for stage in self.stages:
             active = (active | set(stage.refine)) - set(stage.fix)
@@ -336,7 +353,14 @@ class Strategy:
         stages = d.get("stages") if isinstance(d, dict) else d
         if not isinstance(stages, list):
             raise ValueError("strategy: expected {'stages': [...]} or a list of stages")
-        return cls(tuple(Stage.from_dict(s, i) for i, s in enumerate(stages)))
+        shared = d.get("shared_sites", True) if isinstance(d, dict) else True
+        if not isinstance(shared, bool):
+            if not isinstance(shared, list) or not all(isinstance(g, list) for g in shared):
+                raise ValueError(
+                    f"strategy: 'shared_sites' must be true, false or a list of label lists, got {shared!r}"
+                )
+            shared = tuple(tuple(g) for g in shared)
+        return cls(tuple(Stage.from_dict(s, i) for i, s in enumerate(stages)), shared)
 
     @classmethod
     def from_json(cls, path: str | Path) -> Strategy:
@@ -352,7 +376,11 @@ class Strategy:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (round-trips through :meth:`from_dict`)."""
-        return {"stages": [s.to_dict() for s in self.stages]}
+        out: dict[str, Any] = {"stages": [s.to_dict() for s in self.stages]}
+        if self.shared_sites is not True:
+            sh = self.shared_sites
+            out["shared_sites"] = sh if isinstance(sh, bool) else [list(g) for g in sh]
+        return out
 
 
 def default_strategy(background: BackgroundSpec | None = None) -> Strategy:

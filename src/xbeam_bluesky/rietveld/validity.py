@@ -20,10 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from .crystal import Phase
+from .crystal import OCCUPANCY_SUM_TOL, Phase
 from .lattice import metric_tensor
 
-__all__ = ["ValidityLimits", "check_degeneracy", "check_validity", "nearest_neighbour_distances"]
+__all__ = [
+    "ValidityLimits",
+    "check_degeneracy",
+    "check_start_model",
+    "check_validity",
+    "nearest_neighbour_distances",
+]
 
 _SHELLS = np.array([[i, k, m] for i in (-1, 0, 1) for k in (-1, 0, 1) for m in (-1, 0, 1)], dtype=float)
 
@@ -46,6 +52,9 @@ class ValidityLimits:
         Largest |correlation| allowed between two refined parameters (background coefficients among
         themselves excepted). Measured on PbSO4 and fluorapatite: ≤ 0.937 for fits without a degeneracy,
         ≥ 0.9991 (zero shift with displacement) for the degenerate ones.
+    shared_site_split
+        Largest distance (Å) allowed between atoms that share a site in the starting model (only reachable
+        when a strategy switches the shared-site ties off).
     """
 
     uiso_max: float = 0.15
@@ -53,27 +62,34 @@ class ValidityLimits:
     min_distance: float = 0.7
     require_converged: bool = False
     max_correlation: float = 0.99
+    shared_site_split: float = 0.05
 
 
 def nearest_neighbour_distances(phase: Phase, cell: Sequence[float], xyz: np.ndarray) -> np.ndarray:
     """Shortest distance (Å) from each site to any other atom of the crystal.
 
+    Atoms sharing a site with it (:attr:`Phase.shared_sites`, from the starting coordinates) are not its
+    neighbours: they are the same scatterer's alternatives, so their images are skipped.
+
     Parameters
     ----------
     phase
-        Supplies the symmetry operations.
+        Supplies the symmetry operations and the shared sites.
     cell
         a, b, c (Å), α, β, γ (degrees).
     xyz
         Fractional coordinates of the independent sites (n_sites, 3).
     """
     xyz = np.asarray(xyz, dtype=float).reshape(-1, 3)
-    images = np.einsum("oij,sj->osi", phase.rotations, xyz) + phase.translations[:, None, :]
-    images = images.reshape(-1, 3)  # every symmetry image of every site
+    images = np.einsum("oij,sj->soi", phase.rotations, xyz) + phase.translations[None, :, :]
+    partner = np.zeros((len(xyz), len(xyz)), dtype=bool)
+    for grp in phase.shared_sites if len(xyz) == phase.n_sites else []:
+        partner[np.ix_(grp, grp)] = True
+    np.fill_diagonal(partner, False)
     g = metric_tensor(np.asarray(cell, dtype=float))
     out = np.empty(len(xyz))
     for j, p in enumerate(xyz):
-        d = images - p
+        d = images[~partner[j]].reshape(-1, 3) - p
         d -= np.round(d)  # nearest lattice image; the ±1 shells below cover oblique cells
         v = (d[:, None, :] + _SHELLS[None, :, :]).reshape(-1, 3)
         dist = np.sqrt(np.maximum(np.einsum("ni,ij,nj->n", v, g, v), 0.0))
@@ -100,10 +116,40 @@ def _profile_problems(instrument: Mapping[str, Any], fit_range: Sequence[float])
     return problems
 
 
+def check_start_model(phases: Sequence[Phase], limits: ValidityLimits | None = None) -> dict[str, str]:
+    """Rules the starting model (the CIFs) already breaks, before anything is refined.
+
+    Checks every site's Uiso in (0, ``uiso_max``] and its nearest neighbour at ≥ ``min_distance`` (atoms of
+    one shared site are not neighbours). A search reports these once and exempts them in
+    :func:`check_validity` as long as the refinement does not make them worse.
+
+    Returns
+    -------
+    dict
+        ``"phase:label:rule"`` (rule ``uiso`` or ``min_distance``) → what is wrong; empty if nothing.
+    """
+    lim = limits or ValidityLimits()
+    out: dict[str, str] = {}
+    for ph in phases:
+        for label, u, d in zip(
+            ph.labels, ph.uiso, nearest_neighbour_distances(ph, ph.cell, ph.xyz), strict=True
+        ):
+            if not 0 < u <= lim.uiso_max:
+                out[f"{ph.name}:{label}:uiso"] = (
+                    f"{ph.name}:{label}: Uiso {u:.4g} Å² in the CIF is outside (0, {lim.uiso_max}] Å²"
+                )
+            if d < lim.min_distance:
+                out[f"{ph.name}:{label}:min_distance"] = (
+                    f"{ph.name}:{label}: nearest neighbour at {d:.3f} Å < {lim.min_distance} Å in the CIF"
+                )
+    return out
+
+
 def check_validity(
     summary: Mapping[str, Any],
     phases: Sequence[Phase],
     limits: ValidityLimits | None = None,
+    exempt: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Reasons why a refined model is not acceptable (empty list = valid).
 
@@ -120,8 +166,12 @@ def check_validity(
         The starting phases (same order as ``summary["phases"]``).
     limits
         Thresholds; default :class:`ValidityLimits` ().
+    exempt
+        :func:`check_start_model` of ``phases``: a rule the starting model breaks is not held against an atom
+        whose Uiso stayed at its starting value, or whose nearest neighbour did not move closer (by > 0.01 Å).
     """
     lim = limits or ValidityLimits()
+    exempt = exempt or {}
     status = summary.get("status")
     ok_states = ("converged",) if lim.require_converged else ("converged", "max_cycles")
     if status not in ok_states:
@@ -132,11 +182,12 @@ def check_validity(
         reasons.append(f"Rwp is not finite ({rwp})")
     reasons += _profile_problems(summary.get("instrument", {}), summary.get("fit_range", (5.0, 175.0)))
     for phase, out in zip(phases, summary.get("phases", []), strict=False):
-        for atom in out["atoms"]:
+        for j, atom in enumerate(out["atoms"]):
             u = float(atom["uiso"])
-            if not u > 0:
+            held = not (f"{phase.name}:{atom['label']}:uiso" in exempt and abs(u - phase.uiso[j]) <= 1e-9)
+            if held and not u > 0:
                 reasons.append(f"{phase.name}:{atom['label']}: Uiso {u:.4g} Å² ≤ 0")
-            elif u > lim.uiso_max:
+            elif held and u > lim.uiso_max:
                 reasons.append(f"{phase.name}:{atom['label']}: Uiso {u:.4g} Å² > {lim.uiso_max} Å²")
             occ = float(atom.get("occupancy", 1.0))
             if not 0.0 <= occ <= 1.0:
@@ -146,12 +197,15 @@ def check_validity(
         xyz = np.array([a["xyz"] for a in out["atoms"]])
         if len(xyz) < 1:
             continue
+        reasons += _shared_site_problems(phase, out["atoms"], cell, xyz, lim)
         start = nearest_neighbour_distances(phase, phase.cell, phase.xyz)
         now = nearest_neighbour_distances(phase, cell, xyz)
         for label, d0, d1 in zip(phase.labels, start, now, strict=True):
             if not np.isfinite(d0):
                 continue
-            if d1 < lim.min_distance:
+            if d1 < lim.min_distance and not (
+                f"{phase.name}:{label}:min_distance" in exempt and d1 >= d0 - 0.01
+            ):
                 reasons.append(
                     f"{phase.name}:{label}: nearest neighbour at {d1:.3f} Å < {lim.min_distance} Å"
                 )
@@ -161,6 +215,34 @@ def check_validity(
                     f"model ({d1 / d0 - 1:+.0%}, limit ±{lim.bond_change:.0%})"
                 )
     return reasons
+
+
+def _shared_site_problems(
+    phase: Phase,
+    atoms: Sequence[Mapping[str, Any]],
+    cell: Sequence[float],
+    xyz: np.ndarray,
+    lim: ValidityLimits,
+) -> list[str]:
+    """A shared site filled beyond 1, or split apart, in a refined model."""
+    out = []
+    g = metric_tensor(np.asarray(cell, dtype=float))
+    for grp in phase.shared_sites:
+        if len(grp) < 2:
+            continue
+        names = "/".join(phase.labels[j] for j in grp)
+        total = sum(float(atoms[j].get("occupancy", 1.0)) for j in grp)
+        if total > 1.0 + OCCUPANCY_SUM_TOL:
+            out.append(f"{phase.name}:{names}: shared-site occupancies sum to {total:.4g} > 1")
+        d = xyz[grp] - xyz[grp[0]]
+        d -= np.round(d)
+        split = float(np.sqrt(np.max(np.einsum("ni,ij,nj->n", d, g, d))))
+        if split > lim.shared_site_split:
+            out.append(
+                f"{phase.name}:{names}: atoms of one shared site {split:.3f} Å apart "
+                f"(limit {lim.shared_site_split} Å)"
+            )
+    return out
 
 
 def check_degeneracy(

@@ -228,8 +228,9 @@ def test_a_singular_direction_names_every_parameter_in_it(synthetic):
 
 
 def test_a_stage_stopped_at_its_cycle_limit_still_reports_a_singular_direction(tmp_path, synthetic):
-    """Two identical atoms on one site: their Uiso columns are equal, a null direction (1, -1) of the normal
-    matrix. A stage stopped at max_cycles while still improving must report it, not print esds from it."""
+    """Two Pb atoms (Pb, Pb2+) on one site refined as separate atoms (``shared_sites: false``): their Uiso
+    columns are equal, a null direction (1, -1) of the normal matrix. A stage stopped at max_cycles while still
+    improving must report it, not print esds from it."""
     _, x, inst, y = synthetic
     cif = tmp_path / "twin.cif"
     cif.write_text(
@@ -237,12 +238,17 @@ def test_a_stage_stopped_at_its_cycle_limit_still_reports_a_singular_direction(t
         "_cell_angle_alpha 90\n_cell_angle_beta 90\n_cell_angle_gamma 90\n"
         "_symmetry_space_group_name_H-M 'P n m a'\nloop_\n_atom_site_label\n_atom_site_type_symbol\n"
         "_atom_site_fract_x\n_atom_site_fract_y\n_atom_site_fract_z\n_atom_site_occupancy\n_atom_site_U_iso_or_equiv\n"
-        "Pb1 Pb 0.1882 0.25 0.167 0.5 0.05\nPb2 Pb 0.1882 0.25 0.167 0.5 0.05\nS S 0.063 0.25 0.686 1.0 0.01\n"
+        "Pb1 Pb 0.1882 0.25 0.167 0.5 0.05\nPb2 Pb2+ 0.1882 0.25 0.167 0.5 0.05\nS S 0.063 0.25 0.686 1.0 0.01\n"
     )
     phase = load_phase(cif)
     pattern = Pattern(x, y, np.sqrt(y), "simulated")
     res = Refinement(pattern, [phase], inst).run(
-        Strategy.from_dict([{"refine": ["background", "scale"]}, {"refine": ["atoms_uiso"], "max_cycles": 1}])
+        Strategy.from_dict(
+            {
+                "shared_sites": False,
+                "stages": [{"refine": ["background", "scale"]}, {"refine": ["atoms_uiso"], "max_cycles": 1}],
+            }
+        )
     )
     assert res.status == "singular" and not res.ok
     assert "twin:Pb1:Uiso" in res.message and "twin:Pb2:Uiso" in res.message

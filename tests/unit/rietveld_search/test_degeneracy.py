@@ -55,7 +55,7 @@ def test_search_trial_with_all_shift_terms_is_penalised(pbso4_refinement, all_sh
     ref = pbso4_refinement
     settings = SearchSettings(penalty_rwp=100.0)
     record, result = _evaluate_with(
-        ref.pattern, ref.phases, ref.instrument, ref.fit_range, space, settings, 0, params, False
+        ref.pattern, ref.phases, ref.instrument, ref.fit_range, space, settings, {}, 0, params, False
     )
     assert not record.valid and record.objective == 100.0 and result is None
     assert record.rwp is not None and record.rwp < 10.0  # a good Rwp, judged invalid all the same

@@ -33,9 +33,9 @@ def test_invalid_trials_get_the_capped_penalty_and_never_win(pbso4_refinement, m
 
     real_check = search_module.check_validity
 
-    def check(summary, phases, limits=None):  # the real checks, plus: a cosine background counts as invalid
+    def check(summary, phases, limits=None, exempt=None):  # the real checks, plus: cosine counts as invalid
         extra = ["flagged by the test"] if summary["background"]["type"] == "cosine" else []
-        return real_check(summary, phases, limits) + extra
+        return real_check(summary, phases, limits, exempt) + extra
 
     monkeypatch.setattr(search_module, "check_validity", check)
     space = _space(pbso4_refinement)
