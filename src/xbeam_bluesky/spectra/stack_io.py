@@ -142,7 +142,9 @@ def parse_axis2000_header(path: str | Path) -> dict[str, Any]:
     dwell = re.search(r"ScanDefinition\s*=\s*\{[^{}]*?Dwell\s*=\s*([-+.\deE]+)", text)
     label = re.search(r'Label\s*=\s*"([^"]*)"', text)
     kind = re.search(r'Type\s*=\s*"([^"]*)"', text)
-    currents = [float(v) for v in re.findall(r"Image\d+\s*=\s*\{\s*StorageRingCurrent\s*=\s*([-+.\deE]+)", text)]
+    currents = [
+        float(v) for v in re.findall(r"Image\d+\s*=\s*\{\s*StorageRingCurrent\s*=\s*([-+.\deE]+)", text)
+    ]
     return {
         "x_um": _points(text, "PAxis", path),
         "y_um": _points(text, "QAxis", path),
@@ -227,7 +229,9 @@ def read_energy_list(path: str | Path) -> NDArray[np.float64]:
     try:
         table = np.loadtxt(path, dtype=np.float64, ndmin=2, comments="#", delimiter=None)
     except (OSError, ValueError) as exc:
-        raise StackFormatError(f"{path}: not an energy list ({exc}); expected one energy in eV per line") from exc
+        raise StackFormatError(
+            f"{path}: not an energy list ({exc}); expected one energy in eV per line"
+        ) from exc
     energies = table[:, 0]
     if energies.size and np.nanmax(energies) < 100.0:
         energies = energies * 1000.0  # keV
@@ -265,7 +269,9 @@ def read_tiff_stack(
     if frames.ndim == 2:
         frames = frames[None]
     if frames.ndim != 3:
-        raise StackFormatError(f"{path}: TIFF pages of shape {frames.shape}; expected (energy, y, x) grey pages")
+        raise StackFormatError(
+            f"{path}: TIFF pages of shape {frames.shape}; expected (energy, y, x) grey pages"
+        )
     source: str
     if energies is None:
         candidates = [path.with_suffix(".txt"), path.with_name(path.stem + "_energies.txt"),
@@ -374,7 +380,9 @@ def _read_data_exchange(f: Any, path: Path) -> MeasuredStack:
 
 def _read_xbeam_hdf5(f: Any, path: Path) -> MeasuredStack:
     if "energy" not in f:
-        raise StackFormatError(f"{path}: no dataset /energy (expected the energies in eV, one per /stack frame)")
+        raise StackFormatError(
+            f"{path}: no dataset /energy (expected the energies in eV, one per /stack frame)"
+        )
     attr_i0 = f["stack"].attrs.get("i0_counts")
     energies = np.asarray(f["energy"][()], dtype=np.float64).ravel()
     i0 = None
@@ -433,7 +441,9 @@ def read_stack(path: str | Path, *, energies: Any = None, kind: StackKind | None
     suffix = path.suffix.lower()
     if suffix not in STACK_SUFFIXES:
         known = ", ".join(sorted(STACK_SUFFIXES))
-        raise StackFormatError(f"{path}: unknown stack format {suffix or '(no ending)'!r}; expected one of {known}")
+        raise StackFormatError(
+            f"{path}: unknown stack format {suffix or '(no ending)'!r}; expected one of {known}"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"stack file not found: {path}")
     if suffix == ".hdr":
@@ -499,13 +509,15 @@ def bright_region_i0(
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != counts.shape[1:]:
-            raise StackFormatError(f"I0 region of shape {mask.shape}; expected the image shape {counts.shape[1:]}")
+            raise StackFormatError(
+                f"I0 region of shape {mask.shape}; expected the image shape {counts.shape[1:]}"
+            )
         region, source = mask & finite, "user region"
     else:
         if not 0 < fraction <= 1:
             raise StackFormatError(f"I0 bright-region fraction {fraction!r}; expected a share in (0, 1]")
         mean = np.where(finite, np.nanmean(np.where(finite, counts, np.nan), axis=0), -np.inf)
-        n = max(int(round(fraction * finite.sum())), 1)
+        n = max(int(fraction * finite.sum() + 0.5), 1)
         threshold = np.sort(mean[finite])[-n] if finite.any() else np.inf
         region, source = finite & (mean >= threshold), f"brightest {fraction:.0%} of the pixels"
     if not region.any():
@@ -517,7 +529,9 @@ def bright_region_i0(
     return IncidentCounts(values, int(region.sum()), source, region)
 
 
-def optical_density(counts: NDArray[np.floating], i0: NDArray[np.floating], *, floor: float = 0.5) -> NDArray[np.float32]:
+def optical_density(
+    counts: NDArray[np.floating], i0: NDArray[np.floating], *, floor: float = 0.5
+) -> NDArray[np.float32]:
     """OD = −ln(I / I0) per frame, with I clipped below at ``floor`` counts.
 
     Parameters
