@@ -125,7 +125,8 @@ def parse_axis2000_header(path: str | Path) -> dict[str, Any]:
     -------
     dict
         ``x_um``, ``y_um`` (sample positions of the columns and rows, µm), ``energies`` (eV), ``dwell_ms``,
-        ``label``, ``type`` and ``ring_current_mA`` (one per image when the header lists them, else None).
+        ``label``, ``type`` and ``ring_current_mA`` (image number → storage-ring current as the header lists them,
+        else None).
 
     Raises
     ------
@@ -142,9 +143,10 @@ def parse_axis2000_header(path: str | Path) -> dict[str, Any]:
     dwell = re.search(r"ScanDefinition\s*=\s*\{[^{}]*?Dwell\s*=\s*([-+.\deE]+)", text)
     label = re.search(r'Label\s*=\s*"([^"]*)"', text)
     kind = re.search(r'Type\s*=\s*"([^"]*)"', text)
-    currents = [
-        float(v) for v in re.findall(r"Image\d+\s*=\s*\{\s*StorageRingCurrent\s*=\s*([-+.\deE]+)", text)
-    ]
+    currents = {
+        int(k): float(v)
+        for k, v in re.findall(r"Image(\d+)\s*=\s*\{\s*StorageRingCurrent\s*=\s*([-+.\deE]+)", text)
+    }
     return {
         "x_um": _points(text, "PAxis", path),
         "y_um": _points(text, "QAxis", path),
