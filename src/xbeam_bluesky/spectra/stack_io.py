@@ -447,7 +447,8 @@ def read_stack(path: str | Path, *, energies: Any = None, kind: StackKind | None
             f"{path}: unknown stack format {suffix or '(no ending)'!r}; expected one of {known}"
         )
     if not path.is_file():
-        raise FileNotFoundError(f"stack file not found: {path}")
+        what = "HDF5 file" if suffix in (".h5", ".hdf5", ".nxs", ".hdf") else "stack file"
+        raise FileNotFoundError(f"{path}: no such {what}")
     if suffix == ".hdr":
         return read_axis2000(path)
     if suffix in (".tif", ".tiff"):

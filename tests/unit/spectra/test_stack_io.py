@@ -109,7 +109,7 @@ def test_hdf5_layouts(tmp_path: Path):
     )
     with h5py.File(tmp_path / "bad.h5", "w") as f:
         f["something"] = od
-    with pytest.raises(StackFormatError, match="bad.h5: found none of an NXstxm entry"):
+    with pytest.raises(StackFormatError, match=r"bad\.h5: found none of an NXstxm entry"):
         read_stack(tmp_path / "bad.h5")
     with pytest.raises(StackFormatError, match=r"unknown stack format '.npy'"):
         read_stack(tmp_path / "x.npy")
