@@ -28,8 +28,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "input",
-        help="HDF5 file with /stack (energy, y, x) absorbance μt and /energy (eV), or the uid of a "
-        "xanes_imaging run in tiled",
+        help="a stack file — aXis2000 .hdr (+ its .xim images), multi-page .tif (+ --energies), NeXus NXstxm / "
+        "Data Exchange .h5/.nxs, or HDF5 with /stack (energy, y, x) absorbance μt and /energy (eV) — or the uid "
+        "of a xanes_imaging run in tiled",
+    )
+    p.add_argument(
+        "--energies",
+        type=Path,
+        help="energy list (eV, one per line) of a TIFF stack (default: a .txt next to it)",
+    )
+    p.add_argument(
+        "--tiff-kind",
+        choices=("counts", "od"),
+        default="counts",
+        help="what a TIFF stack holds (default counts)",
+    )
+    p.add_argument(
+        "--noise",
+        choices=("photon", "scmos", "estimate"),
+        help="detector noise model: photon (gain 1: STXM, photon-counting pixel detectors), scmos (gain 9.31, "
+        "offset -63, flats averaged), estimate (fitted to the data's own scatter; needs no --i0). Default: photon "
+        "for transmitted-count stacks, the run's model for a run, scmos for an absorbance HDF5",
+    )
+    p.add_argument(
+        "--i0-region",
+        default="auto",
+        metavar="auto|Y0:Y1,X0:X1",
+        help="for transmitted counts without I0: the off-sample region giving I0 per energy, 'auto' = the "
+        "brightest --i0-fraction of the pixels (default), or a pixel box",
+    )
+    p.add_argument(
+        "--i0-fraction",
+        type=float,
+        default=0.1,
+        help="share of pixels in the automatic I0 region (default 0.1)",
     )
     p.add_argument("--out", type=Path, required=True, help="output HDF5 file")
     p.add_argument("--library", type=Path, help="reference library directory (default: bundled Fe K)")
@@ -41,7 +73,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="COUNTS",
         help="incident counts per pixel per frame for the noise model: one number, or comma-separated values "
         "one per energy (default for a run: the counts per energy its start document records, replaced by the "
-        "flat-field counts when those differ by more than 2 %%; for a file: the /stack attribute i0_counts)",
+        "flat-field counts when those differ by more than 2 %%; for transmitted counts: the I0 used for the OD; "
+        "for an absorbance HDF5: the /stack attribute i0_counts); not used by --noise estimate",
     )
     p.add_argument("--draws", type=int, default=10_000, help="random three-site mixtures (default 10000)")
     p.add_argument("--no-denoise", action="store_true", help="skip spatial denoising")
@@ -86,35 +119,93 @@ class _Input:
     noise: Any = None
 
 
-def _hdf5_input(path: Path, i0: Any) -> _Input:
-    import h5py
+def _i0_region(text: str, shape: tuple[int, int]) -> Any:
+    """``--i0-region``: None for 'auto', else a (ny, nx) mask of the box ``Y0:Y1,X0:X1``."""
     import numpy as np
 
-    from xbeam_bluesky.clustering import HDF5Stack
+    if text == "auto":
+        return None
+    try:
+        (y0, y1), (x0, x1) = ([int(v) for v in part.split(":")] for part in text.split(","))
+    except ValueError:
+        raise CLIError(f"--i0-region {text!r}: expected 'auto' or a pixel box Y0:Y1,X0:X1") from None
+    mask = np.zeros(shape, dtype=bool)
+    mask[y0:y1, x0:x1] = True
+    if not mask.any():
+        raise CLIError(f"--i0-region {text!r}: the box holds no pixel of the {shape[0]}×{shape[1]} image")
+    return mask
 
-    stack = HDF5Stack(path)
-    with h5py.File(path, "r") as f:
-        if "energy" not in f:
-            raise CLIError(f"{path}: no dataset /energy (expected the energies in eV, one per /stack frame)")
-        energies = np.asarray(f["energy"][()], dtype=float).ravel()
-        attr_i0 = f["stack"].attrs.get("i0_counts")
-    if energies.size != stack.shape[0]:
-        raise CLIError(f"{path}: /energy has {energies.size} values but /stack has {stack.shape[0]} frames")
-    if i0 is None and attr_i0 is None:
-        raise CLIError(
-            f"{path}: give --i0 (incident counts per pixel per frame); /stack has no i0_counts attribute"
-        )
-    value = i0 if i0 is not None else np.asarray(attr_i0, dtype=float)
-    value = float(value) if np.ndim(value) == 0 else np.asarray(value, dtype=float)
-    source = "--i0" if i0 is not None else "/stack attribute i0_counts"
-    return _Input(
-        [stack],
-        energies,
-        value,
-        [(0.0, 0.0)],
-        None,
-        {"source": source, "i0_counts": np.atleast_1d(value).tolist()},
+
+def _file_input(path: Path, args: argparse.Namespace) -> _Input:
+    """A stack file: transmitted counts become OD with the format's I0 or the off-sample region's; the noise
+    model is chosen by ``--noise`` (recorded in ``i0_model``)."""
+    import numpy as np
+
+    from xbeam_bluesky.clustering import ArrayStack
+    from xbeam_bluesky.spectra import (
+        IncidentCounts,
+        bright_region_i0,
+        estimate_noise,
+        noise_model,
+        optical_density,
+        read_stack,
     )
+
+    try:
+        stack = read_stack(path, energies=args.energies, kind=args.tiff_kind)
+    except (ValueError, FileNotFoundError) as exc:
+        raise CLIError(str(exc)) from exc
+    record: dict[str, Any] = {"file": stack.provenance}
+    flats = 1
+    if stack.kind == "counts":
+        if stack.i0 is not None:
+            incident = IncidentCounts(stack.i0, 1, f"{stack.provenance['format']} I0")
+        else:
+            try:
+                incident = bright_region_i0(
+                    stack.frames, mask=_i0_region(args.i0_region, stack.shape[1:]), fraction=args.i0_fraction
+                )
+            except ValueError as exc:
+                raise CLIError(f"{path}: {exc}") from exc
+        od = optical_density(stack.frames, incident.counts)
+        record["od_i0"] = incident.record()
+        counts: Any = incident.counts
+        source, flats = f"the I0 of the OD ({incident.source})", incident.n_pixels
+    else:
+        od = stack.frames
+        counts = stack.i0
+        source = "file I0 (" + str(stack.provenance.get("i0")) + ")"
+    kind = args.noise or ("photon" if stack.kind == "counts" else "scmos")
+    if args.i0 is not None:
+        counts, source = args.i0, "--i0"
+    if kind == "estimate":
+        order = np.argsort(stack.energies, kind="stable")
+        ref = float(np.mean(counts)) if counts is not None else 1.0
+        try:
+            model = estimate_noise(od[order], stack.energies[order], i0_ref=ref)
+        except ValueError as exc:
+            raise CLIError(f"{path}: --noise estimate: {exc}") from exc
+        counts, source = ref, "estimated from the data (i0_ref)"
+    else:
+        if counts is None:
+            raise CLIError(
+                f"{path}: give --i0 (incident counts per pixel per frame) for --noise {kind}; the file records "
+                "none (or use --noise estimate)"
+            )
+        model = noise_model(kind, flat_frames=flats)
+    value = float(counts) if np.ndim(counts) == 0 or np.size(counts) == 1 else np.asarray(counts, dtype=float)
+    if np.ndim(value) == 0:
+        value = float(np.ravel(value)[0])
+    record.update(
+        {
+            "source": source,
+            "i0_counts": np.atleast_1d(value).tolist(),
+            "noise": kind,
+            "noise_model": model.as_dict(),
+        }
+    )
+    logger.info("noise model %s: %s", kind, model)
+    return _Input([ArrayStack(od)], stack.energies, value, [(0.0, 0.0)], stack.pixel_um, record, model)
 
 
 def _run_input(args: argparse.Namespace) -> _Input:
@@ -205,7 +296,11 @@ def build_sites(
         keep = [names.index(r) for r in references]
         names, matrix = [names[k] for k in keep], matrix[keep]
     if not names:
-        raise CLIError("the library has no spectrum covering the stack's energies")
+        reasons = "; ".join(lib.dropped.values()) or "the directory holds no spectrum file"
+        raise CLIError(
+            f"the library has no reference usable on the stack's {np.min(energies):.2f}-{np.max(energies):.2f} eV "
+            f"({reasons}); expected spectra covering that range"
+        )
     first = sources[0]
     sample = np.asarray(first.read_rows(0, min(first.shape[1], 64)), dtype=np.float64)
     spectra = sample.reshape(sample.shape[0], -1).T
@@ -272,8 +367,10 @@ def _run(args: argparse.Namespace) -> int:
     path = Path(args.input)
     if args.i0 is not None:
         args.i0 = _parse_i0(args.i0)
-    if path.suffix.lower() in (".h5", ".hdf5", ".nxs") or path.exists():
-        data = _hdf5_input(path, args.i0)
+    from xbeam_bluesky.spectra.stack_io import STACK_SUFFIXES
+
+    if path.exists() or path.suffix.lower() in STACK_SUFFIXES:
+        data = _file_input(path, args)
     else:
         data = _run_input(args)
     references = [r.strip() for r in args.references.split(",")] if args.references else None
@@ -299,5 +396,6 @@ def _run(args: argparse.Namespace) -> int:
         if client is not None:
             client.close()
     write_result(args.out, result, data.energies, data.i0_model)
-    print(json.dumps({**result.summary(), "i0_model": data.i0_model["source"], "out": str(args.out)}))
+    print(json.dumps({**result.summary(), "i0_model": data.i0_model["source"],
+                      "noise": data.i0_model.get("noise", "run"), "out": str(args.out)}))  # fmt: skip
     return 0

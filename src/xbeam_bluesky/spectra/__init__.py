@@ -7,25 +7,48 @@ from xbeam_bluesky.spectra.edges import K_EDGES_EV, edge_energy
 from xbeam_bluesky.spectra.io import bundled_library_dir, library_files, load_library, read_spectrum
 from xbeam_bluesky.spectra.library import AlignedLibrary, aligned_library, calibration_shifts
 from xbeam_bluesky.spectra.model import NormalizedSpectrum, Spectrum, SpectrumFormatError
-from xbeam_bluesky.spectra.noise import PhotonNoiseModel, absorbance_from_counts
+from xbeam_bluesky.spectra.noise import (
+    EstimatedNoiseModel,
+    PhotonNoiseModel,
+    absorbance_from_counts,
+    estimate_noise,
+    noise_model,
+)
 from xbeam_bluesky.spectra.normalize import find_e0, normalize, resample
+from xbeam_bluesky.spectra.stack_io import (
+    IncidentCounts,
+    MeasuredStack,
+    StackFormatError,
+    bright_region_i0,
+    optical_density,
+    read_stack,
+)
 
 __all__ = [
     "K_EDGES_EV",
     "AlignedLibrary",
+    "EstimatedNoiseModel",
+    "IncidentCounts",
+    "MeasuredStack",
     "NormalizedSpectrum",
     "PhotonNoiseModel",
     "Spectrum",
     "SpectrumFormatError",
+    "StackFormatError",
     "absorbance_from_counts",
     "aligned_library",
+    "bright_region_i0",
     "bundled_library_dir",
     "calibration_shifts",
     "edge_energy",
+    "estimate_noise",
     "find_e0",
     "library_files",
     "load_library",
+    "noise_model",
     "normalize",
+    "optical_density",
     "read_spectrum",
+    "read_stack",
     "resample",
 ]

@@ -14,12 +14,13 @@ from xbeam_bluesky.spectra.model import Spectrum, SpectrumFormatError, SpectrumK
 
 logger = logging.getLogger(__name__)
 
-#: File endings read by :func:`load_library` (case-insensitive).
+#: File endings read by :func:`load_library` (case-insensitive); ``.xsp``/``.xas`` are aXis2000 spectra and
+#: ``.t``/``.r`` the two-column (energy, OD) region spectra STXM analyses export.
 SPECTRUM_SUFFIXES: frozenset[str] = frozenset(
-    {".xdi", ".xd", ".e", ".txt", ".dat", ".xmu", ".nor", ".csv", ".chi"}
+    {".xdi", ".xd", ".e", ".txt", ".dat", ".xmu", ".nor", ".csv", ".chi", ".xsp", ".xas", ".t", ".r"}
 )
-#: Files in a library directory that are documentation, never spectra.
-_NOT_SPECTRA = re.compile(r"^(sources|readme|license|licence|calibration)", re.IGNORECASE)
+#: Files in a library directory that are documentation or incident spectra, never references.
+_NOT_SPECTRA = re.compile(r"^(sources|readme|license|licence|calibration|i0[._]|energy\.)", re.IGNORECASE)
 _SPLIT = re.compile(r"[\s,;]+")
 _I0_NAMES = {"i0", "io", "izero"}
 _IT_NAMES = {"itrans", "it", "i1", "itr"}

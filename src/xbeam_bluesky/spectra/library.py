@@ -103,6 +103,8 @@ class AlignedLibrary:
         Energy shift applied per name, eV.
     dropped : dict
         Name → reason, for spectra left out (not covering the grid, not normalizable).
+    normalization : str
+        ``"edge"`` (pre-edge line removed, divided by the edge step) or ``"none"`` (as measured, e.g. OD).
     """
 
     names: list[str]
@@ -111,6 +113,7 @@ class AlignedLibrary:
     e0: np.ndarray
     shifts: dict[str, float] = field(default_factory=dict)
     dropped: dict[str, str] = field(default_factory=dict)
+    normalization: str = "edge"
 
     def __iter__(self) -> Iterator:
         return iter((self.names, self.matrix))
@@ -122,6 +125,7 @@ def aligned_library(
     *,
     align: str = "calibration",
     e0_ref: float = 7112.0,
+    normalization: str = "auto",
 ) -> AlignedLibrary:
     """Normalize, put on a common energy scale and resample a set of reference spectra.
 
@@ -137,6 +141,11 @@ def aligned_library(
         shifts, use only for uncalibrated mixed sources); ``"none"``: as measured.
     e0_ref : float
         Reference edge energy in eV for ``align="edge"``.
+    normalization : {"auto", "edge", "none"}
+        ``"edge"``: Athena pre/post-edge normalization (needs points 10 eV below and 25 eV above E0; spectra
+        without them are dropped); ``"none"``: the spectra as given (e.g. OD on the stack's own energies: any edge,
+        K or L, any range); ``"auto"``: ``"edge"`` when every spectrum covering the grid can be normalized, else
+        ``"none"`` for all (one convention per library; recorded in ``normalization``).
 
     Returns
     -------
@@ -146,6 +155,13 @@ def aligned_library(
     """
     if align not in ("calibration", "edge", "none"):
         raise ValueError(f"align={align!r}; expected 'calibration', 'edge' or 'none'")
+    if normalization not in ("auto", "edge", "none"):
+        raise ValueError(f"normalization={normalization!r}; expected 'auto', 'edge' or 'none'")
+    if normalization == "auto":
+        edge = aligned_library(spectra, grid, align=align, e0_ref=e0_ref, normalization="edge")
+        if not any("normalize" in reason for reason in edge.dropped.values()):
+            return edge
+        return aligned_library(spectra, grid, align=align, e0_ref=e0_ref, normalization="none")
     grid = np.asarray(grid, dtype=np.float64)
     shifts = calibration_shifts(spectra) if align == "calibration" else {}
     names: list[str] = []
@@ -155,17 +171,22 @@ def aligned_library(
     applied: dict[str, float] = {}
     for spectrum in spectra:
         try:
-            norm = normalize(spectrum)
-            shift = e0_ref - norm.e0 if align == "edge" else shifts.get(spectrum.name, 0.0)
-            rows.append(resample(spectrum.energy + shift, norm.norm, grid, name=spectrum.name))
+            if normalization == "edge":
+                norm = normalize(spectrum)
+                e0, values = norm.e0, norm.norm
+            else:
+                e0, values = find_e0(spectrum.energy, spectrum.mu), spectrum.mu
+            shift = e0_ref - e0 if align == "edge" else shifts.get(spectrum.name, 0.0)
+            rows.append(resample(spectrum.energy + shift, values, grid, name=spectrum.name))
         except SpectrumFormatError as exc:
             dropped[spectrum.name] = str(exc)
             logger.info("library: leaving out %s", exc)
             continue
         names.append(spectrum.name)
-        e0s.append(norm.e0 + shift)
+        e0s.append(e0 + shift)
         applied[spectrum.name] = shift
     matrix = np.vstack(rows) if rows else np.empty((0, grid.size))
     return AlignedLibrary(
-        names=names, matrix=matrix, grid=grid, e0=np.asarray(e0s), shifts=applied, dropped=dropped
-    )
+        names=names, matrix=matrix, grid=grid, e0=np.asarray(e0s), shifts=applied, dropped=dropped,
+        normalization=normalization,
+    )  # fmt: skip
