@@ -68,7 +68,9 @@ class ADDriverGroup(_NDArrayBase):
     acquire_period, acquire_period_rbv = _setting("AcquirePeriod", 0.11, precision=4)
     num_images, num_images_rbv = _setting("NumImages", 1)
     image_mode = enum_pv("ImageMode", ("Single", "Multiple", "Continuous"), "Multiple")
-    image_mode_rbv = enum_pv("ImageMode_RBV", ("Single", "Multiple", "Continuous"), "Multiple", read_only=True)
+    image_mode_rbv = enum_pv(
+        "ImageMode_RBV", ("Single", "Multiple", "Continuous"), "Multiple", read_only=True
+    )
     detector_state = enum_pv("DetectorState_RBV", DETECTOR_STATES, read_only=True)
     acquire = bool_pv("Acquire", choices=("Done", "Acquire"))
     acquire_rbv = bool_pv("Acquire_RBV", choices=("Done", "Acquire"), read_only=True)

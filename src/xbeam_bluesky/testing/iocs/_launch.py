@@ -101,9 +101,11 @@ class IocProcess:
         if self.running():
             return self
         env = {**os.environ, **self.env}
-        src = str(Path(__file__).resolve().parents[3])  # this package's source tree wins over an installed one
+        src = str(
+            Path(__file__).resolve().parents[3]
+        )  # this package's source tree wins over an installed one
         env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
-        log = open(self.log_path, "ab") if self.log_path is not None else subprocess.DEVNULL  # noqa: SIM115
+        log = open(self.log_path, "ab") if self.log_path is not None else subprocess.DEVNULL
         try:
             self.process = subprocess.Popen(
                 self.command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -128,7 +130,9 @@ class IocProcess:
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        tail = self.log_path.read_text()[-2000:] if self.log_path is not None and self.log_path.exists() else ""
+        tail = (
+            self.log_path.read_text()[-2000:] if self.log_path is not None and self.log_path.exists() else ""
+        )
         raise RuntimeError(
             f"soft IOC {self.module} ({self.prefix}) did not start listening on 127.0.0.1:{self.port} within "
             f"{timeout} s; command {' '.join(self.command)}\n{tail}"

@@ -52,7 +52,9 @@ class PvpropertyEnumChoice(PvpropertyEnum):
         if not isinstance(value, str):
             index = int(np.ravel(value)[0]) if np.ndim(value) else int(value)
             if not 0 <= index < len(self.enum_strings):
-                raise ValueError(f"{self.pvspec.name}: index {index}; expected 0..{len(self.enum_strings) - 1}")
+                raise ValueError(
+                    f"{self.pvspec.name}: index {index}; expected 0..{len(self.enum_strings) - 1}"
+                )
             value = self.enum_strings[index]
         return super().preprocess_value(value)
 

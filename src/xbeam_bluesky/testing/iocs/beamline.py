@@ -8,7 +8,6 @@ prints the environment a client needs; it stops every IOC (by PID) on Ctrl-C or 
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import time
@@ -57,9 +56,12 @@ class SoftBeamline:
     log_dir: Path | None = None
     prefixes: dict[str, str] = field(
         default_factory=lambda: {
-            "mono": "XB:DCM:", "stage": "XB:SMPL:", "shutter": "XB:SHTR:", "camera": "XB:SCMOS1:",
+            "mono": "XB:DCM:",
+            "stage": "XB:SMPL:",
+            "shutter": "XB:SHTR:",
+            "camera": "XB:SCMOS1:",
             "xrd": "XB:MYTHEN:",
-        }  # fmt: skip
+        }
     )
     iocs: dict[str, IocProcess] = field(default_factory=dict)
 
@@ -71,21 +73,51 @@ class SoftBeamline:
         client = self.client_environment()
         height, width = self.frame_shape
         self.iocs = {
-            "mono": self._ioc("mono", [
-                "--limits", *map(str, self.mono_limits_eV), "--velocity", str(self.mono_velocity_eV_s),
-            ]),  # fmt: skip
-            "stage": self._ioc("motor", [
-                "--axis", f"X:{self.x_limits_mm[0]}:{self.x_limits_mm[1]}",
-                "--axis", f"Y:{self.y_limits_mm[0]}:{self.y_limits_mm[1]}",
-                "--velocity", str(self.stage_velocity_mm_s),
-            ], name="stage"),  # fmt: skip
+            "mono": self._ioc(
+                "mono",
+                [
+                    "--limits",
+                    *map(str, self.mono_limits_eV),
+                    "--velocity",
+                    str(self.mono_velocity_eV_s),
+                ],
+            ),
+            "stage": self._ioc(
+                "motor",
+                [
+                    "--axis",
+                    f"X:{self.x_limits_mm[0]}:{self.x_limits_mm[1]}",
+                    "--axis",
+                    f"Y:{self.y_limits_mm[0]}:{self.y_limits_mm[1]}",
+                    "--velocity",
+                    str(self.stage_velocity_mm_s),
+                ],
+                name="stage",
+            ),
             "shutter": self._ioc("shutter", []),
-            "camera": self._ioc("camera", [
-                "--shape", str(height), str(width), "--pixel-um", str(self.pixel_size_um),
-                "--sample-mm", *map(str, self.sample_size_mm), "--seed", str(self.seed),
-                "--energy-pv", p["mono"] + "Energy.RBV", "--x-pv", p["stage"] + "X.RBV",
-                "--y-pv", p["stage"] + "Y.RBV", "--shutter-pv", p["shutter"] + "STS",
-            ], env=client),  # fmt: skip
+            "camera": self._ioc(
+                "camera",
+                [
+                    "--shape",
+                    str(height),
+                    str(width),
+                    "--pixel-um",
+                    str(self.pixel_size_um),
+                    "--sample-mm",
+                    *map(str, self.sample_size_mm),
+                    "--seed",
+                    str(self.seed),
+                    "--energy-pv",
+                    p["mono"] + "Energy.RBV",
+                    "--x-pv",
+                    p["stage"] + "X.RBV",
+                    "--y-pv",
+                    p["stage"] + "Y.RBV",
+                    "--shutter-pv",
+                    p["shutter"] + "STS",
+                ],
+                env=client,
+            ),
             "xrd": self._ioc("powder", ["--channels", str(self.powder_channels)], name="xrd"),
         }
 
@@ -138,25 +170,47 @@ class SoftBeamline:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         p = self.prefixes
-        half_w, half_h = self.sample_size_mm[0] / 2, self.sample_size_mm[1] / 2
+        half_w = self.sample_size_mm[0] / 2
         lines = [
             "# written by python -m xbeam_bluesky.testing.iocs.beamline: the soft IOCs of a dry run",
-            "[epics.mono]", f'prefix = "{p["mono"]}"', f"limits_eV = {list(self.mono_limits_eV)}", "",
-            "[epics.stage]", f'prefix = "{p["stage"]}"', f"x_limits_mm = {list(self.x_limits_mm)}",
-            f"y_limits_mm = {list(self.y_limits_mm)}", f"out_position_mm = [{half_w + 4.0}, 0.0]", "",
-            "[epics.camera]", f'prefix = "{p["camera"]}"', f'write_dir = "{self.frames_dir}"',
-            f'read_dir = "{self.frames_dir}"', f"shape = {list(self.frame_shape)}",
-            f"pixel_size_um = {self.pixel_size_um}", "readout_s = 0.01", "",
-            "[epics.shutter]", f'command = "{p["shutter"]}CMD"', f'status = "{p["shutter"]}STS"', "",
-        ]  # fmt: skip
+            "[epics.mono]",
+            f'prefix = "{p["mono"]}"',
+            f"limits_eV = {list(self.mono_limits_eV)}",
+            "",
+            "[epics.stage]",
+            f'prefix = "{p["stage"]}"',
+            f"x_limits_mm = {list(self.x_limits_mm)}",
+            f"y_limits_mm = {list(self.y_limits_mm)}",
+            f"out_position_mm = [{half_w + 4.0}, 0.0]",
+            "",
+            "[epics.camera]",
+            f'prefix = "{p["camera"]}"',
+            f'write_dir = "{self.frames_dir}"',
+            f'read_dir = "{self.frames_dir}"',
+            f"shape = {list(self.frame_shape)}",
+            f"pixel_size_um = {self.pixel_size_um}",
+            "readout_s = 0.01",
+            "",
+            "[epics.shutter]",
+            f'command = "{p["shutter"]}CMD"',
+            f'status = "{p["shutter"]}STS"',
+            "",
+        ]
         if with_xrd:
             instprm = path.with_name("soft_powder_CuKa.instprm")
             instprm.write_text(CU_KA_INSTPRM)
             lines += [
-                "[epics.xrd]", f'prefix = "{p["xrd"]}"', f"n_channels = {self.powder_channels}",
-                "two_theta_start_deg = 10.0", "two_theta_step_deg = 0.02", "timeout_s = 10.0", "",
-                "[live.rietveld]", f'instrument = "{instprm.name}"', "",
-            ]  # fmt: skip
+                "[epics.xrd]",
+                f'prefix = "{p["xrd"]}"',
+                f"n_channels = {self.powder_channels}",
+                "two_theta_start_deg = 10.0",
+                "two_theta_step_deg = 0.02",
+                "timeout_s = 10.0",
+                "",
+                "[live.rietveld]",
+                f'instrument = "{instprm.name}"',
+                "",
+            ]
         path.write_text(extra + "\n" + "\n".join(lines) if extra else "\n".join(lines))
         return path
 
@@ -172,7 +226,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-dir", type=Path, default=None, help="one log file per IOC here")
     args = parser.parse_args(argv)
-    beamline = SoftBeamline(args.frames_dir.resolve(), tuple(args.shape), seed=args.seed, log_dir=args.log_dir)
+    beamline = SoftBeamline(
+        args.frames_dir.resolve(), tuple(args.shape), seed=args.seed, log_dir=args.log_dir
+    )
     beamline.write_config(args.config)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     beamline.start()
@@ -180,7 +236,10 @@ def main(argv: list[str] | None = None) -> None:
         env = " ".join(f"{k}='{v}'" for k, v in beamline.client_environment().items())
         print(f"soft IOCs running: {beamline.pids()}", flush=True)
         print(f"export {env} XBEAM_CONFIG={args.config.resolve()}", flush=True)
-        print("then e.g. XBEAM_MODE=real ipython --profile-dir=profiles/profile_xbeam; Ctrl-C stops the IOCs", flush=True)
+        print(
+            "then e.g. XBEAM_MODE=real ipython --profile-dir=profiles/profile_xbeam; Ctrl-C stops the IOCs",
+            flush=True,
+        )
         while all(ioc.running() for ioc in beamline.iocs.values()):
             time.sleep(0.5)
         died = [name for name, ioc in beamline.iocs.items() if not ioc.running()]

@@ -17,7 +17,8 @@ Records (``{prefix}cam1:`` and ``{prefix}HDF1:``, the suffixes are options) beha
   ``FileNumber``); in ``Stream`` mode every frame is appended (SWMR, ``/entry/data/data``, one chunk per frame,
   flushed) and counted in ``NumCaptured_RBV``; ``Capture`` mode keeps the frames and writes them when
   ``NumCapture`` are in, at ``WriteFile`` or when capture stops; ``Single`` writes one file per frame.
-  ``NumCapture`` = 0 captures until ``Capture`` is put to 0. ``FilePathExists_RBV`` says whether ``FilePath``
+  ``NumCapture`` = 0 captures until ``Capture`` is put to 0. A put of 1 to ``Capture`` completes at once
+  (watch ``Capture_RBV``), a put of 0 when the file is closed. ``FilePathExists_RBV`` says whether ``FilePath``
   is a writable directory; a capture into a missing one is refused with ``WriteStatus`` = Write error and the
   reason in ``WriteMessage``, as is a failed write.
 
@@ -123,9 +124,11 @@ class BeamState:
                 value = reading.data[0]
                 self.values[key] = value.decode() if as_string else float(value)
                 self._failing.discard(key)
-            except Exception as exc:  # noqa: BLE001 - a camera keeps exposing whatever the motors do
+            except Exception as exc:
                 if key not in self._failing:
-                    logger.warning("cannot read %s (%s); using its last value %r", name, exc, self.values[key])
+                    logger.warning(
+                        "cannot read %s (%s); using its last value %r", name, exc, self.values[key]
+                    )
                     self._failing.add(key)
         v = self.values
         return float(v["energy"]), (float(v["x"]), float(v["y"])), v["shutter"] == "Open"
@@ -188,6 +191,7 @@ class _Driver(ADDriverGroup):
     @acquire.putter
     async def acquire(self, instance: Any, value: str) -> str:
         """1: acquire (the put completes when done); 0: abort."""
+        logger.debug("Acquire put %r (acquiring %s)", value, self.owner.acquiring)
         if value == "Acquire":
             if not self.owner.acquiring:
                 await self.owner.acquire()
@@ -208,11 +212,14 @@ class _HDF5(HDF5PluginGroup):
 
     @capture.putter
     async def capture(self, instance: Any, value: str) -> str:
-        """1: open a capture (the put completes when it ends); 0: end it."""
+        """1: start a capture; 0: end it (the put completes when the file is closed).
+
+        Unlike ADCore's busy record, the put of 1 completes at once (clients watch ``Capture_RBV``, as
+        ophyd-async does); a put of 0 completes when the file is closed and ``Capture_RBV`` is 0."""
+        logger.debug("Capture put %r (capturing %s)", value, self.owner._capturing)
         if value == "Capture":
-            await self.owner.capture()
-        else:
-            self.owner.capture_done.set()
+            return "Capture" if await self.owner.begin_capture() else "Done"
+        await self.owner.end_capture()
         return "Done"
 
     @write_file.putter
@@ -246,7 +253,6 @@ class CameraIOC:
         self.hdf = _HDF5(prefix=prefix + hdf_suffix, owner=self)
         self.acquiring = False
         self.abort = asyncio.Event()
-        self.capture_done = asyncio.Event()
         self._capturing = False
         self._file: FrameFile | None = None
         self._buffer: list[np.ndarray] = []
@@ -314,36 +320,44 @@ class CameraIOC:
         await self.hdf.write_status.write("Write error")
         await self.hdf.write_message.write(message[:255])
 
-    async def capture(self) -> None:
-        """One capture: check the path, then let frames in until ``NumCapture`` or ``Capture`` = 0."""
+    async def begin_capture(self) -> bool:
+        """Start a capture (``Capture`` = 1): check the path and name the file; False if refused."""
         hdf = self.hdf
         if self._capturing:
-            return
+            return True
         path = hdf.file_path.value
         if not (path and os.path.isdir(path) and os.access(path, os.W_OK)):
             await hdf.file_path_exists.write("No")
             await self._error(f"FilePath {path!r} does not exist or is not writable; capture refused")
-            return
+            return False
         try:
-            name = full_file_name(hdf.file_template.value, path, hdf.file_name.value, int(hdf.file_number.value))
+            name = full_file_name(
+                hdf.file_template.value, path, hdf.file_name.value, int(hdf.file_number.value)
+            )
         except ValueError as exc:
             await self._error(str(exc))
-            return
+            return False
         await hdf.write_status.write("Write OK")
         await hdf.write_message.write("")
         await hdf.full_file_name.write(name)
         await hdf.num_captured.write(0)
-        self.capture_done.clear()
+        self._buffer = []
         self._capturing = True
+        if hdf.lazy_open.value != "Yes" and hdf.file_write_mode.value == "Stream":
+            await self._open(Path(name))
         await hdf.capture_rbv.write("Capture")
+        return True
+
+    async def end_capture(self) -> None:
+        """End the capture (``Capture`` = 0, or ``NumCapture`` reached): write what is kept, close the file."""
+        hdf = self.hdf
+        if not self._capturing:
+            return
+        self._capturing = False
         try:
-            if hdf.lazy_open.value != "Yes" and hdf.file_write_mode.value == "Stream":
-                await self._open(Path(name))
-            await self.capture_done.wait()
             if hdf.file_write_mode.value == "Capture":
                 await self.write_buffered()
         finally:
-            self._capturing = False
             await self._close()
             if hdf.auto_increment.value == "Yes":
                 await hdf.file_number.write(int(hdf.file_number.value) + 1)
@@ -410,7 +424,7 @@ class CameraIOC:
             await hdf.num_captured.write(int(hdf.num_captured.value) + 1)
         target = int(hdf.num_capture.value)
         if target > 0 and int(hdf.num_captured.value) >= target:
-            self.capture_done.set()
+            await self.end_capture()
 
     async def write_buffered(self) -> None:
         """Write the frames kept in ``Capture`` mode."""
@@ -421,7 +435,9 @@ class CameraIOC:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m xbeam_bluesky.testing.iocs.camera``: serve the camera until stopped."""
-    parser = ioc_argument_parser("Soft areaDetector sCMOS camera writing HDF5 frames of the phantom.", "BL08:SCMOS1:")
+    parser = ioc_argument_parser(
+        "Soft areaDetector sCMOS camera writing HDF5 frames of the phantom.", "BL08:SCMOS1:"
+    )
     parser.add_argument("--driver", default="cam1:", help="driver suffix (default cam1:)")
     parser.add_argument("--hdf", default="HDF1:", help="HDF5 plugin suffix (default HDF1:)")
     parser.add_argument("--shape", type=int, nargs=2, default=(256, 256), metavar=("NY", "NX"))
@@ -433,7 +449,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument(f"--{pv}-pv", default="", help=f"PV of the {pv} the camera sees (default: none)")
     args = parser.parse_args(argv)
     model = CameraModel(
-        shape=tuple(args.shape), pixel_size_um=args.pixel_um, photon_flux=args.photon_flux, flat_seed=args.seed
+        shape=tuple(args.shape),
+        pixel_size_um=args.pixel_um,
+        photon_flux=args.photon_flux,
+        flat_seed=args.seed,
     )
     phantom = Phantom(width_mm=args.sample_mm[0], height_mm=args.sample_mm[1], seed=args.seed)
     beam = BeamState(args.energy_pv, args.x_pv, args.y_pv, args.shutter_pv)

@@ -19,7 +19,9 @@ __all__ = ["main"]
 def main(argv: list[str] | None = None) -> None:
     """``python -m xbeam_bluesky.testing.iocs.mono``: serve the energy motor record until stopped."""
     parser = ioc_argument_parser("Soft IOC with a monochromator energy axis (eV).", "BL08:DCM:")
-    parser.add_argument("--record", default="Energy", help="motor record name after the prefix (default Energy)")
+    parser.add_argument(
+        "--record", default="Energy", help="motor record name after the prefix (default Energy)"
+    )
     parser.add_argument("--limits", type=float, nargs=2, default=(4500.0, 25000.0), metavar=("LOW", "HIGH"))
     parser.add_argument("--velocity", type=float, default=20.0, help="VELO, eV/s (default 20)")
     parser.add_argument("--accel-time", type=float, default=0.1, help="ACCL, s (default 0.1)")

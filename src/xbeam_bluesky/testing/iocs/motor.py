@@ -259,7 +259,12 @@ def axis_pvdb(prefix: str, axes: dict[str, tuple[float, float]], **options: Any)
 def main(argv: list[str] | None = None) -> None:
     """``python -m xbeam_bluesky.testing.iocs.motor``: serve motor records until stopped."""
     parser = ioc_argument_parser("Soft IOC with simulated motor records.", "BL08:SMPL:")
-    parser.add_argument("--axis", action="append", default=None, help="NAME:LOW:HIGH (repeatable; default X:-15:15 and Y:-10:10)")
+    parser.add_argument(
+        "--axis",
+        action="append",
+        default=None,
+        help="NAME:LOW:HIGH (repeatable; default X:-15:15 and Y:-10:10)",
+    )
     parser.add_argument("--units", default="mm", help="EGU of every axis (default mm)")
     parser.add_argument("--velocity", type=float, default=5.0, help="VELO, units/s (default 5)")
     parser.add_argument("--accel-time", type=float, default=0.1, help="ACCL, s (default 0.1)")
