@@ -1,0 +1,124 @@
+"""Command-line entry and helpers shared by the soft IOCs: one loopback CA server per process.
+
+Every IOC module runs as ``python -m xbeam_bluesky.testing.iocs.<name> --prefix P --port N``; the port is
+used for both the UDP search and the TCP circuit (``EPICS_CA_SERVER_PORT``), on the interfaces of
+``--interface`` (``EPICS_CAS_INTF_ADDR_LIST``, default 127.0.0.1), and the server sends no beacons off the
+host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from caproto import ChannelType
+from caproto.server import PvpropertyChar, PvpropertyEnum, pvproperty
+
+__all__ = ["bool_pv", "enum_pv", "ioc_argument_parser", "long_string_pv", "serve"]
+
+#: Element count of the char waveforms that carry long strings (areaDetector uses 256 for file paths).
+LONG_STRING_LENGTH = 256
+
+
+class PvpropertyLongString(PvpropertyChar):
+    """A char waveform read and written as a string; accepts the empty string (all NUL bytes), which caproto's
+    char conversion refuses (``int('')``) — clients clear ``XMLFileName`` and the like that way."""
+
+    async def write_from_dbr(self, data: Any, data_type: Any, metadata: Any, *, flags: int = 0) -> None:
+        if data_type == ChannelType.CHAR and not np.asarray(data, dtype=np.uint8).tobytes().strip(b"\0"):
+            await self.write("")
+            return
+        await super().write_from_dbr(data, data_type, metadata, flags=flags)
+
+
+def long_string_pv(name: str, value: str = "", **kwargs: Any) -> pvproperty:
+    """A char-waveform PV holding a string longer than the 40 characters of a CA string (as areaDetector's
+    ``FilePath``, ``FileName``, ...)."""
+    return pvproperty(
+        name=name, value=value, dtype=PvpropertyLongString, max_length=LONG_STRING_LENGTH,
+        string_encoding="latin-1", **kwargs,
+    )  # fmt: skip
+
+
+class PvpropertyEnumChoice(PvpropertyEnum):
+    """An enum PV whose putters always see the choice string: a client putting the index (DBR_ENUM, as
+    libca/aioca do) arrives as a numpy integer, which caproto passes on unconverted."""
+
+    def preprocess_value(self, value: Any) -> Any:
+        if not isinstance(value, str):
+            index = int(np.ravel(value)[0]) if np.ndim(value) else int(value)
+            if not 0 <= index < len(self.enum_strings):
+                raise ValueError(
+                    f"{self.pvspec.name}: index {index}; expected 0..{len(self.enum_strings) - 1}"
+                )
+            value = self.enum_strings[index]
+        return super().preprocess_value(value)
+
+
+def enum_pv(name: str, choices: Sequence[str], value: str | None = None, **kwargs: Any) -> pvproperty:
+    """An mbbo/bo-like enum PV with ``choices`` (the first is the default)."""
+    return pvproperty(
+        name=name, value=value if value is not None else choices[0], dtype=PvpropertyEnumChoice,
+        enum_strings=list(choices), **kwargs,
+    )  # fmt: skip
+
+
+def bool_pv(name: str, value: bool = False, choices: tuple[str, str] = ("No", "Yes"), **kwargs: Any):
+    """A two-state enum PV (a ``bo``/``bi`` record), read by ophyd-async as ``bool``."""
+    return enum_pv(name, choices, choices[int(bool(value))], **kwargs)
+
+
+def ioc_argument_parser(description: str, default_prefix: str) -> argparse.ArgumentParser:
+    """The options every soft IOC takes: ``--prefix``, ``--port``, ``--interface``, ``--verbose``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--prefix", default=default_prefix, help=f"PV prefix (default {default_prefix!r})")
+    parser.add_argument(
+        "--port", type=int, default=int(os.environ.get("EPICS_CA_SERVER_PORT", 5064)),
+        help="CA server port, UDP search and TCP (default $EPICS_CA_SERVER_PORT or 5064)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--interface", default=os.environ.get("EPICS_CAS_INTF_ADDR_LIST", "127.0.0.1"),
+        help="interface address to serve on (default $EPICS_CAS_INTF_ADDR_LIST or 127.0.0.1)",
+    )  # fmt: skip
+    parser.add_argument("--verbose", action="store_true", help="log every connection and PV name")
+    return parser
+
+
+class _NoBeaconErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to send beacon")
+
+
+def serve(pvdb: dict[str, Any], args: argparse.Namespace, on_start: Callable[[], None] | None = None) -> None:
+    """Run the CA server on ``pvdb`` until the process is stopped (SIGTERM/SIGINT).
+
+    Parameters
+    ----------
+    pvdb
+        PV name → caproto channel data, e.g. ``group.pvdb``.
+    args
+        Parsed :func:`ioc_argument_parser` options.
+    on_start
+        Called before the server starts (e.g. to print the PV list).
+    """
+    import signal
+
+    from caproto.asyncio.server import run
+
+    os.environ["EPICS_CA_SERVER_PORT"] = str(args.port)
+    os.environ["EPICS_CAS_INTF_ADDR_LIST"] = args.interface
+    os.environ.setdefault("EPICS_CAS_AUTO_BEACON_ADDR_LIST", "NO")
+    os.environ.setdefault("EPICS_CAS_BEACON_ADDR_LIST", args.interface)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    # Beacons go to the CA repeater port of the interface; without a repeater running (a test host) each one
+    # is refused. Clients find a restarted IOC by their search retries instead, so these errors are noise.
+    logging.getLogger("caproto.ctx").addFilter(_NoBeaconErrors())
+    # SIGTERM ends the server like Ctrl-C does (its shutdown hooks close the open files)
+    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    if on_start is not None:
+        on_start()
+    run(pvdb, interfaces=[args.interface], log_pv_names=args.verbose)
