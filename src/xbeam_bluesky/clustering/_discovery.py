@@ -115,7 +115,7 @@ def discover_sites(
     if means.shape[1] != sites.n_energies:
         raise ValueError(f"read_rows returned {means.shape[1]} energies, sites have {sites.n_energies}")
     z = standardize(means)
-    tau = standardized_noise(means, sites.i0_counts, sites.noise)
+    tau = standardized_noise(means, sites.i0_counts, sites.noise, sites.model_error)
     far = separation_to_sites(z, tau, sites.z, sites.tau).min(axis=1) > accept
     if not far.any():
         logger.info("discovery: %d novel regions, all within %.3f of an existing site", n_regions, accept)
