@@ -243,7 +243,8 @@ def sites_from_library(
     origin = ["library"] * n_ref + ["mixture"] * (len(mu_all) - n_ref)
     site_names = [*names, *(_mixture_name(w, names) for w in w_all[n_ref:])]
     return merge_sites(
-        Sites(energies, mu_all, tuple(site_names), tuple(origin), i0_counts, noise, model_error=eps), merge=merge
+        Sites(energies, mu_all, tuple(site_names), tuple(origin), i0_counts, noise, model_error=eps),
+        merge=merge,
     )
 
 
