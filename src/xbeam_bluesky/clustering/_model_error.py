@@ -39,9 +39,10 @@ def estimate_model_error(
 ) -> NDArray[np.float64]:
     """Model error per energy from the spread of pixels around their cluster centre beyond photon noise.
 
-    For each energy i, ε_i solves median_p [ r_p,i² / (τ_p,i² + ε_i²) ] = median(χ²₁), with r_p = z_p − c_k(p)
-    the residual of pixel p from its centre and τ_p,i its photon noise: the robust (median) version of
-    E[r²] = τ² + ε². The median ignores up to half of the pixels being outliers (a minority or a wrong centre).
+    For each energy i, ε_i solves median_p [ r_p,i² / (v_p,i + ε_i²) ] = median(χ²₁), with r_p = z_p − c_k(p)
+    the residual of pixel p from its centre and v_p,i = τ_p,i² + c_i² Σ_j c_j² τ_p,j² its photon variance on
+    the standardized scale (τ_p,i the channel noise, the second term from the noisy norm the spectrum is divided
+    by): the robust (median) version of E[r²] = v + ε². The median ignores up to half of the pixels being outliers (a minority or a wrong centre).
 
     Parameters
     ----------
@@ -72,8 +73,10 @@ def estimate_model_error(
     use = lab >= 0
     if use.sum() < 2:
         return np.array(lo_floor, dtype=np.float64)
-    r2 = (z[use] - c[lab[use]]) ** 2
-    t2 = tau[use] ** 2
+    cz = c[lab[use]]
+    r2 = (z[use] - cz) ** 2
+    # standardizing by the noisy norm adds z_i · (z·δx)/‖x − mean‖ to channel i: variance c_i² Σ_j c_j² τ_j²
+    t2 = tau[use] ** 2 + cz**2 * np.einsum("ne,ne->n", cz**2, tau[use] ** 2)[:, None]
     if np.median(r2 / t2, axis=0).max() <= _CHI2_1_MEDIAN:  # photon noise explains the spread everywhere
         return np.array(lo_floor, dtype=np.float64)
     lo = np.zeros(n_e)
