@@ -150,8 +150,10 @@ def held_out_phantom(
     lo, hi = offset_range
     offset = lo + (hi - lo) * _smooth_field(shape, rng, max(ny, nx) / 5)
     spectra = np.stack([held[name] for name, _ in phases])  # (P, E)
-    mu = offset[None] + jump[None] * spectra[truth].transpose(2, 0, 1)
-    return MeasuredPhantom(energies, mu.astype(np.float32), truth, tuple(n for n, _ in phases))
+    mu = np.empty((energies.size, ny, nx), dtype=np.float32)
+    for i in range(energies.size):  # one energy at a time: memory stays one float32 stack
+        mu[i] = offset + jump * spectra[truth, i]
+    return MeasuredPhantom(energies, mu, truth, tuple(n for n, _ in phases))
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -55,7 +57,7 @@ def test_dose_curve_is_monotone_and_reaches_targets(phantom, library):
         result, scores = _scores(phantom, library, photons)
         f1.append(scores.macro_f1)
         assert len(result.sites) <= 64
-    assert all(b >= a - 0.02 for a, b in zip(f1, f1[1:])), f1
+    assert all(b >= a - 0.02 for a, b in itertools.pairwise(f1)), f1
     assert f1[-1] >= 0.95, f1
     assert np.all(scores.recall[-2:] >= 0.95) and np.all(scores.precision[-2:] >= 0.9)
     # the phase absent from the library is found and not given a library name
