@@ -134,8 +134,32 @@ class ClusteringPipeline:
                 take = rng.random(flat.shape[0]) < rate
                 picked.append(flat[take])
         x = np.concatenate(picked) if picked else np.empty((0, len(self.energies)))
+        self._check_frames(x)
         ok = np.all(np.isfinite(x), axis=1) & (np.ptp(x, axis=1) > 0)
         return x[ok]
+
+    def _check_frames(self, x: NDArray[np.float64]) -> None:
+        """Rules on the subsample (pixels × energies): an energy with no finite value or one constant value over
+        every pixel (an all-zero or missing frame), and values that are not absorbance (raw counts, scaled μt)."""
+        finite = np.isfinite(x)
+        for what, bad in (
+            ("no finite value (all NaN/Inf)", ~finite.any(axis=0)),
+            ("the same value in every sampled pixel (an all-zero or missing frame?)",
+             finite.any(axis=0) & (np.nanmax(np.where(finite, x, np.nan), axis=0, initial=-np.inf)
+                                   == np.nanmin(np.where(finite, x, np.inf), axis=0, initial=np.inf))),
+        ):  # fmt: skip
+            idx = np.flatnonzero(bad)
+            if idx.size:
+                raise ValueError(
+                    f"stack frame(s) {idx[:5].tolist()} (energies {self.energies[idx[:5]].round(2).tolist()} eV) "
+                    f"have {what}; remove or re-measure them"
+                )
+        level = float(np.median(np.abs(x[finite]))) if finite.any() else 0.0
+        if level > 20.0:
+            raise ValueError(
+                f"stack values have median |value| {level:.4g}: expected absorbance μt = −ln(I/I0) (typically "
+                "0–5); is this raw counts or a scaled absorbance? Correct the frames with dark and flat first"
+            )
 
     def data_sites(self, sources: Sequence[StackSource]) -> DataSites:
         """Partition a subsample of the tiles into phases and estimate the model error (steps 1–3)."""
