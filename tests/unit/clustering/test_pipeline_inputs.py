@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xbeam_bluesky.clustering import ArrayStack, ClusteringPipeline, pipeline_from_library
+from xbeam_bluesky.clustering import ArrayStack, ClusteringPipeline, matched_scores, pipeline_from_library
 from xbeam_bluesky.spectra import PhotonNoiseModel
 
 NOISE = PhotonNoiseModel(gain=1.0, offset=0.0)
@@ -27,6 +27,7 @@ def test_clusters_and_counts_dead_pixels(stack, energies, library):
     result = pipeline_from_library(energies, 1e4, NOISE, library).cluster([ArrayStack(data)])
     assert result.masked[0, :5].all() and result.labels[0, :5].tolist() == [0] * 5
     assert result.summary()["masked_pixels"] >= 5
+    assert matched_scores(truth, result.labels, 3).macro_f1 > 0.99
 
 
 @pytest.mark.parametrize(
