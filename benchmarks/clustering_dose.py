@@ -27,6 +27,7 @@ from xbeam_bluesky.clustering import (
     pipeline_from_library,
     split_library,
 )
+from xbeam_bluesky.planning import conventional_grid
 from xbeam_bluesky.spectra import PhotonNoiseModel
 
 SHAPE = (1024, 1024)
@@ -45,7 +46,7 @@ def _scores(truth: np.ndarray, labels: np.ndarray, n: int) -> dict[str, float]:
 
 
 def main() -> None:
-    phantom = held_out_phantom(SHAPE, seed=0)
+    phantom = held_out_phantom(conventional_grid(7112.0, 7090.0, 7180.0, edge_step_eV=1.0), SHAPE, seed=0)
     _, library = split_library(phantom.energies)
     noise = PhotonNoiseModel(gain=1.0, offset=0.0, flat_frames=10)
     n_phases = len(phantom.names)

@@ -36,13 +36,6 @@ def is_als1032(library_path: str, name: str) -> bool:
     return library_path.startswith("ALS1032_mineral_library/") or name.startswith("larch_ALS1032_")
 
 
-def conventional_energies() -> NDArray[np.float64]:
-    """The 81-energy conventional Fe K grid of the dose tests: 7090–7180 eV, 1 eV over the edge (eV)."""
-    from xbeam_bluesky.planning import conventional_grid
-
-    return conventional_grid(7112.0, 7090.0, 7180.0, edge_step_eV=1.0)
-
-
 def split_library(energies: ArrayLike) -> tuple[dict[str, NDArray], dict[str, NDArray]]:
     """(phantom spectra, clustering library): normalized μ on ``energies`` by name, split by collection."""
     from xbeam_bluesky.spectra import aligned_library, load_library
@@ -96,6 +89,7 @@ def _smooth_field(shape: tuple[int, int], rng: np.random.Generator, scale_px: fl
 
 
 def held_out_phantom(
+    energies: ArrayLike,
     shape: tuple[int, int] = (256, 256),
     *,
     seed: int = 0,
@@ -107,9 +101,11 @@ def held_out_phantom(
 
     Majors fill Voronoi cells (three cells per phase, sized to the nominal fractions by area ordering);
     minorities are discs (radius 5 pixels) inside the majors, at their nominal area fraction. μt =
-    offset(x, y) + jump(x, y) · μ_norm(E), jump and offset smooth random fields in the given ranges.
+    offset(x, y) + jump(x, y) · μ_norm(E), jump and offset smooth random fields in the given ranges, on
+    ``energies`` (eV; the dose tests use the 81-energy conventional grid
+    ``conventional_grid(7112, 7090, 7180, edge_step_eV=1)``).
     """
-    energies = conventional_energies()
+    energies = np.asarray(energies, dtype=np.float64)
     held, _ = split_library(energies)
     missing = [name for name, _ in phases if name not in held]
     if missing:

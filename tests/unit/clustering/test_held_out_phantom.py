@@ -14,6 +14,7 @@ from xbeam_bluesky.clustering import (
     pipeline_from_library,
     split_library,
 )
+from xbeam_bluesky.planning import conventional_grid
 from xbeam_bluesky.spectra import PhotonNoiseModel
 
 PHOTON_COUNTING = PhotonNoiseModel(gain=1.0, offset=0.0, flat_frames=10)
@@ -21,7 +22,7 @@ PHOTON_COUNTING = PhotonNoiseModel(gain=1.0, offset=0.0, flat_frames=10)
 
 @pytest.fixture(scope="module")
 def phantom():
-    return held_out_phantom((256, 256), seed=0)
+    return held_out_phantom(conventional_grid(7112.0, 7090.0, 7180.0, edge_step_eV=1.0), (256, 256), seed=0)
 
 
 @pytest.fixture(scope="module")
