@@ -288,7 +288,9 @@ def _pipeline(data: _Input, args: argparse.Namespace, references: list[str] | No
         )  # fmt: skip
     except ValueError as exc:
         if "i0_counts" in str(exc):
-            raise CLIError(f"incident counts (--i0, the run or the /stack attribute i0_counts): {exc}") from exc
+            raise CLIError(
+                f"incident counts (--i0, the run or the /stack attribute i0_counts): {exc}"
+            ) from exc
         raise
 
 
