@@ -361,9 +361,35 @@ def write_result(path: Path, result: Any, energies: Any, i0_model: dict | None =
         f.attrs["labels"] = "0 = unassigned/masked; k = cluster k (cluster_names[k-1], spectra[k-1])"
 
 
-def _run(args: argparse.Namespace) -> int:
-    from xbeam_bluesky.clustering import cluster_tiles
+def _pipeline(data: _Input, args: argparse.Namespace, references: list[str] | None) -> Any:
+    """The :class:`~xbeam_bluesky.clustering.ClusteringPipeline` of this command: sites from the data, the library
+    (``--library``, ``--references``) seeding and naming them."""
+    from xbeam_bluesky.clustering import ClusteringPipeline
+    from xbeam_bluesky.spectra import PhotonNoiseModel, aligned_library, load_library
 
+    lib = aligned_library(load_library(args.library), data.energies)
+    names, matrix = list(lib.names), lib.matrix
+    if references:
+        missing = sorted(set(references) - set(names))
+        if missing:
+            raise CLIError(f"--references {missing} not found in the library (or not covering the energies)")
+        keep = [names.index(r) for r in references]
+        names, matrix = [names[k] for k in keep], matrix[keep]
+    try:
+        return ClusteringPipeline(
+            data.energies, data.i0, data.noise or PhotonNoiseModel(), tuple(names), matrix,
+            denoise=not args.no_denoise, discover=not args.no_discover, window=args.window,
+            min_count=args.min_count, memory_bytes=int(args.memory_mb * 2**20),
+        )  # fmt: skip
+    except ValueError as exc:
+        if "i0_counts" in str(exc):
+            raise CLIError(
+                f"incident counts (--i0, the run or the /stack attribute i0_counts): {exc}"
+            ) from exc
+        raise
+
+
+def _run(args: argparse.Namespace) -> int:
     path = Path(args.input)
     if args.i0 is not None:
         args.i0 = _parse_i0(args.i0)
@@ -374,9 +400,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         data = _run_input(args)
     references = [r.strip() for r in args.references.split(",")] if args.references else None
-    sites = build_sites(
-        data.sources, data.energies, data.i0, args.library, references, args.draws, data.noise
-    )
+    pipeline = _pipeline(data, args, references)
     client = None
     if args.dask:
         from dask.distributed import Client
@@ -386,11 +410,9 @@ def _run(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise CLIError(f"--dask {args.dask}: cannot reach the scheduler ({exc})") from exc
     try:
-        result = cluster_tiles(
-            data.sources, sites, centers_mm=data.centers, pixel_um=data.pixel_um, denoise=not args.no_denoise,
-            discover=not args.no_discover, window=args.window, min_count=args.min_count,
-            memory_bytes=int(args.memory_mb * 2**20), map_fn=dask_map(client) if client else None,
-            n_threads=1 if client else 2,
+        result = pipeline.cluster(
+            data.sources, centers_mm=data.centers, pixel_um=data.pixel_um,
+            map_fn=dask_map(client) if client else None, n_threads=1 if client else 2,
         )  # fmt: skip
     finally:
         if client is not None:

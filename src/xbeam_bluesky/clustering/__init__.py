@@ -4,15 +4,19 @@ Pure science: numpy/scipy (h5py for reading stacks); never imports the beamline 
 """
 
 from ._denoise import denoise_labels, pure_regions
-from ._discovery import discover_sites, region_spectra
+from ._discovery import discover_sites, partition_spectra, region_spectra
+from ._model_error import MODEL_ERROR_FLOOR_RMS, estimate_model_error, model_error_floor
 from ._mosaic import Mosaic, TileMap, stitch_tiles
 from ._noise_sums import photon_coefficients
+from ._phantom import MatchedScores, MeasuredPhantom, held_out_phantom, matched_scores, split_library
+from ._pipeline import NAME_TOLERANCE, ClusteringPipeline, DataSites, pipeline_from_library
 from ._separation import (
     ACCEPT_THRESHOLD,
     MERGE_THRESHOLD,
     AbsorbanceNoise,
     directed_separation,
     incident_counts,
+    model_error_per_energy,
     separation_matrix,
     separation_to_sites,
     standardize,
@@ -38,14 +42,20 @@ from ._summary import GramAccumulator, area_fractions
 __all__ = [
     "ACCEPT_THRESHOLD",
     "MERGE_THRESHOLD",
+    "MODEL_ERROR_FLOOR_RMS",
+    "NAME_TOLERANCE",
     "AbsorbanceNoise",
     "ArrayStack",
     "Assignment",
     "BlockResult",
     "ClusterResult",
+    "ClusteringPipeline",
+    "DataSites",
     "FrameCorrection",
     "GramAccumulator",
     "HDF5Stack",
+    "MatchedScores",
+    "MeasuredPhantom",
     "Mosaic",
     "Sites",
     "StackSource",
@@ -60,15 +70,23 @@ __all__ = [
     "denoise_labels",
     "directed_separation",
     "discover_sites",
+    "estimate_model_error",
+    "held_out_phantom",
     "incident_counts",
+    "matched_scores",
     "merge_sites",
+    "model_error_floor",
+    "model_error_per_energy",
+    "partition_spectra",
     "photon_coefficients",
+    "pipeline_from_library",
     "pure_regions",
     "region_spectra",
     "row_blocks",
     "separation_matrix",
     "separation_to_sites",
     "sites_from_library",
+    "split_library",
     "standardize",
     "standardized_noise",
     "stitch_tiles",

@@ -69,6 +69,11 @@ class NoiseSums:
         Site pairs (a, b) whose sums :meth:`pair_variance` will be asked for, shape (P, 2).
     n_grid
         Grid points in s.
+    model_error
+        Model error ε per energy on the standardized scale, shape (n,); ``None`` = none. A pixel of amplitude
+        s then has Var(μ_i) = photon variance + ε_i² s² (model error scales with the spectrum's spread). Its
+        cross term with the photon variance in Σ Var² uses the mean ε² (exact when ε is the same at every
+        energy, as the floor is).
     """
 
     def __init__(
@@ -78,8 +83,13 @@ class NoiseSums:
         s_max: float,
         pairs: NDArray[np.intp],
         n_grid: int = 65,
+        model_error: NDArray[np.float64] | None = None,
     ) -> None:
         coef = np.asarray(coef, dtype=np.float64)
+        e2 = np.zeros(z.shape[1]) if model_error is None else np.asarray(model_error, np.float64) ** 2
+        if e2.shape != (z.shape[1],):
+            raise ValueError(f"model_error: shape {e2.shape}, expected ({z.shape[1]},)")
+        self._e2_sum, self._e2_mean, self._e4_sum = float(e2.sum()), float(e2.mean()), float((e2**2).sum())
         if coef.shape not in ((3,), (3, z.shape[1])):
             raise ValueError(f"coef: shape {coef.shape}, expected (3,) or (3, {z.shape[1]})")
         self.per_energy = coef.ndim == 2
@@ -112,6 +122,7 @@ class NoiseSums:
         self.w[0] = (d2 * fa).sum(axis=1)[:, None]
         self.w[1] = np.einsum("pn,pgn->pg", d2 * fb, ez[a])
         self.w[2] = np.einsum("pn,pgn->pg", d2 * fc, ez[a] ** 2)
+        self._w_model = (d2 * e2).sum(axis=1)
 
     def _interp(
         self, table: NDArray[np.float64], index: tuple, s: NDArray[np.float64]
@@ -135,12 +146,22 @@ class NoiseSums:
         row = np.searchsorted(self._codes, best * self._k + second)
         w1 = self._interp(self.w[1], (row,), s)
         w2 = self._interp(self.w[2], (row,), s)
-        return a * self.w[0][row, 0] + b * em * w1 + c * em**2 * w2
+        return a * self.w[0][row, 0] + b * em * w1 + c * em**2 * w2 + s**2 * self._w_model[row]
 
     def residual_moments(
         self, best: NDArray[np.intp], mean: NDArray[np.float64], s: NDArray[np.float64]
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        """(Σ_i Var(μ_i), Σ_i Var(μ_i)²) per pixel along its best site."""
+        """(Σ_i Var(μ_i), Σ_i Var(μ_i)²) per pixel along its best site (photon noise ⊕ model error)."""
+        total, squares = self._photon_moments(best, mean, s)
+        s2 = s**2
+        return (
+            total + s2 * self._e2_sum,
+            squares + 2 * s2 * self._e2_mean * total + s2**2 * self._e4_sum,
+        )
+
+    def _photon_moments(
+        self, best: NDArray[np.intp], mean: NDArray[np.float64], s: NDArray[np.float64]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         em = np.exp(mean)
         if self.per_energy:
             t_b, t_c, s1, s2, s3, s4 = (self._interp(self.p[k], (best,), s) for k in range(6))

@@ -88,10 +88,46 @@ def incident_counts(
     return arr
 
 
+def model_error_per_energy(model_error: ArrayLike | None, n_energies: int) -> NDArray[np.float64]:
+    """Check a model-error term: ``None`` (none), one number for every energy, or one per energy.
+
+    Parameters
+    ----------
+    model_error
+        Standard deviation ε of the spread of real spectra beyond photon noise, on the standardized scale
+        (a fraction of ‖μt − mean μt‖, dimensionless), ≥ 0 and finite.
+    n_energies
+        Number of energies.
+
+    Returns
+    -------
+    numpy.ndarray
+        ε per energy, shape (n_energies,).
+    """
+    if model_error is None:
+        return np.zeros(n_energies)
+    eps = np.asarray(model_error, dtype=np.float64)
+    if eps.ndim == 0:
+        eps = np.full(n_energies, float(eps))
+    if eps.shape != (n_energies,) or not np.all(np.isfinite(eps) & (eps >= 0)):
+        raise ValueError(
+            f"model_error: expected one finite value ≥ 0 or {n_energies} (one per energy), got "
+            f"{np.asarray(model_error).tolist() if eps.size < 8 else f'shape {eps.shape}'}"
+        )
+    return eps
+
+
 def standardized_noise(
-    mu_t: ArrayLike, i0_counts: float | ArrayLike, noise: AbsorbanceNoise
+    mu_t: ArrayLike,
+    i0_counts: float | ArrayLike,
+    noise: AbsorbanceNoise,
+    model_error: ArrayLike | None = None,
 ) -> NDArray[np.float64]:
-    """Photon noise on the standardized spectrum: τ_i = σ_μt,i / ‖μt − mean μt‖.
+    """Noise on the standardized spectrum: τ_i = sqrt(σ_μt,i² / ‖μt − mean μt‖² + ε_i²).
+
+    σ_μt,i is the photon (detector) noise; ε_i the model error (``docs/decisions/clustering-model-error.md``):
+    the spread of real spectra of one phase beyond photon noise, as a fraction of the spectrum's own
+    spread, so it does not shrink with dose and the discrimination limit saturates.
 
     Parameters
     ----------
@@ -102,6 +138,8 @@ def standardized_noise(
         (shape (n_energies,), e.g. with a per-energy dwell), each used for its channel's σ_μt,i.
     noise
         Detector noise model giving Var(μt).
+    model_error
+        ε per energy (or one number), dimensionless; ``None`` = photon noise only.
 
     Returns
     -------
@@ -110,11 +148,12 @@ def standardized_noise(
     """
     mu = np.asarray(mu_t, dtype=np.float64)
     i0 = incident_counts(i0_counts, mu.shape[-1])
+    eps = model_error_per_energy(model_error, mu.shape[-1])
     sigma = np.sqrt(np.asarray(noise.var_absorbance(i0, mu), dtype=np.float64))
     norm = np.linalg.norm(mu - mu.mean(axis=-1, keepdims=True), axis=-1, keepdims=True)
     if np.any(norm <= 0):
         raise ValueError("mu_t: a spectrum is flat (zero variance over energy); it cannot be standardized")
-    return sigma / norm
+    return np.sqrt((sigma / norm) ** 2 + eps**2)
 
 
 def directed_separation(z_p: ArrayLike, z_q: ArrayLike, tau_p: ArrayLike) -> NDArray[np.float64]:

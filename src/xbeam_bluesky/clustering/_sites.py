@@ -15,6 +15,7 @@ from ._separation import (
     MERGE_THRESHOLD,
     AbsorbanceNoise,
     incident_counts,
+    model_error_per_energy,
     separation_matrix,
     separation_to_sites,
     standardize,
@@ -48,6 +49,10 @@ class Sites:
         The detector noise model.
     groups
         Cluster (1-based) of each site; ``None`` = every site its own cluster.
+    model_error
+        Model error ε per energy on the standardized scale (dimensionless, see
+        :func:`~xbeam_bluesky.clustering.estimate_model_error`), added in quadrature to the photon noise in
+        D; ``None`` = photon noise only. Stored as a float64 array of shape (n_energies,).
     """
 
     energies: NDArray[np.float64]
@@ -57,6 +62,7 @@ class Sites:
     i0_counts: float | NDArray[np.float64]
     noise: AbsorbanceNoise
     groups: NDArray[np.int32] | None = None
+    model_error: NDArray[np.float64] | None = None
     z: NDArray[np.float64] = field(init=False, repr=False)
     tau: NDArray[np.float64] = field(init=False, repr=False)
 
@@ -81,8 +87,9 @@ class Sites:
         object.__setattr__(self, "energies", energies)
         object.__setattr__(self, "mu_t", mu)
         object.__setattr__(self, "groups", groups.astype(np.int32))
+        object.__setattr__(self, "model_error", model_error_per_energy(self.model_error, mu.shape[1]))
         object.__setattr__(self, "z", standardize(mu))
-        object.__setattr__(self, "tau", standardized_noise(mu, self.i0_counts, self.noise))
+        object.__setattr__(self, "tau", standardized_noise(mu, self.i0_counts, self.noise, self.model_error))
 
     def __len__(self) -> int:
         return self.mu_t.shape[0]
@@ -132,6 +139,7 @@ class Sites:
             self.i0_counts,
             self.noise,
             np.concatenate([self.groups, new_groups]),
+            self.model_error,
         )
 
 
@@ -155,6 +163,7 @@ def sites_from_library(
     merge: float = MERGE_THRESHOLD,
     max_sites: int | None = None,
     seed: int = 0,
+    model_error: ArrayLike | None = None,
 ) -> Sites:
     """Sites from a reference library, random three-site mixtures, and average-linkage merging.
 
@@ -187,6 +196,9 @@ def sites_from_library(
         Stop adding mixture sites once this many sites exist (before merging); ``None`` for no limit.
     seed
         Random seed for the mixture draws.
+    model_error
+        Model error ε per energy (or one number) on the standardized scale, added to the photon noise in D:
+        with it the grid's resolution saturates as the dose grows, so the number of sites stays bounded.
 
     Returns
     -------
@@ -205,8 +217,9 @@ def sites_from_library(
     i0_counts = incident_counts(i0_counts, ref.shape[1])
     mu = mu_offset + edge_jump * ref
     weights = np.eye(ref.shape[0])  # composition of each site in terms of the references
+    eps = model_error_per_energy(model_error, ref.shape[1])
     z = standardize(mu)
-    tau = standardized_noise(mu, i0_counts, noise)
+    tau = standardized_noise(mu, i0_counts, noise, eps)
     rng = np.random.default_rng(seed)
     mu_l, w_l, z_l, t_l = list(mu), list(weights), list(z), list(tau)
     if ref.shape[0] >= 2:
@@ -218,7 +231,7 @@ def sites_from_library(
             w = rng.dirichlet(np.ones(n_pick))
             m = w @ np.asarray(mu_l)[pick]
             zm = standardize(m)
-            tm = standardized_noise(m, i0_counts, noise)
+            tm = standardized_noise(m, i0_counts, noise, eps)
             d = separation_to_sites(zm[None], tm[None], np.asarray(z_l), np.asarray(t_l))
             if d.min() > accept:
                 mu_l.append(m)
@@ -230,7 +243,8 @@ def sites_from_library(
     origin = ["library"] * n_ref + ["mixture"] * (len(mu_all) - n_ref)
     site_names = [*names, *(_mixture_name(w, names) for w in w_all[n_ref:])]
     return merge_sites(
-        Sites(energies, mu_all, tuple(site_names), tuple(origin), i0_counts, noise), merge=merge
+        Sites(energies, mu_all, tuple(site_names), tuple(origin), i0_counts, noise, model_error=eps),
+        merge=merge,
     )
 
 
@@ -261,7 +275,10 @@ def merge_sites(sites: Sites, *, merge: float = MERGE_THRESHOLD) -> Sites:
     _, first = np.unique(found, return_index=True)
     order = np.argsort(np.argsort(first))
     groups = order[np.searchsorted(np.unique(found), found)] + 1
-    return Sites(sites.energies, sites.mu_t, sites.names, sites.origin, sites.i0_counts, sites.noise, groups)
+    return Sites(
+        sites.energies, sites.mu_t, sites.names, sites.origin, sites.i0_counts, sites.noise, groups,
+        sites.model_error,
+    )  # fmt: skip
 
 
 def constrained_average_linkage(

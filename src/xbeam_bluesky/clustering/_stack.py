@@ -150,6 +150,8 @@ class ClusterResult:
         The final sites (library, mixtures and any found in the data).
     mosaic
         Placement of the tiles (offsets, covered pixels, origin in mm).
+    metadata
+        How the result was made (JSON-friendly), e.g. the model error the pipeline estimated.
     """
 
     labels: NDArray[np.int32]
@@ -161,6 +163,7 @@ class ClusterResult:
     fractions: dict[str, Any]
     sites: Sites
     mosaic: Mosaic
+    metadata: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly summary: clusters present, names, area fractions, masked and novel counts."""
@@ -182,6 +185,12 @@ class ClusterResult:
             "unassigned_fraction": self.fractions["unassigned"],
             "masked_pixels": int(self.masked.sum()),
             "novel_pixels": int(self.novel.sum()),
+            **{k: v for k, v in self.metadata.items() if k != "model_error"},
+            **(
+                {"model_error_rms": self.metadata["model_error"]["rms_fraction_of_spectrum_rms"]}
+                if "model_error" in self.metadata
+                else {}
+            ),
         }
 
 

@@ -426,7 +426,9 @@ class StreamingAssigner:
                 if coef.ndim == 2:  # per-energy incident counts: those of the energies received
                     coef = coef[:, rec]
                 pairs = np.stack([best[ok], second[ok]], axis=1) if not single else np.zeros((0, 2), np.intp)
-                sums = NoiseSums(z_r, coef, s_best[ok].max(initial=0), pairs)
+                sums = NoiseSums(
+                    z_r, coef, s_best[ok].max(initial=0), pairs, model_error=self.sites.model_error[rec]
+                )
                 list(self._pool.map(lambda ch: second_pass(*ch, sums), small))
         labels = np.where(ok, groups[best], 0).astype(np.int32)
         masked = self._bad | ~ok

@@ -1,0 +1,254 @@
+"""One clustering pipeline: sites from the data (a library only seeds and names them), model error estimated
+from the data, then the O(N) assignment of every pixel."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ._discovery import partition_spectra
+from ._model_error import MODEL_ERROR_FLOOR_RMS, estimate_model_error, model_error_floor
+from ._separation import AbsorbanceNoise, incident_counts, standardize, standardized_noise
+from ._sites import Sites
+from ._stack import ClusterResult, MapFunction, StackSource, cluster_tiles, row_blocks
+
+logger = logging.getLogger(__name__)
+
+#: Largest 1 − r between a cluster's spectrum and a library spectrum for the cluster to take its name: the
+#: spread between measurements of one compound in different collections of the bundled Fe K library
+#: (hematite 0.0006, goethite 0.0018, magnetite 0.0024, siderite 0.0040 on the 81-energy grid).
+NAME_TOLERANCE = 0.005
+
+
+@dataclass(frozen=True)
+class DataSites:
+    """Sites found in the data and how they were found.
+
+    Attributes
+    ----------
+    sites
+        One site per phase found (its members' mean absorbance), each its own cluster.
+    model_error
+        ε per energy on the standardized scale (dimensionless), estimated from the data.
+    n_pixels
+        Pixels of the subsample the partition used.
+    """
+
+    sites: Sites
+    model_error: NDArray[np.float64]
+    n_pixels: int
+
+
+@dataclass(frozen=True)
+class ClusteringPipeline:
+    """Cluster absorbance stacks: the same object serves the batch CLI and notebooks.
+
+    1. A random subsample of pixels (``subsample``, read in bounded row blocks) is partitioned into phases by
+       the noise alone (:func:`~xbeam_bluesky.clustering.partition_spectra`), seeded by the library when one is
+       given, with model error at its floor.
+    2. The model error ε is estimated from the members' spread around their centres beyond photon noise
+       (:func:`~xbeam_bluesky.clustering.estimate_model_error`), the partition repeated with it, and ε estimated
+       once more (recorded).
+    3. Each phase's mean absorbance becomes a site; a site within ``name_tolerance`` (1 − r) of a library
+       spectrum takes its name, else it is ``unknown N``.
+    4. Every pixel is assigned (:func:`~xbeam_bluesky.clustering.cluster_tiles`: O(N), bounded memory), with
+       discovery of compact unexplained regions and spatial denoising.
+
+    Attributes
+    ----------
+    energies
+        eV, shape (n_energies,).
+    i0_counts
+        Incident counts per pixel per frame (one number or one per energy).
+    noise
+        Detector noise model.
+    library_names, library
+        Reference names and normalized μ on ``energies`` (shape (n_ref, n_energies)); empty for none.
+    subsample
+        Pixels partitioned (bounds the partition's time and memory).
+    model_error_floor
+        Smallest ε as a fraction of a spectrum's RMS deviation from its mean.
+    name_tolerance
+        Largest 1 − r to a library spectrum for a cluster to take its name.
+    max_clusters
+        Most clusters (bounds the number of sites at any dose).
+    denoise, discover, window, min_count
+        As :func:`~xbeam_bluesky.clustering.cluster_tiles`.
+    memory_bytes
+        Bound on one block read.
+    seed
+        Seed of the subsample.
+    """
+
+    energies: NDArray[np.float64]
+    i0_counts: float | NDArray[np.float64]
+    noise: AbsorbanceNoise
+    library_names: tuple[str, ...] = ()
+    library: NDArray[np.float64] | None = None
+    subsample: int = 20_000
+    model_error_floor: float = MODEL_ERROR_FLOOR_RMS
+    name_tolerance: float = NAME_TOLERANCE
+    max_clusters: int = 64
+    denoise: bool = True
+    discover: bool = True
+    window: int = 5
+    min_count: int = 23
+    memory_bytes: int = 256 * 2**20
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        energies = np.asarray(self.energies, dtype=np.float64).ravel()
+        if energies.size < 3:
+            raise ValueError(f"ClusteringPipeline: {energies.size} energies; need at least 3")
+        object.__setattr__(self, "energies", energies)
+        object.__setattr__(self, "i0_counts", incident_counts(self.i0_counts, energies.size))
+        lib = np.empty((0, energies.size)) if self.library is None else np.atleast_2d(self.library)
+        if lib.shape[1] != energies.size or lib.shape[0] != len(self.library_names):
+            raise ValueError(
+                f"ClusteringPipeline: library of shape {lib.shape} with {len(self.library_names)} names; "
+                f"expected one normalized spectrum per name on the {energies.size} energies"
+            )
+        if not np.all(np.isfinite(lib)):
+            raise ValueError("ClusteringPipeline: library contains NaN or Inf (not covering the energies?)")
+        object.__setattr__(self, "library", lib)
+        if self.subsample < 100:
+            raise ValueError(f"ClusteringPipeline: subsample={self.subsample}; expected ≥ 100 pixels")
+
+    # ------------------------------------------------------------------ subsample
+    def _sample(self, sources: Sequence[StackSource]) -> NDArray[np.float64]:
+        """Up to ``subsample`` finite, non-flat pixel spectra drawn uniformly from all tiles (row blocks)."""
+        total = sum(s.shape[1] * s.shape[2] for s in sources)
+        rate = min(1.0, self.subsample / max(total, 1))
+        rng = np.random.default_rng(self.seed)
+        picked = []
+        for src in sources:
+            for y0, y1 in row_blocks(src.shape, self.memory_bytes):
+                block = np.asarray(src.read_rows(y0, y1), dtype=np.float64)
+                flat = block.reshape(block.shape[0], -1).T
+                take = rng.random(flat.shape[0]) < rate
+                picked.append(flat[take])
+        x = np.concatenate(picked) if picked else np.empty((0, len(self.energies)))
+        self._check_frames(x)
+        ok = np.all(np.isfinite(x), axis=1) & (np.ptp(x, axis=1) > 0)
+        return x[ok]
+
+    def _check_frames(self, x: NDArray[np.float64]) -> None:
+        """Rules on the subsample (pixels × energies): an energy with no finite value or one constant value over
+        every pixel (an all-zero or missing frame), and values that are not absorbance (raw counts, scaled μt)."""
+        finite = np.isfinite(x)
+        for what, bad in (
+            ("no finite value (all NaN/Inf)", ~finite.any(axis=0)),
+            ("the same value in every sampled pixel (an all-zero or missing frame?)",
+             finite.any(axis=0) & (np.nanmax(np.where(finite, x, np.nan), axis=0, initial=-np.inf)
+                                   == np.nanmin(np.where(finite, x, np.inf), axis=0, initial=np.inf))),
+        ):  # fmt: skip
+            idx = np.flatnonzero(bad)
+            if idx.size:
+                raise ValueError(
+                    f"stack frame(s) {idx[:5].tolist()} (energies {self.energies[idx[:5]].round(2).tolist()} eV) "
+                    f"have {what}; remove or re-measure them"
+                )
+        level = float(np.median(np.abs(x[finite]))) if finite.any() else 0.0
+        if level > 20.0:
+            raise ValueError(
+                f"stack values have median |value| {level:.4g}: expected absorbance μt = −ln(I/I0) (typically "
+                "0–5); is this raw counts or a scaled absorbance? Correct the frames with dark and flat first"
+            )
+
+    def data_sites(self, sources: Sequence[StackSource]) -> DataSites:
+        """Partition a subsample of the tiles into phases and estimate the model error (steps 1–3)."""
+        for i, src in enumerate(sources):
+            if src.shape[0] != len(self.energies):
+                raise ValueError(f"tile {i}: {src.shape[0]} energies, the pipeline has {len(self.energies)}")
+        x = self._sample(sources)
+        if x.shape[0] < 8:
+            raise ValueError(
+                f"the stack has {x.shape[0]} finite, non-flat pixel spectra in its subsample; need at least 8"
+            )
+        z = standardize(x)
+        tau_photon = standardized_noise(x, self.i0_counts, self.noise)
+        floor = model_error_floor(len(self.energies), self.model_error_floor)
+        seeds = standardize(self.library) if len(self.library) else None
+        tau = np.sqrt(tau_photon**2 + floor**2)
+        centers, labels = partition_spectra(z, tau, seeds, max_clusters=self.max_clusters)
+        eps = estimate_model_error(z, tau_photon, centers, labels, floor=floor)
+        centers, labels = partition_spectra(
+            z, np.sqrt(tau_photon**2 + eps**2), centers, max_clusters=self.max_clusters
+        )
+        eps = estimate_model_error(z, tau_photon, centers, labels, floor=floor)
+        mu = np.stack([x[labels == k].mean(axis=0) for k in range(len(centers))])
+        names, origin = self._names(standardize(mu))
+        sites = Sites(self.energies, mu, names, origin, self.i0_counts, self.noise, model_error=eps)
+        logger.info(
+            "data sites: %d phases from %d pixels, model error RMS·sqrt(E) %.4f",
+            len(sites), x.shape[0], float(np.sqrt(np.mean(eps**2) * len(eps))),
+        )  # fmt: skip
+        return DataSites(sites, eps, int(x.shape[0]))
+
+    def _names(self, z_sites: NDArray[np.float64]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        names: list[str] = []
+        origin: list[str] = []
+        n_unknown = 0
+        if len(self.library):
+            corr = z_sites @ standardize(self.library).T
+            nearest = np.argmax(corr, axis=1)
+        for k in range(len(z_sites)):
+            if len(self.library) and 1.0 - corr[k, nearest[k]] <= self.name_tolerance:
+                name = self.library_names[nearest[k]]
+                repeats = sum(n == name or n.startswith(f"{name} (") for n in names)
+                names.append(name if repeats == 0 else f"{name} ({repeats + 1})")
+                origin.append("library")
+            else:
+                n_unknown += 1
+                names.append(f"unknown {n_unknown}")
+                origin.append("data")
+        return tuple(names), tuple(origin)
+
+    # ------------------------------------------------------------------ everything
+    def cluster(
+        self,
+        sources: Sequence[StackSource],
+        *,
+        centers_mm: Sequence[tuple[float, float]] | None = None,
+        pixel_um: float | None = None,
+        map_fn: MapFunction | None = None,
+        n_threads: int = 2,
+    ) -> ClusterResult:
+        """Cluster one or more tiles (steps 1–4); the result's ``metadata`` records the model error."""
+        found = self.data_sites(sources)
+        result = cluster_tiles(
+            sources, found.sites, centers_mm=centers_mm, pixel_um=pixel_um, denoise=self.denoise,
+            discover=self.discover, window=self.window, min_count=self.min_count,
+            memory_bytes=self.memory_bytes, map_fn=map_fn, n_threads=n_threads,
+        )  # fmt: skip
+        eps = found.model_error
+        metadata: dict[str, Any] = {
+            "sites_from": "data" if not len(self.library) else "data seeded by the library",
+            "subsample_pixels": found.n_pixels,
+            "model_error": {
+                "per_energy": eps.tolist(),
+                "rms_fraction_of_spectrum_rms": float(np.sqrt(np.mean(eps**2) * len(eps))),
+                "floor_fraction_of_spectrum_rms": float(self.model_error_floor),
+                "units": "standardized spectrum (fraction of ||mu_t - mean||), added in quadrature to photon noise",
+            },
+        }
+        return dataclasses.replace(result, metadata={**result.metadata, **metadata})
+
+
+def pipeline_from_library(
+    energies: ArrayLike,
+    i0_counts: float | ArrayLike,
+    noise: AbsorbanceNoise,
+    library: dict[str, NDArray[np.float64]] | None = None,
+    **options: Any,
+) -> ClusteringPipeline:
+    """A :class:`ClusteringPipeline` from a name → normalized μ mapping (``None`` or empty: no library)."""
+    lib = library or {}
+    matrix = np.stack(list(lib.values())) if lib else None
+    return ClusteringPipeline(np.asarray(energies, float), i0_counts, noise, tuple(lib), matrix, **options)  # type: ignore[arg-type]

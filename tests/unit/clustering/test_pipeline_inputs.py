@@ -1,0 +1,56 @@
+"""ClusteringPipeline: bad input gives a clear error naming it; dead pixels are masked and counted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xbeam_bluesky.clustering import ArrayStack, ClusteringPipeline, matched_scores, pipeline_from_library
+from xbeam_bluesky.spectra import PhotonNoiseModel
+
+NOISE = PhotonNoiseModel(gain=1.0, offset=0.0)
+
+
+@pytest.fixture
+def stack(energies, library, noisy_absorbance):
+    names = list(library)[:3]
+    truth = np.repeat(np.arange(3), 40 * 40 // 3 + 1)[: 40 * 40].reshape(40, 40)
+    spectra = np.stack([library[n] for n in names])
+    mu = (0.4 + 0.8 * spectra[truth]).transpose(2, 0, 1)
+    return noisy_absorbance(mu, 1e4, NOISE).astype(np.float32), truth
+
+
+def test_clusters_and_counts_dead_pixels(stack, energies, library):
+    data, truth = stack
+    data = data.copy()
+    data[:, 0, :5] = 0.0  # dead pixels: constant spectra
+    result = pipeline_from_library(energies, 1e4, NOISE, library).cluster([ArrayStack(data)])
+    assert result.masked[0, :5].all() and result.labels[0, :5].tolist() == [0] * 5
+    assert result.summary()["masked_pixels"] >= 5
+    assert matched_scores(truth, result.labels, 3).macro_f1 > 0.99
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.__setitem__(3, np.nan), r"frame\(s\) \[3\].*no finite value"),
+        (lambda d: d.__setitem__(7, 0.0), r"frame\(s\) \[7\].*same value"),
+        (lambda d: d.__imul__(1000.0), "raw counts or a scaled absorbance"),
+    ],
+)
+def test_bad_stacks_are_named(stack, energies, edit, message):
+    data = stack[0].copy()
+    edit(data)
+    with pytest.raises(ValueError, match=message):
+        pipeline_from_library(energies, 1e4, NOISE).cluster([ArrayStack(data)])
+
+
+def test_bad_setup_is_named(energies, library):
+    with pytest.raises(ValueError, match="need at least 3"):
+        ClusteringPipeline(energies[:1], 1e4, NOISE)
+    lib = np.stack(list(library.values()))
+    lib[0, 5] = np.nan
+    with pytest.raises(ValueError, match="not covering the energies"):
+        ClusteringPipeline(energies, 1e4, NOISE, tuple(library), lib)
+    with pytest.raises(ValueError, match="i0_counts"):
+        ClusteringPipeline(energies, -1.0, NOISE)
