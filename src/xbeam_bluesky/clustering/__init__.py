@@ -3,6 +3,14 @@
 Pure science: numpy/scipy (h5py for reading stacks); never imports the beamline stack.
 """
 
+from ._absorber import (
+    DETECTION_Z,
+    AbsorberInputError,
+    AbsorberTest,
+    absorber_test,
+    label_no_absorber,
+    no_absorber_name,
+)
 from ._denoise import denoise_labels, pure_regions
 from ._discovery import discover_sites, region_spectra
 from ._mosaic import Mosaic, TileMap, stitch_tiles
@@ -37,8 +45,11 @@ from ._summary import GramAccumulator, area_fractions
 
 __all__ = [
     "ACCEPT_THRESHOLD",
+    "DETECTION_Z",
     "MERGE_THRESHOLD",
     "AbsorbanceNoise",
+    "AbsorberInputError",
+    "AbsorberTest",
     "ArrayStack",
     "Assignment",
     "BlockResult",
@@ -51,6 +62,7 @@ __all__ = [
     "StackSource",
     "StreamingAssigner",
     "TileMap",
+    "absorber_test",
     "area_fractions",
     "assemble_result",
     "assign_block",
@@ -61,7 +73,9 @@ __all__ = [
     "directed_separation",
     "discover_sites",
     "incident_counts",
+    "label_no_absorber",
     "merge_sites",
+    "no_absorber_name",
     "photon_coefficients",
     "pure_regions",
     "region_spectra",
