@@ -11,7 +11,14 @@ from ._absorber import (
     label_no_absorber,
     no_absorber_name,
 )
-from ._denoise import denoise_labels, pure_regions
+from ._denoise import (
+    NOVEL_WARNING_FRACTION,
+    DenoiseInputError,
+    denoise_labels,
+    denoise_window,
+    novel_fraction_check,
+    pure_regions,
+)
 from ._discovery import discover_sites, region_spectra
 from ._mosaic import Mosaic, TileMap, stitch_tiles
 from ._noise_sums import photon_coefficients
@@ -47,6 +54,7 @@ __all__ = [
     "ACCEPT_THRESHOLD",
     "DETECTION_Z",
     "MERGE_THRESHOLD",
+    "NOVEL_WARNING_FRACTION",
     "AbsorbanceNoise",
     "AbsorberInputError",
     "AbsorberTest",
@@ -54,6 +62,7 @@ __all__ = [
     "Assignment",
     "BlockResult",
     "ClusterResult",
+    "DenoiseInputError",
     "FrameCorrection",
     "GramAccumulator",
     "HDF5Stack",
@@ -70,12 +79,14 @@ __all__ = [
     "cluster_stack",
     "cluster_tiles",
     "denoise_labels",
+    "denoise_window",
     "directed_separation",
     "discover_sites",
     "incident_counts",
     "label_no_absorber",
     "merge_sites",
     "no_absorber_name",
+    "novel_fraction_check",
     "photon_coefficients",
     "pure_regions",
     "region_spectra",
