@@ -34,6 +34,7 @@ from ._separation import (
     standardized_noise,
 )
 from ._sites import Sites, merge_sites, sites_from_library
+from ._split import SPLIT_ALPHA, SplitInputError, SplitTest, split_clusters
 from ._stack import (
     ArrayStack,
     BlockResult,
@@ -55,6 +56,7 @@ __all__ = [
     "DETECTION_Z",
     "MERGE_THRESHOLD",
     "NOVEL_WARNING_FRACTION",
+    "SPLIT_ALPHA",
     "AbsorbanceNoise",
     "AbsorberInputError",
     "AbsorberTest",
@@ -68,6 +70,8 @@ __all__ = [
     "HDF5Stack",
     "Mosaic",
     "Sites",
+    "SplitInputError",
+    "SplitTest",
     "StackSource",
     "StreamingAssigner",
     "TileMap",
@@ -94,6 +98,7 @@ __all__ = [
     "separation_matrix",
     "separation_to_sites",
     "sites_from_library",
+    "split_clusters",
     "standardize",
     "standardized_noise",
     "stitch_tiles",
