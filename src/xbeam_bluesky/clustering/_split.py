@@ -127,6 +127,7 @@ def split_clusters(
     next_label: int | None = None,
     window: int = 5,
     alpha: float = SPLIT_ALPHA,
+    model_error: float | ArrayLike = 0.0,
     n_components: int = 3,
     min_test_pixels: int = 20,
     max_pca_pixels: int = 20000,
@@ -159,6 +160,10 @@ def split_clusters(
         Side of the smoothing window in pixels (odd), e.g. from :func:`denoise_window`.
     alpha
         Familywise rate of splitting a single phase over the clusters tested.
+    model_error
+        Spread of one phase's standardized spectrum beyond photon noise that is coherent over a domain
+        (calibration, thickness, disorder), per channel (a number or (n_energies,)), standardized units: it does not
+        average out over pixels, so it is added to each mean's noise (τ² + model_error²). 0 = photon noise only.
     n_components, min_test_pixels, max_pca_pixels, seed
         Principal components used by the proposal, test pixels needed in each part, PCA subsample, 2-means seed.
 
@@ -182,6 +187,15 @@ def split_clusters(
     ks = [int(k) for k in np.atleast_1d(np.asarray(clusters))]
     if any(k < 1 for k in ks):
         raise SplitInputError(f"clusters={ks}; expected chemical labels ≥ 1")
+    model = (
+        np.broadcast_to(np.asarray(model_error, dtype=np.float64), (x.shape[0],))
+        if np.ndim(model_error) <= 1
+        else None
+    )
+    if model is None or not np.all(np.isfinite(model) & (model >= 0)):
+        raise SplitInputError(
+            f"model_error: expected a number ≥ 0 or {x.shape[0]} values ≥ 0 (one per energy)"
+        )
     out = lab.copy()
     free = int(lab.max()) + 1 if next_label is None else int(next_label)
     yy, xx = np.indices(lab.shape)
@@ -226,7 +240,7 @@ def split_clusters(
         d -= (d @ pooled) * pooled
         d -= d.mean()
         (m0, t0), (m1, t1) = _mean_and_noise(tests[0]), _mean_and_noise(tests[1])
-        den = np.sqrt(np.sum(d**2 * (t0**2 + t1**2)))
+        den = np.sqrt(np.sum(d**2 * (t0**2 + t1**2 + 2 * model**2)))
         stat = float(d @ (standardize(m0) - standardize(m1)) / den) if den > 0 else np.nan
         full_part = np.zeros(members.shape, np.int8)
         full_part[members] = part
