@@ -359,7 +359,12 @@ def assemble_result(
             pixel,
         )
     raw = mosaic.labels
-    final = denoise_labels(raw, window=window, min_count=min_count) if denoise else raw
+    # clust-map: denoising keeps cleared regions the assignment supports with high confidence (one argument)
+    final = (
+        denoise_labels(raw, window=window, min_count=min_count, confidence=mosaic.confidence)
+        if denoise
+        else raw
+    )
     return ClusterResult(
         labels=final,
         raw_labels=raw,
