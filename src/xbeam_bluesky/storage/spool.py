@@ -78,7 +78,7 @@ class SpoolingWriter:
         self.spool_dir = Path(spool_dir)
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self._factory = writer_factory or _tiled_writer
-        self._writer = self._factory(client)
+        self._writer: Callable | None = self._factory(client)
         self._runs: dict[str, _Run] = {}
         self._owners: dict[str, str] = {}  # descriptor / resource uid -> run uid
         self._offline = False
@@ -90,11 +90,13 @@ class SpoolingWriter:
         self._spool(run, name, doc)
         if run.stored:
             try:
+                if self._writer is None:
+                    self._writer = self._factory(self.client)
                 self._writer(name, doc)
             except Exception as exc:
                 run.stored = False
                 self._offline = True
-                self._writer = self._factory(self.client)  # the failed writer's run state is unusable
+                self._writer = None  # its run state is unusable; a new one at the next run's start
                 logger.warning(
                     "tiled at %s failed at the %s document of run %s (%s: %s); the run continues and its "
                     "documents are kept in %s, replayed into tiled when it answers again (at the end of the "
@@ -109,7 +111,7 @@ class SpoolingWriter:
         if name == "start":
             uid = doc["uid"]
             path = self.spool_dir / f"{uid}{SUFFIX}"
-            file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed at the stop document
+            file = open(path, "a", encoding="utf-8")
             fcntl.flock(file.fileno(), fcntl.LOCK_EX)  # replay skips files a writer holds
             stored = not (self._offline and not _probe(self.client))
             self._offline = not stored
@@ -261,5 +263,7 @@ def replay_pending(spool_dir: str | Path, client: Any) -> list[str]:
             try:
                 replayed.append(replay_spool(path, client))
             except Exception as exc:
-                logger.warning("could not replay %s into tiled (%s: %s); it is kept", path, type(exc).__name__, exc)
+                logger.warning(
+                    "could not replay %s into tiled (%s: %s); it is kept", path, type(exc).__name__, exc
+                )
     return replayed
