@@ -36,7 +36,9 @@ def _number(kind: type, low: float, high: float = float("inf"), *, low_open: boo
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}")
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a{'n integer' if kind is int else ' number'}"
+            ) from None
         ok = (value > low if low_open else value >= low) and value <= high and value == value
         if not ok or value in (float("inf"), float("-inf")):
             bracket = "(" if low_open else "["

@@ -14,6 +14,7 @@ from bluesky.utils import MsgGenerator
 from ophyd import Signal
 
 from xbeam_bluesky.plans.layout import ORDERS
+from xbeam_bluesky.plans.metadata import WRAPPER_KEYS, check_user_md
 from xbeam_bluesky.plans.segments import DetectorSegments, lean_mv
 from xbeam_bluesky.spectra import edge_energy
 
@@ -252,7 +253,8 @@ def xanes_imaging(
     pixel_size_um : float, optional
         Pixel size at the sample in µm (default: the camera's ``pixel_um``).
     md : dict, optional
-        Extra start-document metadata.
+        Extra start-document metadata; a key the plan writes itself (``purpose``, ``energies``, ...) raises
+        ``XbeamInputError`` naming it.
 
     Returns
     -------
@@ -340,7 +342,12 @@ def xanes_imaging(
             "exposure_s": EXPOSURE_KEY,
         },
     }
-    start_md.update(md or {})
+    wrapper_md = {k: v for k, v in (md or {}).items() if k in WRAPPER_KEYS}
+    user_md = check_user_md(
+        {k: v for k, v in (md or {}).items() if k not in WRAPPER_KEYS}, start_md, "xanes_imaging"
+    )
+    start_md.update(wrapper_md)
+    start_md.update(user_md)
     readables = [camera, mono, stage, energy_index, tile_index, exposure_tag]
     segments = DetectorSegments(camera, dwells[0])
 
