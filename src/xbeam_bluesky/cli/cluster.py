@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xbeam_bluesky._outputs import atomic_output, check_output
 from xbeam_bluesky.cli import CLIError
 
 logger = logging.getLogger(__name__)
@@ -270,6 +271,7 @@ def _run(args: argparse.Namespace) -> int:
     from xbeam_bluesky.clustering import cluster_tiles
 
     path = Path(args.input)
+    out = check_output(args.out, [path] if path.exists() else [])
     if args.i0 is not None:
         args.i0 = _parse_i0(args.i0)
     if path.suffix.lower() in (".h5", ".hdf5", ".nxs") or path.exists():
@@ -298,6 +300,7 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         if client is not None:
             client.close()
-    write_result(args.out, result, data.energies, data.i0_model)
+    with atomic_output(out) as tmp:
+        write_result(tmp, result, data.energies, data.i0_model)
     print(json.dumps({**result.summary(), "i0_model": data.i0_model["source"], "out": str(args.out)}))
     return 0
