@@ -32,3 +32,27 @@ def test_xrd_powder_refuses_md_over_its_keys_and_keeps_others(RE, sim_beamline) 
     assert (
         start["purpose"] == "xrd" and start["operator"] == "me" and start["phases"] == ["PbSO4-Wyckoff.cif"]
     )
+
+
+@pytest.mark.parametrize(
+    ("slots", "message"),
+    [
+        (("xrd", "mono", "stage", "shutter"), "camera = xrd"),
+        (("mono", "mono", "stage", "shutter"), "camera = mono"),
+        (("camera", "stage", "stage", "shutter"), "mono = stage"),
+        (("camera", "mono", "mono", "shutter"), "stage = mono"),
+        (("camera", "mono", "stage", "mono"), "as both mono and shutter"),
+    ],
+)
+def test_wrong_device_in_a_slot_refused_before_anything_moves(RE, sim_beamline, slots, message) -> None:
+    bl = sim_beamline
+    camera, mono, stage, shutter = (getattr(bl, s) for s in slots)
+    messages = []
+    RE.msg_hook = messages.append
+    with pytest.raises(XbeamInputError, match=message):
+        RE(
+            xanes_imaging(
+                camera, mono, stage, [7100.0, 7112.0], [[0.0, 0.0]], 0.05, shutter=shutter, n_darks=1
+            )
+        )
+    assert not [m for m in messages if m.command in ("set", "open_run", "trigger")]
