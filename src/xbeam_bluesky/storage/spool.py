@@ -10,7 +10,7 @@ whole has its spool file removed at its stop document.
 :func:`replay_spool` writes a spooled run into tiled (replacing a partial copy there), :func:`replay_pending`
 every spooled run that no process is still writing. Both run automatically: at the stop document of a run that
 went to the spool (if tiled answers again) and when storage is opened (:func:`xbeam_bluesky.storage.open_storage`);
-by hand with ``xbeam storage replay``.
+by hand with ``replay_pending(storage.spool_dir, client)``.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class SpoolingWriter:
                 logger.warning(
                     "tiled at %s failed at the %s document of run %s (%s: %s); the run continues and its "
                     "documents are kept in %s, replayed into tiled when it answers again (at the end of the "
-                    "run, at the next start, or `xbeam storage replay`)",
+                    "run, or at the next open_storage on this data directory)",
                     self.client.context.api_uri, name, run.uid, type(exc).__name__, exc, run.path,
                 )  # fmt: skip
                 logger.debug("tiled write failure", exc_info=True)
@@ -157,13 +157,15 @@ class SpoolingWriter:
             try:
                 replay_spool(run.path, self.client, self._factory)
             except Exception as exc:
-                logger.warning("replay of %s failed (%s); try `xbeam storage replay`", run.path, exc)
+                logger.warning(
+                    "replay of %s failed (%s); it is kept; the next open_storage retries", run.path, exc
+                )
             else:
                 self._offline = False
                 return
         logger.warning(
-            "run %s ended with tiled unreachable; it is complete in %s: `xbeam storage replay` (or the next "
-            "start) writes it into tiled",
+            "run %s ended with tiled unreachable; it is complete in %s: the next open_storage on this data "
+            "directory writes it into tiled",
             run.uid, run.path,
         )  # fmt: skip
 
