@@ -50,3 +50,28 @@ def sim_beamline(RE, tiled_storage):
 def tiled_RE(RE, tiled_storage):
     RE.subscribe(tiled_storage.writer)
     return RE
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run, naming them, if processes started by the tests are still alive at the end.
+
+    Children get 10 s to exit (servers shutting down); survivors are reported, then killed so they do not outlive
+    pytest (a multiprocessing forkserver was once found 36 minutes after the suite).
+    """
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    _, alive = psutil.wait_procs(children, timeout=10)
+    if not alive:
+        return
+    names = []
+    for proc in alive:
+        try:
+            names.append(f"pid {proc.pid}: {' '.join(proc.cmdline())[:200]}")
+            proc.kill()
+        except psutil.Error:
+            continue
+    if names:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        report = "\n  ".join(names)
+        print(f"\nERROR: the tests left {len(names)} process(es) running (now killed):\n  {report}")

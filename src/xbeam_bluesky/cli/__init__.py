@@ -12,11 +12,13 @@ import importlib
 import logging
 import sys
 
+from xbeam_bluesky.errors import XbeamInputError
+
 #: Modules that register sub-commands, in the order they appear in ``--help``.
 COMMAND_MODULES: tuple[str, ...] = ("demo", "serve", "planning", "refine", "analysis_server", "cluster")
 
 
-class CLIError(Exception):
+class CLIError(XbeamInputError):
     """An error caused by the user's input; printed without a traceback."""
 
 
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (CLIError, ValueError, FileNotFoundError, PermissionError) as exc:
+    except (XbeamInputError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         print(f"xbeam {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

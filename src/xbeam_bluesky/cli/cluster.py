@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xbeam_bluesky._outputs import atomic_output, check_output
 from xbeam_bluesky.cli import CLIError
 
 logger = logging.getLogger(__name__)
@@ -391,6 +392,7 @@ def _pipeline(data: _Input, args: argparse.Namespace, references: list[str] | No
 
 def _run(args: argparse.Namespace) -> int:
     path = Path(args.input)
+    out = check_output(args.out, [path] if path.exists() else [])
     if args.i0 is not None:
         args.i0 = _parse_i0(args.i0)
     from xbeam_bluesky.spectra.stack_io import STACK_SUFFIXES
@@ -417,7 +419,8 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         if client is not None:
             client.close()
-    write_result(args.out, result, data.energies, data.i0_model)
+    with atomic_output(out) as tmp:
+        write_result(tmp, result, data.energies, data.i0_model)
     print(json.dumps({**result.summary(), "i0_model": data.i0_model["source"],
                       "noise": data.i0_model.get("noise", "run"), "out": str(args.out)}))  # fmt: skip
     return 0

@@ -25,6 +25,29 @@ def _floats(text: str, option: str, count: tuple[int, ...], sep: str) -> list[fl
     return values
 
 
+#: Largest incident rate accepted by ``--i0`` (counts/s per pixel): far above any detector pixel's count rate.
+MAX_I0_COUNTS_PER_S = 1e9
+
+
+def _number(kind: type, low: float, high: float = float("inf"), *, low_open: bool = False):
+    """An argparse ``type`` accepting a finite ``kind`` in [low, high] (or (low, high] with ``low_open``)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a{'n integer' if kind is int else ' number'}"
+            ) from None
+        ok = (value > low if low_open else value >= low) and value <= high and value == value
+        if not ok or value in (float("inf"), float("-inf")):
+            bracket = "(" if low_open else "["
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a value in {bracket}{low:g}, {high:g}]")
+        return value
+
+    return parse
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``plan-energies`` and ``plan-tiles``."""
     p = subparsers.add_parser(
@@ -48,24 +71,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--n-points", type=int, metavar="N", help="number of picks (a repeat = one more dwell unit)"
     )
     stop.add_argument(
-        "--time-budget", type=float, metavar="SECONDS", help="total scan time incl. overheads (s)"
+        "--time-budget",
+        type=_number(float, 0, low_open=True),
+        metavar="SECONDS",
+        help="total scan time incl. overheads (s)",
     )
     stop.add_argument(
         "--target-rmse", type=float, metavar="X", help="expected RMSE to reach (normalized units)"
     )
     p.add_argument(
         "--i0",
-        type=float,
+        type=_number(float, 0, MAX_I0_COUNTS_PER_S, low_open=True),
         default=1.862e5,
         metavar="COUNTS_PER_S",
         help="incident counts per second per detector pixel (default %(default)g, the sim camera)",
     )
     p.add_argument(
-        "--dwell", type=float, default=0.05, metavar="S", help="dwell of one pick, s (default %(default)s)"
+        "--dwell",
+        type=_number(float, 0, low_open=True),
+        default=0.05,
+        metavar="S",
+        help="dwell of one pick, s (default %(default)s)",
     )
     p.add_argument(
         "--overhead-s",
-        type=float,
+        type=_number(float, 0),
         default=0.11,
         metavar="S",
         help="fixed cost per energy point: settle + readout, s (default %(default)s)",
@@ -125,9 +155,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--x-limits", metavar="LO:HI", help="stage x travel, mm")
     t.add_argument("--y-limits", metavar="LO:HI", help="stage y travel, mm")
     t.add_argument("--design", type=Path, metavar="design.json", help="energy design for the time estimate")
-    t.add_argument("--readout-s", type=float, default=0.01, help="camera readout per frame, s")
-    t.add_argument("--tile-move-s", type=float, default=0.3, help="stage move + settle between tiles, s")
-    t.add_argument("--n-flats", type=int, default=1, help="flat fields per energy")
+    t.add_argument("--readout-s", type=_number(float, 0), default=0.01, help="camera readout per frame, s")
+    t.add_argument(
+        "--tile-move-s", type=_number(float, 0), default=0.3, help="stage move + settle between tiles, s"
+    )
+    t.add_argument("--n-flats", type=_number(int, 0), default=1, help="flat fields per energy")
     t.add_argument("--out", type=Path, required=True, metavar="tiles.json", help="output JSON")
     t.set_defaults(func=plan_tiles)
 
@@ -237,6 +269,8 @@ def plan_tiles(args: argparse.Namespace) -> int:
     if any(v != int(v) for v in fov):
         raise ValueError(f"--fov-px {args.fov_px!r}: expected two whole pixel counts W,H")
     polygon = None
+    if args.polygon is not None and (args.x is not None or args.y is not None):
+        raise ValueError("--polygon and --x/--y both give the region; pass one of them")
     if args.polygon is not None:
         polygon = [_floats(v, "--polygon vertex", (2,), ",") for v in args.polygon.split(";") if v.strip()]
     elif args.x is None or args.y is None:

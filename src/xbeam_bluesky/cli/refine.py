@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from xbeam_bluesky._outputs import atomic_output, check_output
 from xbeam_bluesky.cli import CLIError
 from xbeam_bluesky.cli.refine_auto import add_auto_arguments, run_auto
 
@@ -193,6 +194,7 @@ def _run(args: argparse.Namespace) -> int:
         return run_auto(args)
     from xbeam_bluesky.rietveld import Refinement, Strategy, plot_fit
 
+    check_output(args.out, [args.pattern, *args.cif, *(p for p in (args.instrument, args.strategy) if p)])
     fit_range, pattern, phases, instrument = load_inputs(args)
     strategy = chosen_strategy(args)
     if fit_range is not None and strategy.stages[-1].range is not None:
@@ -208,8 +210,8 @@ def _run(args: argparse.Namespace) -> int:
     out["cifs"] = [str(c) for c in args.cif]
     out["instrument_defaults_used"] = args.instrument is None
     out["strategy"] = strategy.to_dict()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1))
+    with atomic_output(args.out) as tmp:
+        tmp.write_text(json.dumps(out, indent=1))
     if args.plot:
         plot_fit(result, args.plot)
     summary = ", ".join(

@@ -28,6 +28,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
+def _check_port_free(port: int) -> None:
+    """Raise ``CLIError`` naming ``port`` when another process listens on it (instead of a 20 s wait)."""
+    import socket
+
+    from xbeam_bluesky.cli import CLIError
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise CLIError(
+                f"--port {port}: 127.0.0.1:{port} is in use ({exc.strerror}); stop the other server or pick "
+                "another port (--port 0 = any free one)"
+            ) from None
+
+
 def _run(args: argparse.Namespace) -> int:
     from xbeam_bluesky.cli import CLIError
     from xbeam_bluesky.config import load_config
@@ -35,6 +51,10 @@ def _run(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535:
         raise CLIError(f"--port {args.port}: expected 0 to 65535")
+    if args.api_key is not None and not args.api_key.isalnum():
+        raise CLIError(f"--api-key {args.api_key!r}: expected letters and digits only (tiled's rule)")
+    if args.port:
+        _check_port_free(args.port)
     config = load_config(data_dir=args.data_dir)
     if not (config.data_dir / "tiled").is_dir():
         print(

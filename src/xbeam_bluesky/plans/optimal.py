@@ -24,6 +24,7 @@ from xbeam_bluesky.planning import (
     prior_from_library,
 )
 from xbeam_bluesky.plans.duration import estimate_duration
+from xbeam_bluesky.plans.metadata import check_user_md
 from xbeam_bluesky.plans.xanes_imaging import max_unsaturated_exposure_s, xanes_imaging
 from xbeam_bluesky.spectra import PhotonNoiseModel, edge_energy
 
@@ -330,7 +331,9 @@ def optimal_xanes_imaging(
             "target_rmse": target_rmse,
             "dwell": dwell,
         },
-        **(md or {}),
+        **check_user_md(
+            md, {"plan_name", "time_estimate", "tiling", "plan_args_optimal"}, "optimal_xanes_imaging"
+        ),
     }
     return (
         yield from xanes_imaging(

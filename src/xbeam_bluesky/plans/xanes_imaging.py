@@ -9,11 +9,12 @@ from typing import Any
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
-from bluesky.protocols import Movable, Preparable, Readable
+from bluesky.protocols import Movable, Preparable, Readable, Triggerable, WritesStreamAssets
 from bluesky.utils import MsgGenerator
 from ophyd import Signal
 
 from xbeam_bluesky.plans.layout import ORDERS
+from xbeam_bluesky.plans.metadata import WRAPPER_KEYS, check_user_md
 from xbeam_bluesky.plans.segments import DetectorSegments, lean_mv
 from xbeam_bluesky.spectra import edge_energy
 
@@ -78,6 +79,7 @@ def validate_xanes_imaging(
     ValueError
         Naming the offending value and the limit or the expected form.
     """
+    check_slots(camera, mono, stage, shutter)
     if isinstance(energies, str | bytes) or not hasattr(energies, "__iter__"):
         raise ValueError(f"energies = {energies!r}; expected a list of energies in eV")
     energies_f = []
@@ -135,6 +137,49 @@ def validate_xanes_imaging(
         if not isinstance(device, Readable):
             raise ValueError(f"{what} = {device!r} is not a bluesky Readable device")
     return energies_f, tiles_f, flat_xy, dwells
+
+
+def _name(device: Any) -> str:
+    return f"{getattr(device, 'name', None) or repr(device)} ({type(device).__name__})"
+
+
+def check_slots(camera: Any, mono: Any, stage: Any, shutter: Any = None) -> None:
+    """Check that each device fits its slot before anything moves.
+
+    camera: Readable, Triggerable and writing its frames as stream assets (an area detector); mono: Readable
+    and Movable; stage: Readable with Movable ``x`` and ``y`` axes; shutter (optional): Movable; no device in two
+    slots.
+
+    Raises
+    ------
+    XbeamInputError
+        Naming the slot, the device and what the slot needs.
+    """
+    from xbeam_bluesky.errors import XbeamInputError
+
+    need = {
+        "camera": (camera, (Readable, Triggerable, WritesStreamAssets), "an area detector (Readable, Triggerable, "
+                   "writing frames to files: WritesStreamAssets)"),
+        "mono": (mono, (Readable, Movable), "a Readable, Movable monochromator (energy in eV)"),
+        "stage": (stage, (Readable,), "a Readable sample stage with Movable x and y axes (mm)"),
+    }  # fmt: skip
+    if shutter is not None:
+        need["shutter"] = (shutter, (Movable,), "a Movable shutter ('open' / 'closed')")
+    for slot, (device, protocols, what) in need.items():
+        if slot != "shutter" and not isinstance(device, Readable):
+            raise XbeamInputError(f"{slot} = {device!r} is not a bluesky Readable device")
+        if not all(isinstance(device, p) for p in protocols):
+            raise XbeamInputError(f"{slot} = {_name(device)} is not {what}")
+    for axis in ("x", "y"):
+        if not isinstance(getattr(stage, axis, None), Movable):
+            raise XbeamInputError(
+                f"stage = {_name(stage)} has no Movable {axis} axis; expected a sample stage"
+            )
+    slots = [(slot, device) for slot, (device, _, _) in need.items()]
+    for i, (slot, device) in enumerate(slots):
+        for other, again in slots[i + 1 :]:
+            if device is again:
+                raise XbeamInputError(f"{_name(device)} is given as both {slot} and {other}")
 
 
 def max_unsaturated_exposure_s(camera: Any, margin: float = 0.9) -> float | None:
@@ -252,7 +297,8 @@ def xanes_imaging(
     pixel_size_um : float, optional
         Pixel size at the sample in µm (default: the camera's ``pixel_um``).
     md : dict, optional
-        Extra start-document metadata.
+        Extra start-document metadata; a key the plan writes itself (``purpose``, ``energies``, ...) raises
+        ``XbeamInputError`` naming it.
 
     Returns
     -------
@@ -340,7 +386,12 @@ def xanes_imaging(
             "exposure_s": EXPOSURE_KEY,
         },
     }
-    start_md.update(md or {})
+    wrapper_md = {k: v for k, v in (md or {}).items() if k in WRAPPER_KEYS}
+    user_md = check_user_md(
+        {k: v for k, v in (md or {}).items() if k not in WRAPPER_KEYS}, start_md, "xanes_imaging"
+    )
+    start_md.update(wrapper_md)
+    start_md.update(user_md)
     readables = [camera, mono, stage, energy_index, tile_index, exposure_tag]
     segments = DetectorSegments(camera, dwells[0])
 

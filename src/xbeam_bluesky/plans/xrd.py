@@ -13,6 +13,8 @@ import bluesky.preprocessors as bpp
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
+from xbeam_bluesky.plans.metadata import check_user_md
+
 
 def resolve_cif(name: str) -> Path:
     """Path of a CIF given as a file path or as the name of a bundled CIF (``xbeam_bluesky/data/cif``).
@@ -73,7 +75,8 @@ def xrd_powder(
     sample : str
         Sample description.
     md : dict, optional
-        Extra start-document metadata.
+        Extra start-document metadata; a key the plan writes itself (``purpose``, ``phases``, ...) raises
+        ``XbeamInputError`` naming it.
 
     Returns
     -------
@@ -107,7 +110,7 @@ def xrd_powder(
         "sample": sample,
         "data_keys": {"two_theta": f"{name}-two_theta", "counts": f"{name}-counts"},
     }
-    start_md.update(md or {})
+    start_md.update(check_user_md(md, start_md, "xrd_powder"))
 
     @bpp.run_decorator(md=start_md)
     def body() -> MsgGenerator[None]:

@@ -23,16 +23,25 @@ from xbeam_bluesky.storage.results import (
     result_png,
     write_analysis_result,
 )
-from xbeam_bluesky.storage.server import Storage, ensure_writable, open_storage, start_embedded_server
+from xbeam_bluesky.storage.server import (
+    Storage,
+    check_reachable,
+    ensure_writable,
+    open_storage,
+    start_embedded_server,
+)
+from xbeam_bluesky.storage.spool import SpoolingWriter, read_spool, replay_pending, replay_spool
 
 __all__ = [
     "ANALYSIS_CONTAINER",
     "FrameTable",
+    "SpoolingWriter",
     "Storage",
     "TileStack",
     "XRDPattern",
     "absorbance_stack",
     "analysis_results",
+    "check_reachable",
     "dark_frames",
     "dark_mean",
     "energies",
@@ -41,6 +50,9 @@ __all__ = [
     "frame_table",
     "open_storage",
     "read_frames",
+    "read_spool",
+    "replay_pending",
+    "replay_spool",
     "result_png",
     "start_doc",
     "start_embedded_server",

@@ -44,8 +44,9 @@ class Storage:
     ----------
     client : tiled.client.container.Container
         Root of the catalog; runs are ``client[uid]`` (databroker-compatible ``BlueskyRun`` objects).
-    writer : bluesky_tiled_plugins.TiledWriter
-        Subscribe it to the RunEngine: ``RE.subscribe(storage.writer)``.
+    writer : xbeam_bluesky.storage.spool.SpoolingWriter
+        Subscribe it to the RunEngine: ``RE.subscribe(storage.writer)``. Spools every document to
+        ``DATA_DIR/spool`` before writing it to tiled, so a run survives tiled going away.
     config : XbeamConfig
         Data directory, URI.
     server : tiled.server.SimpleTiledServer or None
@@ -61,6 +62,11 @@ class Storage:
     def uri(self) -> str:
         """URI of the tiled server (with the API key for the embedded one)."""
         return self.server.uri if self.server is not None else str(self.config.tiled_uri)
+
+    @property
+    def spool_dir(self) -> Path:
+        """Directory of the document spool (runs not yet in tiled)."""
+        return self.config.data_dir / "spool"
 
     @property
     def detector_dir(self) -> Path:
@@ -125,10 +131,17 @@ def open_storage(
     Returns
     -------
     Storage
-        Call :meth:`Storage.close` (or use it as a context manager) when done.
+        Call :meth:`Storage.close` (or use it as a context manager) when done. Runs left in the spool by an
+        earlier session (tiled was unreachable) are replayed into tiled here.
+
+    Raises
+    ------
+    StorageUnavailableError
+        When ``uri`` does not answer within a few seconds (named, instead of retrying for half a minute).
     """
-    from bluesky_tiled_plugins import TiledWriter
     from tiled.client import from_uri
+
+    from xbeam_bluesky.storage.spool import SpoolingWriter, replay_pending
 
     config = config or load_config(data_dir=data_dir)
     if data_dir is not None:
@@ -138,10 +151,29 @@ def open_storage(
     ensure_writable(config.detector_dir, "detector directory")
     server = None
     if config.tiled_uri:
+        check_reachable(str(config.tiled_uri))
         client = from_uri(config.tiled_uri, api_key=config.tiled_api_key)
     else:
         server = start_embedded_server(config.data_dir)
         client = from_uri(server.uri)
     logger.info("tiled catalog at %s, detector files in %s", server.uri if server else config.tiled_uri,
                 config.detector_dir)  # fmt: skip
-    return Storage(client=client, writer=TiledWriter(client), config=config, server=server)
+    spool_dir = ensure_writable(config.data_dir / "spool", "spool directory")
+    for uid in replay_pending(spool_dir, client):
+        logger.warning("run %s, left in the spool %s by an earlier session, is now in tiled", uid, spool_dir)
+    return Storage(client=client, writer=SpoolingWriter(client, spool_dir), config=config, server=server)
+
+
+def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """Raise :class:`StorageUnavailableError` unless an HTTP server answers at ``uri`` within ``timeout_s``."""
+    import httpx
+
+    from xbeam_bluesky.errors import StorageUnavailableError
+
+    try:
+        httpx.get(uri, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        raise StorageUnavailableError(
+            f"tiled server {uri.split('?')[0]} is unreachable ({type(exc).__name__}: {exc}); start it "
+            "(e.g. `xbeam serve`) or check --tiled-uri / XBEAM_TILED_URI"
+        ) from None
