@@ -15,17 +15,23 @@ from bluesky.protocols import Movable, Readable
 from bluesky.utils import MsgGenerator
 
 from xbeam_bluesky.planning import (
+    DEFAULT_MODEL_ERROR,
+    DEFAULT_TARGET_SEPARATION,
     EnergyDesign,
+    MapDesign,
+    PhaseCandidates,
     ScanTimeModel,
     TransmissionNoise,
     design_energies,
+    design_map_energies,
     load_design,
+    phase_candidates,
     plan_tiles,
     prior_from_library,
 )
 from xbeam_bluesky.plans.duration import estimate_duration
 from xbeam_bluesky.plans.xanes_imaging import max_unsaturated_exposure_s, xanes_imaging
-from xbeam_bluesky.spectra import PhotonNoiseModel, edge_energy
+from xbeam_bluesky.spectra import PhotonNoiseModel, aligned_library, edge_energy, load_library
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +40,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_RANGE_REL_EV = (-35.8, 69.2, 0.1)
 #: Points kept of the expected-error curve in the start document.
 CURVE_POINTS_IN_START = 200
+#: Weakest phase pairs of a map design kept in the start document.
+PAIRS_IN_START = 100
 #: Picks used when no stopping rule is given.
 DEFAULT_N_POINTS = 100
 
@@ -63,14 +71,40 @@ def _stage_time_per_energy(stage: Any, tiles: list[list[float]], flat_xy: Sequen
     return float(sum(move(tuple(a), tuple(b)) for a, b in itertools.pairwise(path)))
 
 
-def _start_record(design: EnergyDesign | dict[str, Any]) -> dict[str, Any]:
+def _library_candidates(
+    library: str | None, grid: np.ndarray, e0: float, phases: Sequence[str] | None, model_error: float
+) -> PhaseCandidates:
+    """The library's spectra on the candidate grid (only ``phases`` if given), grouped into phases."""
+    aligned = aligned_library(load_library(library), grid, e0_ref=e0)
+    names, matrix = list(aligned.names), aligned.matrix
+    if phases is not None:
+        missing = [p for p in phases if p not in names]
+        if missing:
+            raise ValueError(
+                f"phases: {', '.join(missing)} not in the library {library or 'bundled Fe-K'} "
+                f"(spectra covering {grid[0]:.1f}-{grid[-1]:.1f} eV: {', '.join(names)})"
+            )
+        matrix = matrix[[names.index(p) for p in phases]]
+        names = list(phases)
+    return phase_candidates(matrix, names, model_error=model_error)
+
+
+def design_pairs(design: EnergyDesign | MapDesign | dict[str, Any]) -> list[dict[str, Any]]:
+    """The phase pairs of a map design (empty for a spectrum design)."""
+    return list((design if isinstance(design, dict) else design.to_dict()).get("pairs", []))
+
+
+def _start_record(design: EnergyDesign | MapDesign | dict[str, Any]) -> dict[str, Any]:
     """The design as stored in the start document (error curve thinned, pick order dropped)."""
-    record = dict(design.to_dict() if isinstance(design, EnergyDesign) else design)
+    record = dict(design if isinstance(design, dict) else design.to_dict())
     record.pop("pick_order_eV", None)
     curve = record.get("curve")
     if isinstance(curve, dict) and len(curve.get("time_s", [])) > CURVE_POINTS_IN_START:
         keep = np.unique(np.linspace(0, len(curve["time_s"]) - 1, CURVE_POINTS_IN_START).astype(int))
         record["curve"] = {k: [v[i] for i in keep] for k, v in curve.items()}
+    if len(record.get("pairs", [])) > PAIRS_IN_START:
+        record["pairs"] = record["pairs"][:PAIRS_IN_START]
+        record["pairs_note"] = f"the {PAIRS_IN_START} weakest phase pairs of {len(design_pairs(design))}"
     return record
 
 
@@ -88,6 +122,11 @@ def optimal_xanes_imaging(
     edge: str = "Fe-K",
     e_range: Sequence[float] | None = None,
     criterion: str = "A",
+    objective: str = "spectrum",
+    phases: Sequence[str] | None = None,
+    target_separation: float | None = None,
+    thickness: Sequence[float] = (1.0,),
+    model_error: float = DEFAULT_MODEL_ERROR,
     n_points: int | None = None,
     time_budget_s: float | None = None,
     target_rmse: float | None = None,
@@ -140,6 +179,19 @@ def optimal_xanes_imaging(
         Candidate grid [start, stop, step] in eV; default E0 − 35.8 to E0 + 69.2 eV in 0.1 eV steps.
     criterion : {"A", "D"}
         A-optimal (expected squared error) or D-optimal (information gain), per unit of beam time.
+    objective : {"spectrum", "map"}
+        ``"spectrum"``: the A-/D-optimal reconstruction design; ``"map"``: energies and dwell that separate the
+        library's phases in the clustering's D per second (:func:`~xbeam_bluesky.planning.design_map_energies`).
+    phases : list of str, optional
+        Map objective: library spectra the map must tell apart (default all).
+    target_separation : float, optional
+        Map objective: stop when every phase pair reaches this D (default 3.719, the clustering's merge
+        threshold, when no other stopping rule is given); with ``time_budget_s`` the run is refused if the budget
+        cannot reach it (the error names the pair and the time it needs).
+    thickness : list of float
+        Map objective: thickness factors on the absorbance the pairs must be separated at, e.g. ``[0.5, 2]``.
+    model_error : float
+        Map objective: library spectra closer than this RMS (normalized units) are one phase.
     n_points, time_budget_s, target_rmse : optional
         Stopping rule: picks, total run time in s (incl. flats, tiles and darks), or expected RMSE of the
         normalized spectrum. Default: 100 picks.
@@ -214,12 +266,15 @@ def optimal_xanes_imaging(
         dwells = np.asarray(record["dwell_s"], dtype=float)
         design_record = {**_start_record(record), "source": source}
     else:
-        if n_points is None and time_budget_s is None and target_rmse is None:
-            n_points = DEFAULT_N_POINTS
+        if objective not in ("spectrum", "map"):
+            raise ValueError(f"objective = {objective!r}; expected 'spectrum' or 'map'")
+        stops = (n_points, time_budget_s, target_rmse if objective == "spectrum" else target_separation)
+        if all(v is None for v in stops):
+            if objective == "spectrum":
+                n_points = DEFAULT_N_POINTS
+            else:
+                target_separation = DEFAULT_TARGET_SEPARATION
         grid = _candidate_grid(e0, e_range)
-        prior = prior_from_library(
-            library, grid, e0_ref_eV=e0, length_scale_eV=length_scale_eV, kernel=kernel
-        )
         noise = TransmissionNoise(
             i0_counts_per_s=float(noise_md.get("i0_counts", TransmissionNoise.i0_counts_per_s)),
             mu_t_pre_edge=mu_t_pre_edge,
@@ -254,15 +309,31 @@ def optimal_xanes_imaging(
                     f"time_budget_s = {time_budget_s} s is too small for even the two end points on "
                     f"{len(tile_list)} tile(s) with {n_flats} flat(s) and {n_darks} dark(s): {shortest:.1f} s"
                 )
-        result = design_energies(
-            prior,
-            noise,
-            time_model,
-            criterion=criterion,  # type: ignore[arg-type]
-            n_points=n_points,
-            time_budget_s=budget,
-            target_rmse=target_rmse,
-        )
+        result: EnergyDesign | MapDesign
+        if objective == "map":
+            result = design_map_energies(
+                _library_candidates(library, grid, e0, phases, model_error),
+                grid,
+                noise,
+                time_model,
+                thickness=thickness,
+                n_points=n_points,
+                time_budget_s=budget,
+                target_separation=target_separation,
+            )
+        else:
+            prior = prior_from_library(
+                library, grid, e0_ref_eV=e0, length_scale_eV=length_scale_eV, kernel=kernel
+            )
+            result = design_energies(
+                prior,
+                noise,
+                time_model,
+                criterion=criterion,  # type: ignore[arg-type]
+                n_points=n_points,
+                time_budget_s=budget,
+                target_rmse=target_rmse,
+            )
         energies = result.energies_eV
         dwells = result.dwell_s
         design_record = {
@@ -325,6 +396,11 @@ def optimal_xanes_imaging(
             "edge": edge,
             "e_range": None if e_range is None else list(e_range),
             "criterion": criterion,
+            "objective": objective if design is None else None,
+            "phases": None if phases is None else list(phases),
+            "target_separation": target_separation,
+            "thickness": list(thickness),
+            "model_error": model_error,
             "n_points": n_points,
             "time_budget_s": time_budget_s,
             "target_rmse": target_rmse,
