@@ -723,6 +723,7 @@ def design_map_energies(
     openings: tuple[int, ...] = DEFAULT_OPENINGS,
     exchange_rounds: int = DEFAULT_EXCHANGE_ROUNDS,
     screen_stride: int = DEFAULT_SCREEN_STRIDE,
+    measured_units: ArrayLike | None = None,
     on_short_budget: Literal["raise", "warn"] = "raise",
 ) -> MapDesign:
     """Design energies and dwell that make the candidate phases separable in the map, per unit of beam time.
@@ -759,6 +760,10 @@ def design_map_energies(
         neighbours (1: every grid point every step).
     exchange_rounds
         Exchange rounds after the greedy (0: greedy only).
+    measured_units
+        Dwell units already measured at each grid point (shape (n_energies,)), e.g. a first pass: the design
+        continues from them (they count towards the separations, the picks and the time budget, which then covers
+        the whole measurement as one sweep) and never removes them. Default: start from the two ends.
     on_short_budget
         With a time budget and a target separation not reached: ``"raise"`` a :class:`MapDesignError` naming the
         weakest pair and the time it needs, or ``"warn"`` and return the design.
@@ -809,8 +814,19 @@ def design_map_energies(
         int(screen_stride),
     )
     state = _State(_PairSums(mu, candidates.pairs, thick.size), np.zeros(grid.size, dtype=np.intp))
-    for j in ends:
-        _take(ctx, state, j, 1)
+    if measured_units is None:
+        seed = np.zeros(grid.size, dtype=np.intp)
+        seed[list(ends)] = 1
+    else:
+        seed = np.asarray(measured_units)
+        if seed.shape != grid.shape or np.any(seed < 0) or np.any(seed != np.round(seed)) or (seed > 0).sum() < 2:
+            raise MapDesignError(
+                f"measured_units: expected {grid.size} whole dwell-unit counts ≥ 0 with at least two energies measured"
+            )
+        seed = seed.astype(np.intp)
+    for j in np.flatnonzero(seed):
+        _take(ctx, state, int(j), int(seed[j]))
+    fixed = tuple(int(j) for j in np.flatnonzero(seed))
     limit = n_points if n_points is not None else max_picks
     stop = _greedy(
         ctx, state, max_picks=limit, time_budget_s=time_budget_s, target_separation=target_separation
@@ -826,7 +842,7 @@ def design_map_energies(
             ctx,
             state,
             rounds=exchange_rounds,
-            fixed=ends,
+            fixed=fixed,
             max_picks=int(state.counts.sum()),
             time_budget_s=float(budget),  # type: ignore[arg-type]
             floor=np.inf if target_separation is None else target_separation,
