@@ -149,3 +149,19 @@ def test_bad_arguments() -> None:
         design_map_energies(c, GRID[:-1], NOISE, TIME, n_points=10)
     with pytest.raises(MapDesignError, match="thickness"):
         design_map_energies(c, GRID, NOISE, TIME, n_points=10, thickness=(0.0,))
+
+
+def test_second_pass_continues_from_the_measured_dwell() -> None:
+    spectra = np.stack([edge(7112.0), edge(7114.0), edge(7120.0)])
+    c = phase_candidates(spectra, ["u", "v", "w"])
+    first = design_map_energies(c, GRID, NOISE, TIME, time_budget_s=4.0)
+    units = np.zeros(GRID.size, dtype=int)
+    units[np.searchsorted(GRID, first.energies_eV)] = np.round(first.dwell_s / TIME.dwell_s)
+    second = design_map_energies(c, GRID, NOISE, TIME, time_budget_s=10.0, measured_units=units)
+    after = np.zeros(GRID.size, dtype=int)
+    after[np.searchsorted(GRID, second.energies_eV)] = np.round(second.dwell_s / TIME.dwell_s)
+    assert np.all(after >= units) and after.sum() > units.sum()  # nothing measured is taken back
+    assert second.total_time_s == pytest.approx(10.0, abs=0.2) and second.total_time_s <= 10.0 + 1e-9
+    assert second.min_separation > first.min_separation
+    with pytest.raises(MapDesignError, match="measured_units"):
+        design_map_energies(c, GRID, NOISE, TIME, n_points=50, measured_units=units[:-1])
