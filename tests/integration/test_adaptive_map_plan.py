@@ -72,3 +72,41 @@ def test_map_objective_unknown_phase(RE, sim_beamline):
     with pytest.raises(ValueError, match="unobtainium not in the library"):
         RE(optimal_xanes_imaging(bl.camera, bl.mono, bl.stage, tiles=[[0.0, 0.0]], objective="map",
                                  phases=["Fe2O3_rt_01", "unobtainium"], n_darks=0))  # fmt: skip
+
+
+def test_adaptive_plan_writes_both_passes_and_their_link(tiled_RE, tiled_storage, sim_beamline):
+    from xbeam_bluesky.callbacks import LiveClustering
+
+    bl = sim_beamline
+    live = LiveClustering(tiled_storage.client, references=PHASES, n_draws=200, n_threads=1)
+    tiled_RE.subscribe(live)
+    budget = 90.0
+    uid1, uid2 = tiled_RE(
+        optimal_xanes_imaging(
+            bl.camera, bl.mono, bl.stage, tiles=[[0.0, 0.0]], phases=PHASES, adaptive=True,
+            first_pass_fraction=0.3, time_budget_s=budget, results_client=tiled_storage.client,
+            dwell=0.05, shutter=bl.shutter, n_darks=1, n_flats=1,
+        )
+    )  # fmt: skip
+    start2 = tiled_storage.client[uid2].metadata["start"]
+    link = start2["adaptive"]
+    assert link["pass"] == 2 and link["first_pass_uid"] == uid1
+    start1 = tiled_storage.client[link["first_pass_uid"]].metadata["start"]
+    assert start1["adaptive"]["pass"] == 1 and start1["design"]["objective"] == "map"
+    # the first pass used its share of the budget, the second design continues from it within the whole
+    # (the budget covers darks, flats, tiles; not the trips from and back to the start position: overhead_s)
+    run1 = start1["time_estimate"]["total_s"] - start1["time_estimate"]["overhead_s"]
+    run2 = start2["time_estimate"]["total_s"] - start2["time_estimate"]["overhead_s"]
+    assert run1 <= 0.3 * budget * 1.05
+    d1, d2 = start1["design"], start2["design"]
+    assert d2["objective"] == "map" and len(link["candidates"]) >= 2
+    combined = dict(zip(d2["combined_design"]["energies_eV"], d2["combined_design"]["dwell_s"], strict=True))
+    for e, dw in zip(d1["energies_eV"], d1["dwell_s"], strict=True):
+        assert combined[e] >= dw - 1e-9  # nothing of the first pass is taken back
+    first = dict(zip(d1["energies_eV"], d1["dwell_s"], strict=True))
+    for e, dw in zip(d2["energies_eV"], d2["dwell_s"], strict=True):
+        assert combined[e] == pytest.approx(first.get(e, 0.0) + dw)
+    assert start2["energies"] == d2["energies_eV"]
+    assert link["combined_min_separation"] == pytest.approx(d2["min_separation"])
+    # two sweeps pay the monochromator and stage paths twice: the passes together stay within 10 % of the budget
+    assert run1 + run2 <= budget * 1.1
