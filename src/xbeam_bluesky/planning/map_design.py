@@ -379,19 +379,30 @@ class _State:
     order: list[int] = field(default_factory=list)
     time_s: list[float] = field(default_factory=list)
     min_separation: list[float] = field(default_factory=list)
+    #: Dwell units measured before this design (an earlier pass) and the time they took; this pass is its own sweep.
+    base: NDArray[np.intp] | None = None
+    base_time_s: float = 0.0
 
     def copy(self) -> _State:
         return _State(self.sums.copy(), self.counts.copy(), list(self.order), list(self.time_s),
-                      list(self.min_separation))  # fmt: skip
+                      list(self.min_separation), self.base, self.base_time_s)  # fmt: skip
+
+    @property
+    def swept(self) -> NDArray[np.bool_]:
+        """Energies this pass measures (all measured ones without an earlier pass)."""
+        return self.counts > 0 if self.base is None else self.counts > self.base
 
 
-def _scan_time(ctx: _Context, counts: NDArray[np.intp]) -> float:
-    idx = np.flatnonzero(counts)
-    return (
-        ctx.time_model.scan_time_s(ctx.energies[idx], counts[idx] * ctx.time_model.dwell_s)
+def _scan_time(ctx: _Context, state: _State) -> float:
+    """Time of the earlier pass plus this pass's own sweep (s)."""
+    extra = state.counts if state.base is None else state.counts - state.base
+    idx = np.flatnonzero(extra)
+    sweep = (
+        ctx.time_model.scan_time_s(ctx.energies[idx], extra[idx] * ctx.time_model.dwell_s)
         if idx.size
         else 0.0
     )
+    return state.base_time_s + sweep
 
 
 def _take(ctx: _Context, state: _State, channel: int, units: int) -> None:
@@ -401,7 +412,7 @@ def _take(ctx: _Context, state: _State, channel: int, units: int) -> None:
     state.sums.add(channel, 1 if old == 0 else 0, dw)
     state.counts[channel] += units
     state.order.extend([channel] * units)
-    state.time_s.append(_scan_time(ctx, state.counts))
+    state.time_s.append(_scan_time(ctx, state))
     state.min_separation.append(float(state.sums.separations().min()))
 
 
@@ -426,12 +437,14 @@ def _greedy(
         rows, tix = state.sums.src[q], state.sums.tix[q]
         p_old = float(_pair_probability(d_all[active]).sum())
         tm = ctx.time_model
-        measured = np.flatnonzero(state.counts)
+        swept = state.swept
+        measured = np.flatnonzero(swept)
+        revisit = np.flatnonzero((state.counts > 0) & ~swept)
         unmeasured = state.counts == 0
         screened = np.zeros_like(unmeasured)
         screened[:: ctx.stride] = True
         fresh = np.flatnonzero(unmeasured & screened)
-        trials = _trials(ctx, state, rows, tix, measured, fresh, picks, max_picks)
+        trials = _trials(ctx, state, rows, tix, measured, revisit, fresh, picks, max_picks)
         if trials is None:
             return "n_points"
         ch, kind, units, cost, dwq = trials
@@ -461,9 +474,7 @@ def _greedy(
             if np.isfinite(score_near).any():
                 ch, units, best = near, k, int(np.argmax(score_near))
         take = int(units[best])
-        if (
-            kind[best] == 0
-        ):  # lengthen by a step that grows with the design (dwell resolved to ~REPEAT_GROWTH)
+        if kind[best] == 0 and swept[ch[best]]:  # lengthen by a step growing with the design (~REPEAT_GROWTH)
             room = max_picks - picks
             if time_budget_s is not None:
                 room = min(room, int((time_budget_s * (1 + 1e-12) - elapsed) // tm.pick_cost_s))
@@ -477,17 +488,20 @@ def _trials(
     rows: NDArray[np.intp],
     tix: NDArray[np.intp],
     measured: NDArray[np.intp],
+    revisit: NDArray[np.intp],
     fresh: NDArray[np.intp],
     picks: int,
     max_picks: int,
 ) -> tuple[NDArray, NDArray, NDArray, NDArray, NDArray] | None:
-    """Candidate moves: one more dwell unit at a measured energy, or a new one opened with ``r`` in openings.
+    """Candidate moves: one more dwell unit at an energy of this sweep (``measured``), or ``r`` in openings at an
+    energy only an earlier pass measured (``revisit``: it pays the move and settle again) or a new one (``fresh``).
 
     Returns channels, kind (0 = more dwell, 1 = new energy), units, cost (s) and the weight changes of the active
     directed combinations ``(rows, tix)``, shape (n_trials, n_active); None if no move fits ``max_picks``.
     """
     tm = ctx.time_model
     overhead = tm.insertion_overhead_s(ctx.energies[fresh], ctx.energies[measured])
+    overhead_revisit = tm.insertion_overhead_s(ctx.energies[revisit], ctx.energies[measured])
     parts: list[tuple[NDArray, NDArray, NDArray, NDArray, NDArray]] = []
     for r in ctx.openings:
         if picks + r > max_picks:
@@ -497,6 +511,11 @@ def _trials(
             dwq = ctx.weights(rows, tix, measured, k + r) - ctx.weights(rows, tix, measured, k)
             n = measured.size
             parts.append((measured, np.zeros(n), np.full(n, r), np.full(n, r * tm.pick_cost_s), dwq.T))
+        if revisit.size:
+            k = state.counts[revisit][None, :]
+            dwq = ctx.weights(rows, tix, revisit, k + r) - ctx.weights(rows, tix, revisit, k)
+            n = revisit.size
+            parts.append((revisit, np.zeros(n), np.full(n, r), r * tm.pick_cost_s + overhead_revisit, dwq.T))
         if fresh.size:
             n = fresh.size
             dwq = ctx.weights(rows, tix, fresh, np.full((1, n), r))
@@ -549,7 +568,7 @@ def _exchange(
         trial.sums.add(j, -1, -ctx.column(j, units))
         trial.counts[j] = 0
         trial.order = [c for c in trial.order if c != j]
-        trial.time_s.append(_scan_time(ctx, trial.counts))
+        trial.time_s.append(_scan_time(ctx, trial))
         trial.min_separation.append(float(trial.sums.separations().min()))
         _greedy(ctx, trial, max_picks=max_picks, time_budget_s=time_budget_s, target_separation=None)
         weakest = min(floor, state.min_separation[-1])
@@ -762,8 +781,9 @@ def design_map_energies(
         Exchange rounds after the greedy (0: greedy only).
     measured_units
         Dwell units already measured at each grid point (shape (n_energies,)), e.g. a first pass: the design
-        continues from them (they count towards the separations, the picks and the time budget, which then covers
-        the whole measurement as one sweep) and never removes them. Default: start from the two ends.
+        continues from them (they count towards the separations, the picks and the time budget) and never
+        removes them. The new dwell is a sweep of its own: an energy measured again pays its move and settle
+        again; ``total_time_s`` is the earlier pass's scan time plus this sweep's. Default: start from the ends.
     on_short_budget
         With a time budget and a target separation not reached: ``"raise"`` a :class:`MapDesignError` naming the
         weakest pair and the time it needs, or ``"warn"`` and return the design.
@@ -819,13 +839,21 @@ def design_map_energies(
         seed[list(ends)] = 1
     else:
         seed = np.asarray(measured_units)
-        if seed.shape != grid.shape or np.any(seed < 0) or np.any(seed != np.round(seed)) or (seed > 0).sum() < 2:
+        if (
+            seed.shape != grid.shape
+            or np.any(seed < 0)
+            or np.any(seed != np.round(seed))
+            or (seed > 0).sum() < 2
+        ):
             raise MapDesignError(
                 f"measured_units: expected {grid.size} whole dwell-unit counts ≥ 0 with at least two energies measured"
             )
         seed = seed.astype(np.intp)
     for j in np.flatnonzero(seed):
         _take(ctx, state, int(j), int(seed[j]))
+    if measured_units is not None:  # the earlier pass is done: this design is a sweep of its own
+        state.base, state.base_time_s = seed.copy(), state.time_s[-1]
+        state.time_s[-1] = _scan_time(ctx, state)
     fixed = tuple(int(j) for j in np.flatnonzero(seed))
     limit = n_points if n_points is not None else max_picks
     stop = _greedy(
@@ -850,7 +878,7 @@ def design_map_energies(
     d = state.sums.separations()
     picked = np.flatnonzero(state.counts)
     dwell = state.counts[picked] * time_model.dwell_s
-    total = _scan_time(ctx, state.counts)
+    total = _scan_time(ctx, state)
     pairs = _phase_pairs(candidates, d)
     design = MapDesign(
         energies_eV=grid[picked],
