@@ -7,6 +7,8 @@ import json
 import logging
 from pathlib import Path
 
+from xbeam_bluesky.cli.planning_map import plan_map_energies, register_map_options
+
 logger = logging.getLogger(__name__)
 
 #: Default candidate range relative to the edge (eV): the published Fe K case 7076.2–7181.2 eV, 0.1 eV steps.
@@ -79,6 +81,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stop.add_argument(
         "--target-rmse", type=float, metavar="X", help="expected RMSE to reach (normalized units)"
     )
+    stop.add_argument(
+        "--target-separation",
+        type=float,
+        metavar="D",
+        help="--objective map: separation D every phase pair must reach",
+    )
     p.add_argument(
         "--i0",
         type=_number(float, 0, MAX_I0_COUNTS_PER_S, low_open=True),
@@ -135,6 +143,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--plot", type=Path, metavar="design.png", help="draw prior ± std, chosen points, dwell, error"
     )
     p.add_argument("--out", type=Path, required=True, metavar="design.json", help="output JSON")
+    register_map_options(p)
     p.set_defaults(func=plan_energies)
 
     t = subparsers.add_parser(
@@ -204,6 +213,12 @@ def plan_energies(args: argparse.Namespace) -> int:
 
     e0 = edge_energy(args.edge)
     grid = _candidate_grid(args, e0)
+    if args.objective == "map":
+        return plan_map_energies(args, grid, e0)
+    if args.target_separation is not None:
+        raise ValueError(
+            "--target-separation is for --objective map; the spectrum objective stops at --target-rmse"
+        )
     directory = args.library
     if directory is None and args.edge.lower() != "fe-k":
         directory = bundled_library_dir(args.edge)

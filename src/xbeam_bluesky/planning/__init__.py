@@ -14,6 +14,16 @@ from xbeam_bluesky.planning.design import (
     load_design,
 )
 from xbeam_bluesky.planning.exchange import ExchangeResult, design_trace, exchange_refine
+from xbeam_bluesky.planning.map_design import (
+    DEFAULT_MODEL_ERROR,
+    DEFAULT_TARGET_SEPARATION,
+    MapDesign,
+    MapDesignError,
+    PhaseCandidates,
+    design_map_energies,
+    map_separations,
+    phase_candidates,
+)
 from xbeam_bluesky.planning.noise import TransmissionNoise
 from xbeam_bluesky.planning.prior import (
     KERNELS,
@@ -41,12 +51,17 @@ from xbeam_bluesky.planning.warp import EnergyWarp
 __all__ = [
     "DEFAULT_EXCHANGE_ROUNDS",
     "DEFAULT_EXCHANGE_WINDOW",
+    "DEFAULT_MODEL_ERROR",
+    "DEFAULT_TARGET_SEPARATION",
     "KERNELS",
     "EnergyDesign",
     "EnergyWarp",
     "ExchangeResult",
     "GaussianProcessPrior",
     "GreedySelection",
+    "MapDesign",
+    "MapDesignError",
+    "PhaseCandidates",
     "RawDataExtension",
     "ScanTimeModel",
     "TilePlan",
@@ -55,6 +70,7 @@ __all__ = [
     "conventional_grid",
     "default_overlap",
     "design_energies",
+    "design_map_energies",
     "design_trace",
     "error_decomposition",
     "estimate_imaging_time",
@@ -66,6 +82,8 @@ __all__ = [
     "grid_indices",
     "library_log_likelihood",
     "load_design",
+    "map_separations",
+    "phase_candidates",
     "plan_tiles",
     "prior_from_library",
     "rbf_kernel",

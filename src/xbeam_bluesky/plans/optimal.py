@@ -15,18 +15,25 @@ from bluesky.protocols import Movable, Readable
 from bluesky.utils import MsgGenerator
 
 from xbeam_bluesky.planning import (
+    DEFAULT_MODEL_ERROR,
+    DEFAULT_TARGET_SEPARATION,
     EnergyDesign,
+    MapDesign,
+    PhaseCandidates,
     ScanTimeModel,
     TransmissionNoise,
     design_energies,
+    design_map_energies,
     load_design,
+    phase_candidates,
     plan_tiles,
     prior_from_library,
+    reconstruct,
 )
 from xbeam_bluesky.plans.duration import estimate_duration
 from xbeam_bluesky.plans.metadata import check_user_md
 from xbeam_bluesky.plans.xanes_imaging import max_unsaturated_exposure_s, xanes_imaging
-from xbeam_bluesky.spectra import PhotonNoiseModel, edge_energy
+from xbeam_bluesky.spectra import PhotonNoiseModel, aligned_library, edge_energy, load_library
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +42,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_RANGE_REL_EV = (-35.8, 69.2, 0.1)
 #: Points kept of the expected-error curve in the start document.
 CURVE_POINTS_IN_START = 200
+#: Weakest phase pairs of a map design kept in the start document.
+PAIRS_IN_START = 100
 #: Picks used when no stopping rule is given.
 DEFAULT_N_POINTS = 100
 
@@ -64,14 +73,40 @@ def _stage_time_per_energy(stage: Any, tiles: list[list[float]], flat_xy: Sequen
     return float(sum(move(tuple(a), tuple(b)) for a, b in itertools.pairwise(path)))
 
 
-def _start_record(design: EnergyDesign | dict[str, Any]) -> dict[str, Any]:
+def _library_candidates(
+    library: str | None, grid: np.ndarray, e0: float, phases: Sequence[str] | None, model_error: float
+) -> PhaseCandidates:
+    """The library's spectra on the candidate grid (only ``phases`` if given), grouped into phases."""
+    aligned = aligned_library(load_library(library), grid, e0_ref=e0)
+    names, matrix = list(aligned.names), aligned.matrix
+    if phases is not None:
+        missing = [p for p in phases if p not in names]
+        if missing:
+            raise ValueError(
+                f"phases: {', '.join(missing)} not in the library {library or 'bundled Fe-K'} "
+                f"(spectra covering {grid[0]:.1f}-{grid[-1]:.1f} eV: {', '.join(names)})"
+            )
+        matrix = matrix[[names.index(p) for p in phases]]
+        names = list(phases)
+    return phase_candidates(matrix, names, model_error=model_error)
+
+
+def design_pairs(design: EnergyDesign | MapDesign | dict[str, Any]) -> list[dict[str, Any]]:
+    """The phase pairs of a map design (empty for a spectrum design)."""
+    return list((design if isinstance(design, dict) else design.to_dict()).get("pairs", []))
+
+
+def _start_record(design: EnergyDesign | MapDesign | dict[str, Any]) -> dict[str, Any]:
     """The design as stored in the start document (error curve thinned, pick order dropped)."""
-    record = dict(design.to_dict() if isinstance(design, EnergyDesign) else design)
+    record = dict(design if isinstance(design, dict) else design.to_dict())
     record.pop("pick_order_eV", None)
     curve = record.get("curve")
     if isinstance(curve, dict) and len(curve.get("time_s", [])) > CURVE_POINTS_IN_START:
         keep = np.unique(np.linspace(0, len(curve["time_s"]) - 1, CURVE_POINTS_IN_START).astype(int))
         record["curve"] = {k: [v[i] for i in keep] for k, v in curve.items()}
+    if len(record.get("pairs", [])) > PAIRS_IN_START:
+        record["pairs"] = record["pairs"][:PAIRS_IN_START]
+        record["pairs_note"] = f"the {PAIRS_IN_START} weakest phase pairs of {len(design_pairs(design))}"
     return record
 
 
@@ -89,6 +124,11 @@ def optimal_xanes_imaging(
     edge: str = "Fe-K",
     e_range: Sequence[float] | None = None,
     criterion: str = "A",
+    objective: str = "spectrum",
+    phases: Sequence[str] | None = None,
+    target_separation: float | None = None,
+    thickness: Sequence[float] = (1.0,),
+    model_error: float = DEFAULT_MODEL_ERROR,
     n_points: int | None = None,
     time_budget_s: float | None = None,
     target_rmse: float | None = None,
@@ -103,6 +143,10 @@ def optimal_xanes_imaging(
     n_darks: int = 5,
     n_flats: int = 2,
     flat_position: Sequence[float] | None = None,
+    adaptive: bool = False,
+    first_pass_fraction: float = 0.3,
+    results_client: Any = None,
+    results_timeout_s: float = 600.0,
     md: dict | None = None,
 ) -> MsgGenerator[str]:
     """XANES imaging at Bayesian-optimal energies over tiles covering a sample region.
@@ -141,6 +185,19 @@ def optimal_xanes_imaging(
         Candidate grid [start, stop, step] in eV; default E0 − 35.8 to E0 + 69.2 eV in 0.1 eV steps.
     criterion : {"A", "D"}
         A-optimal (expected squared error) or D-optimal (information gain), per unit of beam time.
+    objective : {"spectrum", "map"}
+        ``"spectrum"``: the A-/D-optimal reconstruction design; ``"map"``: energies and dwell that separate the
+        library's phases in the clustering's D per second (:func:`~xbeam_bluesky.planning.design_map_energies`).
+    phases : list of str, optional
+        Map objective: library spectra the map must tell apart (default all).
+    target_separation : float, optional
+        Map objective: stop when every phase pair reaches this D (default 3.719, the clustering's merge
+        threshold, when no other stopping rule is given); with ``time_budget_s`` the run is refused if the budget
+        cannot reach it (the error names the pair and the time it needs).
+    thickness : list of float
+        Map objective: thickness factors on the absorbance the pairs must be separated at, e.g. ``[0.5, 2]``.
+    model_error : float
+        Map objective: library spectra closer than this RMS (normalized units) are one phase.
     n_points, time_budget_s, target_rmse : optional
         Stopping rule: picks, total run time in s (incl. flats, tiles and darks), or expected RMSE of the
         normalized spectrum. Default: 100 picks.
@@ -157,6 +214,20 @@ def optimal_xanes_imaging(
         Tile overlap fraction (default from the stage repeatability in µm).
     shutter, n_darks, n_flats, flat_position
         Passed to :func:`xanes_imaging`.
+    adaptive : bool
+        Two passes within ``time_budget_s`` (map objective): a first pass with the library map design for
+        ``first_pass_fraction`` of the budget; when it ends, the live clustering's cluster spectra (read back from
+        ``results_client``, the tiled container the :class:`~xbeam_bluesky.callbacks.LiveClustering` writes to)
+        are reconstructed on the candidate grid and become the candidates of a second design that continues from
+        the first pass's dwell for the rest of the budget; the second pass measures its new dwell. The second
+        run's start document has ``adaptive`` (first-pass uid, cluster names, both designs' summaries).
+        Returns the second run's uid.
+    first_pass_fraction : float
+        Share of ``time_budget_s`` for the first pass, in (0, 1).
+    results_client : tiled container, optional
+        Where the raw runs and the live clustering results are (``Storage.client``); needed with ``adaptive``.
+    results_timeout_s : float
+        How long to wait for the first pass's clustering result, s.
     md : dict, optional
         Extra start-document metadata.
 
@@ -165,6 +236,17 @@ def optimal_xanes_imaging(
     str
         The run uid.
     """
+    if adaptive:
+        return (
+            yield from _adaptive_passes(
+                camera, mono, stage, x_mm, y_mm, polygon_mm=polygon_mm, tiles=tiles, library=library, edge=edge,
+                e_range=e_range, phases=phases, thickness=thickness, model_error=model_error,
+                time_budget_s=time_budget_s, dwell=dwell, mu_t_pre_edge=mu_t_pre_edge, edge_jump=edge_jump,
+                overlap=overlap, repeatability_um=repeatability_um, shutter=shutter, n_darks=n_darks,
+                n_flats=n_flats, flat_position=flat_position, first_pass_fraction=first_pass_fraction,
+                results_client=results_client, results_timeout_s=results_timeout_s, md=md,
+            )
+        )  # fmt: skip
     started = time.perf_counter()
     e0 = edge_energy(edge)
     if tiles is not None:
@@ -215,12 +297,15 @@ def optimal_xanes_imaging(
         dwells = np.asarray(record["dwell_s"], dtype=float)
         design_record = {**_start_record(record), "source": source}
     else:
-        if n_points is None and time_budget_s is None and target_rmse is None:
-            n_points = DEFAULT_N_POINTS
+        if objective not in ("spectrum", "map"):
+            raise ValueError(f"objective = {objective!r}; expected 'spectrum' or 'map'")
+        stops = (n_points, time_budget_s, target_rmse if objective == "spectrum" else target_separation)
+        if all(v is None for v in stops):
+            if objective == "spectrum":
+                n_points = DEFAULT_N_POINTS
+            else:
+                target_separation = DEFAULT_TARGET_SEPARATION
         grid = _candidate_grid(e0, e_range)
-        prior = prior_from_library(
-            library, grid, e0_ref_eV=e0, length_scale_eV=length_scale_eV, kernel=kernel
-        )
         noise = TransmissionNoise(
             i0_counts_per_s=float(noise_md.get("i0_counts", TransmissionNoise.i0_counts_per_s)),
             mu_t_pre_edge=mu_t_pre_edge,
@@ -255,15 +340,31 @@ def optimal_xanes_imaging(
                     f"time_budget_s = {time_budget_s} s is too small for even the two end points on "
                     f"{len(tile_list)} tile(s) with {n_flats} flat(s) and {n_darks} dark(s): {shortest:.1f} s"
                 )
-        result = design_energies(
-            prior,
-            noise,
-            time_model,
-            criterion=criterion,  # type: ignore[arg-type]
-            n_points=n_points,
-            time_budget_s=budget,
-            target_rmse=target_rmse,
-        )
+        result: EnergyDesign | MapDesign
+        if objective == "map":
+            result = design_map_energies(
+                _library_candidates(library, grid, e0, phases, model_error),
+                grid,
+                noise,
+                time_model,
+                thickness=thickness,
+                n_points=n_points,
+                time_budget_s=budget,
+                target_separation=target_separation,
+            )
+        else:
+            prior = prior_from_library(
+                library, grid, e0_ref_eV=e0, length_scale_eV=length_scale_eV, kernel=kernel
+            )
+            result = design_energies(
+                prior,
+                noise,
+                time_model,
+                criterion=criterion,  # type: ignore[arg-type]
+                n_points=n_points,
+                time_budget_s=budget,
+                target_rmse=target_rmse,
+            )
         energies = result.energies_eV
         dwells = result.dwell_s
         design_record = {
@@ -326,6 +427,11 @@ def optimal_xanes_imaging(
             "edge": edge,
             "e_range": None if e_range is None else list(e_range),
             "criterion": criterion,
+            "objective": objective if design is None else None,
+            "phases": None if phases is None else list(phases),
+            "target_separation": target_separation,
+            "thickness": list(thickness),
+            "model_error": model_error,
             "n_points": n_points,
             "time_budget_s": time_budget_s,
             "target_rmse": target_rmse,
@@ -348,3 +454,125 @@ def optimal_xanes_imaging(
             **run_kwargs,
         )
     )
+
+
+def _cluster_candidates(
+    node: Any, design: dict[str, Any], library: str | None, e0: float, model_error: float
+) -> tuple[PhaseCandidates, np.ndarray]:
+    """Cluster spectra of a first pass (absorbance on its energies) as candidates on the candidate grid.
+
+    Each spectrum is normalized by its values at the first and last energy (the grid's ends: the first pass
+    always measures them), then reconstructed on the grid with the library's GP prior (noise of a cluster mean
+    taken as 1 % of one pixel's variance, i.e. ≥ 100 pixels per cluster).
+    """
+    grid_md = design["candidate_grid"]
+    grid = np.round(np.linspace(grid_md["start_eV"], grid_md["stop_eV"], int(grid_md["n"])), 6)
+    energies = np.asarray(node["energies"].read(), dtype=float)
+    spectra = np.asarray(node["spectra"].read(), dtype=float)
+    names = list(node.metadata.get("cluster_names", [f"cluster {k + 1}" for k in range(len(spectra))]))
+    keep = np.all(np.isfinite(spectra), axis=1) & (np.ptp(spectra, axis=1) > 0)
+    order = np.argsort(energies)
+    e, y = energies[order], spectra[keep][:, order]
+    norm = (y - y[:, :1]) / (y[:, -1:] - y[:, :1])
+    prior = prior_from_library(library, grid, e0_ref_eV=e0)
+    noise = TransmissionNoise(
+        i0_counts_per_s=float(design["noise"]["i0_counts_per_s"]),
+        mu_t_pre_edge=float(design["noise"]["mu_t_pre_edge"]),
+        edge_jump=float(design["noise"]["edge_jump"]),
+        detector=PhotonNoiseModel(gain=float(design["noise"]["detector_gain"]),
+                                  offset=float(design["noise"]["detector_offset"])),
+    )  # fmt: skip
+    dwell = np.asarray(design["dwell_s"], dtype=float)
+    cov = prior.covariance()
+    recon = []
+    for row in norm:
+        var = noise.variance(np.clip(row, 0.0, 2.0), np.interp(e, design["energies_eV"], dwell)) / 100.0
+        recon.append(reconstruct(prior, e, row, var, cov=cov)[0])
+    named = [n for n, k in zip(names, keep, strict=True) if k]
+    return phase_candidates(np.asarray(recon), named, kind="data", model_error=model_error), grid
+
+
+def _adaptive_passes(
+    camera: Readable, mono: Movable, stage: Readable, x_mm: Any, y_mm: Any, *, time_budget_s: float | None,
+    first_pass_fraction: float, results_client: Any, results_timeout_s: float, md: dict | None, **kw: Any,
+) -> MsgGenerator[str]:  # fmt: skip
+    """First pass with the library map design, then a second pass designed from its cluster spectra."""
+    from xbeam_bluesky.storage import analysis_results
+
+    if time_budget_s is None:
+        raise ValueError("adaptive=True needs time_budget_s (the two passes share it)")
+    if not 0 < first_pass_fraction < 1:
+        raise ValueError(f"first_pass_fraction = {first_pass_fraction!r}; expected a share strictly between 0 and 1")
+    if results_client is None:
+        raise ValueError(
+            "adaptive=True needs results_client: the tiled container holding the runs and the live clustering "
+            "results (Storage.client), from which the first pass's cluster spectra are read"
+        )
+    first_md = {**(md or {}), "adaptive": {"pass": 1, "first_pass_fraction": first_pass_fraction,
+                                            "time_budget_s": time_budget_s}}  # fmt: skip
+    uid1 = yield from optimal_xanes_imaging(
+        camera, mono, stage, x_mm, y_mm, objective="map", time_budget_s=first_pass_fraction * time_budget_s,
+        md=first_md, **kw,
+    )  # fmt: skip
+    def ready() -> list[Any]:  # the result container appears before its arrays are written
+        found = analysis_results(results_client, uid1, kind="clustering")
+        done = [n for n in found if n.metadata.get("status") == "failed" or {"spectra", "energies"} <= set(n)]
+        return done
+
+    waited = 0.0
+    nodes = ready()
+    while not nodes and waited < results_timeout_s:
+        yield from bps.sleep(0.5)
+        waited += 0.5
+        nodes = ready()
+    if not nodes or nodes[-1].metadata.get("status") == "failed":
+        raise RuntimeError(
+            f"adaptive: no clustering result for the first pass {uid1} after {results_timeout_s:g} s "
+            "(is LiveClustering subscribed and writing to results_client?)"
+        )
+    start1 = results_client[uid1].metadata["start"]
+    design1 = start1["design"]
+    e0 = edge_energy(kw.get("edge", "Fe-K"))
+    candidates, grid = _cluster_candidates(nodes[-1], design1, kw.get("library"), e0, kw["model_error"])
+    tm = ScanTimeModel.from_dict(design1["time_model"])
+    frames = len(start1["tiles"]["positions"]) + int(kw["n_flats"])
+    darks_s = kw["n_darks"] * (kw["dwell"] + float(getattr(camera, "readout_s", 0.0)))
+    units = np.zeros(grid.size, dtype=np.intp)
+    idx = np.searchsorted(grid, np.asarray(design1["energies_eV"]) - 1e-6)
+    units[idx] = np.round(np.asarray(design1["dwell_s"]) / tm.dwell_s).astype(np.intp)
+    noise = design1["noise"]
+    second = design_map_energies(
+        candidates, grid,
+        TransmissionNoise(
+            i0_counts_per_s=float(noise["i0_counts_per_s"]), mu_t_pre_edge=float(noise["mu_t_pre_edge"]),
+            edge_jump=float(noise["edge_jump"]),
+            detector=PhotonNoiseModel(gain=float(noise["detector_gain"]), offset=float(noise["detector_offset"])),
+        ),
+        tm, thickness=kw["thickness"], time_budget_s=(time_budget_s - darks_s) / frames, measured_units=units,
+    )  # fmt: skip
+    after = np.zeros(grid.size, dtype=np.intp)
+    after[np.searchsorted(grid, second.energies_eV - 1e-6)] = np.round(second.dwell_s / tm.dwell_s).astype(np.intp)
+    extra = after - units
+    new = np.flatnonzero(extra > 0)
+    if new.size == 0:
+        logger.warning("adaptive: the second design adds no dwell to the first pass; no second pass measured")
+        return uid1
+    record = {
+        **second.to_dict(),
+        "energies_eV": [float(grid[j]) for j in new],
+        "dwell_s": [float(extra[j] * tm.dwell_s) for j in new],
+        "combined_design": {"energies_eV": [float(e) for e in second.energies_eV],
+                            "dwell_s": [float(d) for d in second.dwell_s]},
+        "note": "energies_eV/dwell_s: what this pass adds to the first pass (combined_design: both passes)",
+    }  # fmt: skip
+    link = {"pass": 2, "first_pass_uid": uid1, "clustering_result": nodes[-1].item["id"],
+            "candidates": list(candidates.names), "first_pass_design_min_separation": design1["min_separation"],
+            "combined_min_separation": second.min_separation}  # fmt: skip
+    pass_kw = {k: v for k, v in kw.items() if k in ("library", "edge", "shutter", "n_darks", "n_flats",
+                                                    "flat_position", "thickness", "model_error")}  # fmt: skip
+    return (
+        yield from optimal_xanes_imaging(
+            camera, mono, stage, tiles=start1["tiles"]["positions"], design=record, dwell=kw["dwell"],
+            md={**(md or {}), "adaptive": link}, **pass_kw,
+        )
+    )  # fmt: skip
