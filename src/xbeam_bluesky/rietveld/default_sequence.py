@@ -4,7 +4,7 @@
    X Y → atoms → U V W). Before its last stage (U V W), background terms are grown one at a time while Hamilton's test (an F test
    on the χ² drop of one more term, linear least squares with the peaks held) says the drop is significant at
    ``ALPHA``; the last stage then runs with that background (no extra stage, so no extra time). Kept only if
-   it finishes and breaks no validity rule the model before it kept; otherwise the last stage runs with the
+   it finishes, lowers χ² below the model before it and breaks no validity rule that model kept; otherwise the last stage runs with the
    fixed background.
 2. Preferred orientation tried when the residual asks for it: the per-reflection log(I_obs / I_calc) is
    regressed on the March–Dollase term of each candidate axis; for the best-correlated axis (if the
@@ -155,9 +155,15 @@ def _acceptable(refinement: Refinement, new: RefinementResult, old: RefinementRe
 
 
 def refine_default(
-    refinement: Refinement, state: ModelState | None = None
+    refinement: Refinement, state: ModelState | None = None, background: BackgroundSpec | None = None
 ) -> tuple[RefinementResult, Strategy]:
     """Run the default refinement of ``refinement`` (module docstring) from ``state`` (default: the CIFs).
+
+    Parameters
+    ----------
+    background
+        The first stage's background (default 6 Chebyshev terms); its ``peaks`` (background humps, deg 2θ)
+        stay in every later stage, the grown background included.
 
     Returns
     -------
@@ -165,7 +171,8 @@ def refine_default(
         The final refinement (its ``stages`` list every stage kept) and the strategy of the kept stages, which
         ``Refinement.run(strategy)`` replays.
     """
-    base = default_strategy()
+    base = default_strategy(background)
+    peaks = base.stages[0].background.peaks if base.stages[0].background else ()
     *head, last = base.stages
     early = refinement.run(Strategy(tuple(head), base.shared_sites), state)
     if not early.ok:
@@ -178,14 +185,15 @@ def refine_default(
         grown = replace(
             last,
             name=f"{last.name}, background {terms} terms",
-            background=BackgroundSpec(early.state.background_kind, terms),
+            background=BackgroundSpec(early.state.background_kind, terms, peaks),
         )
         trial = refinement.run(Strategy((replace(grown, refine=so_far),), base.shared_sites), early.state)
-        if trial.ok and set(check_validity(trial.to_dict(), refinement.phases)) <= set(
-            check_validity(early.to_dict(), refinement.phases)
-        ):
+        if _acceptable(refinement, trial, early):
             last, result = grown, trial
     if result is None:
+        if peaks:  # a warm-started run takes its background from its stage: keep the refined humps
+            held = BackgroundSpec(early.state.background_kind, len(early.state.background_coefs), peaks)
+            last = replace(last, background=held)
         result = refinement.run(Strategy((replace(last, refine=so_far),), base.shared_sites), early.state)
     stages = [*head, last]
     records = early.stages + result.stages
@@ -199,7 +207,9 @@ def refine_default(
             name=f"preferred orientation {''.join(map(str, axis))}",
             refine=("preferred_orientation",),
             po_axis=axis,
-            background=BackgroundSpec(result.state.background_kind, len(result.state.background_coefs)),
+            background=BackgroundSpec(
+                result.state.background_kind, len(result.state.background_coefs), peaks
+            ),
             max_cycles=15,
         )
         trial = refinement.run(
