@@ -20,7 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Rietveld refinement of a powder pattern",
         description=(
             "Rietveld refinement (own engine, GSAS-II conventions). Without --strategy runs the default "
-            "staged sequence: background+scale -> cell+displacement -> profile X Y -> atoms -> U V W."
+            "sequence: background+scale -> cell+displacement -> profile X Y -> atoms -> U V W, the background "
+            "grown while Hamilton's test accepts more terms and preferred orientation tried when the residual "
+            "asks for it; result.json records the stages kept."
         ),
     )
     p.add_argument(
@@ -85,15 +87,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def chosen_strategy(args: argparse.Namespace) -> Any:
-    """--strategy (or the default sequence), with any --background-peak added to its first stage."""
-    from dataclasses import replace
-
-    from xbeam_bluesky.rietveld import BackgroundSpec, Strategy, default_strategy
-
-    strategy = Strategy.from_json(args.strategy) if args.strategy else default_strategy()
-    if not args.background_peak:
-        return strategy
+def background_peaks(args: argparse.Namespace) -> tuple[tuple[float, float], ...]:
+    """The ``--background-peak POS:FWHM`` humps, deg 2θ."""
     peaks = []
     for text in args.background_peak:
         try:
@@ -101,14 +96,40 @@ def chosen_strategy(args: argparse.Namespace) -> Any:
         except ValueError as exc:
             raise CLIError(f"--background-peak {text!r}: expected POS:FWHM in deg 2θ, e.g. 5:1.5") from exc
         peaks.append((pos, fwhm))
+    return tuple(peaks)
+
+
+def chosen_strategy(args: argparse.Namespace) -> Any:
+    """--strategy (or the fixed default stages), with any --background-peak added to its first stage."""
+    from dataclasses import replace
+
+    from xbeam_bluesky.rietveld import BackgroundSpec, Strategy, default_strategy
+
+    strategy = Strategy.from_json(args.strategy) if args.strategy else default_strategy()
+    peaks = background_peaks(args)
+    if not peaks:
+        return strategy
     stages = list(strategy.stages)
     i = next((k for k, st in enumerate(stages) if st.background is not None), 0)
     bkg = stages[i].background or BackgroundSpec()
     try:
-        stages[i] = replace(stages[i], background=replace(bkg, peaks=bkg.peaks + tuple(peaks)))
+        stages[i] = replace(stages[i], background=replace(bkg, peaks=bkg.peaks + peaks))
     except ValueError as exc:
         raise CLIError(f"--background-peak: {exc}") from exc
     return Strategy(tuple(stages))
+
+
+def _default_background(args: argparse.Namespace) -> Any:
+    """The default sequence's first-stage background with any --background-peak humps, or None."""
+    from xbeam_bluesky.rietveld import BackgroundSpec
+
+    peaks = background_peaks(args)
+    if not peaks:
+        return None
+    try:
+        return BackgroundSpec(peaks=peaks)
+    except ValueError as exc:
+        raise CLIError(f"--background-peak: {exc}") from exc
 
 
 def _parse_range(text: str | None) -> tuple[float, float] | None:
@@ -196,15 +217,22 @@ def _run(args: argparse.Namespace) -> int:
 
     check_output(args.out, [args.pattern, *args.cif, *(p for p in (args.instrument, args.strategy) if p)])
     fit_range, pattern, phases, instrument = load_inputs(args)
-    strategy = chosen_strategy(args)
-    if fit_range is not None and strategy.stages[-1].range is not None:
-        print("xbeam refine: --range overrides the last stage's range", file=sys.stderr)
-        stages = list(strategy.stages)
-        from dataclasses import replace
+    refinement = Refinement(pattern, phases, instrument, fit_range=fit_range)
+    if args.strategy is None:
+        # the grown default sequence; the strategy it returns (the stages it kept) goes into result.json
+        from xbeam_bluesky.rietveld.default_sequence import refine_default
 
-        stages[-1] = replace(stages[-1], range=fit_range)
-        strategy = Strategy(tuple(stages))
-    result = Refinement(pattern, phases, instrument, fit_range=fit_range).run(strategy)
+        result, strategy = refine_default(refinement, background=_default_background(args))
+    else:
+        strategy = chosen_strategy(args)
+        if fit_range is not None and strategy.stages[-1].range is not None:
+            print("xbeam refine: --range overrides the last stage's range", file=sys.stderr)
+            stages = list(strategy.stages)
+            from dataclasses import replace
+
+            stages[-1] = replace(stages[-1], range=fit_range)
+            strategy = Strategy(tuple(stages), strategy.shared_sites)
+        result = refinement.run(strategy)
     out = result.to_dict()
     out["pattern"] = str(args.pattern)
     out["cifs"] = [str(c) for c in args.cif]

@@ -4,13 +4,17 @@
    X Y → atoms → U V W). Before its last stage (U V W), background terms are grown one at a time while Hamilton's test (an F test
    on the χ² drop of one more term, linear least squares with the peaks held) says the drop is significant at
    ``ALPHA``; the last stage then runs with that background (no extra stage, so no extra time). Kept only if
-   it finishes and breaks no validity rule the model before it kept; otherwise the last stage runs with the
+   it finishes, lowers χ² below the model before it and breaks no validity rule that model kept; otherwise the last stage runs with the
    fixed background.
 2. Preferred orientation tried when the residual asks for it: the per-reflection log(I_obs / I_calc) is
    regressed on the March–Dollase term of each candidate axis; for the best-correlated axis (if the
    correlation is significant), a stage refines the March–Dollase ratio. Kept only if it converges, the
    model stays physical (:func:`~xbeam_bluesky.rietveld.validity.check_validity`) and Hamilton's test on
    the full refinement accepts the extra parameter.
+3. Per-phase microstrain for a mixture (two or more phases): when the phases' peak widths differ, one common
+   profile cannot describe them. Greedily, one phase at a time, a stage tries an isotropic term and one
+   uniaxial axis per Laue-equivalent set (``uniaxial_strain``); the best is kept only if every strain term
+   stays ≥ 0, the model stays valid and Hamilton's test accepts it. Single-phase refinements skip it.
 
 Everything turned on is judged the same way: a step that fails to converge, breaks a validity rule the
 previous model kept, or is not significant is dropped and the previous result kept.
@@ -18,6 +22,7 @@ previous model kept, or is not significant is dropped and the previous result ke
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -150,14 +155,25 @@ def _acceptable(refinement: Refinement, new: RefinementResult, old: RefinementRe
     validity rule the old one kept, and its χ² is lower."""
     if not new.ok or not new.chi2 < old.chi2:
         return False
-    before = set(check_validity(old.to_dict(), refinement.phases))
-    return set(check_validity(new.to_dict(), refinement.phases)) <= before
+    before = {_rule(r) for r in check_validity(old.to_dict(), refinement.phases)}
+    return {_rule(r) for r in check_validity(new.to_dict(), refinement.phases)} <= before
+
+
+def _rule(reason: str) -> str:
+    """A validity reason without its numbers: the rule and the atom it concerns ("X:O: Uiso # Å² ≤ #")."""
+    return re.sub(r"[-+]?\d+(?:\.\d*)?(?:e[-+]?\d+)?", "#", reason)
 
 
 def refine_default(
-    refinement: Refinement, state: ModelState | None = None
+    refinement: Refinement, state: ModelState | None = None, background: BackgroundSpec | None = None
 ) -> tuple[RefinementResult, Strategy]:
     """Run the default refinement of ``refinement`` (module docstring) from ``state`` (default: the CIFs).
+
+    Parameters
+    ----------
+    background
+        The first stage's background (default 6 Chebyshev terms); its ``peaks`` (background humps, deg 2θ)
+        stay in every later stage, the grown background included.
 
     Returns
     -------
@@ -165,7 +181,8 @@ def refine_default(
         The final refinement (its ``stages`` list every stage kept) and the strategy of the kept stages, which
         ``Refinement.run(strategy)`` replays.
     """
-    base = default_strategy()
+    base = default_strategy(background)
+    peaks = base.stages[0].background.peaks if base.stages[0].background else ()
     *head, last = base.stages
     early = refinement.run(Strategy(tuple(head), base.shared_sites), state)
     if not early.ok:
@@ -178,14 +195,15 @@ def refine_default(
         grown = replace(
             last,
             name=f"{last.name}, background {terms} terms",
-            background=BackgroundSpec(early.state.background_kind, terms),
+            background=BackgroundSpec(early.state.background_kind, terms, peaks),
         )
         trial = refinement.run(Strategy((replace(grown, refine=so_far),), base.shared_sites), early.state)
-        if trial.ok and set(check_validity(trial.to_dict(), refinement.phases)) <= set(
-            check_validity(early.to_dict(), refinement.phases)
-        ):
+        if _acceptable(refinement, trial, early):
             last, result = grown, trial
     if result is None:
+        if peaks:  # a warm-started run takes its background from its stage: keep the refined humps
+            held = BackgroundSpec(early.state.background_kind, len(early.state.background_coefs), peaks)
+            last = replace(last, background=held)
         result = refinement.run(Strategy((replace(last, refine=so_far),), base.shared_sites), early.state)
     stages = [*head, last]
     records = early.stages + result.stages
@@ -199,7 +217,9 @@ def refine_default(
             name=f"preferred orientation {''.join(map(str, axis))}",
             refine=("preferred_orientation",),
             po_axis=axis,
-            background=BackgroundSpec(result.state.background_kind, len(result.state.background_coefs)),
+            background=BackgroundSpec(
+                result.state.background_kind, len(result.state.background_coefs), peaks
+            ),
             max_cycles=15,
         )
         trial = refinement.run(
@@ -212,4 +232,77 @@ def refine_default(
             stages.append(stage)
             records += trial.stages
             result = trial
+    if len(refinement.phases) > 1:
+        for stage, trial in _strain_terms(refinement, result, everything, peaks):
+            stages.append(stage)
+            records += trial.stages
+            result = trial
+            everything = tuple(sorted({*everything, "uniaxial_strain"}))
     return replace(result, stages=records), Strategy(tuple(stages), shared_sites=base.shared_sites)
+
+
+def _strain_terms(
+    refinement: Refinement, result: RefinementResult, refined: tuple[str, ...], peaks: tuple
+) -> list[tuple[Stage, RefinementResult]]:
+    """Per-phase microstrain for a mixture whose phases' peak widths differ: greedily, one phase at a time,
+    the best of an isotropic term and the candidate uniaxial axes (one per Laue-equivalent set), each kept
+    only if every strain term stays a broadening (≥ 0), the result is acceptable and Hamilton's test accepts
+    it; at most one term per phase."""
+    kept: list[tuple[Stage, RefinementResult]] = []
+    axes: dict[str, tuple[int, int, int]] = {}
+    names = [ph.name for ph in refinement.phases]
+    while len(axes) < len(names):
+        best: tuple[Stage, RefinementResult] | None = None
+        for name in names:
+            if name in axes:
+                continue
+            for axis in _strain_candidates(refinement.phases[names.index(name)]):
+                if (
+                    axis == (0, 0, 0)
+                    and len(axes) == len(names) - 1
+                    and all(a == (0, 0, 0) for a in axes.values())
+                ):
+                    continue  # an isotropic term on every phase is the common Y again
+                trial_axes = {**axes, name: axis}
+                stage = Stage(
+                    name=f"strain {name} {''.join(map(str, axis))}",
+                    refine=("uniaxial_strain",),
+                    strain_axis=tuple(trial_axes.items()),
+                    background=BackgroundSpec(
+                        result.state.background_kind, len(result.state.background_coefs), peaks
+                    ),
+                    max_cycles=15,
+                )
+                run = refinement.run(
+                    Strategy((replace(stage, refine=(*refined, "uniaxial_strain")),)), result.state
+                )
+                if (best is None or run.chi2 < best[1].chi2) and _broadens(run):
+                    if _acceptable(refinement, run, result) and _significant(
+                        result.chi2, run.chi2, run.n_points, run.n_params
+                    ):
+                        best = (stage, run)
+        if best is None:
+            break
+        kept.append(best)
+        result = best[1]
+        axes = dict(best[0].strain_axis)
+    return kept
+
+
+def _broadens(result: RefinementResult) -> bool:
+    """Every refined strain term is a broadening (a negative extra FWHM is unphysical: it would mean the
+    common Y is wrong and another phase's term should carry the difference)."""
+    terms = [p.get("uniaxial_strain") for p in result.phases]
+    return all(t is None or t["value"] >= 0.0 for t in terms)
+
+
+def _strain_candidates(phase) -> list[tuple[int, int, int]]:
+    """The isotropic term and one uniaxial axis per Laue-equivalent set of ``_PO_AXES``."""
+    out: list[tuple[int, int, int]] = [(0, 0, 0)]
+    seen: set[bytes] = set()
+    for axis in _PO_AXES:
+        key = np.sort(np.abs(np.round(np.einsum("rij,j->ri", phase.laue_rotations, axis))), axis=0).tobytes()
+        if key not in seen:
+            seen.add(key)
+            out.append(axis)
+    return out

@@ -41,6 +41,26 @@ def test_refine_pbso4_writes_result_and_plot(tmp_path, data_dir, capsys):
     assert res["instrument_defaults_used"] is False
     assert plot.stat().st_size > 10_000
     assert "Rwp" in capsys.readouterr().out
+    # without --strategy: the grown default sequence, and result.json records the stages it kept, which
+    # replay to the same fit
+    from xbeam_bluesky.rietveld import Refinement, load_phase, read_instrument, read_pattern
+    from xbeam_bluesky.rietveld.default_sequence import refine_default
+
+    refinement = Refinement(
+        read_pattern(d / "PBSO4.XRA"),
+        [load_phase(d / "PbSO4-Wyckoff.cif")],
+        read_instrument(d / "INST_XRY.PRM"),
+        fit_range=(16.0, 158.4),
+    )
+    direct, strategy = refine_default(refinement)
+    assert res["strategy"] == strategy.to_dict()
+    assert res["rwp"] == pytest.approx(direct.rwp, rel=1e-9)
+    replay = tmp_path / "replay.json"
+    (tmp_path / "strategy.json").write_text(json.dumps(res["strategy"]))
+    args = ["refine", str(d / "PBSO4.XRA"), "--cif", str(d / "PbSO4-Wyckoff.cif")]
+    args += ["--instrument", str(d / "INST_XRY.PRM"), "--range", "16:158.4"]
+    assert main([*args, "--strategy", str(tmp_path / "strategy.json"), "--out", str(replay)]) == 0
+    assert json.loads(replay.read_text())["rwp"] == pytest.approx(res["rwp"], abs=1e-3)
 
 
 def test_refine_with_strategy_and_default_instrument(tmp_path, data_dir, capsys):
