@@ -93,6 +93,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=0.0,
         help="OD floor on the edge jump besides its significance (3.09 standard errors; default 0: significance only)",
     )
+    p.add_argument(
+        "--split",
+        action="store_true",
+        help="split clusters whose spatially coherent parts differ beyond the noise of their means (one tile)",
+    )
     p.add_argument("--memory-mb", type=float, default=256.0, help="bound on one block read, MB (default 256)")
     p.add_argument("--dask", metavar="ADDRESS", help="run row blocks on this dask.distributed scheduler")
     p.add_argument("--data-dir", type=Path, help="xbeam data directory (tiled run input)")
@@ -429,7 +434,7 @@ def _pipeline(data: _Input, args: argparse.Namespace, references: list[str] | No
             data.energies, data.i0, data.noise or PhotonNoiseModel(), tuple(names), matrix,
             denoise=not args.no_denoise, discover=not args.no_discover, window=args.window,
             min_count=args.min_count, memory_bytes=int(args.memory_mb * 2**20),
-            element=element, edge_ev=edge, min_jump_od=args.min_jump_od,
+            element=element, edge_ev=edge, min_jump_od=args.min_jump_od, split=args.split,
         )  # fmt: skip
     except ValueError as exc:
         if "i0_counts" in str(exc):
