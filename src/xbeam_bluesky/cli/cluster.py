@@ -82,6 +82,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-discover", action="store_true", help="do not open sites for unexplained regions")
     p.add_argument("--window", type=int, default=5, help="denoising seed window side, pixels (default 5)")
     p.add_argument("--min-count", type=int, default=23, help="denoising seed threshold (default 23)")
+    p.add_argument(
+        "--element",
+        help="absorbing element (e.g. Fe): pixels without a detected edge jump become 'no <element>' and are not "
+        "clustered (default: the element whose tabulated K or L3 edge lies inside the stack's energies; 'none' "
+        "clusters every pixel)",
+    )
+    p.add_argument(
+        "--min-jump-od",
+        type=float,
+        default=0.0,
+        help="OD floor on the edge jump besides its significance (3.09 standard errors; default 0: significance only)",
+    )
+    p.add_argument(
+        "--split",
+        action="store_true",
+        help="split clusters whose spatially coherent parts differ beyond the noise of their means (one tile)",
+    )
     p.add_argument("--memory-mb", type=float, default=256.0, help="bound on one block read, MB (default 256)")
     p.add_argument("--dask", metavar="ADDRESS", help="run row blocks on this dask.distributed scheduler")
     p.add_argument("--data-dir", type=Path, help="xbeam data directory (tiled run input)")
@@ -352,7 +369,7 @@ def write_result(path: Path, result: Any, energies: Any, i0_model: dict | None =
         f.create_dataset("masked", data=result.masked, compression="gzip")
         f["spectra"] = result.spectra
         f["energy"] = np.asarray(energies, dtype=float)
-        f["cluster_names"] = np.array(result.sites.cluster_names, dtype=h5py.string_dtype())
+        f["cluster_names"] = np.array(result.cluster_names, dtype=h5py.string_dtype())
         f["site_spectra"] = result.sites.mu_t
         f["site_groups"] = result.sites.groups
         f["i0_counts"] = np.atleast_1d(result.sites.i0_counts)
@@ -360,6 +377,42 @@ def write_result(path: Path, result: Any, energies: Any, i0_model: dict | None =
             f.attrs["i0_model"] = json.dumps(i0_model)
         f.attrs["summary"] = json.dumps(result.summary())
         f.attrs["labels"] = "0 = unassigned/masked; k = cluster k (cluster_names[k-1], spectra[k-1])"
+
+
+#: L3-edge energies (eV) of the first-row transition metals (Bearden & Burr, X-ray Data Booklet table 1-1).
+L3_EDGES_EV: dict[str, float] = {
+    "Ti": 453.8, "V": 512.1, "Cr": 574.1, "Mn": 638.7, "Fe": 706.8, "Co": 778.1, "Ni": 852.7, "Cu": 932.7,
+    "Zn": 1021.8,
+}  # fmt: skip
+
+
+def _element(text: str | None, energies: Any) -> tuple[str | None, float | None]:
+    """The absorbing element and its edge (eV): ``--element`` or the one tabulated K/L3 edge inside the energies."""
+    import numpy as np
+
+    from xbeam_bluesky.spectra import K_EDGES_EV
+
+    edges = {**{k.split("-")[0]: v for k, v in K_EDGES_EV.items()}, **L3_EDGES_EV}
+    lo, hi = float(np.min(energies)), float(np.max(energies))
+    inside = {el: e for el, e in {**L3_EDGES_EV, **{k.split("-")[0] + "-K": v for k, v in K_EDGES_EV.items()}}.items()
+              if lo < e < hi}  # fmt: skip
+    if text is not None:
+        if text.strip().lower() == "none":
+            return None, None
+        name = text.strip().split("-")[0]
+        edge = next((e for el, e in inside.items() if el.split("-")[0] == name), None)
+        if edge is None and name not in edges:
+            logger.info(
+                "--element %s: no tabulated edge; its jump is detected with the library's shape", name
+            )
+        return name, edge
+    if len(inside) != 1:
+        logger.info(
+            "no single tabulated edge inside %.1f-%.1f eV (%s): every pixel is clustered", lo, hi, inside
+        )
+        return None, None
+    ((el, edge),) = inside.items()
+    return el.split("-")[0], edge
 
 
 def _pipeline(data: _Input, args: argparse.Namespace, references: list[str] | None) -> Any:
@@ -376,11 +429,13 @@ def _pipeline(data: _Input, args: argparse.Namespace, references: list[str] | No
             raise CLIError(f"--references {missing} not found in the library (or not covering the energies)")
         keep = [names.index(r) for r in references]
         names, matrix = [names[k] for k in keep], matrix[keep]
+    element, edge = _element(args.element, data.energies)
     try:
         return ClusteringPipeline(
             data.energies, data.i0, data.noise or PhotonNoiseModel(), tuple(names), matrix,
             denoise=not args.no_denoise, discover=not args.no_discover, window=args.window,
             min_count=args.min_count, memory_bytes=int(args.memory_mb * 2**20),
+            element=element, edge_ev=edge, min_jump_od=args.min_jump_od, split=args.split,
         )  # fmt: skip
     except ValueError as exc:
         if "i0_counts" in str(exc):

@@ -152,6 +152,8 @@ class ClusterResult:
         Placement of the tiles (offsets, covered pixels, origin in mm).
     metadata
         How the result was made (JSON-friendly), e.g. the model error the pipeline estimated.
+    class_names
+        Names of the labels after the sites' clusters (K + 1, …), e.g. ``"no Fe"``: evidence classes with no site.
     """
 
     labels: NDArray[np.int32]
@@ -164,11 +166,18 @@ class ClusterResult:
     sites: Sites
     mosaic: Mosaic
     metadata: dict[str, Any] = field(default_factory=dict)
+    class_names: tuple[str, ...] = ()
+
+    @property
+    def cluster_names(self) -> tuple[str, ...]:
+        """Name of every label 1, 2, …: the sites' clusters, then ``class_names``."""
+        return self.sites.cluster_names + self.class_names
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly summary: clusters present, names, area fractions, masked and novel counts."""
-        present = [k for k in range(1, self.sites.n_clusters + 1) if self.fractions["counts"][k] > 0]
-        names, origin = self.sites.cluster_names, self.sites.cluster_origin
+        names = self.cluster_names
+        origin = self.sites.cluster_origin + ("evidence",) * len(self.class_names)
+        present = [k for k in range(1, len(names) + 1) if self.fractions["counts"][k] > 0]
         return {
             "n_sites": len(self.sites),
             "n_clusters": len(present),

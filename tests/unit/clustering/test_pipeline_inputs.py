@@ -54,3 +54,25 @@ def test_bad_setup_is_named(energies, library):
         ClusteringPipeline(energies, 1e4, NOISE, tuple(library), lib)
     with pytest.raises(ValueError, match="i0_counts"):
         ClusteringPipeline(energies, -1.0, NOISE)
+
+
+def test_pixels_without_the_edge_are_no_fe_and_not_clustered(stack, energies, library, noisy_absorbance):
+    """A band of pixels holding only a smooth non-resonant background (no Fe edge) becomes "no Fe"; the three
+    phases elsewhere keep their partition and no chemical cluster reaches into the band."""
+    _, truth = stack
+    names = list(library)[:3]
+    spectra = np.stack([library[n] for n in names])
+    mu = (0.4 + 0.8 * spectra[truth]).transpose(2, 0, 1)
+    band = np.zeros(truth.shape, bool)
+    band[:, 30:] = True
+    background = 0.4 + 0.3 * (energies.min() / energies) ** 3  # matrix absorption only, OD
+    mu[:, band] = background[:, None]
+    data = noisy_absorbance(mu, 1e4, NOISE).astype(np.float32)
+    pipeline = pipeline_from_library(energies, 1e4, NOISE, library, element="Fe")
+    result = pipeline.cluster([ArrayStack(data)])
+    names_of = np.array(["unassigned", *result.cluster_names])[result.labels]
+    assert np.mean(names_of[band] == "no Fe") > 0.99
+    assert np.mean(names_of[~band] == "no Fe") < 0.01
+    assert matched_scores(truth[~band], result.labels[~band], 3).macro_f1 > 0.99
+    record = result.summary()["absorber_test"]
+    assert record["class"] == "no Fe" and record["no_absorber_pixels"] == int((names_of == "no Fe").sum())
