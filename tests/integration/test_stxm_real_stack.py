@@ -63,6 +63,14 @@ def test_reference_map_reproduces_the_readme(reference):
     assert counts == pytest.approx([10352, 1055, 1293, 2925], rel=0.03)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "issue 13 open: measured 2026-12-03 on main f508607 the data-first pipeline with the no-Fe class gives ARI "
+        "0.219 on Fe-bearing pixels (7 'unknown' clusters: the real domain-coherent spread is split finer than the "
+        "three NNLS Fe3+-fraction bins); target 0.8"
+    ),
+)
 def test_stxm_recipe_matches_the_nnls_map(reference, tmp_path: Path):
     bins, fe = reference
     labels, names = _recipe(DATA / "71214078.nxs", tmp_path / "raw.h5")
