@@ -52,6 +52,19 @@ def tiled_RE(RE, tiled_storage):
     return RE
 
 
+def _is_mp_helper(proc) -> bool:
+    import psutil
+
+    try:
+        cmd = " ".join(proc.cmdline())
+    except psutil.Error:
+        return False
+    return (
+        "multiprocessing.forkserver import main" in cmd
+        or "multiprocessing.resource_tracker import main" in cmd
+    )
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Fail the run, naming them, if processes started by the tests are still alive at the end.
 
@@ -60,7 +73,15 @@ def pytest_sessionfinish(session, exitstatus):
     """
     import psutil
 
-    children = psutil.Process().children(recursive=True)
+    me = psutil.Process()
+    children = me.children(recursive=True)
+    # this interpreter's own multiprocessing helpers (forkserver, resource tracker) exit only when pytest does:
+    # stop them here (they are not a leak of a test), and judge everything else
+    own_helpers = [p for p in children if p.ppid() == me.pid and _is_mp_helper(p)]
+    for proc in own_helpers:
+        proc.kill()
+    psutil.wait_procs(own_helpers, timeout=5)
+    children = [p for p in children if p not in own_helpers]
     _, alive = psutil.wait_procs(children, timeout=10)
     if not alive:
         return
