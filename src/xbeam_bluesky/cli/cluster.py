@@ -289,61 +289,6 @@ def _run_input(args: argparse.Namespace) -> _Input:
         storage.close()
 
 
-def build_sites(
-    sources: list[Any],
-    energies: Any,
-    i0: Any,
-    library: Path | None,
-    references: list[str] | None,
-    draws: int,
-    noise: Any = None,
-) -> Any:
-    """Library sites on the data's energies, scaled to the data's typical absorbance level and edge jump;
-    ``noise`` is the detector's :class:`~xbeam_bluesky.spectra.PhotonNoiseModel` (None: the sCMOS defaults)."""
-    import numpy as np
-
-    from xbeam_bluesky.clustering import sites_from_library
-    from xbeam_bluesky.spectra import PhotonNoiseModel, aligned_library, load_library
-
-    lib = aligned_library(load_library(library), energies)
-    names, matrix = list(lib.names), lib.matrix
-    if references:
-        missing = sorted(set(references) - set(names))
-        if missing:
-            raise CLIError(f"--references {missing} not found in the library (or not covering the energies)")
-        keep = [names.index(r) for r in references]
-        names, matrix = [names[k] for k in keep], matrix[keep]
-    if not names:
-        reasons = "; ".join(lib.dropped.values()) or "the directory holds no spectrum file"
-        raise CLIError(
-            f"the library has no reference usable on the stack's {np.min(energies):.2f}-{np.max(energies):.2f} eV "
-            f"({reasons}); expected spectra covering that range"
-        )
-    first = sources[0]
-    sample = np.asarray(first.read_rows(0, min(first.shape[1], 64)), dtype=np.float64)
-    spectra = sample.reshape(sample.shape[0], -1).T
-    spectra = spectra[np.all(np.isfinite(spectra), axis=1)]
-    spread = np.linalg.norm(spectra - spectra.mean(axis=1, keepdims=True), axis=1)
-    spectra = spectra[spread > 0]
-    if spectra.size == 0:
-        raise CLIError("the stack's first rows hold no finite, non-flat spectrum to scale the library to")
-    ref_spread = np.median(np.linalg.norm(matrix - matrix.mean(axis=1, keepdims=True), axis=1))
-    jump = float(np.median(spread[spread > 0]) / ref_spread)
-    offset = float(np.median(spectra.mean(axis=1)) - jump * matrix.mean())
-    logger.info("library scaled to the data: edge jump %.3g, offset %.3g (μt)", jump, offset)
-    try:
-        return sites_from_library(
-            energies, matrix, names, i0_counts=i0, noise=noise or PhotonNoiseModel(), mu_offset=offset, edge_jump=jump,
-            n_draws=draws,
-        )  # fmt: skip
-    except ValueError as exc:
-        if "i0_counts" in str(exc):
-            raise CLIError(
-                f"incident counts (--i0, the run or the /stack attribute i0_counts): {exc}"
-            ) from exc
-        raise
-
-
 def dask_map(client: Any) -> Any:
     """A ``map_fn`` running jobs on a ``dask.distributed.Client`` (results as they finish)."""
     from dask.distributed import as_completed
