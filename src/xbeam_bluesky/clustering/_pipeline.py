@@ -6,13 +6,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ._absorber import AbsorberTest, absorber_test
+from ._baseline import BaselineRemoved, baseline_basis, remove_baseline
 from ._denoise import denoise_labels, novel_fraction_check
 from ._discovery import partition_spectra
 from ._model_error import MODEL_ERROR_FLOOR_RMS, estimate_model_error, model_error_floor
@@ -96,6 +97,11 @@ class ClusteringPipeline:
         ``None``: every pixel is clustered.
     min_jump_od
         OD floor on the edge jump next to its significance (0 = significance only, Φ⁻¹(0.999)).
+    baseline_degree
+        Degree of the per-pixel polynomial baseline in energy removed before the clustering
+        (:mod:`~xbeam_bluesky.clustering._baseline`): 1 (default) removes a straight line, the slowly varying
+        absorption of everything but the edge (on the real STXM stack the dominant spread of one phase's spectra);
+        0 only the constant that standardization removes anyway. The library is treated the same way.
     split
         Split clusters whose spatially coherent parts differ beyond the noise of their means plus ε
         (:func:`~xbeam_bluesky.clustering.split_clusters`; one tile only, which is then read whole). Off by
@@ -121,6 +127,9 @@ class ClusteringPipeline:
     edge_ev: float | None = None
     min_jump_od: float = 0.0
     split: bool = False
+    baseline_degree: int = 1
+    _basis: NDArray[np.float64] = field(init=False, repr=False, compare=False)
+    _library_z: NDArray[np.float64] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         energies = np.asarray(self.energies, dtype=np.float64).ravel()
@@ -137,6 +146,9 @@ class ClusteringPipeline:
         if not np.all(np.isfinite(lib)):
             raise ValueError("ClusteringPipeline: library contains NaN or Inf (not covering the energies?)")
         object.__setattr__(self, "library", lib)
+        basis = baseline_basis(energies, self.baseline_degree)
+        object.__setattr__(self, "_basis", basis)
+        object.__setattr__(self, "_library_z", standardize(remove_baseline(lib, basis)) if len(lib) else None)
         if self.subsample < 100:
             raise ValueError(f"ClusteringPipeline: subsample={self.subsample}; expected ≥ 100 pixels")
 
@@ -214,7 +226,9 @@ class ClusteringPipeline:
         for i, src in enumerate(sources):
             if src.shape[0] != len(self.energies):
                 raise ValueError(f"tile {i}: {src.shape[0]} energies, the pipeline has {len(self.energies)}")
-        x = self._sample(sources)
+        x = self._sample(sources)  # raw: the frame checks see the data as measured
+        if self.baseline_degree >= 1:
+            x = remove_baseline(x, self._basis)
         if x.shape[0] < 8:
             raise ValueError(
                 f"the stack has {x.shape[0]} finite, non-flat pixel spectra in its subsample; need at least 8"
@@ -222,7 +236,7 @@ class ClusteringPipeline:
         z = standardize(x)
         tau_photon = standardized_noise(x, self.i0_counts, self.noise)
         floor = model_error_floor(len(self.energies), self.model_error_floor)
-        seeds = standardize(self.library) if len(self.library) else None
+        seeds = self._library_z
         tau = np.sqrt(tau_photon**2 + floor**2)
         centers, labels = partition_spectra(z, tau, seeds, max_clusters=self.max_clusters)
         eps = estimate_model_error(z, tau_photon, centers, labels, floor=floor)
@@ -244,7 +258,7 @@ class ClusteringPipeline:
         origin: list[str] = []
         n_unknown = 0
         if len(self.library):
-            corr = z_sites @ standardize(self.library).T
+            corr = z_sites @ self._library_z.T
             nearest = np.argmax(corr, axis=1)
         for k in range(len(z_sites)):
             if len(self.library) and 1.0 - corr[k, nearest[k]] <= self.name_tolerance:
@@ -257,6 +271,12 @@ class ClusteringPipeline:
                 names.append(f"unknown {n_unknown}")
                 origin.append("data")
         return tuple(names), tuple(origin)
+
+    def _prepared(self, sources: Sequence[StackSource]) -> list[StackSource]:
+        """The tiles as the clustering reads them: each pixel's baseline removed (``baseline_degree`` ≥ 1)."""
+        if self.baseline_degree < 1:
+            return list(sources)
+        return [BaselineRemoved(src, self._basis) for src in sources]
 
     # ------------------------------------------------------------------ everything
     def cluster(
@@ -283,6 +303,7 @@ class ClusteringPipeline:
             else list(sources)
         )
         found = self.data_sites(work)
+        work = self._prepared(work)
         result = cluster_tiles(
             work, found.sites, centers_mm=centers_mm, pixel_um=pixel_um, denoise=False,
             discover=self.discover, window=self.window, min_count=self.min_count,

@@ -502,7 +502,9 @@ def _adaptive_passes(
     if time_budget_s is None:
         raise ValueError("adaptive=True needs time_budget_s (the two passes share it)")
     if not 0 < first_pass_fraction < 1:
-        raise ValueError(f"first_pass_fraction = {first_pass_fraction!r}; expected a share strictly between 0 and 1")
+        raise ValueError(
+            f"first_pass_fraction = {first_pass_fraction!r}; expected a share strictly between 0 and 1"
+        )
     if results_client is None:
         raise ValueError(
             "adaptive=True needs results_client: the tiled container holding the runs and the live clustering "
@@ -514,6 +516,7 @@ def _adaptive_passes(
         camera, mono, stage, x_mm, y_mm, objective="map", time_budget_s=first_pass_fraction * time_budget_s,
         md=first_md, **kw,
     )  # fmt: skip
+
     def ready() -> list[Any]:  # the result container appears before its arrays are written
         found = analysis_results(results_client, uid1, kind="clustering")
         done = [n for n in found if n.metadata.get("status") == "failed" or {"spectra", "energies"} <= set(n)]
@@ -551,7 +554,9 @@ def _adaptive_passes(
         tm, thickness=kw["thickness"], time_budget_s=(time_budget_s - darks_s) / frames, measured_units=units,
     )  # fmt: skip
     after = np.zeros(grid.size, dtype=np.intp)
-    after[np.searchsorted(grid, second.energies_eV - 1e-6)] = np.round(second.dwell_s / tm.dwell_s).astype(np.intp)
+    after[np.searchsorted(grid, second.energies_eV - 1e-6)] = np.round(second.dwell_s / tm.dwell_s).astype(
+        np.intp
+    )
     extra = after - units
     new = np.flatnonzero(extra > 0)
     if new.size == 0:

@@ -158,10 +158,23 @@ def aligned_library(
     if normalization not in ("auto", "edge", "none"):
         raise ValueError(f"normalization={normalization!r}; expected 'auto', 'edge' or 'none'")
     if normalization == "auto":
-        edge = aligned_library(spectra, grid, align=align, e0_ref=e0_ref, normalization="edge")
-        if not any("normalize" in reason for reason in edge.dropped.values()):
-            return edge
-        return aligned_library(spectra, grid, align=align, e0_ref=e0_ref, normalization="none")
+        library = _aligned(spectra, grid, align, e0_ref, "edge")
+        if any("normalize" in reason for reason in library.dropped.values()):
+            logger.info(
+                "library: edge normalization impossible for some references; using them as given (OD)"
+            )
+            library = _aligned(spectra, grid, align, e0_ref, "none")
+    else:
+        library = _aligned(spectra, grid, align, e0_ref, normalization)
+    for reason in library.dropped.values():
+        logger.info("library: leaving out %s", reason)
+    return library
+
+
+def _aligned(
+    spectra: Sequence[Spectrum], grid: np.ndarray, align: str, e0_ref: float, normalization: str
+) -> AlignedLibrary:
+    """:func:`aligned_library` for one normalization ("edge" or "none"), without logging."""
     grid = np.asarray(grid, dtype=np.float64)
     shifts = calibration_shifts(spectra) if align == "calibration" else {}
     names: list[str] = []
@@ -180,7 +193,6 @@ def aligned_library(
             rows.append(resample(spectrum.energy + shift, values, grid, name=spectrum.name))
         except SpectrumFormatError as exc:
             dropped[spectrum.name] = str(exc)
-            logger.info("library: leaving out %s", exc)
             continue
         names.append(spectrum.name)
         e0s.append(e0 + shift)

@@ -1,0 +1,86 @@
+"""A smooth per-pixel baseline, removed before the clustering: the non-resonant absorption of everything else in the
+beam path (matrix, support, other elements) varies slowly with energy, differently from pixel to pixel.
+
+On the real ALS Fe L-edge STXM stack, the residuals of a two-reference fit of the Fe-bearing pixels beyond their
+noise have one dominant component (188 × the noise variance; the next 28 and 15), and that component is a linear
+function of energy (correlation 0.93): a per-pixel baseline slope, the reason reference spectra are quoted "with a
+linear pre-edge removed". Standardization (subtracting the mean) already removes a constant; with ``degree`` 1 the
+slope is removed too, so spectra that differ only by a linear baseline are the same spectrum. See
+``docs/decisions/clustering-baseline.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ._stack import StackSource
+
+
+def baseline_basis(energies: ArrayLike, degree: int) -> NDArray[np.float64]:
+    """Orthonormal basis of the polynomials of ``degree`` in energy on the given energies.
+
+    Parameters
+    ----------
+    energies
+        eV, shape (n_energies,).
+    degree
+        Polynomial degree (0 = a constant, 1 = a straight line); needs ``degree + 3`` energies or more.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (n_energies, degree + 1), orthonormal columns.
+    """
+    e = np.asarray(energies, dtype=np.float64).ravel()
+    if not (isinstance(degree, int | np.integer) and 0 <= degree <= 3):
+        raise ValueError(f"baseline degree {degree!r}: expected an integer 0–3")
+    if e.size < degree + 3:
+        raise ValueError(
+            f"baseline degree {degree} needs at least {degree + 3} energies, the stack has {e.size}"
+        )
+    x = (e - e.mean()) / (np.ptp(e) or 1.0)
+    q, _ = np.linalg.qr(np.vander(x, degree + 1, increasing=True))
+    return q
+
+
+def remove_baseline(spectra: ArrayLike, basis: NDArray[np.float64], axis: int = -1) -> NDArray[np.float64]:
+    """Spectra minus their least-squares baseline in ``basis``, plus their mean (the absorbance level is kept, so a
+    photon-noise model still sees the right transmitted counts).
+
+    Parameters
+    ----------
+    spectra
+        Absorbance μt (dimensionless), energies along ``axis``.
+    basis
+        :func:`baseline_basis` on the same energies.
+    axis
+        Energy axis.
+
+    Returns
+    -------
+    numpy.ndarray
+        Same shape as ``spectra``; a pixel with a non-finite value stays non-finite.
+    """
+    s = np.moveaxis(np.asarray(spectra, dtype=np.float64), axis, -1)
+    fit = (s @ basis) @ basis.T
+    out = s - fit + s.mean(axis=-1, keepdims=True)
+    return np.moveaxis(out, -1, axis)
+
+
+@dataclass(frozen=True)
+class BaselineRemoved:
+    """A stack source read with each pixel's baseline removed (:func:`remove_baseline`)."""
+
+    source: StackSource
+    basis: NDArray[np.float64]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.source.shape
+
+    def read_rows(self, y0: int, y1: int) -> NDArray[np.floating]:
+        block = self.source.read_rows(y0, y1)
+        return remove_baseline(block, self.basis, axis=0).astype(np.float32)
