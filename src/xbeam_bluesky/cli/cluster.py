@@ -99,6 +99,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="split clusters whose spatially coherent parts differ beyond the noise of their means (one tile)",
     )
+    p.add_argument(
+        "--baseline-degree",
+        type=int,
+        choices=(0, 1, 2, 3),
+        default=1,
+        help="degree of each pixel's polynomial baseline in energy removed before clustering (default 1: a "
+        "straight line, the slowly varying absorption of everything but the edge; 0: only a constant)",
+    )
     p.add_argument("--memory-mb", type=float, default=256.0, help="bound on one block read, MB (default 256)")
     p.add_argument("--dask", metavar="ADDRESS", help="run row blocks on this dask.distributed scheduler")
     p.add_argument("--data-dir", type=Path, help="xbeam data directory (tiled run input)")
@@ -381,6 +389,7 @@ def _pipeline(data: _Input, args: argparse.Namespace, references: list[str] | No
             denoise=not args.no_denoise, discover=not args.no_discover, window=args.window,
             min_count=args.min_count, memory_bytes=int(args.memory_mb * 2**20),
             element=element, edge_ev=edge, min_jump_od=args.min_jump_od, split=args.split,
+            baseline_degree=args.baseline_degree,
         )  # fmt: skip
     except ValueError as exc:
         if "i0_counts" in str(exc):

@@ -360,6 +360,7 @@ class ClusteringPipeline:
         metadata |= {
             "sites_from": "data" if not len(self.library) else "data seeded by the library",
             "subsample_pixels": found.n_pixels,
+            "baseline_degree_removed": self.baseline_degree,
             "model_error": {
                 "per_energy": eps.tolist(),
                 "rms_fraction_of_spectrum_rms": float(np.sqrt(np.mean(eps**2) * len(eps))),
