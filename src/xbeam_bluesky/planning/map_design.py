@@ -31,7 +31,14 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.special import ndtr
 
-from xbeam_bluesky.clustering import MERGE_THRESHOLD, directed_separation, standardize, standardized_noise
+from xbeam_bluesky.clustering import (
+    MERGE_THRESHOLD,
+    MODEL_ERROR_FLOOR_RMS,
+    directed_separation,
+    model_error_floor,
+    standardize,
+    standardized_noise,
+)
 from xbeam_bluesky.planning.noise import TransmissionNoise
 from xbeam_bluesky.planning.timing import ScanTimeModel
 
@@ -39,6 +46,9 @@ logger = logging.getLogger(__name__)
 
 #: Candidates whose normalized spectra differ by less than this RMS over the candidate grid are one phase.
 DEFAULT_MODEL_ERROR = 0.01
+#: Model error ε in the design's D, as a fraction of a spectrum's RMS deviation from its mean (ε_i = e / sqrt(n)
+#: on n measured energies): the clustering's floor, so the design's D is the clustering's at its floor.
+DEFAULT_SEPARATION_MODEL_ERROR = MODEL_ERROR_FLOOR_RMS
 #: The clustering merges sites closer than this D into one cluster: the separation every pair should reach.
 DEFAULT_TARGET_SEPARATION = MERGE_THRESHOLD
 #: Pairs scored exactly for every candidate channel at each greedy step (the weakest ones).
@@ -223,8 +233,13 @@ def _directed_d(
     a_d: NDArray,
     b_dd: NDArray,
     b_sd: NDArray,
+    eps2: float = 0.0,
 ) -> NDArray[np.float64]:
-    """D(s→d) from sums over the measured channels (broadcasting); see :class:`_PairSums` for the symbols."""
+    """D(s→d) from sums over the measured channels (broadcasting); see :class:`_PairSums` for the symbols.
+
+    ``eps2`` is e², the squared model error as a fraction of the spectrum's RMS: the clustering's floor
+    ε_i = e / sqrt(n) on each of the n measured channels adds Σ (z_s − z_d)² ε_i² = 2 e² (1 − z_s·z_d) / n.
+    """
     with np.errstate(divide="ignore", invalid="ignore"):
         ns2 = xss - ms * ms / n
         nd2 = xdd - md * md / n
@@ -234,7 +249,7 @@ def _directed_d(
         s_ss = b_ss - 2.0 * ps * a_s + ps * ps * w
         s_dd = b_dd - 2.0 * pd * a_d + pd * pd * w
         s_sd = b_sd - pd * a_s - ps * a_d + ps * pd * w
-        den2 = (s_ss / ns2 - 2.0 * s_sd / norm + s_dd / nd2) / ns2
+        den2 = (s_ss / ns2 - 2.0 * s_sd / norm + s_dd / nd2) / ns2 + 2.0 * eps2 * num / n
         d = num / np.sqrt(den2)
     return np.where((ns2 > 0) & (nd2 > 0) & (den2 > 0) & np.isfinite(d), np.maximum(d, 0.0), 0.0)
 
@@ -250,8 +265,11 @@ class _PairSums:
     one changes only the w terms.
     """
 
-    def __init__(self, mu: NDArray[np.float64], pairs: NDArray[np.intp], n_thickness: int) -> None:
+    def __init__(
+        self, mu: NDArray[np.float64], pairs: NDArray[np.intp], n_thickness: int, model_error_rms: float = 0.0
+    ) -> None:
         self.mu = mu
+        self.eps2 = float(model_error_rms) ** 2
         self.pairs = pairs
         n_pairs = pairs.shape[0]
         # directed combinations ordered (pair, direction, thickness) so a reshape gives the per-pair minimum
@@ -305,7 +323,7 @@ class _PairSums:
         s, d, t = self.src[q], self.dst[q], self.tix[q]
         return _directed_d(
             self.n, self.m[s], self.m[d], self.xx[s], self.xx[d], self.xp[self.pix[q]],
-            self.w[t, s], self.a[t, s], self.b[t, s], self.ad[q], self.bdd[q], self.bsd[q],
+            self.w[t, s], self.a[t, s], self.b[t, s], self.ad[q], self.bdd[q], self.bsd[q], self.eps2,
         )  # fmt: skip
 
     def separations(self) -> NDArray[np.float64]:
@@ -340,7 +358,7 @@ def _trial_separations(
         sums.m[s] + f * mu_s, sums.m[d] + f * mu_d,
         sums.xx[s] + f * mu_s**2, sums.xx[d] + f * mu_d**2, sums.xp[sums.pix[q]] + f * mu_s * mu_d,
         sums.w[t, s] + dwq, sums.a[t, s] + dwq * mu_s, sums.b[t, s] + dwq * mu_s**2,
-        sums.ad[q] + dwq * mu_d, sums.bdd[q] + dwq * mu_d**2, sums.bsd[q] + dwq * mu_s * mu_d,
+        sums.ad[q] + dwq * mu_d, sums.bdd[q] + dwq * mu_d**2, sums.bsd[q] + dwq * mu_s * mu_d, sums.eps2,
     )  # fmt: skip
     return out.reshape(channels.size, pair_idx.size, sums.per_pair).min(axis=2)
 
@@ -587,6 +605,7 @@ def map_separations(
     dwell_s: ArrayLike,
     noise: TransmissionNoise,
     thickness: ArrayLike = (1.0,),
+    model_error_rms: float = DEFAULT_SEPARATION_MODEL_ERROR,
 ) -> NDArray[np.float64]:
     """D of every required pair measured at ``energies_eV`` with ``dwell_s``, computed directly.
 
@@ -606,6 +625,9 @@ def map_separations(
         Sample absorbance and detector model (``i0_counts_per_s`` per pixel).
     thickness
         Thickness factors scaling the sample absorbance.
+    model_error_rms
+        Model error ε of D as a fraction of the spectrum's RMS
+        (:func:`~xbeam_bluesky.clustering.model_error_floor`: ε_i = e / sqrt(n_energies)); 0 = photon noise only.
 
     Returns
     -------
@@ -622,9 +644,10 @@ def map_separations(
     mu = noise.absorbance(candidates.spectra[:, idx])
     a, b = candidates.pairs[:, 0], candidates.pairs[:, 1]
     z = standardize(mu)
+    eps = model_error_floor(energies.size, _check_model_error(model_error_rms))
     out = np.full(a.size, np.inf)
     for t in np.asarray(thickness, dtype=float):
-        tau = standardized_noise(t * mu, i0, noise.detector)
+        tau = standardized_noise(t * mu, i0, noise.detector, model_error=eps)
         d = np.minimum(directed_separation(z[a], z[b], tau[a]), directed_separation(z[b], z[a], tau[b]))
         out = np.minimum(out, d)
     return out
@@ -667,6 +690,7 @@ class MapDesign:
     stop_reason: str
     target_separation: float | None
     thickness: list[float]
+    model_error_rms: float
     candidates: dict[str, Any]
     noise: dict[str, Any]
     time_model: dict[str, Any]
@@ -697,6 +721,7 @@ class MapDesign:
             "weakest_pair": self.weakest_pair,
             "pairs": self.pairs,
             "thickness": self.thickness,
+            "model_error_rms": self.model_error_rms,
             "candidates": self.candidates,
             "noise": self.noise,
             "time_model": self.time_model,
@@ -712,6 +737,15 @@ class MapDesign:
         path = Path(path)
         path.write_text(json.dumps(self.to_dict(), indent=1))
         return path
+
+
+def _check_model_error(model_error_rms: float) -> float:
+    if not (np.isfinite(model_error_rms) and model_error_rms >= 0):
+        raise MapDesignError(
+            f"model_error_rms = {model_error_rms!r}; expected a fraction ≥ 0 of the spectrum's RMS (0.02: the "
+            "clustering's floor)"
+        )
+    return float(model_error_rms)
 
 
 def _phase_pairs(candidates: PhaseCandidates, d: NDArray[np.float64]) -> list[dict[str, Any]]:
@@ -734,6 +768,7 @@ def design_map_energies(
     time_model: ScanTimeModel | None = None,
     *,
     thickness: ArrayLike = (1.0,),
+    model_error_rms: float = DEFAULT_SEPARATION_MODEL_ERROR,
     n_points: int | None = None,
     time_budget_s: float | None = None,
     target_separation: float | None = None,
@@ -766,6 +801,12 @@ def design_map_energies(
     thickness
         Thickness factors (e.g. ``(0.5, 2.0)`` for a range) scaling the sample absorbance; pairs must be separated
         at each.
+    model_error_rms
+        Model error ε in D as a fraction of each spectrum's RMS deviation from its mean: ε_i = e / sqrt(n) on the
+        n measured energies, added in quadrature to the photon noise of the standardized spectrum, as the
+        clustering does (default its floor, 0.02; a first pass's estimate: the clustering result's
+        ``metadata["model_error"]["rms_fraction_of_spectrum_rms"]``). It bounds D at high dose, so dwell piled
+        on few energies stops paying and the design spreads over more energies. 0: photon noise only.
     n_points, time_budget_s, target_separation
         Stopping rules (any set one ends the design): dwell units, scan time (s), D of the weakest pair.
     max_picks
@@ -833,7 +874,8 @@ def design_map_energies(
         int(active_pairs),
         int(screen_stride),
     )
-    state = _State(_PairSums(mu, candidates.pairs, thick.size), np.zeros(grid.size, dtype=np.intp))
+    eps_rms = _check_model_error(model_error_rms)
+    state = _State(_PairSums(mu, candidates.pairs, thick.size, eps_rms), np.zeros(grid.size, dtype=np.intp))
     if measured_units is None:
         seed = np.zeros(grid.size, dtype=np.intp)
         seed[list(ends)] = 1
@@ -891,6 +933,7 @@ def design_map_energies(
         stop_reason=stop,
         target_separation=target_separation,
         thickness=[float(t) for t in thick],
+        model_error_rms=eps_rms,
         candidates=candidates.to_dict(),
         noise=noise.to_dict(),
         time_model=time_model.to_dict(),
@@ -905,8 +948,8 @@ def design_map_energies(
         and design.min_separation < target_separation
     ):
         needed = design_map_energies(
-            candidates, grid, noise, time_model, thickness=thick, target_separation=target_separation,
-            max_picks=max_picks, active_pairs=active_pairs, openings=openings, exchange_rounds=0,
+            candidates, grid, noise, time_model, thickness=thick, model_error_rms=eps_rms,
+            target_separation=target_separation, max_picks=max_picks, active_pairs=active_pairs, openings=openings, exchange_rounds=0,
         )  # fmt: skip
         weak = design.weakest_pair
         need = (

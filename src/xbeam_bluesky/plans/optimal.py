@@ -16,19 +16,21 @@ from bluesky.utils import MsgGenerator
 
 from xbeam_bluesky.planning import (
     DEFAULT_MODEL_ERROR,
+    DEFAULT_SEPARATION_MODEL_ERROR,
     DEFAULT_TARGET_SEPARATION,
     EnergyDesign,
     MapDesign,
     PhaseCandidates,
     ScanTimeModel,
     TransmissionNoise,
+    cluster_candidates,
     design_energies,
     design_map_energies,
     load_design,
+    measured_units,
     phase_candidates,
     plan_tiles,
     prior_from_library,
-    reconstruct,
 )
 from xbeam_bluesky.plans.duration import estimate_duration
 from xbeam_bluesky.plans.metadata import check_user_md
@@ -129,6 +131,7 @@ def optimal_xanes_imaging(
     target_separation: float | None = None,
     thickness: Sequence[float] = (1.0,),
     model_error: float = DEFAULT_MODEL_ERROR,
+    model_error_rms: float = DEFAULT_SEPARATION_MODEL_ERROR,
     n_points: int | None = None,
     time_budget_s: float | None = None,
     target_rmse: float | None = None,
@@ -198,6 +201,9 @@ def optimal_xanes_imaging(
         Map objective: thickness factors on the absorbance the pairs must be separated at, e.g. ``[0.5, 2]``.
     model_error : float
         Map objective: library spectra closer than this RMS (normalized units) are one phase.
+    model_error_rms : float
+        Map objective: model error ε of the design's D as a fraction of the spectrum's RMS (the clustering's
+        floor 0.02 by default); the adaptive second pass uses the first pass's estimate when it is larger.
     n_points, time_budget_s, target_rmse : optional
         Stopping rule: picks, total run time in s (incl. flats, tiles and darks), or expected RMSE of the
         normalized spectrum. Default: 100 picks.
@@ -241,6 +247,7 @@ def optimal_xanes_imaging(
             yield from _adaptive_passes(
                 camera, mono, stage, x_mm, y_mm, polygon_mm=polygon_mm, tiles=tiles, library=library, edge=edge,
                 e_range=e_range, phases=phases, thickness=thickness, model_error=model_error,
+                model_error_rms=model_error_rms,
                 time_budget_s=time_budget_s, dwell=dwell, mu_t_pre_edge=mu_t_pre_edge, edge_jump=edge_jump,
                 overlap=overlap, repeatability_um=repeatability_um, shutter=shutter, n_darks=n_darks,
                 n_flats=n_flats, flat_position=flat_position, first_pass_fraction=first_pass_fraction,
@@ -348,6 +355,7 @@ def optimal_xanes_imaging(
                 noise,
                 time_model,
                 thickness=thickness,
+                model_error_rms=model_error_rms,
                 n_points=n_points,
                 time_budget_s=budget,
                 target_separation=target_separation,
@@ -432,6 +440,7 @@ def optimal_xanes_imaging(
             "target_separation": target_separation,
             "thickness": list(thickness),
             "model_error": model_error,
+            "model_error_rms": model_error_rms,
             "n_points": n_points,
             "time_budget_s": time_budget_s,
             "target_rmse": target_rmse,
@@ -459,37 +468,25 @@ def optimal_xanes_imaging(
 def _cluster_candidates(
     node: Any, design: dict[str, Any], library: str | None, e0: float, model_error: float
 ) -> tuple[PhaseCandidates, np.ndarray]:
-    """Cluster spectra of a first pass (absorbance on its energies) as candidates on the candidate grid.
-
-    Each spectrum is normalized by its values at the first and last energy (the grid's ends: the first pass
-    always measures them), then reconstructed on the grid with the library's GP prior (noise of a cluster mean
-    taken as 1 % of one pixel's variance, i.e. ≥ 100 pixels per cluster).
-    """
+    """Cluster spectra of a first pass (a clustering result node) as candidates on the design's candidate grid."""
     grid_md = design["candidate_grid"]
     grid = np.round(np.linspace(grid_md["start_eV"], grid_md["stop_eV"], int(grid_md["n"])), 6)
     energies = np.asarray(node["energies"].read(), dtype=float)
     spectra = np.asarray(node["spectra"].read(), dtype=float)
     names = list(node.metadata.get("cluster_names", [f"cluster {k + 1}" for k in range(len(spectra))]))
-    keep = np.all(np.isfinite(spectra), axis=1) & (np.ptp(spectra, axis=1) > 0)
-    order = np.argsort(energies)
-    e, y = energies[order], spectra[keep][:, order]
-    norm = (y - y[:, :1]) / (y[:, -1:] - y[:, :1])
+    dwell = np.interp(energies, design["energies_eV"], np.asarray(design["dwell_s"], dtype=float))
     prior = prior_from_library(library, grid, e0_ref_eV=e0)
-    noise = TransmissionNoise(
-        i0_counts_per_s=float(design["noise"]["i0_counts_per_s"]),
-        mu_t_pre_edge=float(design["noise"]["mu_t_pre_edge"]),
-        edge_jump=float(design["noise"]["edge_jump"]),
-        detector=PhotonNoiseModel(gain=float(design["noise"]["detector_gain"]),
-                                  offset=float(design["noise"]["detector_offset"])),
-    )  # fmt: skip
-    dwell = np.asarray(design["dwell_s"], dtype=float)
-    cov = prior.covariance()
-    recon = []
-    for row in norm:
-        var = noise.variance(np.clip(row, 0.0, 2.0), np.interp(e, design["energies_eV"], dwell)) / 100.0
-        recon.append(reconstruct(prior, e, row, var, cov=cov)[0])
-    named = [n for n, k in zip(names, keep, strict=True) if k]
-    return phase_candidates(np.asarray(recon), named, kind="data", model_error=model_error), grid
+    noise = TransmissionNoise.from_dict(design["noise"])
+    candidates = cluster_candidates(energies, spectra, names, prior, noise, dwell, model_error=model_error)
+    return candidates, grid
+
+
+def _first_pass_model_error(node: Any, default: float) -> float:
+    """The model error (fraction of the spectrum RMS) the first pass's clustering estimated, else ``default``."""
+    record = node.metadata.get("model_error")
+    if isinstance(record, dict) and record.get("rms_fraction_of_spectrum_rms") is not None:
+        return max(float(record["rms_fraction_of_spectrum_rms"]), default)
+    return default
 
 
 def _adaptive_passes(
@@ -537,22 +534,13 @@ def _adaptive_passes(
     tm = ScanTimeModel.from_dict(design1["time_model"])
     frames = len(start1["tiles"]["positions"]) + int(kw["n_flats"])
     darks_s = kw["n_darks"] * (kw["dwell"] + float(getattr(camera, "readout_s", 0.0)))
-    units = np.zeros(grid.size, dtype=np.intp)
-    idx = np.searchsorted(grid, np.asarray(design1["energies_eV"]) - 1e-6)
-    units[idx] = np.round(np.asarray(design1["dwell_s"]) / tm.dwell_s).astype(np.intp)
-    noise = design1["noise"]
+    units = measured_units(grid, design1["energies_eV"], design1["dwell_s"], tm.dwell_s)
+    eps = _first_pass_model_error(nodes[-1], kw["model_error_rms"])
     second = design_map_energies(
-        candidates, grid,
-        TransmissionNoise(
-            i0_counts_per_s=float(noise["i0_counts_per_s"]), mu_t_pre_edge=float(noise["mu_t_pre_edge"]),
-            edge_jump=float(noise["edge_jump"]),
-            detector=PhotonNoiseModel(gain=float(noise["detector_gain"]), offset=float(noise["detector_offset"])),
-        ),
-        tm, thickness=kw["thickness"], time_budget_s=(time_budget_s - darks_s) / frames, measured_units=units,
+        candidates, grid, TransmissionNoise.from_dict(design1["noise"]), tm, thickness=kw["thickness"],
+        model_error_rms=eps, time_budget_s=(time_budget_s - darks_s) / frames, measured_units=units,
     )  # fmt: skip
-    after = np.zeros(grid.size, dtype=np.intp)
-    after[np.searchsorted(grid, second.energies_eV - 1e-6)] = np.round(second.dwell_s / tm.dwell_s).astype(np.intp)
-    extra = after - units
+    extra = measured_units(grid, second.energies_eV, second.dwell_s, tm.dwell_s) - units
     new = np.flatnonzero(extra > 0)
     if new.size == 0:
         logger.warning("adaptive: the second design adds no dwell to the first pass; no second pass measured")
@@ -565,11 +553,12 @@ def _adaptive_passes(
                             "dwell_s": [float(d) for d in second.dwell_s]},
         "note": "energies_eV/dwell_s: what this pass adds to the first pass (combined_design: both passes)",
     }  # fmt: skip
-    link = {"pass": 2, "first_pass_uid": uid1, "clustering_result": nodes[-1].item["id"],
+    link = {"pass": 2, "first_pass_uid": uid1, "clustering_result": nodes[-1].item["id"], "model_error_rms": eps,
             "candidates": list(candidates.names), "first_pass_design_min_separation": design1["min_separation"],
             "combined_min_separation": second.min_separation}  # fmt: skip
     pass_kw = {k: v for k, v in kw.items() if k in ("library", "edge", "shutter", "n_darks", "n_flats",
-                                                    "flat_position", "thickness", "model_error")}  # fmt: skip
+                                                    "flat_position", "thickness", "model_error",
+                                                    "model_error_rms")}  # fmt: skip
     return (
         yield from optimal_xanes_imaging(
             camera, mono, stage, tiles=start1["tiles"]["positions"], design=record, dwell=kw["dwell"],
