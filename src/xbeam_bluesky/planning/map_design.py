@@ -410,6 +410,11 @@ class _State:
         """Energies this pass measures (all measured ones without an earlier pass)."""
         return self.counts > 0 if self.base is None else self.counts > self.base
 
+    @property
+    def sweep_units(self) -> NDArray[np.intp]:
+        """Dwell units of this pass's own sweep per energy (its frames are split by these)."""
+        return self.counts if self.base is None else self.counts - self.base
+
 
 def _scan_time(ctx: _Context, state: _State) -> float:
     """Time of the earlier pass plus this pass's own sweep (s)."""
@@ -482,7 +487,7 @@ def _greedy(
             r = int(units[best])
             k = np.full(near.size, r)
             dw_near = ctx.weights(rows, tix, near, k[None, :]).T
-            cost_near = r * tm.pick_cost_s + tm.insertion_overhead_s(
+            cost_near = tm.dwell_cost_s(0, r) + tm.insertion_overhead_s(
                 ctx.energies[near], ctx.energies[measured]
             )
             d_near = _trial_separations(state.sums, active, near, np.ones(near.size), dw_near)
@@ -493,10 +498,15 @@ def _greedy(
                 ch, units, best = near, k, int(np.argmax(score_near))
         take = int(units[best])
         if kind[best] == 0 and swept[ch[best]]:  # lengthen by a step growing with the design (~REPEAT_GROWTH)
-            room = max_picks - picks
-            if time_budget_s is not None:
-                room = min(room, int((time_budget_s * (1 + 1e-12) - elapsed) // tm.pick_cost_s))
-            take = max(1, min(int(REPEAT_GROWTH * picks), room))
+            take = max(1, min(int(REPEAT_GROWTH * picks), max_picks - picks))
+            if (
+                time_budget_s is not None
+            ):  # the largest step that fits (split frames make the cost a staircase)
+                steps = np.arange(1, take + 1)
+                fits = elapsed + tm.dwell_cost_s(state.sweep_units[ch[best]], steps) <= time_budget_s * (
+                    1 + 1e-12
+                )
+                take = int(steps[fits][-1]) if fits.any() else 1
         _take(ctx, state, int(ch[best]), take)
 
 
@@ -528,16 +538,18 @@ def _trials(
             k = state.counts[measured][None, :]
             dwq = ctx.weights(rows, tix, measured, k + r) - ctx.weights(rows, tix, measured, k)
             n = measured.size
-            parts.append((measured, np.zeros(n), np.full(n, r), np.full(n, r * tm.pick_cost_s), dwq.T))
+            cost = tm.dwell_cost_s(state.sweep_units[measured], r)
+            parts.append((measured, np.zeros(n), np.full(n, r), cost, dwq.T))
         if revisit.size:
             k = state.counts[revisit][None, :]
             dwq = ctx.weights(rows, tix, revisit, k + r) - ctx.weights(rows, tix, revisit, k)
             n = revisit.size
-            parts.append((revisit, np.zeros(n), np.full(n, r), r * tm.pick_cost_s + overhead_revisit, dwq.T))
+            cost = tm.dwell_cost_s(0, r) + overhead_revisit
+            parts.append((revisit, np.zeros(n), np.full(n, r), cost, dwq.T))
         if fresh.size:
             n = fresh.size
             dwq = ctx.weights(rows, tix, fresh, np.full((1, n), r))
-            parts.append((fresh, np.ones(n), np.full(n, r), r * tm.pick_cost_s + overhead, dwq.T))
+            parts.append((fresh, np.ones(n), np.full(n, r), tm.dwell_cost_s(0, r) + overhead, dwq.T))
     if not parts:
         return None
     ch, kind, units, cost, dwq = (np.concatenate(p) for p in zip(*parts, strict=True))
@@ -578,7 +590,7 @@ def _exchange(
         loss = _pair_probability(d_new).sum(axis=1) - _objective(state)
         sel = np.flatnonzero(state.counts)
         saving = ctx.time_model.removal_saving_s(ctx.energies[sel])[np.searchsorted(sel, measured)]
-        freed = state.counts[measured] * ctx.time_model.pick_cost_s + saving
+        freed = ctx.time_model.dwell_cost_s(0, state.counts[measured]) + saving
         j = int(measured[np.argmin(loss / freed)])
         tried.add(j)
         trial = state.copy()

@@ -325,18 +325,24 @@ def optimal_xanes_imaging(
         # A new energy costs the monochromator move and settle, the stage path through the flat position and
         # the tiles, and one readout per frame; a repeat pick lengthens the exposure of those frames_per_entry
         # frames by one dwell unit. An energy whose dwell passes the camera's unsaturated limit is measured as
-        # several frames, each with the stage path and readouts again: repeats are charged that cost pro rata
-        # (dwell / limit of it per pick). Every cost is divided by frames_per_entry so that the design's dwell
-        # unit stays the exposure of one frame.
+        # several frames, each with the stage path and readouts again: the map design charges exactly that
+        # (max_exposure_s, split_overhead_s: ceil(dwell / limit) − 1 extra tours); the spectrum design charges
+        # it pro rata (dwell / limit of a tour per pick). Every cost is divided by frames_per_entry so that the
+        # design's dwell unit stays the exposure of one frame.
         stage_s = _stage_time_per_energy(stage, tile_list, flat_xy)
         speed = float(getattr(mono, "speed_eV_s", math.inf))
         tour_s = stage_s + frames_per_entry * readout
         new_energy_s = float(getattr(mono, "settle_s", 0.0)) + tour_s
+        exact_splits = objective == "map" and longest is not None
         time_model = ScanTimeModel(
             dwell_s=dwell,
             settle_s=new_energy_s / frames_per_entry,
             speed_eV_per_s=speed * frames_per_entry,
-            pick_overhead_s=0.0 if longest is None else tour_s / frames_per_entry * dwell / longest,
+            pick_overhead_s=0.0
+            if longest is None or exact_splits
+            else tour_s / frames_per_entry * dwell / longest,
+            max_exposure_s=longest if exact_splits else math.inf,  # type: ignore[arg-type]
+            split_overhead_s=tour_s / frames_per_entry if exact_splits else 0.0,
         )
         budget = None
         if time_budget_s is not None:
@@ -499,7 +505,9 @@ def _adaptive_passes(
     if time_budget_s is None:
         raise ValueError("adaptive=True needs time_budget_s (the two passes share it)")
     if not 0 < first_pass_fraction < 1:
-        raise ValueError(f"first_pass_fraction = {first_pass_fraction!r}; expected a share strictly between 0 and 1")
+        raise ValueError(
+            f"first_pass_fraction = {first_pass_fraction!r}; expected a share strictly between 0 and 1"
+        )
     if results_client is None:
         raise ValueError(
             "adaptive=True needs results_client: the tiled container holding the runs and the live clustering "
@@ -511,6 +519,7 @@ def _adaptive_passes(
         camera, mono, stage, x_mm, y_mm, objective="map", time_budget_s=first_pass_fraction * time_budget_s,
         md=first_md, **kw,
     )  # fmt: skip
+
     def ready() -> list[Any]:  # the result container appears before its arrays are written
         found = analysis_results(results_client, uid1, kind="clustering")
         done = [n for n in found if n.metadata.get("status") == "failed" or {"spectra", "energies"} <= set(n)]

@@ -191,3 +191,24 @@ def test_second_pass_continues_from_the_measured_dwell() -> None:
     assert second.min_separation > first.min_separation
     with pytest.raises(MapDesignError, match="measured_units"):
         design_map_energies(c, GRID, NOISE, TIME, n_points=50, measured_units=units[:-1])
+
+
+def test_design_charges_split_frames_and_stays_within_its_budget() -> None:
+    """With a camera limit, the design's time is the run's: dwell beyond it costs a tour per extra frame."""
+    spectra = np.stack([edge(7112.0), edge(7113.0), edge(7120.0)])
+    c = phase_candidates(spectra, ["u", "v", "w"])
+    split = ScanTimeModel(
+        dwell_s=0.05, settle_s=0.1, speed_eV_per_s=20.0, max_exposure_s=0.2, split_overhead_s=0.5
+    )
+    d = design_map_energies(c, GRID, NOISE, split, time_budget_s=12.0)
+    assert d.total_time_s == pytest.approx(split.scan_time_s(d.energies_eV, d.dwell_s))
+    assert d.total_time_s <= 12.0 * (1 + 1e-9)
+    free = design_map_energies(c, GRID, NOISE, TIME, time_budget_s=12.0)
+    assert free.dwell_s.max() > 0.2  # without the limit the design piles dwell beyond it
+    # a split frame dearer than the whole budget is never bought: every energy stays within one exposure
+    dear = ScanTimeModel(
+        dwell_s=0.05, settle_s=0.1, speed_eV_per_s=20.0, max_exposure_s=0.2, split_overhead_s=100.0
+    )
+    capped = design_map_energies(c, GRID, NOISE, dear, time_budget_s=12.0)
+    assert capped.dwell_s.max() <= 0.2 + 1e-9 and capped.total_time_s <= 12.0 * (1 + 1e-9)
+    assert capped.energies_eV.size > free.energies_eV.size  # the time goes to more energies instead
