@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -61,7 +62,7 @@ TIME_MODEL = ScanTimeModel(dwell_s=0.05, settle_s=0.11, speed_eV_per_s=20.0)
 #: Per-pixel scan times (s): the conventional grid's 118 energies cost 18.2 s of settles and moves alone.
 CONVENTIONAL_TIMES_S = (19.0, 20.0, 22.0, 25.0, 30.0, 40.0)
 MAP_TIMES_S = (7.0, 8.0, 10.0, 12.0, 15.0, 20.0)  # the two ends alone cost 5.5 s (105 eV at 20 eV/s)
-ADAPTIVE_TIMES_S = (19.0, 22.0, 25.0, 30.0)  # the first pass (30 %) must afford the two ends
+ADAPTIVE_TIMES_S = (22.0, 25.0, 30.0, 40.0)  # the first pass (30 %) must afford three energies (5.8 s)
 GOAL_FRACTION = 0.99
 
 
@@ -143,6 +144,7 @@ def main() -> None:
     for total in CONVENTIONAL_TIMES_S:
         e, d = conventional(grid, total)
         r = cluster(e, d, measure(phantom, grid, e, d, rng), library, grid)
+        print("conventional", total, file=sys.stderr, flush=True)
         results["conventional"].append({"time_s": round(TIME_MODEL.scan_time_s(e, d), 2), "n_energies": int(e.size),
                                         **scores(truth, r.labels, n_phases)})  # fmt: skip
     for total in MAP_TIMES_S:
@@ -150,6 +152,7 @@ def main() -> None:
         r = cluster(
             m.energies_eV, m.dwell_s, measure(phantom, grid, m.energies_eV, m.dwell_s, rng), library, grid
         )
+        print("map", total, file=sys.stderr, flush=True)
         results["map"].append({"time_s": round(m.total_time_s, 2), "n_energies": int(m.energies_eV.size),
                                "design_min_D": round(m.min_separation, 2), **scores(truth, r.labels, n_phases)})  # fmt: skip
     for total in ADAPTIVE_TIMES_S:
@@ -177,6 +180,7 @@ def main() -> None:
         combined /= dw[:, None, None]
         r = cluster(all_e, dw, combined.astype(np.float32), library, grid)
         t_real = first.total_time_s + (TIME_MODEL.scan_time_s(new_e, new_d) if new.size else 0.0)
+        print("adaptive", total, file=sys.stderr, flush=True)
         results["adaptive"].append({"time_s": round(t_real, 2), "n_energies": int(all_e.size),
                                     "first_pass_clusters": len(r1.spectra), "second_design_candidates": len(data.names),
                                     "first_pass_model_error_rms": round(eps, 4),

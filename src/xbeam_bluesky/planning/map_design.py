@@ -52,7 +52,7 @@ DEFAULT_SEPARATION_MODEL_ERROR = MODEL_ERROR_FLOOR_RMS
 #: The clustering merges sites closer than this D into one cluster: the separation every pair should reach.
 DEFAULT_TARGET_SEPARATION = MERGE_THRESHOLD
 #: Pairs scored exactly for every candidate channel at each greedy step (the weakest ones).
-DEFAULT_ACTIVE_PAIRS = 32
+DEFAULT_ACTIVE_PAIRS = 16
 #: Dwell units one greedy step may add at an energy (the best gain per second is taken).
 DEFAULT_OPENINGS = (1, 4, 16)
 #: A chosen repeat adds this fraction of the dwell units so far (at least one): the dwell is resolved to ~5 %.
@@ -375,6 +375,7 @@ class _Context:
     openings: tuple[int, ...]
     active_pairs: int
     stride: int
+    _opened: dict[int, NDArray[np.float64]] = field(default_factory=dict)
 
     def weights(self, rows: NDArray[np.intp], tix: NDArray[np.intp], channels: Any, units: Any) -> NDArray:
         """Var(μt)/t² of candidates ``rows`` at thickness ``tix`` on ``channels`` with ``units`` dwell units."""
@@ -384,6 +385,15 @@ class _Context:
         i0 = self.noise.i0_counts_per_s * self.time_model.dwell_s * np.maximum(k, 1.0)
         var = np.asarray(self.noise.detector.var_absorbance(i0, t * mu), dtype=float) / t**2
         return np.where(k > 0, var, 0.0)
+
+    def opened(self, units: int, rows: NDArray[np.intp], tix: NDArray[np.intp], channels: NDArray[np.intp]) -> NDArray:
+        """:meth:`weights` of ``units`` dwell units on unmeasured ``channels``, from a table made once per ``units``."""
+        table = self._opened.get(units)
+        if table is None:
+            table = self._opened[units] = _noise_weights(
+                self.mu, units, self.noise, self.time_model.dwell_s, self.thickness
+            )  # (T, K, n_energies)
+        return table[tix[:, None], rows[:, None], channels[None, :]]
 
     def column(self, channel: int, units: int) -> NDArray[np.float64]:
         """Var(μt)/t² of every candidate at every thickness on one channel, shape (T, K); 0 for 0 units."""
@@ -486,7 +496,7 @@ def _greedy(
             near = near[unmeasured[near]]
             r = int(units[best])
             k = np.full(near.size, r)
-            dw_near = ctx.weights(rows, tix, near, k[None, :]).T
+            dw_near = ctx.opened(r, rows, tix, near).T
             cost_near = tm.dwell_cost_s(0, r) + tm.insertion_overhead_s(
                 ctx.energies[near], ctx.energies[measured]
             )
@@ -548,7 +558,7 @@ def _trials(
             parts.append((revisit, np.zeros(n), np.full(n, r), cost, dwq.T))
         if fresh.size:
             n = fresh.size
-            dwq = ctx.weights(rows, tix, fresh, np.full((1, n), r))
+            dwq = ctx.opened(r, rows, tix, fresh)
             parts.append((fresh, np.ones(n), np.full(n, r), tm.dwell_cost_s(0, r) + overhead, dwq.T))
     if not parts:
         return None
@@ -869,11 +879,12 @@ def design_map_energies(
     if any(int(r) != r or r < 1 for r in openings) or not openings:
         raise MapDesignError(f"openings = {openings!r}; expected positive whole dwell units")
     ends = (0, grid.size - 1)
-    shortest = time_model.scan_time_s(grid[list(ends)], time_model.dwell_s)
-    if time_budget_s is not None and time_budget_s < shortest:
+    shortest = time_model.scan_time_s(grid[[0, 1, -1]], time_model.dwell_s)
+    if time_budget_s is not None and measured_units is None and time_budget_s < shortest:
         raise MapDesignError(
-            f"time budget {time_budget_s:g} s is too small for even the two end points {grid[0]:.2f} and "
-            f"{grid[-1]:.2f} eV ({shortest:.3g} s)"
+            f"time budget {time_budget_s:g} s is too small for a phase map: three energies (the two end points "
+            f"{grid[0]:.2f} and {grid[-1]:.2f} eV and one between; two cannot tell spectra apart) take "
+            f"{shortest:.3g} s"
         )
     mu = noise.absorbance(candidates.spectra)
     ctx = _Context(
