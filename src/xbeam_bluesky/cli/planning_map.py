@@ -44,6 +44,12 @@ def register_map_options(p: argparse.ArgumentParser) -> None:
         "default %(default)s, the clustering's floor; 0 = photon noise only)",
     )
     g.add_argument(
+        "--free-ends",
+        action="store_true",
+        help="start where the candidates differ instead of at the two ends of the range and let the design drop "
+        "the ends (saves monochromator travel; the map does not need pre- and post-edge)",
+    )
+    g.add_argument(
         "--mixtures",
         default="",
         metavar="W,...",
@@ -129,6 +135,7 @@ def plan_map_energies(args: argparse.Namespace, grid, e0: float) -> int:
         time_model,
         thickness=thickness,
         model_error_rms=args.separation_model_error,
+        keep_ends=not args.free_ends,
         n_points=args.n_points,
         time_budget_s=args.time_budget,
         target_separation=args.target_separation

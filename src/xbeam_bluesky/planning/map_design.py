@@ -386,7 +386,9 @@ class _Context:
         var = np.asarray(self.noise.detector.var_absorbance(i0, t * mu), dtype=float) / t**2
         return np.where(k > 0, var, 0.0)
 
-    def opened(self, units: int, rows: NDArray[np.intp], tix: NDArray[np.intp], channels: NDArray[np.intp]) -> NDArray:
+    def opened(
+        self, units: int, rows: NDArray[np.intp], tix: NDArray[np.intp], channels: NDArray[np.intp]
+    ) -> NDArray:
         """:meth:`weights` of ``units`` dwell units on unmeasured ``channels``, from a table made once per ``units``."""
         table = self._opened.get(units)
         if table is None:
@@ -579,16 +581,43 @@ def _exchange(
     max_picks: int,
     time_budget_s: float,
     floor: float,
+    drop_first: tuple[int, ...] = (),
 ) -> tuple[_State, dict[str, Any]]:
     """Drop the energy whose time buys the least, spend the freed time greedily; keep it only if L falls.
 
-    A move is also refused if it leaves the weakest pair below ``floor`` (the target separation, or the weakest
-    separation before the move when that is lower), so the exchange never undoes what the greedy reached.
+    Each energy of ``drop_first`` (the grid's ends, when they need not stay) is tried once before the rounds
+    (its monochromator travel makes it look expensive to the ranking, but dropping it may pay). A move is also
+    refused if it leaves the weakest pair below ``floor`` (the target separation, or the weakest separation
+    before the move when that is lower), so the exchange never undoes what the greedy reached.
     """
     tried: set[int] = set(fixed)
     before = _objective(state)
     accepted = 0
     all_pairs = np.arange(state.sums.pairs.shape[0])
+
+    def respend(j: int) -> _State:
+        trial = state.copy()
+        units = int(trial.counts[j])
+        trial.sums.add(j, -1, -ctx.column(j, units))
+        trial.counts[j] = 0
+        trial.order = [c for c in trial.order if c != j]
+        trial.time_s.append(_scan_time(ctx, trial))
+        trial.min_separation.append(float(trial.sums.separations().min()))
+        _greedy(ctx, trial, max_picks=max_picks, time_budget_s=time_budget_s, target_separation=None)
+        return trial
+
+    def better(trial: _State) -> bool:
+        weakest = min(floor, state.min_separation[-1])
+        return _objective(trial) < _objective(state) * (1 - 1e-9) and trial.min_separation[-1] >= weakest
+
+    dropped_ends = []
+    for j in drop_first:
+        if state.counts[j] > 0 and np.count_nonzero(state.counts) > 3:
+            trial = respend(j)
+            if np.count_nonzero(trial.counts) >= 3 and better(trial):
+                state = trial
+                accepted += 1
+                dropped_ends.append(float(ctx.energies[j]))
     for _ in range(rounds):
         measured = np.array([j for j in np.flatnonzero(state.counts) if j not in tried], dtype=np.intp)
         if measured.size == 0:
@@ -603,21 +632,13 @@ def _exchange(
         freed = ctx.time_model.dwell_cost_s(0, state.counts[measured]) + saving
         j = int(measured[np.argmin(loss / freed)])
         tried.add(j)
-        trial = state.copy()
-        units = int(trial.counts[j])
-        trial.sums.add(j, -1, -ctx.column(j, units))
-        trial.counts[j] = 0
-        trial.order = [c for c in trial.order if c != j]
-        trial.time_s.append(_scan_time(ctx, trial))
-        trial.min_separation.append(float(trial.sums.separations().min()))
-        _greedy(ctx, trial, max_picks=max_picks, time_budget_s=time_budget_s, target_separation=None)
-        weakest = min(floor, state.min_separation[-1])
-        if _objective(trial) < _objective(state) * (1 - 1e-9) and trial.min_separation[-1] >= weakest:
+        trial = respend(j)
+        if np.count_nonzero(trial.counts) >= 3 and better(trial):
             state = trial
             accepted += 1
             tried = set(fixed)
     return state, {"rounds": rounds, "accepted": accepted, "objective_before": before,
-                   "objective_after": _objective(state)}  # fmt: skip
+                   "objective_after": _objective(state), "dropped_ends_eV": dropped_ends}  # fmt: skip
 
 
 def map_separations(
@@ -761,6 +782,21 @@ class MapDesign:
         return path
 
 
+#: Without the grid's ends the design starts from the first and last energy where the candidates' spread (standard
+#: deviation over candidates) reaches this fraction of its maximum.
+SPAN_FRACTION = 0.1
+
+
+def _span_of_differences(spectra: NDArray[np.float64]) -> tuple[int, int]:
+    """First and last grid index where the candidates differ by ≥ :data:`SPAN_FRACTION` of their largest spread."""
+    spread = spectra.std(axis=0)
+    inside = np.flatnonzero(spread >= SPAN_FRACTION * spread.max())
+    lo, hi = int(inside[0]), int(inside[-1])
+    if hi - lo < 2:
+        lo, hi = max(lo - 1, 0), min(hi + 1, spectra.shape[1] - 1)
+    return lo, hi
+
+
 def _check_model_error(model_error_rms: float) -> float:
     if not (np.isfinite(model_error_rms) and model_error_rms >= 0):
         raise MapDesignError(
@@ -800,6 +836,7 @@ def design_map_energies(
     exchange_rounds: int = DEFAULT_EXCHANGE_ROUNDS,
     screen_stride: int = DEFAULT_SCREEN_STRIDE,
     measured_units: ArrayLike | None = None,
+    keep_ends: bool = True,
     on_short_budget: Literal["raise", "warn"] = "raise",
 ) -> MapDesign:
     """Design energies and dwell that make the candidate phases separable in the map, per unit of beam time.
@@ -847,6 +884,12 @@ def design_map_energies(
         continues from them (they count towards the separations, the picks and the time budget) and never
         removes them. The new dwell is a sweep of its own: an energy measured again pays its move and settle
         again; ``total_time_s`` is the earlier pass's scan time plus this sweep's. Default: start from the ends.
+    keep_ends
+        Start from and keep the two ends of the grid (default; a spectrum normalized at pre- and post-edge needs
+        them, e.g. a first pass whose cluster spectra are reconstructed). ``False``: start from the first and last
+        energy where the candidates differ (spread ≥ :data:`SPAN_FRACTION` of its maximum) and let the exchange
+        try dropping those too — the map only needs the energies where the phases differ, and the range it spans
+        costs monochromator travel.
     on_short_budget
         With a time budget and a target separation not reached: ``"raise"`` a :class:`MapDesignError` naming the
         weakest pair and the time it needs, or ``"warn"`` and return the design.
@@ -878,12 +921,13 @@ def design_map_energies(
         raise MapDesignError(f"screen_stride = {screen_stride!r}; expected a whole number of grid points ≥ 1")
     if any(int(r) != r or r < 1 for r in openings) or not openings:
         raise MapDesignError(f"openings = {openings!r}; expected positive whole dwell units")
-    ends = (0, grid.size - 1)
-    shortest = time_model.scan_time_s(grid[[0, 1, -1]], time_model.dwell_s)
+    ends = (0, grid.size - 1) if keep_ends else _span_of_differences(candidates.spectra)
+    lo, hi = ends
+    shortest = time_model.scan_time_s(grid[[lo, lo + 1, hi]], time_model.dwell_s)
     if time_budget_s is not None and measured_units is None and time_budget_s < shortest:
         raise MapDesignError(
-            f"time budget {time_budget_s:g} s is too small for a phase map: three energies (the two end points "
-            f"{grid[0]:.2f} and {grid[-1]:.2f} eV and one between; two cannot tell spectra apart) take "
+            f"time budget {time_budget_s:g} s is too small for a phase map: three energies (the end points "
+            f"{grid[lo]:.2f} and {grid[hi]:.2f} eV and one between; two cannot tell spectra apart) take "
             f"{shortest:.3g} s"
         )
     mu = noise.absorbance(candidates.spectra)
@@ -919,7 +963,7 @@ def design_map_energies(
     if measured_units is not None:  # the earlier pass is done: this design is a sweep of its own
         state.base, state.base_time_s = seed.copy(), state.time_s[-1]
         state.time_s[-1] = _scan_time(ctx, state)
-    fixed = tuple(int(j) for j in np.flatnonzero(seed))
+    fixed = tuple(int(j) for j in np.flatnonzero(seed)) if keep_ends or measured_units is not None else ()
     limit = n_points if n_points is not None else max_picks
     stop = _greedy(
         ctx, state, max_picks=limit, time_budget_s=time_budget_s, target_separation=target_separation
@@ -936,9 +980,10 @@ def design_map_energies(
             state,
             rounds=exchange_rounds,
             fixed=fixed,
-            max_picks=int(state.counts.sum()),
+            max_picks=int(state.counts.sum()) if stop == "n_points" else limit,
             time_budget_s=float(budget),  # type: ignore[arg-type]
             floor=np.inf if target_separation is None else target_separation,
+            drop_first=() if fixed else ends,
         )
     d = state.sums.separations()
     picked = np.flatnonzero(state.counts)

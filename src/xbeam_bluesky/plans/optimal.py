@@ -132,6 +132,7 @@ def optimal_xanes_imaging(
     thickness: Sequence[float] = (1.0,),
     model_error: float = DEFAULT_MODEL_ERROR,
     model_error_rms: float = DEFAULT_SEPARATION_MODEL_ERROR,
+    keep_ends: bool = True,
     n_points: int | None = None,
     time_budget_s: float | None = None,
     target_rmse: float | None = None,
@@ -204,6 +205,10 @@ def optimal_xanes_imaging(
     model_error_rms : float
         Map objective: model error ε of the design's D as a fraction of the spectrum's RMS (the clustering's
         floor 0.02 by default); the adaptive second pass uses the first pass's estimate when it is larger.
+    keep_ends : bool
+        Map objective: keep the two ends of the candidate grid (``False``: start where the library spectra differ
+        and let the design drop the ends, saving monochromator travel). The adaptive first pass always keeps them
+        (its cluster spectra are normalized there).
     n_points, time_budget_s, target_rmse : optional
         Stopping rule: picks, total run time in s (incl. flats, tiles and darks), or expected RMSE of the
         normalized spectrum. Default: 100 picks.
@@ -362,6 +367,7 @@ def optimal_xanes_imaging(
                 time_model,
                 thickness=thickness,
                 model_error_rms=model_error_rms,
+                keep_ends=keep_ends,
                 n_points=n_points,
                 time_budget_s=budget,
                 target_separation=target_separation,
@@ -447,6 +453,7 @@ def optimal_xanes_imaging(
             "thickness": list(thickness),
             "model_error": model_error,
             "model_error_rms": model_error_rms,
+            "keep_ends": keep_ends,
             "n_points": n_points,
             "time_budget_s": time_budget_s,
             "target_rmse": target_rmse,

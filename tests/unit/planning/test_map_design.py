@@ -169,7 +169,7 @@ def test_bad_arguments() -> None:
     c = phase_candidates(np.stack([edge(7112.0), edge(7120.0)]), ["a", "b"])
     with pytest.raises(MapDesignError, match="stopping rule"):
         design_map_energies(c, GRID, NOISE, TIME)
-    with pytest.raises(MapDesignError, match="two end points"):
+    with pytest.raises(MapDesignError, match="too small for a phase map: three energies"):
         design_map_energies(c, GRID, NOISE, TIME, time_budget_s=0.01)
     with pytest.raises(MapDesignError, match="grid_eV"):
         design_map_energies(c, GRID[:-1], NOISE, TIME, n_points=10)
@@ -212,3 +212,24 @@ def test_design_charges_split_frames_and_stays_within_its_budget() -> None:
     capped = design_map_energies(c, GRID, NOISE, dear, time_budget_s=12.0)
     assert capped.dwell_s.max() <= 0.2 + 1e-9 and capped.total_time_s <= 12.0 * (1 + 1e-9)
     assert capped.energies_eV.size > free.energies_eV.size  # the time goes to more energies instead
+
+
+def test_without_the_grid_ends_the_design_stays_where_the_phases_differ() -> None:
+    a = edge(7118.0)
+    b = a.copy()
+    b[25] += 0.08  # only at 7125 eV
+    c = phase_candidates(np.stack([a, b]), ["a", "b"], model_error=0.001)
+    kw = {"target_separation": 3.719, "screen_stride": 1, "model_error_rms": 0.0}
+    ends = design_map_energies(c, GRID, NOISE, TIME, **kw)
+    near = design_map_energies(c, GRID, NOISE, TIME, keep_ends=False, **kw)
+    # the only difference is at 7125 eV: the design starts next to it (7124 and 7126 eV) and need not travel
+    # to the grid's ends 7100 and 7140 eV; the anchors it keeps are its own choice
+    assert (
+        GRID[0] not in near.energies_eV and GRID[-1] not in near.energies_eV and GRID[25] in near.energies_eV
+    )
+    assert near.min_separation >= 3.719
+    # here the grid's ends are the better anchors (the far pre- and post-edge widen ‖μt − mean‖, which lowers
+    # every channel's standardized noise), so the design without them needs more time: 13.1 s vs 11.85 s
+    assert ends.min_separation >= 3.719 and GRID[0] in ends.energies_eV
+    replay = map_separations(c, GRID, near.energies_eV, near.dwell_s, NOISE, model_error_rms=0.0)
+    assert float(replay.min()) == pytest.approx(near.min_separation, rel=1e-9)
