@@ -64,6 +64,14 @@ def _candidate_grid(e0: float, e_range: Sequence[float] | None) -> np.ndarray:
     return np.round(start + step * np.arange(n), 6)
 
 
+def _darks_reserve_s(camera: Readable, n_darks: int, dwell: float) -> float:
+    """Time (s) the budget keeps for the darks: they are exposed like the run's first frame, which the design
+    decides; reserved at the camera's longest unsaturated exposure (no frame is longer), else the dwell unit."""
+    longest = max_unsaturated_exposure_s(camera)
+    exposure = dwell if longest is None else max(float(longest), dwell)
+    return n_darks * (exposure + float(getattr(camera, "readout_s", 0.0)))
+
+
 def _stage_time_per_energy(stage: Any, tiles: list[list[float]], flat_xy: Sequence[float] | None) -> float:
     """Stage motion (s) of one energy of ``xanes_imaging(order="energy")``: flat position, then every tile."""
     move = getattr(stage, "move_time_s", None)
@@ -299,8 +307,8 @@ def optimal_xanes_imaging(
     frames_per_entry = len(tile_list) + int(n_flats)
     readout = float(getattr(camera, "readout_s", 0.0))
     noise_md = camera.noise_metadata(1.0) if hasattr(camera, "noise_metadata") else {}  # type: ignore[attr-defined]
-    darks_s = n_darks * (dwell + readout)
     longest = max_unsaturated_exposure_s(camera)
+    darks_s = _darks_reserve_s(camera, n_darks, dwell)
 
     if design is not None:
         record = load_design(design)
@@ -549,7 +557,7 @@ def _adaptive_passes(
     candidates, grid = _cluster_candidates(nodes[-1], design1, kw.get("library"), e0, kw["model_error"])
     tm = ScanTimeModel.from_dict(design1["time_model"])
     frames = len(start1["tiles"]["positions"]) + int(kw["n_flats"])
-    darks_s = kw["n_darks"] * (kw["dwell"] + float(getattr(camera, "readout_s", 0.0)))
+    darks_s = _darks_reserve_s(camera, kw["n_darks"], kw["dwell"])
     units = measured_units(grid, design1["energies_eV"], design1["dwell_s"], tm.dwell_s)
     eps = _first_pass_model_error(nodes[-1], kw["model_error_rms"])
     second = design_map_energies(
