@@ -88,6 +88,7 @@ def test_map_objective_unknown_phase(RE, sim_beamline):
 
 
 def test_adaptive_plan_writes_both_passes_and_their_link(tiled_RE, tiled_storage, sim_beamline):
+    """The adaptive plan with its results client given as the tiled URI, as the queueserver passes it."""
     from xbeam_bluesky.callbacks import LiveClustering
 
     bl = sim_beamline
@@ -97,7 +98,7 @@ def test_adaptive_plan_writes_both_passes_and_their_link(tiled_RE, tiled_storage
     uid1, uid2 = tiled_RE(
         optimal_xanes_imaging(
             bl.camera, bl.mono, bl.stage, tiles=[[0.0, 0.0]], phases=PHASES, adaptive=True,
-            first_pass_fraction=0.3, time_budget_s=budget, results_client=tiled_storage.client,
+            first_pass_fraction=0.3, time_budget_s=budget, results_client=tiled_storage.uri,
             dwell=0.05, shutter=bl.shutter, n_darks=1, n_flats=1,
         )
     )  # fmt: skip

@@ -243,8 +243,10 @@ def optimal_xanes_imaging(
         Returns the second run's uid.
     first_pass_fraction : float
         Share of ``time_budget_s`` for the first pass, in (0, 1).
-    results_client : tiled container, optional
-        Where the raw runs and the live clustering results are (``Storage.client``); needed with ``adaptive``.
+    results_client : tiled container or str, optional
+        Where the raw runs and the live clustering results are (``Storage.client``), or the URI of that tiled
+        server (JSON-friendly, for the queueserver; an API key in the URI's query or ``TILED_API_KEY``); needed
+        with ``adaptive``.
     results_timeout_s : float
         How long to wait for the first pass's clustering result, s.
     md : dict, optional
@@ -528,6 +530,17 @@ def _adaptive_passes(
             "adaptive=True needs results_client: the tiled container holding the runs and the live clustering "
             "results (Storage.client), from which the first pass's cluster spectra are read"
         )
+    if isinstance(results_client, str):  # the queueserver passes JSON: the tiled server's URI
+        from tiled.client import from_uri
+
+        uri = results_client
+        try:
+            results_client = from_uri(uri)
+        except Exception as exc:  # any failure to open it is the same input error
+            raise ValueError(
+                f"results_client = {uri.split('?')[0]!r}: cannot open this tiled server ({exc}); expected the URI "
+                "of the tiled server the runs and the live clustering write to"
+            ) from exc
     first_md = {**(md or {}), "adaptive": {"pass": 1, "first_pass_fraction": first_pass_fraction,
                                             "time_budget_s": time_budget_s}}  # fmt: skip
     uid1 = yield from optimal_xanes_imaging(
