@@ -125,7 +125,13 @@ def test_design_records_its_separations_and_time_and_replays(tmp_path) -> None:
     record = load_design(path)
     assert record["objective"] == "map"
     replay = map_separations(
-        c, GRID, record["energies_eV"], record["dwell_s"], NOISE, record["thickness"], record["model_error_rms"]
+        c,
+        GRID,
+        record["energies_eV"],
+        record["dwell_s"],
+        NOISE,
+        record["thickness"],
+        record["model_error_rms"],
     )
     assert record["model_error_rms"] == 0.02  # the clustering's floor by default
     assert replay.min() == pytest.approx(record["min_separation"], rel=1e-9)
