@@ -12,7 +12,11 @@ DEFAULT_THICKNESS = "1"
 
 def register_map_options(p: argparse.ArgumentParser) -> None:
     """Add the ``--objective`` switch and the map objective's options to ``plan-energies``."""
-    from xbeam_bluesky.planning import DEFAULT_MODEL_ERROR, DEFAULT_TARGET_SEPARATION
+    from xbeam_bluesky.planning import (
+        DEFAULT_MODEL_ERROR,
+        DEFAULT_SEPARATION_MODEL_ERROR,
+        DEFAULT_TARGET_SEPARATION,
+    )
 
     g = p.add_argument_group("phase-map objective (--objective map)")
     g.add_argument(
@@ -30,6 +34,20 @@ def register_map_options(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_MODEL_ERROR,
         metavar="RMS",
         help="spectra closer than this RMS (normalized units) are one phase (default %(default)s)",
+    )
+    g.add_argument(
+        "--separation-model-error",
+        type=float,
+        default=DEFAULT_SEPARATION_MODEL_ERROR,
+        metavar="E",
+        help="model error in the clustering's D, as a fraction of a spectrum's RMS (eps_i = E/sqrt(n energies); "
+        "default %(default)s, the clustering's floor; 0 = photon noise only)",
+    )
+    g.add_argument(
+        "--free-ends",
+        action="store_true",
+        help="start where the candidates differ instead of at the two ends of the range and let the design drop "
+        "the ends (saves monochromator travel; the map does not need pre- and post-edge)",
     )
     g.add_argument(
         "--mixtures",
@@ -116,6 +134,8 @@ def plan_map_energies(args: argparse.Namespace, grid, e0: float) -> int:
         noise,
         time_model,
         thickness=thickness,
+        model_error_rms=args.separation_model_error,
+        keep_ends=not args.free_ends,
         n_points=args.n_points,
         time_budget_s=args.time_budget,
         target_separation=args.target_separation

@@ -3,6 +3,7 @@
 Pure science: numpy/scipy only, no bluesky/ophyd/tiled imports.
 """
 
+from xbeam_bluesky.planning.adaptive import CLUSTER_MEAN_VARIANCE_FRACTION, cluster_candidates, measured_units
 from xbeam_bluesky.planning.conventional import conventional_grid
 from xbeam_bluesky.planning.design import (
     DEFAULT_EXCHANGE_ROUNDS,
@@ -16,6 +17,7 @@ from xbeam_bluesky.planning.design import (
 from xbeam_bluesky.planning.exchange import ExchangeResult, design_trace, exchange_refine
 from xbeam_bluesky.planning.map_design import (
     DEFAULT_MODEL_ERROR,
+    DEFAULT_SEPARATION_MODEL_ERROR,
     DEFAULT_TARGET_SEPARATION,
     MapDesign,
     MapDesignError,
@@ -49,9 +51,11 @@ from xbeam_bluesky.planning.timing import ScanTimeModel
 from xbeam_bluesky.planning.warp import EnergyWarp
 
 __all__ = [
+    "CLUSTER_MEAN_VARIANCE_FRACTION",
     "DEFAULT_EXCHANGE_ROUNDS",
     "DEFAULT_EXCHANGE_WINDOW",
     "DEFAULT_MODEL_ERROR",
+    "DEFAULT_SEPARATION_MODEL_ERROR",
     "DEFAULT_TARGET_SEPARATION",
     "KERNELS",
     "EnergyDesign",
@@ -67,6 +71,7 @@ __all__ = [
     "TilePlan",
     "TransmissionNoise",
     "check_stage_limits",
+    "cluster_candidates",
     "conventional_grid",
     "default_overlap",
     "design_energies",
@@ -83,6 +88,7 @@ __all__ = [
     "library_log_likelihood",
     "load_design",
     "map_separations",
+    "measured_units",
     "phase_candidates",
     "plan_tiles",
     "prior_from_library",

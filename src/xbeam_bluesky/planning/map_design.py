@@ -31,7 +31,14 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.special import ndtr
 
-from xbeam_bluesky.clustering import MERGE_THRESHOLD, directed_separation, standardize, standardized_noise
+from xbeam_bluesky.clustering import (
+    MERGE_THRESHOLD,
+    MODEL_ERROR_FLOOR_RMS,
+    directed_separation,
+    model_error_floor,
+    standardize,
+    standardized_noise,
+)
 from xbeam_bluesky.planning.noise import TransmissionNoise
 from xbeam_bluesky.planning.timing import ScanTimeModel
 
@@ -39,10 +46,13 @@ logger = logging.getLogger(__name__)
 
 #: Candidates whose normalized spectra differ by less than this RMS over the candidate grid are one phase.
 DEFAULT_MODEL_ERROR = 0.01
+#: Model error ε in the design's D, as a fraction of a spectrum's RMS deviation from its mean (ε_i = e / sqrt(n)
+#: on n measured energies): the clustering's floor, so the design's D is the clustering's at its floor.
+DEFAULT_SEPARATION_MODEL_ERROR = MODEL_ERROR_FLOOR_RMS
 #: The clustering merges sites closer than this D into one cluster: the separation every pair should reach.
 DEFAULT_TARGET_SEPARATION = MERGE_THRESHOLD
 #: Pairs scored exactly for every candidate channel at each greedy step (the weakest ones).
-DEFAULT_ACTIVE_PAIRS = 32
+DEFAULT_ACTIVE_PAIRS = 16
 #: Dwell units one greedy step may add at an energy (the best gain per second is taken).
 DEFAULT_OPENINGS = (1, 4, 16)
 #: A chosen repeat adds this fraction of the dwell units so far (at least one): the dwell is resolved to ~5 %.
@@ -223,8 +233,13 @@ def _directed_d(
     a_d: NDArray,
     b_dd: NDArray,
     b_sd: NDArray,
+    eps2: float = 0.0,
 ) -> NDArray[np.float64]:
-    """D(s→d) from sums over the measured channels (broadcasting); see :class:`_PairSums` for the symbols."""
+    """D(s→d) from sums over the measured channels (broadcasting); see :class:`_PairSums` for the symbols.
+
+    ``eps2`` is e², the squared model error as a fraction of the spectrum's RMS: the clustering's floor
+    ε_i = e / sqrt(n) on each of the n measured channels adds Σ (z_s − z_d)² ε_i² = 2 e² (1 − z_s·z_d) / n.
+    """
     with np.errstate(divide="ignore", invalid="ignore"):
         ns2 = xss - ms * ms / n
         nd2 = xdd - md * md / n
@@ -234,7 +249,7 @@ def _directed_d(
         s_ss = b_ss - 2.0 * ps * a_s + ps * ps * w
         s_dd = b_dd - 2.0 * pd * a_d + pd * pd * w
         s_sd = b_sd - pd * a_s - ps * a_d + ps * pd * w
-        den2 = (s_ss / ns2 - 2.0 * s_sd / norm + s_dd / nd2) / ns2
+        den2 = (s_ss / ns2 - 2.0 * s_sd / norm + s_dd / nd2) / ns2 + 2.0 * eps2 * num / n
         d = num / np.sqrt(den2)
     return np.where((ns2 > 0) & (nd2 > 0) & (den2 > 0) & np.isfinite(d), np.maximum(d, 0.0), 0.0)
 
@@ -250,8 +265,11 @@ class _PairSums:
     one changes only the w terms.
     """
 
-    def __init__(self, mu: NDArray[np.float64], pairs: NDArray[np.intp], n_thickness: int) -> None:
+    def __init__(
+        self, mu: NDArray[np.float64], pairs: NDArray[np.intp], n_thickness: int, model_error_rms: float = 0.0
+    ) -> None:
         self.mu = mu
+        self.eps2 = float(model_error_rms) ** 2
         self.pairs = pairs
         n_pairs = pairs.shape[0]
         # directed combinations ordered (pair, direction, thickness) so a reshape gives the per-pair minimum
@@ -305,7 +323,7 @@ class _PairSums:
         s, d, t = self.src[q], self.dst[q], self.tix[q]
         return _directed_d(
             self.n, self.m[s], self.m[d], self.xx[s], self.xx[d], self.xp[self.pix[q]],
-            self.w[t, s], self.a[t, s], self.b[t, s], self.ad[q], self.bdd[q], self.bsd[q],
+            self.w[t, s], self.a[t, s], self.b[t, s], self.ad[q], self.bdd[q], self.bsd[q], self.eps2,
         )  # fmt: skip
 
     def separations(self) -> NDArray[np.float64]:
@@ -340,7 +358,7 @@ def _trial_separations(
         sums.m[s] + f * mu_s, sums.m[d] + f * mu_d,
         sums.xx[s] + f * mu_s**2, sums.xx[d] + f * mu_d**2, sums.xp[sums.pix[q]] + f * mu_s * mu_d,
         sums.w[t, s] + dwq, sums.a[t, s] + dwq * mu_s, sums.b[t, s] + dwq * mu_s**2,
-        sums.ad[q] + dwq * mu_d, sums.bdd[q] + dwq * mu_d**2, sums.bsd[q] + dwq * mu_s * mu_d,
+        sums.ad[q] + dwq * mu_d, sums.bdd[q] + dwq * mu_d**2, sums.bsd[q] + dwq * mu_s * mu_d, sums.eps2,
     )  # fmt: skip
     return out.reshape(channels.size, pair_idx.size, sums.per_pair).min(axis=2)
 
@@ -357,6 +375,7 @@ class _Context:
     openings: tuple[int, ...]
     active_pairs: int
     stride: int
+    _opened: dict[int, NDArray[np.float64]] = field(default_factory=dict)
 
     def weights(self, rows: NDArray[np.intp], tix: NDArray[np.intp], channels: Any, units: Any) -> NDArray:
         """Var(μt)/t² of candidates ``rows`` at thickness ``tix`` on ``channels`` with ``units`` dwell units."""
@@ -366,6 +385,17 @@ class _Context:
         i0 = self.noise.i0_counts_per_s * self.time_model.dwell_s * np.maximum(k, 1.0)
         var = np.asarray(self.noise.detector.var_absorbance(i0, t * mu), dtype=float) / t**2
         return np.where(k > 0, var, 0.0)
+
+    def opened(
+        self, units: int, rows: NDArray[np.intp], tix: NDArray[np.intp], channels: NDArray[np.intp]
+    ) -> NDArray:
+        """:meth:`weights` of ``units`` dwell units on unmeasured ``channels``, from a table made once per ``units``."""
+        table = self._opened.get(units)
+        if table is None:
+            table = self._opened[units] = _noise_weights(
+                self.mu, units, self.noise, self.time_model.dwell_s, self.thickness
+            )  # (T, K, n_energies)
+        return table[tix[:, None], rows[:, None], channels[None, :]]
 
     def column(self, channel: int, units: int) -> NDArray[np.float64]:
         """Var(μt)/t² of every candidate at every thickness on one channel, shape (T, K); 0 for 0 units."""
@@ -391,6 +421,11 @@ class _State:
     def swept(self) -> NDArray[np.bool_]:
         """Energies this pass measures (all measured ones without an earlier pass)."""
         return self.counts > 0 if self.base is None else self.counts > self.base
+
+    @property
+    def sweep_units(self) -> NDArray[np.intp]:
+        """Dwell units of this pass's own sweep per energy (its frames are split by these)."""
+        return self.counts if self.base is None else self.counts - self.base
 
 
 def _scan_time(ctx: _Context, state: _State) -> float:
@@ -463,8 +498,8 @@ def _greedy(
             near = near[unmeasured[near]]
             r = int(units[best])
             k = np.full(near.size, r)
-            dw_near = ctx.weights(rows, tix, near, k[None, :]).T
-            cost_near = r * tm.pick_cost_s + tm.insertion_overhead_s(
+            dw_near = ctx.opened(r, rows, tix, near).T
+            cost_near = tm.dwell_cost_s(0, r) + tm.insertion_overhead_s(
                 ctx.energies[near], ctx.energies[measured]
             )
             d_near = _trial_separations(state.sums, active, near, np.ones(near.size), dw_near)
@@ -475,10 +510,15 @@ def _greedy(
                 ch, units, best = near, k, int(np.argmax(score_near))
         take = int(units[best])
         if kind[best] == 0 and swept[ch[best]]:  # lengthen by a step growing with the design (~REPEAT_GROWTH)
-            room = max_picks - picks
-            if time_budget_s is not None:
-                room = min(room, int((time_budget_s * (1 + 1e-12) - elapsed) // tm.pick_cost_s))
-            take = max(1, min(int(REPEAT_GROWTH * picks), room))
+            take = max(1, min(int(REPEAT_GROWTH * picks), max_picks - picks))
+            if (
+                time_budget_s is not None
+            ):  # the largest step that fits (split frames make the cost a staircase)
+                steps = np.arange(1, take + 1)
+                fits = elapsed + tm.dwell_cost_s(state.sweep_units[ch[best]], steps) <= time_budget_s * (
+                    1 + 1e-12
+                )
+                take = int(steps[fits][-1]) if fits.any() else 1
         _take(ctx, state, int(ch[best]), take)
 
 
@@ -510,16 +550,18 @@ def _trials(
             k = state.counts[measured][None, :]
             dwq = ctx.weights(rows, tix, measured, k + r) - ctx.weights(rows, tix, measured, k)
             n = measured.size
-            parts.append((measured, np.zeros(n), np.full(n, r), np.full(n, r * tm.pick_cost_s), dwq.T))
+            cost = tm.dwell_cost_s(state.sweep_units[measured], r)
+            parts.append((measured, np.zeros(n), np.full(n, r), cost, dwq.T))
         if revisit.size:
             k = state.counts[revisit][None, :]
             dwq = ctx.weights(rows, tix, revisit, k + r) - ctx.weights(rows, tix, revisit, k)
             n = revisit.size
-            parts.append((revisit, np.zeros(n), np.full(n, r), r * tm.pick_cost_s + overhead_revisit, dwq.T))
+            cost = tm.dwell_cost_s(0, r) + overhead_revisit
+            parts.append((revisit, np.zeros(n), np.full(n, r), cost, dwq.T))
         if fresh.size:
             n = fresh.size
-            dwq = ctx.weights(rows, tix, fresh, np.full((1, n), r))
-            parts.append((fresh, np.ones(n), np.full(n, r), r * tm.pick_cost_s + overhead, dwq.T))
+            dwq = ctx.opened(r, rows, tix, fresh)
+            parts.append((fresh, np.ones(n), np.full(n, r), tm.dwell_cost_s(0, r) + overhead, dwq.T))
     if not parts:
         return None
     ch, kind, units, cost, dwq = (np.concatenate(p) for p in zip(*parts, strict=True))
@@ -539,16 +581,43 @@ def _exchange(
     max_picks: int,
     time_budget_s: float,
     floor: float,
+    drop_first: tuple[int, ...] = (),
 ) -> tuple[_State, dict[str, Any]]:
     """Drop the energy whose time buys the least, spend the freed time greedily; keep it only if L falls.
 
-    A move is also refused if it leaves the weakest pair below ``floor`` (the target separation, or the weakest
-    separation before the move when that is lower), so the exchange never undoes what the greedy reached.
+    Each energy of ``drop_first`` (the grid's ends, when they need not stay) is tried once before the rounds
+    (its monochromator travel makes it look expensive to the ranking, but dropping it may pay). A move is also
+    refused if it leaves the weakest pair below ``floor`` (the target separation, or the weakest separation
+    before the move when that is lower), so the exchange never undoes what the greedy reached.
     """
     tried: set[int] = set(fixed)
     before = _objective(state)
     accepted = 0
     all_pairs = np.arange(state.sums.pairs.shape[0])
+
+    def respend(j: int) -> _State:
+        trial = state.copy()
+        units = int(trial.counts[j])
+        trial.sums.add(j, -1, -ctx.column(j, units))
+        trial.counts[j] = 0
+        trial.order = [c for c in trial.order if c != j]
+        trial.time_s.append(_scan_time(ctx, trial))
+        trial.min_separation.append(float(trial.sums.separations().min()))
+        _greedy(ctx, trial, max_picks=max_picks, time_budget_s=time_budget_s, target_separation=None)
+        return trial
+
+    def better(trial: _State) -> bool:
+        weakest = min(floor, state.min_separation[-1])
+        return _objective(trial) < _objective(state) * (1 - 1e-9) and trial.min_separation[-1] >= weakest
+
+    dropped_ends = []
+    for j in drop_first:
+        if state.counts[j] > 0 and np.count_nonzero(state.counts) > 3:
+            trial = respend(j)
+            if np.count_nonzero(trial.counts) >= 3 and better(trial):
+                state = trial
+                accepted += 1
+                dropped_ends.append(float(ctx.energies[j]))
     for _ in range(rounds):
         measured = np.array([j for j in np.flatnonzero(state.counts) if j not in tried], dtype=np.intp)
         if measured.size == 0:
@@ -560,24 +629,16 @@ def _exchange(
         loss = _pair_probability(d_new).sum(axis=1) - _objective(state)
         sel = np.flatnonzero(state.counts)
         saving = ctx.time_model.removal_saving_s(ctx.energies[sel])[np.searchsorted(sel, measured)]
-        freed = state.counts[measured] * ctx.time_model.pick_cost_s + saving
+        freed = ctx.time_model.dwell_cost_s(0, state.counts[measured]) + saving
         j = int(measured[np.argmin(loss / freed)])
         tried.add(j)
-        trial = state.copy()
-        units = int(trial.counts[j])
-        trial.sums.add(j, -1, -ctx.column(j, units))
-        trial.counts[j] = 0
-        trial.order = [c for c in trial.order if c != j]
-        trial.time_s.append(_scan_time(ctx, trial))
-        trial.min_separation.append(float(trial.sums.separations().min()))
-        _greedy(ctx, trial, max_picks=max_picks, time_budget_s=time_budget_s, target_separation=None)
-        weakest = min(floor, state.min_separation[-1])
-        if _objective(trial) < _objective(state) * (1 - 1e-9) and trial.min_separation[-1] >= weakest:
+        trial = respend(j)
+        if np.count_nonzero(trial.counts) >= 3 and better(trial):
             state = trial
             accepted += 1
             tried = set(fixed)
     return state, {"rounds": rounds, "accepted": accepted, "objective_before": before,
-                   "objective_after": _objective(state)}  # fmt: skip
+                   "objective_after": _objective(state), "dropped_ends_eV": dropped_ends}  # fmt: skip
 
 
 def map_separations(
@@ -587,6 +648,7 @@ def map_separations(
     dwell_s: ArrayLike,
     noise: TransmissionNoise,
     thickness: ArrayLike = (1.0,),
+    model_error_rms: float = DEFAULT_SEPARATION_MODEL_ERROR,
 ) -> NDArray[np.float64]:
     """D of every required pair measured at ``energies_eV`` with ``dwell_s``, computed directly.
 
@@ -606,6 +668,9 @@ def map_separations(
         Sample absorbance and detector model (``i0_counts_per_s`` per pixel).
     thickness
         Thickness factors scaling the sample absorbance.
+    model_error_rms
+        Model error ε of D as a fraction of the spectrum's RMS
+        (:func:`~xbeam_bluesky.clustering.model_error_floor`: ε_i = e / sqrt(n_energies)); 0 = photon noise only.
 
     Returns
     -------
@@ -622,9 +687,10 @@ def map_separations(
     mu = noise.absorbance(candidates.spectra[:, idx])
     a, b = candidates.pairs[:, 0], candidates.pairs[:, 1]
     z = standardize(mu)
+    eps = model_error_floor(energies.size, _check_model_error(model_error_rms))
     out = np.full(a.size, np.inf)
     for t in np.asarray(thickness, dtype=float):
-        tau = standardized_noise(t * mu, i0, noise.detector)
+        tau = standardized_noise(t * mu, i0, noise.detector, model_error=eps)
         d = np.minimum(directed_separation(z[a], z[b], tau[a]), directed_separation(z[b], z[a], tau[b]))
         out = np.minimum(out, d)
     return out
@@ -667,6 +733,7 @@ class MapDesign:
     stop_reason: str
     target_separation: float | None
     thickness: list[float]
+    model_error_rms: float
     candidates: dict[str, Any]
     noise: dict[str, Any]
     time_model: dict[str, Any]
@@ -697,6 +764,7 @@ class MapDesign:
             "weakest_pair": self.weakest_pair,
             "pairs": self.pairs,
             "thickness": self.thickness,
+            "model_error_rms": self.model_error_rms,
             "candidates": self.candidates,
             "noise": self.noise,
             "time_model": self.time_model,
@@ -712,6 +780,30 @@ class MapDesign:
         path = Path(path)
         path.write_text(json.dumps(self.to_dict(), indent=1))
         return path
+
+
+#: Without the grid's ends the design starts from the first and last energy where the candidates' spread (standard
+#: deviation over candidates) reaches this fraction of its maximum.
+SPAN_FRACTION = 0.1
+
+
+def _span_of_differences(spectra: NDArray[np.float64]) -> tuple[int, int]:
+    """First and last grid index where the candidates differ by ≥ :data:`SPAN_FRACTION` of their largest spread."""
+    spread = spectra.std(axis=0)
+    inside = np.flatnonzero(spread >= SPAN_FRACTION * spread.max())
+    lo, hi = int(inside[0]), int(inside[-1])
+    if hi - lo < 2:
+        lo, hi = max(lo - 1, 0), min(hi + 1, spectra.shape[1] - 1)
+    return lo, hi
+
+
+def _check_model_error(model_error_rms: float) -> float:
+    if not (np.isfinite(model_error_rms) and model_error_rms >= 0):
+        raise MapDesignError(
+            f"model_error_rms = {model_error_rms!r}; expected a fraction ≥ 0 of the spectrum's RMS (0.02: the "
+            "clustering's floor)"
+        )
+    return float(model_error_rms)
 
 
 def _phase_pairs(candidates: PhaseCandidates, d: NDArray[np.float64]) -> list[dict[str, Any]]:
@@ -734,6 +826,7 @@ def design_map_energies(
     time_model: ScanTimeModel | None = None,
     *,
     thickness: ArrayLike = (1.0,),
+    model_error_rms: float = DEFAULT_SEPARATION_MODEL_ERROR,
     n_points: int | None = None,
     time_budget_s: float | None = None,
     target_separation: float | None = None,
@@ -743,6 +836,7 @@ def design_map_energies(
     exchange_rounds: int = DEFAULT_EXCHANGE_ROUNDS,
     screen_stride: int = DEFAULT_SCREEN_STRIDE,
     measured_units: ArrayLike | None = None,
+    keep_ends: bool = True,
     on_short_budget: Literal["raise", "warn"] = "raise",
 ) -> MapDesign:
     """Design energies and dwell that make the candidate phases separable in the map, per unit of beam time.
@@ -766,6 +860,12 @@ def design_map_energies(
     thickness
         Thickness factors (e.g. ``(0.5, 2.0)`` for a range) scaling the sample absorbance; pairs must be separated
         at each.
+    model_error_rms
+        Model error ε in D as a fraction of each spectrum's RMS deviation from its mean: ε_i = e / sqrt(n) on the
+        n measured energies, added in quadrature to the photon noise of the standardized spectrum, as the
+        clustering does (default its floor, 0.02; a first pass's estimate: the clustering result's
+        ``metadata["model_error"]["rms_fraction_of_spectrum_rms"]``). It bounds D at high dose, so dwell piled
+        on few energies stops paying and the design spreads over more energies. 0: photon noise only.
     n_points, time_budget_s, target_separation
         Stopping rules (any set one ends the design): dwell units, scan time (s), D of the weakest pair.
     max_picks
@@ -784,6 +884,12 @@ def design_map_energies(
         continues from them (they count towards the separations, the picks and the time budget) and never
         removes them. The new dwell is a sweep of its own: an energy measured again pays its move and settle
         again; ``total_time_s`` is the earlier pass's scan time plus this sweep's. Default: start from the ends.
+    keep_ends
+        Start from and keep the two ends of the grid (default; a spectrum normalized at pre- and post-edge needs
+        them, e.g. a first pass whose cluster spectra are reconstructed). ``False``: start from the first and last
+        energy where the candidates differ (spread ≥ :data:`SPAN_FRACTION` of its maximum) and let the exchange
+        try dropping those too — the map only needs the energies where the phases differ, and the range it spans
+        costs monochromator travel.
     on_short_budget
         With a time budget and a target separation not reached: ``"raise"`` a :class:`MapDesignError` naming the
         weakest pair and the time it needs, or ``"warn"`` and return the design.
@@ -815,12 +921,14 @@ def design_map_energies(
         raise MapDesignError(f"screen_stride = {screen_stride!r}; expected a whole number of grid points ≥ 1")
     if any(int(r) != r or r < 1 for r in openings) or not openings:
         raise MapDesignError(f"openings = {openings!r}; expected positive whole dwell units")
-    ends = (0, grid.size - 1)
-    shortest = time_model.scan_time_s(grid[list(ends)], time_model.dwell_s)
-    if time_budget_s is not None and time_budget_s < shortest:
+    ends = (0, grid.size - 1) if keep_ends else _span_of_differences(candidates.spectra)
+    lo, hi = ends
+    shortest = time_model.scan_time_s(grid[[lo, lo + 1, hi]], time_model.dwell_s)
+    if time_budget_s is not None and measured_units is None and time_budget_s < shortest:
         raise MapDesignError(
-            f"time budget {time_budget_s:g} s is too small for even the two end points {grid[0]:.2f} and "
-            f"{grid[-1]:.2f} eV ({shortest:.3g} s)"
+            f"time budget {time_budget_s:g} s is too small for a phase map: three energies (the end points "
+            f"{grid[lo]:.2f} and {grid[hi]:.2f} eV and one between; two cannot tell spectra apart) take "
+            f"{shortest:.3g} s"
         )
     mu = noise.absorbance(candidates.spectra)
     ctx = _Context(
@@ -833,7 +941,8 @@ def design_map_energies(
         int(active_pairs),
         int(screen_stride),
     )
-    state = _State(_PairSums(mu, candidates.pairs, thick.size), np.zeros(grid.size, dtype=np.intp))
+    eps_rms = _check_model_error(model_error_rms)
+    state = _State(_PairSums(mu, candidates.pairs, thick.size, eps_rms), np.zeros(grid.size, dtype=np.intp))
     if measured_units is None:
         seed = np.zeros(grid.size, dtype=np.intp)
         seed[list(ends)] = 1
@@ -854,7 +963,7 @@ def design_map_energies(
     if measured_units is not None:  # the earlier pass is done: this design is a sweep of its own
         state.base, state.base_time_s = seed.copy(), state.time_s[-1]
         state.time_s[-1] = _scan_time(ctx, state)
-    fixed = tuple(int(j) for j in np.flatnonzero(seed))
+    fixed = tuple(int(j) for j in np.flatnonzero(seed)) if keep_ends or measured_units is not None else ()
     limit = n_points if n_points is not None else max_picks
     stop = _greedy(
         ctx, state, max_picks=limit, time_budget_s=time_budget_s, target_separation=target_separation
@@ -871,9 +980,10 @@ def design_map_energies(
             state,
             rounds=exchange_rounds,
             fixed=fixed,
-            max_picks=int(state.counts.sum()),
+            max_picks=int(state.counts.sum()) if stop == "n_points" else limit,
             time_budget_s=float(budget),  # type: ignore[arg-type]
             floor=np.inf if target_separation is None else target_separation,
+            drop_first=() if fixed else ends,
         )
     d = state.sums.separations()
     picked = np.flatnonzero(state.counts)
@@ -891,6 +1001,7 @@ def design_map_energies(
         stop_reason=stop,
         target_separation=target_separation,
         thickness=[float(t) for t in thick],
+        model_error_rms=eps_rms,
         candidates=candidates.to_dict(),
         noise=noise.to_dict(),
         time_model=time_model.to_dict(),
@@ -905,8 +1016,8 @@ def design_map_energies(
         and design.min_separation < target_separation
     ):
         needed = design_map_energies(
-            candidates, grid, noise, time_model, thickness=thick, target_separation=target_separation,
-            max_picks=max_picks, active_pairs=active_pairs, openings=openings, exchange_rounds=0,
+            candidates, grid, noise, time_model, thickness=thick, model_error_rms=eps_rms,
+            target_separation=target_separation, max_picks=max_picks, active_pairs=active_pairs, openings=openings, exchange_rounds=0,
         )  # fmt: skip
         weak = design.weakest_pair
         need = (

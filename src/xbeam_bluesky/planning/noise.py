@@ -96,4 +96,21 @@ class TransmissionNoise:
             "edge_jump": self.edge_jump,
             "detector_gain": float(self.detector.gain),
             "detector_offset": float(self.detector.offset),
+            "detector_flat_frames": int(self.detector.flat_frames),
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TransmissionNoise:
+        """Inverse of :meth:`to_dict` (a record without ``detector_flat_frames`` had one flat)."""
+        from xbeam_bluesky.spectra import PhotonNoiseModel
+
+        return cls(
+            i0_counts_per_s=float(data["i0_counts_per_s"]),
+            mu_t_pre_edge=float(data["mu_t_pre_edge"]),
+            edge_jump=float(data["edge_jump"]),
+            detector=PhotonNoiseModel(
+                gain=float(data["detector_gain"]),
+                offset=float(data["detector_offset"]),
+                flat_frames=int(data.get("detector_flat_frames", 1)),
+            ),
+        )

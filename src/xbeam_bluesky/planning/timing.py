@@ -31,6 +31,12 @@ class ScanTimeModel:
         Fixed cost of starting and stopping each move (s).
     pick_overhead_s
         Fixed cost of every pick on top of its dwell (s).
+    max_exposure_s
+        Longest single exposure (s), e.g. the camera's unsaturated limit: a longer dwell at an energy is measured
+        as ``ceil(dwell / max_exposure_s)`` equal frames (``inf``: never split).
+    split_overhead_s
+        Cost (s) of every frame beyond the first at one energy (what the run repeats per frame: readouts, the
+        stage path through the tiles and flats).
     """
 
     dwell_s: float = 0.1
@@ -38,9 +44,13 @@ class ScanTimeModel:
     speed_eV_per_s: float = math.inf
     move_overhead_s: float = 0.0
     pick_overhead_s: float = 0.0
+    max_exposure_s: float = math.inf
+    split_overhead_s: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("dwell_s", "settle_s", "move_overhead_s", "pick_overhead_s"):
+        if not self.max_exposure_s > 0:
+            raise ValueError(f"max_exposure_s must be > 0 s, got {self.max_exposure_s!r}")
+        for name in ("dwell_s", "settle_s", "move_overhead_s", "pick_overhead_s", "split_overhead_s"):
             value = getattr(self, name)
             if not np.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0 s, got {value!r}")
@@ -97,6 +107,23 @@ class ScanTimeModel:
             saving[1:-1] += step[:-1] + step[1:] - self.move_time_s(sel[:-2], sel[2:])
         return saving
 
+    def extra_frames(self, dwell_s: ArrayLike) -> NDArray[np.float64]:
+        """Frames beyond the first that a dwell (s) needs at one energy: ``ceil(dwell / max_exposure_s) − 1``, ≥ 0."""
+        d = np.asarray(dwell_s, dtype=float)
+        if not np.isfinite(self.max_exposure_s):
+            return np.zeros(d.shape)
+        return np.maximum(np.ceil(d / self.max_exposure_s - 1e-9) - 1.0, 0.0)
+
+    def dwell_cost_s(self, units_before: ArrayLike, units_added: ArrayLike) -> NDArray[np.float64]:
+        """Time (s) of adding ``units_added`` dwell units at an energy that has ``units_before`` in this scan.
+
+        The dwell and pick overheads plus the split frames it adds (excluding any move and settle).
+        """
+        k = np.asarray(units_before, dtype=float)
+        r = np.asarray(units_added, dtype=float)
+        frames = self.extra_frames((k + r) * self.dwell_s) - self.extra_frames(k * self.dwell_s)
+        return r * self.pick_cost_s + self.split_overhead_s * frames
+
     @property
     def pick_cost_s(self) -> float:
         """Time (s) of one more pick at an energy already in the scan."""
@@ -105,9 +132,9 @@ class ScanTimeModel:
     def scan_time_s(self, energies_eV: ArrayLike, dwell_s: ArrayLike) -> float:
         """Total time (s) of measuring ``energies_eV`` in increasing order with the given dwell per point.
 
-        Sum of dwells, the pick overheads (``dwell / dwell_s`` picks per point, rounded), the moves between
-        consecutive energies and one settle per energy. The move to the first energy (from wherever the
-        monochromator is parked) is not included.
+        Sum of dwells, the pick overheads (``dwell / dwell_s`` picks per point, rounded), the split frames'
+        overheads, the moves between consecutive energies and one settle per energy. The move to the first energy
+        (from wherever the monochromator is parked) is not included.
         """
         energies = np.asarray(energies_eV, dtype=float)
         dwell = np.broadcast_to(np.asarray(dwell_s, dtype=float), energies.shape)
@@ -115,13 +142,15 @@ class ScanTimeModel:
         e = energies[order]
         moves = float(self.move_time_s(e[:-1], e[1:]).sum()) if e.size > 1 else 0.0
         picks = float(np.maximum(np.round(dwell / self.dwell_s), 1).sum())
-        return float(dwell.sum()) + picks * self.pick_overhead_s + moves + self.settle_s * e.size
+        splits = float(self.extra_frames(dwell).sum()) * self.split_overhead_s
+        return float(dwell.sum()) + picks * self.pick_overhead_s + splits + moves + self.settle_s * e.size
 
     def to_dict(self) -> dict[str, float | str]:
         """JSON-friendly parameters (``speed_eV_per_s`` is the string ``"inf"`` when unlimited)."""
         out: dict[str, float | str] = dict(asdict(self))
-        if not np.isfinite(self.speed_eV_per_s):
-            out["speed_eV_per_s"] = "inf"
+        for key in ("speed_eV_per_s", "max_exposure_s"):
+            if not np.isfinite(getattr(self, key)):
+                out[key] = "inf"
         return out
 
     @classmethod

@@ -16,19 +16,21 @@ from bluesky.utils import MsgGenerator
 
 from xbeam_bluesky.planning import (
     DEFAULT_MODEL_ERROR,
+    DEFAULT_SEPARATION_MODEL_ERROR,
     DEFAULT_TARGET_SEPARATION,
     EnergyDesign,
     MapDesign,
     PhaseCandidates,
     ScanTimeModel,
     TransmissionNoise,
+    cluster_candidates,
     design_energies,
     design_map_energies,
     load_design,
+    measured_units,
     phase_candidates,
     plan_tiles,
     prior_from_library,
-    reconstruct,
 )
 from xbeam_bluesky.plans.duration import estimate_duration
 from xbeam_bluesky.plans.metadata import check_user_md
@@ -60,6 +62,14 @@ def _candidate_grid(e0: float, e_range: Sequence[float] | None) -> np.ndarray:
         )
     n = round((stop - start) / step) + 1
     return np.round(start + step * np.arange(n), 6)
+
+
+def _darks_reserve_s(camera: Readable, n_darks: int, dwell: float) -> float:
+    """Time (s) the budget keeps for the darks: they are exposed like the run's first frame, which the design
+    decides; reserved at the camera's longest unsaturated exposure (no frame is longer), else the dwell unit."""
+    longest = max_unsaturated_exposure_s(camera)
+    exposure = dwell if longest is None else max(float(longest), dwell)
+    return n_darks * (exposure + float(getattr(camera, "readout_s", 0.0)))
 
 
 def _stage_time_per_energy(stage: Any, tiles: list[list[float]], flat_xy: Sequence[float] | None) -> float:
@@ -129,6 +139,8 @@ def optimal_xanes_imaging(
     target_separation: float | None = None,
     thickness: Sequence[float] = (1.0,),
     model_error: float = DEFAULT_MODEL_ERROR,
+    model_error_rms: float = DEFAULT_SEPARATION_MODEL_ERROR,
+    keep_ends: bool = True,
     n_points: int | None = None,
     time_budget_s: float | None = None,
     target_rmse: float | None = None,
@@ -198,6 +210,13 @@ def optimal_xanes_imaging(
         Map objective: thickness factors on the absorbance the pairs must be separated at, e.g. ``[0.5, 2]``.
     model_error : float
         Map objective: library spectra closer than this RMS (normalized units) are one phase.
+    model_error_rms : float
+        Map objective: model error ε of the design's D as a fraction of the spectrum's RMS (the clustering's
+        floor 0.02 by default); the adaptive second pass uses the first pass's estimate when it is larger.
+    keep_ends : bool
+        Map objective: keep the two ends of the candidate grid (``False``: start where the library spectra differ
+        and let the design drop the ends, saving monochromator travel). The adaptive first pass always keeps them
+        (its cluster spectra are normalized there).
     n_points, time_budget_s, target_rmse : optional
         Stopping rule: picks, total run time in s (incl. flats, tiles and darks), or expected RMSE of the
         normalized spectrum. Default: 100 picks.
@@ -224,8 +243,10 @@ def optimal_xanes_imaging(
         Returns the second run's uid.
     first_pass_fraction : float
         Share of ``time_budget_s`` for the first pass, in (0, 1).
-    results_client : tiled container, optional
-        Where the raw runs and the live clustering results are (``Storage.client``); needed with ``adaptive``.
+    results_client : tiled container or str, optional
+        Where the raw runs and the live clustering results are (``Storage.client``), or the URI of that tiled
+        server (JSON-friendly, for the queueserver; an API key in the URI's query or ``TILED_API_KEY``); needed
+        with ``adaptive``.
     results_timeout_s : float
         How long to wait for the first pass's clustering result, s.
     md : dict, optional
@@ -241,6 +262,7 @@ def optimal_xanes_imaging(
             yield from _adaptive_passes(
                 camera, mono, stage, x_mm, y_mm, polygon_mm=polygon_mm, tiles=tiles, library=library, edge=edge,
                 e_range=e_range, phases=phases, thickness=thickness, model_error=model_error,
+                model_error_rms=model_error_rms,
                 time_budget_s=time_budget_s, dwell=dwell, mu_t_pre_edge=mu_t_pre_edge, edge_jump=edge_jump,
                 overlap=overlap, repeatability_um=repeatability_um, shutter=shutter, n_darks=n_darks,
                 n_flats=n_flats, flat_position=flat_position, first_pass_fraction=first_pass_fraction,
@@ -287,8 +309,8 @@ def optimal_xanes_imaging(
     frames_per_entry = len(tile_list) + int(n_flats)
     readout = float(getattr(camera, "readout_s", 0.0))
     noise_md = camera.noise_metadata(1.0) if hasattr(camera, "noise_metadata") else {}  # type: ignore[attr-defined]
-    darks_s = n_darks * (dwell + readout)
     longest = max_unsaturated_exposure_s(camera)
+    darks_s = _darks_reserve_s(camera, n_darks, dwell)
 
     if design is not None:
         record = load_design(design)
@@ -318,18 +340,24 @@ def optimal_xanes_imaging(
         # A new energy costs the monochromator move and settle, the stage path through the flat position and
         # the tiles, and one readout per frame; a repeat pick lengthens the exposure of those frames_per_entry
         # frames by one dwell unit. An energy whose dwell passes the camera's unsaturated limit is measured as
-        # several frames, each with the stage path and readouts again: repeats are charged that cost pro rata
-        # (dwell / limit of it per pick). Every cost is divided by frames_per_entry so that the design's dwell
-        # unit stays the exposure of one frame.
+        # several frames, each with the stage path and readouts again: the map design charges exactly that
+        # (max_exposure_s, split_overhead_s: ceil(dwell / limit) − 1 extra tours); the spectrum design charges
+        # it pro rata (dwell / limit of a tour per pick). Every cost is divided by frames_per_entry so that the
+        # design's dwell unit stays the exposure of one frame.
         stage_s = _stage_time_per_energy(stage, tile_list, flat_xy)
         speed = float(getattr(mono, "speed_eV_s", math.inf))
         tour_s = stage_s + frames_per_entry * readout
         new_energy_s = float(getattr(mono, "settle_s", 0.0)) + tour_s
+        exact_splits = objective == "map" and longest is not None
         time_model = ScanTimeModel(
             dwell_s=dwell,
             settle_s=new_energy_s / frames_per_entry,
             speed_eV_per_s=speed * frames_per_entry,
-            pick_overhead_s=0.0 if longest is None else tour_s / frames_per_entry * dwell / longest,
+            pick_overhead_s=0.0
+            if longest is None or exact_splits
+            else tour_s / frames_per_entry * dwell / longest,
+            max_exposure_s=longest if exact_splits else math.inf,  # type: ignore[arg-type]
+            split_overhead_s=tour_s / frames_per_entry if exact_splits else 0.0,
         )
         budget = None
         if time_budget_s is not None:
@@ -348,6 +376,8 @@ def optimal_xanes_imaging(
                 noise,
                 time_model,
                 thickness=thickness,
+                model_error_rms=model_error_rms,
+                keep_ends=keep_ends,
                 n_points=n_points,
                 time_budget_s=budget,
                 target_separation=target_separation,
@@ -432,6 +462,8 @@ def optimal_xanes_imaging(
             "target_separation": target_separation,
             "thickness": list(thickness),
             "model_error": model_error,
+            "model_error_rms": model_error_rms,
+            "keep_ends": keep_ends,
             "n_points": n_points,
             "time_budget_s": time_budget_s,
             "target_rmse": target_rmse,
@@ -459,37 +491,25 @@ def optimal_xanes_imaging(
 def _cluster_candidates(
     node: Any, design: dict[str, Any], library: str | None, e0: float, model_error: float
 ) -> tuple[PhaseCandidates, np.ndarray]:
-    """Cluster spectra of a first pass (absorbance on its energies) as candidates on the candidate grid.
-
-    Each spectrum is normalized by its values at the first and last energy (the grid's ends: the first pass
-    always measures them), then reconstructed on the grid with the library's GP prior (noise of a cluster mean
-    taken as 1 % of one pixel's variance, i.e. ≥ 100 pixels per cluster).
-    """
+    """Cluster spectra of a first pass (a clustering result node) as candidates on the design's candidate grid."""
     grid_md = design["candidate_grid"]
     grid = np.round(np.linspace(grid_md["start_eV"], grid_md["stop_eV"], int(grid_md["n"])), 6)
     energies = np.asarray(node["energies"].read(), dtype=float)
     spectra = np.asarray(node["spectra"].read(), dtype=float)
     names = list(node.metadata.get("cluster_names", [f"cluster {k + 1}" for k in range(len(spectra))]))
-    keep = np.all(np.isfinite(spectra), axis=1) & (np.ptp(spectra, axis=1) > 0)
-    order = np.argsort(energies)
-    e, y = energies[order], spectra[keep][:, order]
-    norm = (y - y[:, :1]) / (y[:, -1:] - y[:, :1])
+    dwell = np.interp(energies, design["energies_eV"], np.asarray(design["dwell_s"], dtype=float))
     prior = prior_from_library(library, grid, e0_ref_eV=e0)
-    noise = TransmissionNoise(
-        i0_counts_per_s=float(design["noise"]["i0_counts_per_s"]),
-        mu_t_pre_edge=float(design["noise"]["mu_t_pre_edge"]),
-        edge_jump=float(design["noise"]["edge_jump"]),
-        detector=PhotonNoiseModel(gain=float(design["noise"]["detector_gain"]),
-                                  offset=float(design["noise"]["detector_offset"])),
-    )  # fmt: skip
-    dwell = np.asarray(design["dwell_s"], dtype=float)
-    cov = prior.covariance()
-    recon = []
-    for row in norm:
-        var = noise.variance(np.clip(row, 0.0, 2.0), np.interp(e, design["energies_eV"], dwell)) / 100.0
-        recon.append(reconstruct(prior, e, row, var, cov=cov)[0])
-    named = [n for n, k in zip(names, keep, strict=True) if k]
-    return phase_candidates(np.asarray(recon), named, kind="data", model_error=model_error), grid
+    noise = TransmissionNoise.from_dict(design["noise"])
+    candidates = cluster_candidates(energies, spectra, names, prior, noise, dwell, model_error=model_error)
+    return candidates, grid
+
+
+def _first_pass_model_error(node: Any, default: float) -> float:
+    """The model error (fraction of the spectrum RMS) the first pass's clustering estimated, else ``default``."""
+    record = node.metadata.get("model_error")
+    if isinstance(record, dict) and record.get("rms_fraction_of_spectrum_rms") is not None:
+        return max(float(record["rms_fraction_of_spectrum_rms"]), default)
+    return default
 
 
 def _adaptive_passes(
@@ -510,6 +530,17 @@ def _adaptive_passes(
             "adaptive=True needs results_client: the tiled container holding the runs and the live clustering "
             "results (Storage.client), from which the first pass's cluster spectra are read"
         )
+    if isinstance(results_client, str):  # the queueserver passes JSON: the tiled server's URI
+        from tiled.client import from_uri
+
+        uri = results_client
+        try:
+            results_client = from_uri(uri)
+        except Exception as exc:  # any failure to open it is the same input error
+            raise ValueError(
+                f"results_client = {uri.split('?')[0]!r}: cannot open this tiled server ({exc}); expected the URI "
+                "of the tiled server the runs and the live clustering write to"
+            ) from exc
     first_md = {**(md or {}), "adaptive": {"pass": 1, "first_pass_fraction": first_pass_fraction,
                                             "time_budget_s": time_budget_s}}  # fmt: skip
     uid1 = yield from optimal_xanes_imaging(
@@ -539,25 +570,14 @@ def _adaptive_passes(
     candidates, grid = _cluster_candidates(nodes[-1], design1, kw.get("library"), e0, kw["model_error"])
     tm = ScanTimeModel.from_dict(design1["time_model"])
     frames = len(start1["tiles"]["positions"]) + int(kw["n_flats"])
-    darks_s = kw["n_darks"] * (kw["dwell"] + float(getattr(camera, "readout_s", 0.0)))
-    units = np.zeros(grid.size, dtype=np.intp)
-    idx = np.searchsorted(grid, np.asarray(design1["energies_eV"]) - 1e-6)
-    units[idx] = np.round(np.asarray(design1["dwell_s"]) / tm.dwell_s).astype(np.intp)
-    noise = design1["noise"]
+    darks_s = _darks_reserve_s(camera, kw["n_darks"], kw["dwell"])
+    units = measured_units(grid, design1["energies_eV"], design1["dwell_s"], tm.dwell_s)
+    eps = _first_pass_model_error(nodes[-1], kw["model_error_rms"])
     second = design_map_energies(
-        candidates, grid,
-        TransmissionNoise(
-            i0_counts_per_s=float(noise["i0_counts_per_s"]), mu_t_pre_edge=float(noise["mu_t_pre_edge"]),
-            edge_jump=float(noise["edge_jump"]),
-            detector=PhotonNoiseModel(gain=float(noise["detector_gain"]), offset=float(noise["detector_offset"])),
-        ),
-        tm, thickness=kw["thickness"], time_budget_s=(time_budget_s - darks_s) / frames, measured_units=units,
+        candidates, grid, TransmissionNoise.from_dict(design1["noise"]), tm, thickness=kw["thickness"],
+        model_error_rms=eps, time_budget_s=(time_budget_s - darks_s) / frames, measured_units=units,
     )  # fmt: skip
-    after = np.zeros(grid.size, dtype=np.intp)
-    after[np.searchsorted(grid, second.energies_eV - 1e-6)] = np.round(second.dwell_s / tm.dwell_s).astype(
-        np.intp
-    )
-    extra = after - units
+    extra = measured_units(grid, second.energies_eV, second.dwell_s, tm.dwell_s) - units
     new = np.flatnonzero(extra > 0)
     if new.size == 0:
         logger.warning("adaptive: the second design adds no dwell to the first pass; no second pass measured")
@@ -570,11 +590,12 @@ def _adaptive_passes(
                             "dwell_s": [float(d) for d in second.dwell_s]},
         "note": "energies_eV/dwell_s: what this pass adds to the first pass (combined_design: both passes)",
     }  # fmt: skip
-    link = {"pass": 2, "first_pass_uid": uid1, "clustering_result": nodes[-1].item["id"],
+    link = {"pass": 2, "first_pass_uid": uid1, "clustering_result": nodes[-1].item["id"], "model_error_rms": eps,
             "candidates": list(candidates.names), "first_pass_design_min_separation": design1["min_separation"],
             "combined_min_separation": second.min_separation}  # fmt: skip
     pass_kw = {k: v for k, v in kw.items() if k in ("library", "edge", "shutter", "n_darks", "n_flats",
-                                                    "flat_position", "thickness", "model_error")}  # fmt: skip
+                                                    "flat_position", "thickness", "model_error",
+                                                    "model_error_rms")}  # fmt: skip
     return (
         yield from optimal_xanes_imaging(
             camera, mono, stage, tiles=start1["tiles"]["positions"], design=record, dwell=kw["dwell"],

@@ -69,3 +69,16 @@ def test_time_model_validation_and_round_trip():
     assert tm.to_dict()["speed_eV_per_s"] == "inf"
     assert ScanTimeModel.from_dict(tm.to_dict()) == tm
     assert math.isinf(ScanTimeModel.from_dict(tm.to_dict()).speed_eV_per_s)
+
+
+def test_split_frames_are_charged_per_extra_frame():
+    # max exposure 0.31 s: 0.3 s is one frame, 0.35 s two, 0.93 s three (one tour of 2 s per extra frame)
+    m = ScanTimeModel(dwell_s=0.05, settle_s=0.1, max_exposure_s=0.31, split_overhead_s=2.0)
+    np.testing.assert_array_equal(m.extra_frames([0.05, 0.3, 0.31, 0.35, 0.93]), [0, 0, 0, 1, 2])
+    assert m.scan_time_s([7100.0, 7110.0], [0.3, 0.35]) == pytest.approx(0.65 + 2.0 + 0.2)
+    # one more unit at 6 units (0.30 s) crosses into a second frame; at 7 units it does not
+    np.testing.assert_allclose(m.dwell_cost_s([6, 7, 0], [1, 1, 7]), [0.05 + 2.0, 0.05, 0.35 + 2.0])
+    assert ScanTimeModel.from_dict(m.to_dict()) == m
+    assert ScanTimeModel.from_dict(ScanTimeModel().to_dict()).max_exposure_s == math.inf
+    with pytest.raises(ValueError, match="max_exposure_s"):
+        ScanTimeModel(max_exposure_s=0.0)

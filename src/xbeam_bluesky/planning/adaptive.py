@@ -1,0 +1,97 @@
+"""The adaptive second pass: a first pass's cluster spectra become the candidates of the next map design."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from xbeam_bluesky.planning.map_design import (
+    DEFAULT_MODEL_ERROR,
+    MapDesignError,
+    PhaseCandidates,
+    phase_candidates,
+)
+from xbeam_bluesky.planning.noise import TransmissionNoise
+from xbeam_bluesky.planning.prior import GaussianProcessPrior
+from xbeam_bluesky.planning.reconstruction import reconstruct
+
+#: A cluster spectrum is the mean of many pixels: its noise is taken as this fraction of one pixel's variance
+#: (clusters of ≥ 100 pixels; the reconstruction is then limited by the prior, not the noise).
+CLUSTER_MEAN_VARIANCE_FRACTION = 0.01
+
+
+def cluster_candidates(
+    energies_eV: ArrayLike,
+    spectra: ArrayLike,
+    names: list[str] | tuple[str, ...],
+    prior: GaussianProcessPrior,
+    noise: TransmissionNoise,
+    dwell_s: ArrayLike,
+    *,
+    model_error: float = DEFAULT_MODEL_ERROR,
+) -> PhaseCandidates:
+    """Cluster spectra of a first pass (absorbance on its energies) as candidate phases on the prior's grid.
+
+    Each spectrum is normalized by its values at its lowest and highest energy (the candidate grid's ends: a
+    map design always measures them), then reconstructed on the whole grid by the GP posterior mean of
+    ``prior`` with the noise of a cluster mean (:data:`CLUSTER_MEAN_VARIANCE_FRACTION` of one pixel's).
+    Empty (non-finite) and flat clusters are dropped.
+
+    Parameters
+    ----------
+    energies_eV
+        Energies of the first pass (eV, on the prior's grid), shape (n,).
+    spectra
+        Cluster spectra (absorbance μt) on those energies, shape (K, n).
+    names
+        One name per cluster.
+    prior
+        Prior of the normalized spectrum on the candidate grid.
+    noise
+        Noise model of the first pass (per-pixel counts per second, sample absorbance).
+    dwell_s
+        Exposure per energy of the first pass (s), shape (n,).
+    model_error
+        Reconstructed spectra closer than this RMS (normalized units) are one phase.
+
+    Raises
+    ------
+    MapDesignError
+        Shapes that do not match, or fewer than two usable clusters (names those dropped).
+    """
+    e = np.asarray(energies_eV, dtype=float)
+    y = np.atleast_2d(np.asarray(spectra, dtype=float))
+    dwell = np.broadcast_to(np.asarray(dwell_s, dtype=float), e.shape)
+    names = tuple(str(n) for n in names)
+    if y.shape != (len(names), e.size):
+        raise MapDesignError(
+            f"cluster spectra: shape {y.shape}, expected ({len(names)} names, {e.size} energies)"
+        )
+    order = np.argsort(e)
+    e, y, dwell = e[order], y[:, order], dwell[order]
+    keep = np.all(np.isfinite(y), axis=1) & (np.abs(y[:, -1] - y[:, 0]) > 0)
+    if keep.sum() < 2:
+        dropped = [n for n, k in zip(names, keep, strict=True) if not k]
+        raise MapDesignError(
+            f"cluster spectra: {int(keep.sum())} usable of {len(names)} (empty or without an edge step: "
+            f"{', '.join(dropped) or 'none'}); a second design needs at least two"
+        )
+    norm = (y[keep] - y[keep, :1]) / (y[keep, -1:] - y[keep, :1])
+    cov = prior.covariance()
+    recon: list[NDArray[np.float64]] = []
+    for row in norm:
+        var = noise.variance(np.clip(row, 0.0, 2.0), dwell) * CLUSTER_MEAN_VARIANCE_FRACTION
+        recon.append(reconstruct(prior, e, row, var, cov=cov)[0])
+    kept = [n for n, k in zip(names, keep, strict=True) if k]
+    return phase_candidates(np.asarray(recon), kept, kind="data", model_error=model_error)
+
+
+def measured_units(
+    grid_eV: ArrayLike, energies_eV: ArrayLike, dwell_s: ArrayLike, dwell_unit_s: float
+) -> NDArray:
+    """Dwell units measured at each grid point (``measured_units`` of a design continuing from a pass)."""
+    grid = np.asarray(grid_eV, dtype=float)
+    units = np.zeros(grid.size, dtype=np.intp)
+    idx = np.searchsorted(grid, np.asarray(energies_eV, dtype=float) - 1e-6)
+    np.add.at(units, idx, np.round(np.asarray(dwell_s, dtype=float) / dwell_unit_s).astype(np.intp))
+    return units

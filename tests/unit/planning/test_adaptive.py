@@ -1,0 +1,41 @@
+"""Cluster spectra of a first pass as candidates of the second design: normalization and reconstruction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xbeam_bluesky.planning import MapDesignError, TransmissionNoise, cluster_candidates, measured_units
+
+
+def test_cluster_spectra_are_normalized_at_the_ends_and_reconstructed(small_prior) -> None:
+    e_grid = small_prior.energies_eV
+    truth = np.stack([small_prior.mean, 1.0 / (1.0 + np.exp(-(e_grid - 7117.0) / 1.5))])
+    idx = np.array([0, 20, 26, 30, 34, 40, 50, 80])  # the grid's ends and the edge
+    offset, jump = np.array([0.4, 0.7]), np.array([0.9, 0.6])
+    absorbance = offset[:, None] + jump[:, None] * truth[:, idx]
+    noise = TransmissionNoise(i0_counts_per_s=2e4)
+    c = cluster_candidates(e_grid[idx], absorbance, ["p", "q"], small_prior, noise, np.full(idx.size, 0.2))
+    assert c.names == ("p", "q") and c.kind == ("data", "data")
+    # offset and jump removed (the ends are ~0 and ~1 of the true spectra), the edge shift kept on the whole grid
+    np.testing.assert_allclose(c.spectra[:, idx], truth[:, idx], atol=0.01)
+    assert np.sqrt(np.mean((c.spectra - truth) ** 2, axis=1)).max() < 0.05
+
+
+def test_fewer_than_two_usable_clusters_are_named() -> None:
+    from xbeam_bluesky.planning import GaussianProcessPrior
+
+    e = np.linspace(7100.0, 7140.0, 41)
+    prior = GaussianProcessPrior(energies_eV=e, mean=1 / (1 + np.exp(-(e - 7115))), std=np.full(41, 0.1),
+                                 length_scale_eV=3.0, names=("a",))  # fmt: skip
+    y = np.stack([np.full(5, np.nan), 0.5 + prior.mean[[0, 10, 15, 20, 40]]])
+    with pytest.raises(MapDesignError, match=r"1 usable of 2 .*cluster 1"):
+        cluster_candidates(
+            e[[0, 10, 15, 20, 40]], y, ["cluster 1", "cluster 2"], prior, TransmissionNoise(), 0.1
+        )
+
+
+def test_measured_units_adds_repeats_on_the_grid() -> None:
+    grid = np.arange(7100.0, 7105.0, 1.0)
+    units = measured_units(grid, [7101.0, 7103.0, 7101.0], [0.1, 0.25, 0.05], 0.05)
+    np.testing.assert_array_equal(units, [0, 3, 0, 5, 0])
