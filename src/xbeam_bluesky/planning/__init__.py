@@ -3,7 +3,13 @@
 Pure science: numpy/scipy only, no bluesky/ophyd/tiled imports.
 """
 
-from xbeam_bluesky.planning.adaptive import CLUSTER_MEAN_VARIANCE_FRACTION, cluster_candidates, measured_units
+from xbeam_bluesky.planning.adaptive import (
+    CLUSTER_MEAN_VARIANCE_FRACTION,
+    TooFewClustersError,
+    cluster_candidates,
+    measured_units,
+    second_pass_candidates,
+)
 from xbeam_bluesky.planning.conventional import conventional_grid
 from xbeam_bluesky.planning.design import (
     DEFAULT_EXCHANGE_ROUNDS,
@@ -69,6 +75,7 @@ __all__ = [
     "RawDataExtension",
     "ScanTimeModel",
     "TilePlan",
+    "TooFewClustersError",
     "TransmissionNoise",
     "check_stage_limits",
     "cluster_candidates",
@@ -94,5 +101,6 @@ __all__ = [
     "prior_from_library",
     "rbf_kernel",
     "reconstruct",
+    "second_pass_candidates",
     "tile_size_mm",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -15,9 +17,15 @@ from xbeam_bluesky.planning.noise import TransmissionNoise
 from xbeam_bluesky.planning.prior import GaussianProcessPrior
 from xbeam_bluesky.planning.reconstruction import reconstruct
 
+logger = logging.getLogger(__name__)
+
 #: A cluster spectrum is the mean of many pixels: its noise is taken as this fraction of one pixel's variance
 #: (clusters of ≥ 100 pixels; the reconstruction is then limited by the prior, not the noise).
 CLUSTER_MEAN_VARIANCE_FRACTION = 0.01
+
+
+class TooFewClustersError(MapDesignError):
+    """A first pass gave fewer than two usable cluster spectra: no data candidates for a second design."""
 
 
 def cluster_candidates(
@@ -57,7 +65,9 @@ def cluster_candidates(
     Raises
     ------
     MapDesignError
-        Shapes that do not match, or fewer than two usable clusters (names those dropped).
+        Shapes that do not match.
+    TooFewClustersError
+        Fewer than two usable clusters (names those dropped).
     """
     e = np.asarray(energies_eV, dtype=float)
     y = np.atleast_2d(np.asarray(spectra, dtype=float))
@@ -72,7 +82,7 @@ def cluster_candidates(
     keep = np.all(np.isfinite(y), axis=1) & (np.abs(y[:, -1] - y[:, 0]) > 0)
     if keep.sum() < 2:
         dropped = [n for n, k in zip(names, keep, strict=True) if not k]
-        raise MapDesignError(
+        raise TooFewClustersError(
             f"cluster spectra: {int(keep.sum())} usable of {len(names)} (empty or without an edge step: "
             f"{', '.join(dropped) or 'none'}); a second design needs at least two"
         )
@@ -84,6 +94,44 @@ def cluster_candidates(
         recon.append(reconstruct(prior, e, row, var, cov=cov)[0])
     kept = [n for n, k in zip(names, keep, strict=True) if k]
     return phase_candidates(np.asarray(recon), kept, kind="data", model_error=model_error)
+
+
+def second_pass_candidates(
+    energies_eV: ArrayLike,
+    spectra: ArrayLike,
+    names: list[str] | tuple[str, ...],
+    prior: GaussianProcessPrior,
+    noise: TransmissionNoise,
+    dwell_s: ArrayLike,
+    library: PhaseCandidates,
+    *,
+    model_error: float = DEFAULT_MODEL_ERROR,
+) -> tuple[PhaseCandidates, str]:
+    """The candidates of the adaptive second design: the first pass's clusters, else the library's phases.
+
+    A first pass that is too noisy (or a sample too uniform) to give two usable clusters cannot say which phases
+    are there; the second pass then spends the rest of the budget on the library design, as a fixed plan would,
+    with a logged warning, instead of stopping the experiment after the first pass.
+
+    Parameters
+    ----------
+    energies_eV, spectra, names, prior, noise, dwell_s, model_error
+        As :func:`cluster_candidates`.
+    library
+        The library candidates the first pass was designed for.
+
+    Returns
+    -------
+    candidates, source
+        The candidates and where they came from (``"first-pass clusters"`` or ``"library (…why…)"``), for the
+        run's start document.
+    """
+    try:
+        data = cluster_candidates(energies_eV, spectra, names, prior, noise, dwell_s, model_error=model_error)
+    except TooFewClustersError as exc:
+        logger.warning("adaptive: %s; the second pass uses the library design", exc)
+        return library, f"library ({exc})"
+    return data, "first-pass clusters"
 
 
 def measured_units(

@@ -23,7 +23,6 @@ from xbeam_bluesky.planning import (
     PhaseCandidates,
     ScanTimeModel,
     TransmissionNoise,
-    cluster_candidates,
     design_energies,
     design_map_energies,
     load_design,
@@ -31,6 +30,7 @@ from xbeam_bluesky.planning import (
     phase_candidates,
     plan_tiles,
     prior_from_library,
+    second_pass_candidates,
 )
 from xbeam_bluesky.plans.duration import estimate_duration
 from xbeam_bluesky.plans.metadata import check_user_md
@@ -489,9 +489,17 @@ def optimal_xanes_imaging(
 
 
 def _cluster_candidates(
-    node: Any, design: dict[str, Any], library: str | None, e0: float, model_error: float
-) -> tuple[PhaseCandidates, np.ndarray]:
-    """Cluster spectra of a first pass (a clustering result node) as candidates on the design's candidate grid."""
+    node: Any,
+    design: dict[str, Any],
+    library: str | None,
+    e0: float,
+    model_error: float,
+    phases: Sequence[str] | None = None,
+) -> tuple[PhaseCandidates, np.ndarray, str]:
+    """Candidates of the second design on the design's candidate grid, and their source.
+
+    The first pass's cluster spectra (a clustering result node); the library's phases when it gave fewer than two.
+    """
     grid_md = design["candidate_grid"]
     grid = np.round(np.linspace(grid_md["start_eV"], grid_md["stop_eV"], int(grid_md["n"])), 6)
     energies = np.asarray(node["energies"].read(), dtype=float)
@@ -500,8 +508,11 @@ def _cluster_candidates(
     dwell = np.interp(energies, design["energies_eV"], np.asarray(design["dwell_s"], dtype=float))
     prior = prior_from_library(library, grid, e0_ref_eV=e0)
     noise = TransmissionNoise.from_dict(design["noise"])
-    candidates = cluster_candidates(energies, spectra, names, prior, noise, dwell, model_error=model_error)
-    return candidates, grid
+    fallback = _library_candidates(library, grid, e0, phases, model_error)
+    candidates, source = second_pass_candidates(
+        energies, spectra, names, prior, noise, dwell, fallback, model_error=model_error
+    )
+    return candidates, grid, source
 
 
 def _first_pass_model_error(node: Any, default: float) -> float:
@@ -567,7 +578,9 @@ def _adaptive_passes(
     start1 = results_client[uid1].metadata["start"]
     design1 = start1["design"]
     e0 = edge_energy(kw.get("edge", "Fe-K"))
-    candidates, grid = _cluster_candidates(nodes[-1], design1, kw.get("library"), e0, kw["model_error"])
+    candidates, grid, source = _cluster_candidates(
+        nodes[-1], design1, kw.get("library"), e0, kw["model_error"], kw.get("phases")
+    )
     tm = ScanTimeModel.from_dict(design1["time_model"])
     frames = len(start1["tiles"]["positions"]) + int(kw["n_flats"])
     darks_s = _darks_reserve_s(camera, kw["n_darks"], kw["dwell"])
@@ -591,7 +604,8 @@ def _adaptive_passes(
         "note": "energies_eV/dwell_s: what this pass adds to the first pass (combined_design: both passes)",
     }  # fmt: skip
     link = {"pass": 2, "first_pass_uid": uid1, "clustering_result": nodes[-1].item["id"], "model_error_rms": eps,
-            "candidates": list(candidates.names), "first_pass_design_min_separation": design1["min_separation"],
+            "candidates": list(candidates.names), "candidates_from": source,
+            "first_pass_design_min_separation": design1["min_separation"],
             "combined_min_separation": second.min_separation}  # fmt: skip
     pass_kw = {k: v for k, v in kw.items() if k in ("library", "edge", "shutter", "n_darks", "n_flats",
                                                     "flat_position", "thickness", "model_error",

@@ -39,3 +39,19 @@ def test_measured_units_adds_repeats_on_the_grid() -> None:
     grid = np.arange(7100.0, 7105.0, 1.0)
     units = measured_units(grid, [7101.0, 7103.0, 7101.0], [0.1, 0.25, 0.05], 0.05)
     np.testing.assert_array_equal(units, [0, 3, 0, 5, 0])
+
+
+def test_second_pass_falls_back_to_the_library_when_the_first_pass_gives_one_cluster(small_prior) -> None:
+    from xbeam_bluesky.planning import phase_candidates, second_pass_candidates
+
+    e_grid = small_prior.energies_eV
+    step = 1.0 / (1.0 + np.exp(-(e_grid - 7117.0) / 1.5))
+    library = phase_candidates(np.stack([small_prior.mean, step]), ["lib a", "lib b"])
+    idx = np.array([0, 20, 26, 30, 40, 80])
+    noise = TransmissionNoise(i0_counts_per_s=2e4)
+    one = (0.4 + 0.8 * step[idx])[None]
+    got, source = second_pass_candidates(e_grid[idx], one, ["cluster 1"], small_prior, noise, 0.2, library)
+    assert got is library and source.startswith("library (") and "1 usable of 1" in source
+    two = np.stack([0.4 + 0.8 * small_prior.mean[idx], 0.4 + 0.8 * step[idx]])
+    got, source = second_pass_candidates(e_grid[idx], two, ["c1", "c2"], small_prior, noise, 0.2, library)
+    assert source == "first-pass clusters" and got.names == ("c1", "c2") and got.kind == ("data", "data")
