@@ -14,6 +14,7 @@ from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
 from xbeam_bluesky.plans.metadata import check_user_md
+from xbeam_bluesky.protocols import HasExposure
 
 
 def resolve_cif(name: str) -> Path:
@@ -114,9 +115,8 @@ def xrd_powder(
 
     @bpp.run_decorator(md=start_md)
     def body() -> MsgGenerator[None]:
-        exposure_signal = getattr(detector, "exposure", None)
-        if exposure_signal is not None:
-            yield from bps.mv(exposure_signal, float(exposure))
+        if isinstance(detector, HasExposure):
+            yield from bps.mv(detector.exposure, float(exposure))
         for _ in range(int(num)):
             yield from bps.trigger_and_read([detector])
 
