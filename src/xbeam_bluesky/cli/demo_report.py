@@ -106,9 +106,9 @@ def conventional_expected_rmse(design: dict[str, Any], energies_eV: list[float],
 
 def _edge_jump_mosaic(run: Any) -> tuple[np.ndarray, tuple[float, float, float, float]]:
     from xbeam_bluesky.spectra import absorbance_from_counts
-    from xbeam_bluesky.storage import dark_mean, flat_means, tile_positions, tile_stack
+    from xbeam_bluesky.storage import dark_mean, energies, flat_means, start_doc, tile_positions, tile_stack
 
-    start = run.metadata["start"]
+    start = start_doc(run)
     e0 = start["e0"]
     positions = tile_positions(run)
     pixel_mm = start["tiles"]["pixel_size_um"] / 1000.0
@@ -117,9 +117,9 @@ def _edge_jump_mosaic(run: Any) -> tuple[np.ndarray, tuple[float, float, float, 
     rows = np.rint((positions[:, 1] - positions[:, 1].min()) / pixel_mm).astype(int)
     mosaic = np.full((rows.max() + ny, cols.max() + nx), np.nan, dtype=np.float32)
     flats, dark = flat_means(run), dark_mean(run)
-    energies = np.asarray(start["energies"])
-    pre = np.flatnonzero(energies < e0 - 10) if np.any(energies < e0 - 10) else [int(np.argmin(energies))]
-    post = np.flatnonzero(energies > e0 + 25) if np.any(energies > e0 + 25) else [int(np.argmax(energies))]
+    e = energies(run)
+    pre = np.flatnonzero(e < e0 - 10) if np.any(e < e0 - 10) else [int(np.argmin(e))]
+    post = np.flatnonzero(e > e0 + 25) if np.any(e > e0 + 25) else [int(np.argmax(e))]
     for it in range(len(positions)):
         tile = tile_stack(run, it)
         mu = {
@@ -146,9 +146,9 @@ def _message(ax: Any, text: str) -> None:
 
 
 def _plot_frames(fig: Any, axes: Any, run: Any) -> None:
-    from xbeam_bluesky.storage import tile_stack
+    from xbeam_bluesky.storage import start_doc, tile_stack
 
-    start = run.metadata["start"]
+    start = start_doc(run)
     e0 = start["e0"]
     dwell = start["dwell"]
     stack = tile_stack(run, 0)
@@ -307,10 +307,11 @@ def write_report(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from xbeam_bluesky.storage import xrd_pattern
+    from xbeam_bluesky.documents import n_tiles
+    from xbeam_bluesky.storage import start_doc, xrd_pattern
 
     run = client[uids["xanes_imaging"]]
-    start = run.metadata["start"]
+    start = start_doc(run)
     fig = plt.figure(figsize=(18, 17))
     grid = fig.add_gridspec(3, 3, height_ratios=[1, 1.15, 0.9], hspace=0.42, wspace=0.4, top=0.95)
     _plot_frames(fig, [fig.add_subplot(grid[0, i]) for i in range(3)], run)
@@ -318,7 +319,7 @@ def write_report(
     ax_jump = fig.add_subplot(grid[1, 0])
     mosaic, extent = _edge_jump_mosaic(run)
     im = ax_jump.imshow(mosaic, cmap="magma", origin="lower", extent=extent, interpolation="nearest")
-    ax_jump.set_title(f"Fe edge jump Δμt, {len(start['tiles']['positions'])} tiles", fontsize=11)
+    ax_jump.set_title(f"Fe edge jump Δμt, {n_tiles(start)} tiles", fontsize=11)
     ax_jump.set_xlabel("stage x (mm)")
     ax_jump.set_ylabel("stage y (mm)")
     fig.colorbar(im, ax=ax_jump, shrink=0.85, label="Δμt (post − pre edge)")

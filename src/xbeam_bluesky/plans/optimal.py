@@ -14,6 +14,7 @@ import numpy as np
 from bluesky.protocols import Movable, Readable
 from bluesky.utils import MsgGenerator
 
+from xbeam_bluesky.documents import n_tiles, start_tile_positions
 from xbeam_bluesky.errors import XbeamInputError
 from xbeam_bluesky.planning import (
     DEFAULT_MODEL_ERROR,
@@ -586,7 +587,7 @@ def _adaptive_passes(
     e0 = edge_energy(kw.get("edge", "Fe-K"))
     candidates, grid = _cluster_candidates(nodes[-1], design1, kw.get("library"), e0, kw["model_error"])
     tm = ScanTimeModel.from_dict(design1["time_model"])
-    frames = len(start1["tiles"]["positions"]) + int(kw["n_flats"])
+    frames = n_tiles(start1) + int(kw["n_flats"])
     darks_s = _darks_reserve_s(camera, kw["n_darks"], kw["dwell"])
     units = measured_units(grid, design1["energies_eV"], design1["dwell_s"], tm.dwell_s)
     eps = _first_pass_model_error(nodes[-1], kw["model_error_rms"])
@@ -615,7 +616,7 @@ def _adaptive_passes(
                                                     "model_error_rms")}  # fmt: skip
     return (
         yield from optimal_xanes_imaging(
-            camera, mono, stage, tiles=start1["tiles"]["positions"], design=record, dwell=kw["dwell"],
+            camera, mono, stage, tiles=start_tile_positions(start1), design=record, dwell=kw["dwell"],
             md={**(md or {}), "adaptive": link}, **pass_kw,
         )
     )  # fmt: skip

@@ -13,6 +13,14 @@ from bluesky.protocols import Movable, Preparable, Readable, Triggerable, Writes
 from bluesky.utils import MsgGenerator
 from ophyd import Signal
 
+from xbeam_bluesky.documents import (
+    ENERGY_INDEX_KEY,
+    EXPOSURE_KEY,
+    PURPOSE_KEY,
+    TILE_INDEX_KEY,
+    XANES_IMAGING,
+    XanesDataKeys,
+)
 from xbeam_bluesky.plans.layout import ORDERS
 from xbeam_bluesky.plans.metadata import WRAPPER_KEYS, check_user_md
 from xbeam_bluesky.plans.segments import DetectorSegments, lean_mv
@@ -28,12 +36,6 @@ from xbeam_bluesky.protocols import (
     name_of,
 )
 from xbeam_bluesky.spectra import edge_energy
-
-#: Names of the event fields that tag each frame with its place in the acquisition.
-ENERGY_INDEX_KEY = "energy_index"
-TILE_INDEX_KEY = "tile_index"
-#: Name of the event field holding the exposure (s) the camera was prepared with for that frame.
-EXPOSURE_KEY = "exposure_s"
 
 
 def _limits(device: Any) -> tuple[float, float] | None:
@@ -342,7 +344,7 @@ def xanes_imaging(
         raise TypeError(f"stage = {stage!r}, mono = {mono!r}; expected an x/y sample stage and a named mono")
     x_axis, y_axis = stage.x, stage.y
     start_md: dict[str, Any] = {
-        "purpose": "xanes_imaging",
+        PURPOSE_KEY: XANES_IMAGING,
         "plan_name": "xanes_imaging",
         "plan_args": _json_safe(
             {
@@ -383,15 +385,15 @@ def xanes_imaging(
         "flat_position": list(flat_xy) if flat_xy else None,
         "noise_model": noise,
         "i0": noise.get("i0_counts") if noise else None,
-        "data_keys": {
-            "frame": camera.name,
-            "energy": mono.name,
-            "x": x_axis.name,
-            "y": y_axis.name,
-            "energy_index": ENERGY_INDEX_KEY,
-            "tile_index": TILE_INDEX_KEY,
-            "exposure_s": EXPOSURE_KEY,
-        },
+        "data_keys": XanesDataKeys(
+            frame=camera.name,
+            energy=mono.name,
+            x=x_axis.name,
+            y=y_axis.name,
+            energy_index=ENERGY_INDEX_KEY,
+            tile_index=TILE_INDEX_KEY,
+            exposure_s=EXPOSURE_KEY,
+        ),
     }
     wrapper_md = {k: v for k, v in (md or {}).items() if k in WRAPPER_KEYS}
     user_md = check_user_md(

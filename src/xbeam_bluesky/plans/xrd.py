@@ -13,6 +13,7 @@ import bluesky.preprocessors as bpp
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
+from xbeam_bluesky.documents import PURPOSE_KEY, XRD, XrdDataKeys
 from xbeam_bluesky.plans.metadata import check_user_md
 from xbeam_bluesky.protocols import HasExposure
 
@@ -92,7 +93,7 @@ def xrd_powder(
     phases_l = validate_xrd_powder(detector, exposure, phases, num)
     name = detector.name
     start_md: dict[str, Any] = {
-        "purpose": "xrd",
+        PURPOSE_KEY: XRD,
         "plan_name": "xrd_powder",
         "plan_args": {
             "detector": repr(name),
@@ -109,7 +110,7 @@ def xrd_powder(
         "cif_paths": [str(resolve_cif(p)) for p in phases_l],
         "exposure": float(exposure),
         "sample": sample,
-        "data_keys": {"two_theta": f"{name}-two_theta", "counts": f"{name}-counts"},
+        "data_keys": XrdDataKeys(two_theta=f"{name}-two_theta", counts=f"{name}-counts"),
     }
     start_md.update(check_user_md(md, start_md, "xrd_powder"))
 

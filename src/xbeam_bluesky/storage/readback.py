@@ -11,6 +11,13 @@ from typing import Any
 
 import numpy as np
 
+from xbeam_bluesky.documents import (
+    XanesDataKeys,
+    start_energies,
+    start_tile_positions,
+    xanes_data_keys,
+    xrd_data_keys,
+)
 from xbeam_bluesky.spectra import absorbance_from_counts
 
 
@@ -77,11 +84,8 @@ def start_doc(run: Any) -> dict:
     return dict(run.metadata["start"])
 
 
-def _keys(run: Any) -> dict[str, str]:
-    start = start_doc(run)
-    if start.get("purpose") != "xanes_imaging":
-        raise ValueError(f"run {start.get('uid')} has purpose {start.get('purpose')!r}, not 'xanes_imaging'")
-    return start["data_keys"]
+def _keys(run: Any) -> XanesDataKeys:
+    return xanes_data_keys(start_doc(run))
 
 
 def _column(run: Any, stream: str, key: str) -> np.ndarray:
@@ -109,14 +113,12 @@ def frame_table(run: Any, stream: str = "primary") -> FrameTable:
 
 def energies(run: Any) -> np.ndarray:
     """The requested energies (eV) of an XANES-imaging run, in order."""
-    _keys(run)
-    return np.asarray(start_doc(run)["energies"], dtype=float)
+    return np.asarray(start_energies(start_doc(run)), dtype=float)
 
 
 def tile_positions(run: Any) -> np.ndarray:
     """Requested stage positions of the tiles, (n_tiles, 2) in mm."""
-    _keys(run)
-    return np.asarray(start_doc(run)["tiles"]["positions"], dtype=float).reshape(-1, 2)
+    return np.asarray(start_tile_positions(start_doc(run)), dtype=float).reshape(-1, 2)
 
 
 def read_frames(run: Any, stream: str = "primary", rows: np.ndarray | slice | None = None) -> np.ndarray:
@@ -230,9 +232,7 @@ class XRDPattern:
 def xrd_pattern(run: Any) -> XRDPattern:
     """The powder pattern of an ``xrd_powder`` run."""
     start = start_doc(run)
-    if start.get("purpose") != "xrd":
-        raise ValueError(f"run {start.get('uid')} has purpose {start.get('purpose')!r}, not 'xrd'")
-    keys = start["data_keys"]
+    keys = xrd_data_keys(start)
     primary = _v3(run)["primary"]
     two_theta = np.asarray(primary[keys["two_theta"]].read())
     counts = np.asarray(primary[keys["counts"]].read()).reshape(two_theta.shape[0], -1)
