@@ -2,7 +2,7 @@
 
 ``plans`` writes these documents; ``storage`` reads runs back with them, the live analyses (``callbacks``) pick
 runs and frames by them and the CLI reports from them. Everyone imports the keys and readers from here instead of
-retyping strings. Pure Python (no beamline imports), the lowest layer.
+retyping strings. Pure Python and numpy (no beamline imports), the lowest layer.
 
 ``tests/unit/test_documents.py`` checks that the documents the plans write have exactly the keys declared here.
 
@@ -14,8 +14,11 @@ Frame tags
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, TypedDict
+
+import numpy as np
 
 __all__ = [
     "ENERGY_INDEX_KEY",
@@ -30,6 +33,7 @@ __all__ = [
     "XanesImagingStart",
     "XrdDataKeys",
     "XrdStart",
+    "json_safe",
     "n_tiles",
     "require_purpose",
     "start_energies",
@@ -156,3 +160,23 @@ def xrd_data_keys(start: Mapping[str, Any]) -> XrdDataKeys:
     """The event-field names of an ``xrd_powder`` run (raises ``ValueError`` for another purpose)."""
     require_purpose(start, XRD)
     return start["data_keys"]
+
+
+def json_safe(value: Any, *, nonfinite_to_none: bool = False) -> Any:
+    """``value`` as document or metadata content: mappings (string keys) and lists of numbers, strings, None.
+
+    Tuples become lists, numpy scalars Python numbers, and any other object (a device passed as a plan argument)
+    the ``repr`` of its name (or of itself). With ``nonfinite_to_none`` NaN and ±inf become None (for JSON);
+    without, they are kept (a start document keeps e.g. a time model's ``max_exposure_s = inf``).
+    """
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v, nonfinite_to_none=nonfinite_to_none) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v, nonfinite_to_none=nonfinite_to_none) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and nonfinite_to_none and not math.isfinite(value):
+        return None
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    return repr(getattr(value, "name", value))

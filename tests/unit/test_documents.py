@@ -100,3 +100,21 @@ def test_readers_name_a_run_of_the_wrong_purpose() -> None:
     with pytest.raises(ValueError, match="run None has purpose None, not 'xrd'"):
         xrd_data_keys({})
     require_purpose(start, XRD)  # the right purpose passes
+
+
+def test_json_safe_keeps_numbers_and_names_objects() -> None:
+    import math
+
+    import numpy as np
+
+    from xbeam_bluesky.documents import json_safe
+
+    class Device:
+        name = "camera"
+
+    value = {1: (np.int64(3), np.float64(0.5)), "inf": math.inf, "dev": Device(), "obj": object, "none": None}
+    safe = json_safe(value)
+    assert safe["1"] == [3, 0.5] and type(safe["1"][0]) is int and type(safe["1"][1]) is float
+    assert safe["inf"] == math.inf and safe["dev"] == "'camera'" and safe["obj"] == repr(object)
+    assert safe["none"] is None
+    assert json_safe([math.nan, -math.inf, 1.0], nonfinite_to_none=True) == [None, None, 1.0]

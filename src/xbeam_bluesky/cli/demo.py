@@ -184,8 +184,9 @@ def _tiles(args: argparse.Namespace) -> list[list[float]]:
 
 def step_xanes(ctx: DemoContext) -> None:
     """Planner-designed energies at the beam time of a conventional grid, over N×N tiles with darks and flats."""
-    from xbeam_bluesky.cli.demo_report import conventional_baseline, conventional_expected_rmse
+    from xbeam_bluesky.cli.demo_report import E0_EV, conventional_baseline
     from xbeam_bluesky.documents import n_tiles, start_energies
+    from xbeam_bluesky.planning import conventional_expected_rmse
     from xbeam_bluesky.plans import estimate_duration, xanes_imaging
     from xbeam_bluesky.storage import start_doc
 
@@ -220,7 +221,7 @@ def step_xanes(ctx: DemoContext) -> None:
         RE.unsubscribe(token)
     start = start_doc(ns["tiled_client"][ctx.uids["xanes_imaging"]])
     design = start["design"]
-    ctx.comparison = conventional_expected_rmse(design, conv_energies, args.dwell)
+    ctx.comparison = conventional_expected_rmse(design, conv_energies, args.dwell, e0_eV=E0_EV)
     ctx.say(
         f"energy design: {len(design['energies_eV'])} energies, {design['n_picks']} picks of {args.dwell:g} s "
         f"(dwell {min(design['dwell_s']):g}-{max(design['dwell_s']):g} s), run estimated at "

@@ -4,7 +4,7 @@ Pure science: numpy/scipy only, no bluesky/ophyd/tiled imports.
 """
 
 from xbeam_bluesky.planning.adaptive import CLUSTER_MEAN_VARIANCE_FRACTION, cluster_candidates, measured_units
-from xbeam_bluesky.planning.conventional import conventional_grid
+from xbeam_bluesky.planning.conventional import conventional_expected_rmse, conventional_grid, design_grid
 from xbeam_bluesky.planning.design import (
     DEFAULT_EXCHANGE_ROUNDS,
     DEFAULT_EXCHANGE_WINDOW,
@@ -15,6 +15,7 @@ from xbeam_bluesky.planning.design import (
     load_design,
 )
 from xbeam_bluesky.planning.exchange import ExchangeResult, design_trace, exchange_refine
+from xbeam_bluesky.planning.grid import DEFAULT_RANGE_REL_EV, candidate_grid, default_range
 from xbeam_bluesky.planning.map_design import (
     DEFAULT_MODEL_ERROR,
     DEFAULT_SEPARATION_MODEL_ERROR,
@@ -55,6 +56,7 @@ __all__ = [
     "DEFAULT_EXCHANGE_ROUNDS",
     "DEFAULT_EXCHANGE_WINDOW",
     "DEFAULT_MODEL_ERROR",
+    "DEFAULT_RANGE_REL_EV",
     "DEFAULT_SEPARATION_MODEL_ERROR",
     "DEFAULT_TARGET_SEPARATION",
     "KERNELS",
@@ -70,11 +72,15 @@ __all__ = [
     "ScanTimeModel",
     "TilePlan",
     "TransmissionNoise",
+    "candidate_grid",
     "check_stage_limits",
     "cluster_candidates",
+    "conventional_expected_rmse",
     "conventional_grid",
     "default_overlap",
+    "default_range",
     "design_energies",
+    "design_grid",
     "design_map_energies",
     "design_trace",
     "error_decomposition",

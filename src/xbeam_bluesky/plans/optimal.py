@@ -25,7 +25,9 @@ from xbeam_bluesky.planning import (
     PhaseCandidates,
     ScanTimeModel,
     TransmissionNoise,
+    candidate_grid,
     cluster_candidates,
+    default_range,
     design_energies,
     design_map_energies,
     load_design,
@@ -52,9 +54,6 @@ from xbeam_bluesky.spectra import PhotonNoiseModel, aligned_library, edge_energy
 
 logger = logging.getLogger(__name__)
 
-#: Candidate grid relative to the edge when ``e_range`` is not given: start, stop, step in eV (the published
-#: Fe K case 7076.2–7181.2 eV in 0.1 eV steps).
-DEFAULT_RANGE_REL_EV = (-35.8, 69.2, 0.1)
 #: Points kept of the expected-error curve in the start document.
 CURVE_POINTS_IN_START = 200
 #: Weakest phase pairs of a map design kept in the start document.
@@ -64,17 +63,12 @@ DEFAULT_N_POINTS = 100
 
 
 def _candidate_grid(e0: float, e_range: Sequence[float] | None) -> np.ndarray:
-    start, stop, step = (
-        (e0 + DEFAULT_RANGE_REL_EV[0], e0 + DEFAULT_RANGE_REL_EV[1], DEFAULT_RANGE_REL_EV[2])
-        if e_range is None
-        else (float(v) for v in e_range)
-    )
+    start, stop, step = default_range(e0) if e_range is None else (float(v) for v in e_range)
     if not (step > 0 and stop > start):
         raise ValueError(
             f"e_range = {e_range!r}; expected [start, stop, step] in eV with start < stop, step > 0"
         )
-    n = round((stop - start) / step) + 1
-    return np.round(start + step * np.arange(n), 6)
+    return candidate_grid(start, stop, step)
 
 
 def _darks_reserve_s(camera: Readable, n_darks: int, dwell: float) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import bluesky.plan_stubs as bps
@@ -20,6 +20,7 @@ from xbeam_bluesky.documents import (
     TILE_INDEX_KEY,
     XANES_IMAGING,
     XanesDataKeys,
+    json_safe,
 )
 from xbeam_bluesky.plans.layout import ORDERS
 from xbeam_bluesky.plans.metadata import WRAPPER_KEYS, check_user_md
@@ -230,16 +231,6 @@ def _dwell_per_energy(dwell: Any, n_energies: int) -> list[float]:
     return [float(dwell)] * n_energies
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, bool | int | float | str) or value is None:
-        return value
-    return repr(getattr(value, "name", value))
-
-
 def xanes_imaging(
     camera: Readable,
     mono: Movable,
@@ -346,7 +337,7 @@ def xanes_imaging(
     start_md: dict[str, Any] = {
         PURPOSE_KEY: XANES_IMAGING,
         "plan_name": "xanes_imaging",
-        "plan_args": _json_safe(
+        "plan_args": json_safe(
             {
                 "camera": camera,
                 "mono": mono,
@@ -379,7 +370,7 @@ def xanes_imaging(
             "frame_shape": list(frame_shape) if frame_shape else None,
         },
         "frame_shape": list(frame_shape) if frame_shape else None,
-        "design": _json_safe(design) if design is not None else None,
+        "design": json_safe(design) if design is not None else None,
         "n_darks": int(n_darks),
         "n_flats": int(n_flats),
         "flat_position": list(flat_xy) if flat_xy else None,

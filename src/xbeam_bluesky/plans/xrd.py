@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import bluesky.plan_stubs as bps
@@ -13,27 +11,10 @@ import bluesky.preprocessors as bpp
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
+from xbeam_bluesky.bundled import resolve_cif
 from xbeam_bluesky.documents import PURPOSE_KEY, XRD, XrdDataKeys
 from xbeam_bluesky.plans.metadata import check_user_md
 from xbeam_bluesky.protocols import HasExposure
-
-
-def resolve_cif(name: str) -> Path:
-    """Path of a CIF given as a file path or as the name of a bundled CIF (``xbeam_bluesky/data/cif``).
-
-    Raises
-    ------
-    FileNotFoundError
-        Naming the CIF and listing the bundled ones.
-    """
-    path = Path(name)
-    if path.is_file():
-        return path
-    bundled = Path(str(resources.files("xbeam_bluesky") / "data" / "cif"))
-    if (bundled / name).is_file():
-        return bundled / name
-    available = sorted(p.name for p in bundled.glob("*.cif"))
-    raise FileNotFoundError(f"CIF {name!r} is neither a file nor a bundled CIF (bundled: {available})")
 
 
 def validate_xrd_powder(detector: Any, exposure: float, phases: Sequence[str], num: int) -> list[str]:
