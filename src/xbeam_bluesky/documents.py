@@ -21,8 +21,11 @@ from typing import Any, TypedDict
 import numpy as np
 
 __all__ = [
+    "DARK_STREAM",
     "ENERGY_INDEX_KEY",
     "EXPOSURE_KEY",
+    "FLAT_STREAM",
+    "PRIMARY_STREAM",
     "PURPOSE_KEY",
     "TILE_INDEX_KEY",
     "XANES_IMAGING",
@@ -48,6 +51,12 @@ PURPOSE_KEY = "purpose"
 XANES_IMAGING = "xanes_imaging"
 #: ``purpose`` of a powder-diffraction run (``plans.xrd_powder``).
 XRD = "xrd"
+
+#: Streams of an ``xanes_imaging`` run: dark frames (shutter closed), flat frames (sample out of the beam) and the
+#: frames of the sample; ``baseline`` holds the mono, stage and shutter readings at start and stop.
+DARK_STREAM = "dark"
+FLAT_STREAM = "flat"
+PRIMARY_STREAM = "primary"
 
 #: Names of the event fields that tag each frame with its place in the acquisition.
 ENERGY_INDEX_KEY = "energy_index"

@@ -14,8 +14,11 @@ from bluesky.utils import MsgGenerator
 from ophyd import Signal
 
 from xbeam_bluesky.documents import (
+    DARK_STREAM,
     ENERGY_INDEX_KEY,
     EXPOSURE_KEY,
+    FLAT_STREAM,
+    PRIMARY_STREAM,
     PURPOSE_KEY,
     TILE_INDEX_KEY,
     XANES_IMAGING,
@@ -358,7 +361,7 @@ def xanes_imaging(
         "motors": [mono.name, x_axis.name, y_axis.name],
         "num_points": n_primary,
         "num_intervals": n_primary - 1,
-        "hints": {"dimensions": [([mono.name], "primary")]},
+        "hints": {"dimensions": [([mono.name], PRIMARY_STREAM)]},
         "edge": edge,
         "e0": e0_value,
         "energies": energies_f,
@@ -419,28 +422,28 @@ def xanes_imaging(
         uid = yield from bps.open_run(start_md)
         if n_darks:
             yield from bps.mv(shutter, "closed")
-            yield from take("dark", -1, -1, n_darks)
+            yield from take(DARK_STREAM, -1, -1, n_darks)
             yield from bps.mv(shutter, "open")
         if order == "energy":
             for ie, energy in enumerate(energies_f):
                 yield from bps.mv(mono, energy)
                 if flat_xy is not None:
                     yield from move_stage(flat_xy)
-                    yield from take("flat", ie, -1, n_flats)
+                    yield from take(FLAT_STREAM, ie, -1, n_flats)
                 for it, xy in enumerate(tiles_f):
                     yield from move_stage(xy)
-                    yield from take("primary", ie, it)
+                    yield from take(PRIMARY_STREAM, ie, it)
         else:
             if flat_xy is not None:
                 yield from move_stage(flat_xy)
                 for ie, energy in enumerate(energies_f):
                     yield from bps.mv(mono, energy)
-                    yield from take("flat", ie, -1, n_flats)
+                    yield from take(FLAT_STREAM, ie, -1, n_flats)
             for it, xy in enumerate(tiles_f):
                 yield from move_stage(xy)
                 for ie, energy in enumerate(energies_f):
                     yield from lean_mv(mono, energy)
-                    yield from take("primary", ie, it)
+                    yield from take(PRIMARY_STREAM, ie, it)
         yield from segments.close()
         yield from bps.close_run()
         return uid

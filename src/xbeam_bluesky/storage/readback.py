@@ -12,6 +12,9 @@ from typing import Any
 import numpy as np
 
 from xbeam_bluesky.documents import (
+    DARK_STREAM,
+    FLAT_STREAM,
+    PRIMARY_STREAM,
     XanesDataKeys,
     start_energies,
     start_tile_positions,
@@ -97,7 +100,7 @@ def streams(run: Any) -> list[str]:
     return list(run)
 
 
-def frame_table(run: Any, stream: str = "primary") -> FrameTable:
+def frame_table(run: Any, stream: str = PRIMARY_STREAM) -> FrameTable:
     """Energies, positions and (energy_index, tile_index) of every frame of ``stream``."""
     keys = _keys(run)
     if stream not in run:
@@ -121,7 +124,7 @@ def tile_positions(run: Any) -> np.ndarray:
     return np.asarray(start_tile_positions(start_doc(run)), dtype=float).reshape(-1, 2)
 
 
-def read_frames(run: Any, stream: str = "primary", rows: np.ndarray | slice | None = None) -> np.ndarray:
+def read_frames(run: Any, stream: str = PRIMARY_STREAM, rows: np.ndarray | slice | None = None) -> np.ndarray:
     """Frames of ``stream`` as (n, ny, nx) (all, a slice, or the given row indices)."""
     keys = _keys(run)
     node = _v3(run)[stream][keys["frame"]]
@@ -160,16 +163,16 @@ def tile_stack(run: Any, tile_index: int) -> TileStack:
         energies_eV=requested[table.energy_index[rows]],
         readback_eV=table.energy_eV[rows],
         energy_index=table.energy_index[rows],
-        frames=read_frames(run, "primary", rows),
+        frames=read_frames(run, PRIMARY_STREAM, rows),
     )
 
 
 def dark_frames(run: Any) -> np.ndarray:
     """All dark frames, (n, ny, nx) (empty if the run took none)."""
-    if "dark" not in run:
+    if DARK_STREAM not in run:
         shape = start_doc(run).get("frame_shape") or (0, 0)
         return np.empty((0, *shape), dtype=np.uint16)
-    return read_frames(run, "dark")
+    return read_frames(run, DARK_STREAM)
 
 
 def dark_mean(run: Any) -> np.ndarray | float:
@@ -180,10 +183,10 @@ def dark_mean(run: Any) -> np.ndarray | float:
 
 def flat_means(run: Any) -> dict[int, np.ndarray]:
     """Mean flat frame (float32 (ny, nx)) per energy_index."""
-    if "flat" not in run:
+    if FLAT_STREAM not in run:
         return {}
-    table = frame_table(run, "flat")
-    frames = read_frames(run, "flat")
+    table = frame_table(run, FLAT_STREAM)
+    frames = read_frames(run, FLAT_STREAM)
     return {
         int(ie): frames[table.energy_index == ie].mean(axis=0, dtype=np.float64).astype(np.float32)
         for ie in np.unique(table.energy_index)
@@ -233,7 +236,7 @@ def xrd_pattern(run: Any) -> XRDPattern:
     """The powder pattern of an ``xrd_powder`` run."""
     start = start_doc(run)
     keys = xrd_data_keys(start)
-    primary = _v3(run)["primary"]
+    primary = _v3(run)[PRIMARY_STREAM]
     two_theta = np.asarray(primary[keys["two_theta"]].read())
     counts = np.asarray(primary[keys["counts"]].read()).reshape(two_theta.shape[0], -1)
     return XRDPattern(
