@@ -23,6 +23,8 @@ from typing import Any
 
 from event_model import RunRouter
 
+from xbeam_bluesky.documents import PURPOSE_KEY, XANES_IMAGING, XRD
+
 __all__ = [
     "LIVE_ANALYSES",
     "LiveContext",
@@ -38,8 +40,8 @@ Factory = Callable[["LiveContext"], Callback]
 
 #: Run ``purpose`` → live-analysis factories (``"module:attribute"``), one line per analysis.
 LIVE_ANALYSES: dict[str, tuple[str, ...]] = {
-    "xanes_imaging": ("xbeam_bluesky.callbacks.clustering:live_clustering",),
-    "xrd": ("xbeam_bluesky.callbacks.rietveld:auto_rietveld",),
+    XANES_IMAGING: ("xbeam_bluesky.callbacks.clustering:live_clustering",),
+    XRD: ("xbeam_bluesky.callbacks.rietveld:auto_rietveld",),
 }
 
 
@@ -138,14 +140,14 @@ def live_router(
 
     def factory(name: str, start: dict) -> tuple[list[Callback], list]:
         callbacks: list[Callback] = []
-        for make in table.get(start.get("purpose", ""), ()):
+        for make in table.get(start.get(PURPOSE_KEY, ""), ()):
             label = getattr(make, "__qualname__", repr(make))
             try:
                 callbacks.append(_Guarded(make(context), label, start["uid"]))
             except Exception:
                 logger.exception("live analysis %s could not start for run %s", label, start["uid"])
         if callbacks:
-            logger.info("run %s (%s): %d live analyses", start["uid"], start.get("purpose"), len(callbacks))
+            logger.info("run %s (%s): %d live analyses", start["uid"], start.get(PURPOSE_KEY), len(callbacks))
         return callbacks, []
 
     return RunRouter([factory])

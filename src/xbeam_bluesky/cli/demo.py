@@ -184,8 +184,11 @@ def _tiles(args: argparse.Namespace) -> list[list[float]]:
 
 def step_xanes(ctx: DemoContext) -> None:
     """Planner-designed energies at the beam time of a conventional grid, over N×N tiles with darks and flats."""
-    from xbeam_bluesky.cli.demo_report import conventional_baseline, conventional_expected_rmse
+    from xbeam_bluesky.cli.demo_report import E0_EV, conventional_baseline
+    from xbeam_bluesky.documents import n_tiles, start_energies
+    from xbeam_bluesky.planning import conventional_expected_rmse
     from xbeam_bluesky.plans import estimate_duration, xanes_imaging
+    from xbeam_bluesky.storage import start_doc
 
     ns, args = ctx.namespace, ctx.args
     camera, mono, stage, shutter = ns["camera"], ns["mono"], ns["stage"], ns["shutter"]
@@ -208,7 +211,7 @@ def step_xanes(ctx: DemoContext) -> None:
     )  # fmt: skip
 
     def frames(start: dict) -> int:
-        return n_darks + len(start["energies"]) * (n_flats + len(start["tiles"]["positions"]))
+        return n_darks + len(start_energies(start)) * (n_flats + n_tiles(start))
 
     RE = ns["RE"]
     token = RE.subscribe(_progress(ctx, "xanes_imaging", frames))
@@ -216,9 +219,9 @@ def step_xanes(ctx: DemoContext) -> None:
         (ctx.uids["xanes_imaging"],) = RE(plan)
     finally:
         RE.unsubscribe(token)
-    start = ns["tiled_client"][ctx.uids["xanes_imaging"]].metadata["start"]
+    start = start_doc(ns["tiled_client"][ctx.uids["xanes_imaging"]])
     design = start["design"]
-    ctx.comparison = conventional_expected_rmse(design, conv_energies, args.dwell)
+    ctx.comparison = conventional_expected_rmse(design, conv_energies, args.dwell, e0_eV=E0_EV)
     ctx.say(
         f"energy design: {len(design['energies_eV'])} energies, {design['n_picks']} picks of {args.dwell:g} s "
         f"(dwell {min(design['dwell_s']):g}-{max(design['dwell_s']):g} s), run estimated at "

@@ -5,8 +5,6 @@ Everything is read back from tiled (raw runs and analysis results), so the figur
 
 from __future__ import annotations
 
-import math
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,26 +14,12 @@ import numpy as np
 E0_EV = 7112.0
 
 
-def _candidate_grid(design: dict[str, Any] | None = None) -> np.ndarray:
-    if design is not None and "candidates" in design:
-        c = design["candidates"]
-        return np.round(c["start_eV"] + c["step_eV"] * np.arange(int(c["n"])), 6)
-    from xbeam_bluesky.plans.optimal import DEFAULT_RANGE_REL_EV
-
-    start, stop, step = (
-        E0_EV + DEFAULT_RANGE_REL_EV[0],
-        E0_EV + DEFAULT_RANGE_REL_EV[1],
-        DEFAULT_RANGE_REL_EV[2],
-    )
-    return np.round(start + step * np.arange(round((stop - start) / step) + 1), 6)
-
-
 def conventional_baseline(edge_step_eV: float) -> list[float]:
     """A conventional imaging-beamline Fe K grid over the design's candidate range (eV): 10 eV pre-edge steps,
     ``edge_step_eV`` from E0 − 12 to E0 + 28 eV, 0.15 Å⁻¹ steps in k above, snapped to the candidate grid."""
-    from xbeam_bluesky.planning import conventional_grid
+    from xbeam_bluesky.planning import candidate_grid, conventional_grid, default_range
 
-    grid = _candidate_grid()
+    grid = candidate_grid(*default_range(E0_EV))
     energies = conventional_grid(
         E0_EV, grid[0], grid[-1], pre_step_eV=10.0, edge_from_eV=-12.0, edge_to_eV=28.0,
         edge_step_eV=edge_step_eV, k_step_per_A=0.15, snap_to=grid,
@@ -43,72 +27,11 @@ def conventional_baseline(edge_step_eV: float) -> list[float]:
     return [float(e) for e in energies]
 
 
-def _prior_and_noise(design: dict[str, Any]) -> tuple[Any, Any, np.ndarray]:
-    from xbeam_bluesky.planning import EnergyWarp, TransmissionNoise, prior_from_library
-    from xbeam_bluesky.spectra import PhotonNoiseModel
-
-    grid = _candidate_grid(design)
-    recorded = design["prior"]
-    warp = recorded.get("warp")
-    prior = prior_from_library(
-        None, grid, e0_ref_eV=E0_EV, length_scale_eV=recorded["length_scale_eV"],
-        kernel=recorded.get("kernel", "stationary"), warp=None if warp is None else EnergyWarp(**warp),
-    )  # fmt: skip
-    n = design["noise"]
-    noise = TransmissionNoise(
-        i0_counts_per_s=n["i0_counts_per_s"], mu_t_pre_edge=n["mu_t_pre_edge"], edge_jump=n["edge_jump"],
-        detector=PhotonNoiseModel(gain=n["detector_gain"], offset=n["detector_offset"]),
-    )  # fmt: skip
-    return prior, noise, grid
-
-
-def conventional_expected_rmse(design: dict[str, Any], energies_eV: list[float], dwell_s: float) -> dict:
-    """Expected RMSE (normalized units) of the GP reconstruction from the conventional grid at the design's
-    beam time, with the design's prior, noise and time models.
-
-    The conventional grid gets a uniform dwell that makes its scan time (same time model: moves, settles, stage
-    path and readouts per energy, no split frames) equal to the design's ``total_time_s``; if even a zero dwell does not fit, the
-    grid is evaluated at ``dwell_s`` and its longer time is reported.
-
-    Returns
-    -------
-    dict
-        ``expected_rmse``, ``dwell_s``, ``time_s`` (design time units), ``equal_time`` (bool), ``energies_eV``,
-        and, for the report, ``prior_mean`` / ``prior_std`` on ``grid_eV``.
-    """
-    from xbeam_bluesky.planning import ScanTimeModel, grid_indices, reconstruct
-
-    prior, noise, grid = _prior_and_noise(design)
-    # the conventional dwell stays far below the camera's saturation: none of the design's pro-rata charge for
-    # split frames applies to it
-    model = replace(ScanTimeModel.from_dict(design["time_model"]), pick_overhead_s=0.0)
-    conv = np.asarray(energies_eV, dtype=float)
-    fixed = model.scan_time_s(conv, 0.0)
-    dwell = (float(design["total_time_s"]) - fixed) / conv.size
-    equal_time = dwell > 0
-    if not equal_time:
-        dwell = float(dwell_s)
-    idx = grid_indices(grid, conv)
-    cov = prior.covariance()
-    variances = noise.variance(prior.mean[idx], dwell)
-    _, std = reconstruct(prior, grid[idx], prior.mean[idx], variances, cov=cov)
-    return {
-        "expected_rmse": float(math.sqrt(np.mean(std**2))),
-        "dwell_s": float(dwell),
-        "time_s": float(model.scan_time_s(conv, dwell)),
-        "equal_time": bool(equal_time),
-        "energies_eV": [float(e) for e in conv],
-        "grid_eV": grid,
-        "prior_mean": prior.mean,
-        "prior_std": np.sqrt(np.diag(cov)),
-    }
-
-
 def _edge_jump_mosaic(run: Any) -> tuple[np.ndarray, tuple[float, float, float, float]]:
     from xbeam_bluesky.spectra import absorbance_from_counts
-    from xbeam_bluesky.storage import dark_mean, flat_means, tile_positions, tile_stack
+    from xbeam_bluesky.storage import dark_mean, energies, flat_means, start_doc, tile_positions, tile_stack
 
-    start = run.metadata["start"]
+    start = start_doc(run)
     e0 = start["e0"]
     positions = tile_positions(run)
     pixel_mm = start["tiles"]["pixel_size_um"] / 1000.0
@@ -117,9 +40,9 @@ def _edge_jump_mosaic(run: Any) -> tuple[np.ndarray, tuple[float, float, float, 
     rows = np.rint((positions[:, 1] - positions[:, 1].min()) / pixel_mm).astype(int)
     mosaic = np.full((rows.max() + ny, cols.max() + nx), np.nan, dtype=np.float32)
     flats, dark = flat_means(run), dark_mean(run)
-    energies = np.asarray(start["energies"])
-    pre = np.flatnonzero(energies < e0 - 10) if np.any(energies < e0 - 10) else [int(np.argmin(energies))]
-    post = np.flatnonzero(energies > e0 + 25) if np.any(energies > e0 + 25) else [int(np.argmax(energies))]
+    e = energies(run)
+    pre = np.flatnonzero(e < e0 - 10) if np.any(e < e0 - 10) else [int(np.argmin(e))]
+    post = np.flatnonzero(e > e0 + 25) if np.any(e > e0 + 25) else [int(np.argmax(e))]
     for it in range(len(positions)):
         tile = tile_stack(run, it)
         mu = {
@@ -146,9 +69,9 @@ def _message(ax: Any, text: str) -> None:
 
 
 def _plot_frames(fig: Any, axes: Any, run: Any) -> None:
-    from xbeam_bluesky.storage import tile_stack
+    from xbeam_bluesky.storage import start_doc, tile_stack
 
-    start = run.metadata["start"]
+    start = start_doc(run)
     e0 = start["e0"]
     dwell = start["dwell"]
     stack = tile_stack(run, 0)
@@ -300,17 +223,18 @@ def write_report(
     clustering, rietveld
         The analysis result nodes (or None).
     comparison : dict
-        :func:`conventional_expected_rmse` of the run's design.
+        :func:`~xbeam_bluesky.planning.conventional_expected_rmse` of the run's design.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from xbeam_bluesky.storage import xrd_pattern
+    from xbeam_bluesky.documents import n_tiles
+    from xbeam_bluesky.storage import start_doc, xrd_pattern
 
     run = client[uids["xanes_imaging"]]
-    start = run.metadata["start"]
+    start = start_doc(run)
     fig = plt.figure(figsize=(18, 17))
     grid = fig.add_gridspec(3, 3, height_ratios=[1, 1.15, 0.9], hspace=0.42, wspace=0.4, top=0.95)
     _plot_frames(fig, [fig.add_subplot(grid[0, i]) for i in range(3)], run)
@@ -318,7 +242,7 @@ def write_report(
     ax_jump = fig.add_subplot(grid[1, 0])
     mosaic, extent = _edge_jump_mosaic(run)
     im = ax_jump.imshow(mosaic, cmap="magma", origin="lower", extent=extent, interpolation="nearest")
-    ax_jump.set_title(f"Fe edge jump Δμt, {len(start['tiles']['positions'])} tiles", fontsize=11)
+    ax_jump.set_title(f"Fe edge jump Δμt, {n_tiles(start)} tiles", fontsize=11)
     ax_jump.set_xlabel("stage x (mm)")
     ax_jump.set_ylabel("stage y (mm)")
     fig.colorbar(im, ax=ax_jump, shrink=0.85, label="Δμt (post − pre edge)")

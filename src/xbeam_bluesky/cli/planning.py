@@ -11,9 +11,6 @@ from xbeam_bluesky.cli.planning_map import plan_map_energies, register_map_optio
 
 logger = logging.getLogger(__name__)
 
-#: Default candidate range relative to the edge (eV): the published Fe K case 7076.2–7181.2 eV, 0.1 eV steps.
-DEFAULT_RANGE_REL_EV = (-35.8, 69.2, 0.1)
-
 
 def _floats(text: str, option: str, count: tuple[int, ...], sep: str) -> list[float]:
     parts = text.split(sep)
@@ -174,14 +171,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _candidate_grid(args: argparse.Namespace, e0: float):
-    import numpy as np
+    from xbeam_bluesky.planning import candidate_grid, default_range
 
     if args.e_range is None:
-        start, stop, step = (
-            e0 + DEFAULT_RANGE_REL_EV[0],
-            e0 + DEFAULT_RANGE_REL_EV[1],
-            DEFAULT_RANGE_REL_EV[2],
-        )
+        start, stop, step = default_range(e0)
     else:
         start, stop, step = _floats(args.e_range, "--e-range", (3,), ":")
     if not (step > 0 and stop > start):
@@ -189,7 +182,7 @@ def _candidate_grid(args: argparse.Namespace, e0: float):
     n = round((stop - start) / step) + 1
     if n < 3 or n > 20000:
         raise ValueError(f"--e-range {args.e_range!r} gives {n} candidates; expected 3 to 20000")
-    return np.round(start + step * np.arange(n), 6)
+    return candidate_grid(start, stop, step)
 
 
 def _kernel_text(prior) -> str:

@@ -10,7 +10,7 @@ from xbeam_bluesky.planning.adaptive import (
     measured_units,
     second_pass_candidates,
 )
-from xbeam_bluesky.planning.conventional import conventional_grid
+from xbeam_bluesky.planning.conventional import conventional_expected_rmse, conventional_grid, design_grid
 from xbeam_bluesky.planning.design import (
     DEFAULT_EXCHANGE_ROUNDS,
     DEFAULT_EXCHANGE_WINDOW,
@@ -21,6 +21,7 @@ from xbeam_bluesky.planning.design import (
     load_design,
 )
 from xbeam_bluesky.planning.exchange import ExchangeResult, design_trace, exchange_refine
+from xbeam_bluesky.planning.grid import DEFAULT_RANGE_REL_EV, candidate_grid, default_range
 from xbeam_bluesky.planning.map_design import (
     DEFAULT_MODEL_ERROR,
     DEFAULT_SEPARATION_MODEL_ERROR,
@@ -61,6 +62,7 @@ __all__ = [
     "DEFAULT_EXCHANGE_ROUNDS",
     "DEFAULT_EXCHANGE_WINDOW",
     "DEFAULT_MODEL_ERROR",
+    "DEFAULT_RANGE_REL_EV",
     "DEFAULT_SEPARATION_MODEL_ERROR",
     "DEFAULT_TARGET_SEPARATION",
     "KERNELS",
@@ -77,11 +79,15 @@ __all__ = [
     "TilePlan",
     "TooFewClustersError",
     "TransmissionNoise",
+    "candidate_grid",
     "check_stage_limits",
     "cluster_candidates",
+    "conventional_expected_rmse",
     "conventional_grid",
     "default_overlap",
+    "default_range",
     "design_energies",
+    "design_grid",
     "design_map_energies",
     "design_trace",
     "error_decomposition",

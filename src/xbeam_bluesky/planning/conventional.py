@@ -1,9 +1,23 @@
-"""The conventional region grid used at XANES-imaging beamlines: the baseline a design is compared with."""
+"""The conventional region grid used at XANES-imaging beamlines: the baseline a design is compared with, and
+its expected error at the design's beam time."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from xbeam_bluesky.planning.grid import candidate_grid, default_range
+from xbeam_bluesky.planning.noise import TransmissionNoise
+from xbeam_bluesky.planning.prior import GaussianProcessPrior, prior_from_library
+from xbeam_bluesky.planning.reconstruction import grid_indices, reconstruct
+from xbeam_bluesky.planning.timing import ScanTimeModel
+from xbeam_bluesky.planning.warp import EnergyWarp
+from xbeam_bluesky.spectra import PhotonNoiseModel
 
 #: ħ²/2mₑ in eV·Å²: E - E0 = k² / ETOK (k in Å⁻¹).
 ETOK = 0.2624682917
@@ -70,3 +84,83 @@ def conventional_grid(
         idx = np.abs(grid[None, :] - energies[:, None]).argmin(axis=1)
         energies = grid[idx]
     return np.unique(np.round(energies, 6))
+
+
+def design_grid(design: Mapping[str, Any], e0_eV: float) -> NDArray[np.float64]:
+    """The candidate grid (eV) of a spectrum design record (``candidates``), else the default grid at ``e0_eV``."""
+    if "candidates" in design:
+        c = design["candidates"]
+        return np.round(c["start_eV"] + c["step_eV"] * np.arange(int(c["n"])), 6)
+    return candidate_grid(*default_range(e0_eV))
+
+
+def _prior_and_noise(
+    design: Mapping[str, Any], e0_eV: float
+) -> tuple[GaussianProcessPrior, TransmissionNoise, NDArray[np.float64]]:
+    grid = design_grid(design, e0_eV)
+    recorded = design["prior"]
+    warp = recorded.get("warp")
+    prior = prior_from_library(
+        None, grid, e0_ref_eV=e0_eV, length_scale_eV=recorded["length_scale_eV"],
+        kernel=recorded.get("kernel", "stationary"), warp=None if warp is None else EnergyWarp(**warp),
+    )  # fmt: skip
+    n = design["noise"]
+    noise = TransmissionNoise(
+        i0_counts_per_s=n["i0_counts_per_s"], mu_t_pre_edge=n["mu_t_pre_edge"], edge_jump=n["edge_jump"],
+        detector=PhotonNoiseModel(gain=n["detector_gain"], offset=n["detector_offset"]),
+    )  # fmt: skip
+    return prior, noise, grid
+
+
+def conventional_expected_rmse(
+    design: Mapping[str, Any], energies_eV: Sequence[float], dwell_s: float, *, e0_eV: float
+) -> dict[str, Any]:
+    """Expected RMSE (normalized units) of the GP reconstruction from a conventional grid at the design's
+    beam time, with the design's prior, noise and time models.
+
+    The conventional grid gets a uniform dwell that makes its scan time (same time model: moves, settles, stage
+    path and readouts per energy, no split frames) equal to the design's ``total_time_s``; if even a zero dwell
+    does not fit, the grid is evaluated at ``dwell_s`` and its longer time is reported.
+
+    Parameters
+    ----------
+    design : dict
+        A spectrum design record (:meth:`EnergyDesign.to_dict`, e.g. a run's ``start["design"]``).
+    energies_eV : list of float
+        The conventional grid, eV (on the design's candidate grid, e.g. :func:`conventional_grid` with
+        ``snap_to``).
+    dwell_s : float
+        Dwell per energy (s) used when the design's time does not fit the grid.
+    e0_eV : float
+        Edge energy (eV): the prior's reference and the default candidate grid's centre.
+
+    Returns
+    -------
+    dict
+        ``expected_rmse``, ``dwell_s``, ``time_s`` (design time units), ``equal_time`` (bool), ``energies_eV``,
+        and, for a plot, ``prior_mean`` / ``prior_std`` on ``grid_eV``.
+    """
+    prior, noise, grid = _prior_and_noise(design, e0_eV)
+    # the conventional dwell stays far below the camera's saturation: none of the design's pro-rata charge for
+    # split frames applies to it
+    model = replace(ScanTimeModel.from_dict(design["time_model"]), pick_overhead_s=0.0)
+    conv = np.asarray(energies_eV, dtype=float)
+    fixed = model.scan_time_s(conv, 0.0)
+    dwell = (float(design["total_time_s"]) - fixed) / conv.size
+    equal_time = dwell > 0
+    if not equal_time:
+        dwell = float(dwell_s)
+    idx = grid_indices(grid, conv)
+    cov = prior.covariance()
+    variances = noise.variance(prior.mean[idx], dwell)
+    _, std = reconstruct(prior, grid[idx], prior.mean[idx], variances, cov=cov)
+    return {
+        "expected_rmse": float(math.sqrt(np.mean(std**2))),
+        "dwell_s": float(dwell),
+        "time_s": float(model.scan_time_s(conv, dwell)),
+        "equal_time": bool(equal_time),
+        "energies_eV": [float(e) for e in conv],
+        "grid_eV": grid,
+        "prior_mean": prior.mean,
+        "prior_std": np.sqrt(np.diag(cov)),
+    }

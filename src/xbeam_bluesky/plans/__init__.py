@@ -4,15 +4,11 @@ Plans are typed against ``bluesky.protocols`` with JSON-friendly arguments, so t
 IPython profile and the queueserver alike.
 """
 
+from xbeam_bluesky.documents import ENERGY_INDEX_KEY, TILE_INDEX_KEY
 from xbeam_bluesky.plans.duration import DurationEstimate, estimate_duration
 from xbeam_bluesky.plans.layout import ORDERS, acquisition_order, frame_order
 from xbeam_bluesky.plans.segments import DetectorSegments
-from xbeam_bluesky.plans.xanes_imaging import (
-    ENERGY_INDEX_KEY,
-    TILE_INDEX_KEY,
-    validate_xanes_imaging,
-    xanes_imaging,
-)
+from xbeam_bluesky.plans.xanes_imaging import validate_xanes_imaging, xanes_imaging
 from xbeam_bluesky.plans.xrd import resolve_cif, validate_xrd_powder, xrd_powder
 
 __all__ = [

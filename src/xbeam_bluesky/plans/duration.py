@@ -14,6 +14,8 @@ from typing import Any
 
 from bluesky.utils import Msg
 
+from xbeam_bluesky.protocols import FrameTimed, HasExposure, HasPosition, Named, TimedAxis
+
 
 @dataclass
 class DurationEstimate:
@@ -45,7 +47,7 @@ class DurationEstimate:
 def _exposure_of(obj: Any, exposures: dict[int, float]) -> float | None:
     if id(obj) in exposures:
         return exposures[id(obj)]
-    signal = getattr(obj, "exposure", None)
+    signal = obj.exposure if isinstance(obj, HasExposure) else None
     if signal is not None and id(signal) in exposures:
         return exposures[id(signal)]
     return None
@@ -84,7 +86,7 @@ def estimate_duration(
             return where[id(obj)]
         if obj in known:
             return float(known[obj])
-        value = getattr(obj, "position", None)
+        value = obj.position if isinstance(obj, HasPosition) else None
         return float(value) if isinstance(value, int | float) else None
 
     response: Any = None
@@ -95,19 +97,19 @@ def estimate_duration(
             break
         response = None
         command, obj = msg.command, msg.obj
-        if command == "trigger" and _exposure_of(obj, exposures) is None and not hasattr(obj, "frame_time_s"):
+        if command == "trigger" and _exposure_of(obj, exposures) is None and not isinstance(obj, FrameTimed):
             continue  # not a detector (e.g. a soft signal): triggering takes no time
         group = msg.kwargs.get("group")
         if command == "set":
             value = msg.args[0]
             if isinstance(value, int | float):
                 start = position(obj)
-                if hasattr(obj, "move_time_s") and start is not None:
+                if isinstance(obj, TimedAxis) and start is not None:
                     seconds = float(obj.move_time_s(start, float(value)))
                     pending[group] = max(pending.get(group, 0.0), seconds)
                     result.moves += 1
                 where[id(obj)] = float(value)
-                if getattr(obj, "name", "").endswith("exposure"):
+                if isinstance(obj, Named) and obj.name.endswith("exposure"):
                     exposures[id(obj)] = float(value)
         elif command == "prepare":
             livetime = getattr(msg.args[0], "livetime", None) if msg.args else None
@@ -115,7 +117,7 @@ def estimate_duration(
                 exposures[id(obj)] = float(livetime)
         elif command == "trigger":
             exposure = _exposure_of(obj, exposures) or 0.0
-            frame = obj.frame_time_s(exposure) if hasattr(obj, "frame_time_s") else exposure
+            frame = obj.frame_time_s(exposure) if isinstance(obj, FrameTimed) else exposure
             result.exposure_s += frame
             result.overhead_s += overhead_per_frame_s
             result.frames += 1

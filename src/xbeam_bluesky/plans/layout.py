@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from xbeam_bluesky.documents import n_tiles, start_energies
+
 #: Acquisition orders: ``"energy"`` = energy outer (all tiles at one energy, then the next energy);
 #: ``"tile"`` = tile outer (the whole energy list at one tile, then the next tile).
 ORDERS = ("energy", "tile")
@@ -39,8 +41,4 @@ def acquisition_order(n_energies: int, n_tiles: int, order: str = "energy") -> l
 
 def frame_order(start: Mapping[str, Any]) -> list[tuple[int, int]]:
     """(energy_index, tile_index) of each primary frame of an ``xanes_imaging`` run from its start document."""
-    if start.get("purpose") != "xanes_imaging":
-        raise ValueError(
-            f"run {start.get('uid')!r} has purpose {start.get('purpose')!r}, not 'xanes_imaging'"
-        )
-    return acquisition_order(len(start["energies"]), len(start["tiles"]["positions"]), start["order"])
+    return acquisition_order(len(start_energies(start)), n_tiles(start), start["order"])

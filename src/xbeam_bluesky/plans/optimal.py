@@ -14,6 +14,8 @@ import numpy as np
 from bluesky.protocols import Movable, Readable
 from bluesky.utils import MsgGenerator
 
+from xbeam_bluesky.documents import n_tiles, start_tile_positions
+from xbeam_bluesky.errors import XbeamInputError
 from xbeam_bluesky.planning import (
     DEFAULT_MODEL_ERROR,
     DEFAULT_SEPARATION_MODEL_ERROR,
@@ -23,6 +25,8 @@ from xbeam_bluesky.planning import (
     PhaseCandidates,
     ScanTimeModel,
     TransmissionNoise,
+    candidate_grid,
+    default_range,
     design_energies,
     design_map_energies,
     load_design,
@@ -35,13 +39,21 @@ from xbeam_bluesky.planning import (
 from xbeam_bluesky.plans.duration import estimate_duration
 from xbeam_bluesky.plans.metadata import check_user_md
 from xbeam_bluesky.plans.xanes_imaging import max_unsaturated_exposure_s, xanes_imaging
+from xbeam_bluesky.protocols import (
+    FrameTimed,
+    HasLimits,
+    ImagingCamera,
+    NoiseReporting,
+    SampleStage,
+    ScanningMonochromator,
+    TimedStage,
+    XYStage,
+    name_of,
+)
 from xbeam_bluesky.spectra import PhotonNoiseModel, aligned_library, edge_energy, load_library
 
 logger = logging.getLogger(__name__)
 
-#: Candidate grid relative to the edge when ``e_range`` is not given: start, stop, step in eV (the published
-#: Fe K case 7076.2–7181.2 eV in 0.1 eV steps).
-DEFAULT_RANGE_REL_EV = (-35.8, 69.2, 0.1)
 #: Points kept of the expected-error curve in the start document.
 CURVE_POINTS_IN_START = 200
 #: Weakest phase pairs of a map design kept in the start document.
@@ -51,17 +63,12 @@ DEFAULT_N_POINTS = 100
 
 
 def _candidate_grid(e0: float, e_range: Sequence[float] | None) -> np.ndarray:
-    start, stop, step = (
-        (e0 + DEFAULT_RANGE_REL_EV[0], e0 + DEFAULT_RANGE_REL_EV[1], DEFAULT_RANGE_REL_EV[2])
-        if e_range is None
-        else (float(v) for v in e_range)
-    )
+    start, stop, step = default_range(e0) if e_range is None else (float(v) for v in e_range)
     if not (step > 0 and stop > start):
         raise ValueError(
             f"e_range = {e_range!r}; expected [start, stop, step] in eV with start < stop, step > 0"
         )
-    n = round((stop - start) / step) + 1
-    return np.round(start + step * np.arange(n), 6)
+    return candidate_grid(start, stop, step)
 
 
 def _darks_reserve_s(camera: Readable, n_darks: int, dwell: float) -> float:
@@ -69,18 +76,17 @@ def _darks_reserve_s(camera: Readable, n_darks: int, dwell: float) -> float:
     decides; reserved at the camera's longest unsaturated exposure (no frame is longer), else the dwell unit."""
     longest = max_unsaturated_exposure_s(camera)
     exposure = dwell if longest is None else max(float(longest), dwell)
-    return n_darks * (exposure + float(getattr(camera, "readout_s", 0.0)))
+    return n_darks * (exposure + (float(camera.readout_s) if isinstance(camera, FrameTimed) else 0.0))
 
 
 def _stage_time_per_energy(stage: Any, tiles: list[list[float]], flat_xy: Sequence[float] | None) -> float:
     """Stage motion (s) of one energy of ``xanes_imaging(order="energy")``: flat position, then every tile."""
-    move = getattr(stage, "move_time_s", None)
-    if move is None:
+    if not isinstance(stage, TimedStage):
         return 0.0
     path = ([list(flat_xy)] if flat_xy is not None else []) + tiles
     if flat_xy is not None:
         path.append(list(flat_xy))
-    return float(sum(move(tuple(a), tuple(b)) for a, b in itertools.pairwise(path)))
+    return float(sum(stage.move_time_s(tuple(a), tuple(b)) for a, b in itertools.pairwise(path)))
 
 
 def _library_candidates(
@@ -275,20 +281,19 @@ def optimal_xanes_imaging(
         tile_list = [[float(v) for v in t] for t in tiles]
         tile_record: dict[str, Any] = {"source": "explicit", "n_tiles": len(tile_list)}
     elif x_mm is not None or y_mm is not None or polygon_mm is not None:
-        if not (hasattr(camera, "frame_shape") and hasattr(camera, "pixel_um")):
+        if not isinstance(camera, ImagingCamera):
             raise ValueError(
-                f"camera {getattr(camera, 'name', camera)!r} has no frame_shape/pixel_um to tile a region with; "
+                f"camera {name_of(camera)!r} has no frame_shape/pixel_um to tile a region with; "
                 "pass tiles=[[x, y], ...] in mm instead"
             )
-        ny, nx = camera.frame_shape  # type: ignore[attr-defined]
+        ny, nx = camera.frame_shape
+        axes = {"x": stage.x, "y": stage.y} if isinstance(stage, XYStage) else {}
         limits = {
-            axis: tuple(getattr(stage, axis).limits)  # type: ignore[attr-defined]
-            for axis in ("x", "y")
-            if getattr(getattr(stage, axis, None), "limits", None) is not None
+            axis: tuple(device.limits) for axis, device in axes.items() if isinstance(device, HasLimits)
         }
         tiling = plan_tiles(
             (int(nx), int(ny)),
-            float(camera.pixel_um),  # type: ignore[attr-defined]
+            float(camera.pixel_um),
             x_mm=None if x_mm is None else (float(x_mm[0]), float(x_mm[1])),
             y_mm=None if y_mm is None else (float(y_mm[0]), float(y_mm[1])),
             polygon_mm=polygon_mm,
@@ -299,16 +304,21 @@ def optimal_xanes_imaging(
         tile_list = tiling.centers_mm.tolist()
         tile_record = {"source": "tiling", **{k: v for k, v in tiling.to_dict().items() if k != "tiles"}}
     else:
-        x = yield from bps.rd(stage.x)  # type: ignore[attr-defined]
-        y = yield from bps.rd(stage.y)  # type: ignore[attr-defined]
+        if not isinstance(stage, XYStage):
+            raise XbeamInputError(f"stage = {stage!r} has no x and y axes; expected a sample stage")
+        x = yield from bps.rd(stage.x)
+        y = yield from bps.rd(stage.y)
         tile_list = [[float(x), float(y)]]
         tile_record = {"source": "current position", "n_tiles": 1}
 
-    flat_xy = flat_position if flat_position is not None else getattr(stage, "out_position_mm", None)
+    if flat_position is not None:
+        flat_xy: Sequence[float] | None = flat_position
+    else:
+        flat_xy = stage.out_position_mm if isinstance(stage, SampleStage) else None
     flat_xy = flat_xy if n_flats else None
     frames_per_entry = len(tile_list) + int(n_flats)
-    readout = float(getattr(camera, "readout_s", 0.0))
-    noise_md = camera.noise_metadata(1.0) if hasattr(camera, "noise_metadata") else {}  # type: ignore[attr-defined]
+    readout = float(camera.readout_s) if isinstance(camera, FrameTimed) else 0.0
+    noise_md: dict[str, float] = camera.noise_metadata(1.0) if isinstance(camera, NoiseReporting) else {}
     longest = max_unsaturated_exposure_s(camera)
     darks_s = _darks_reserve_s(camera, n_darks, dwell)
 
@@ -345,14 +355,16 @@ def optimal_xanes_imaging(
         # it pro rata (dwell / limit of a tour per pick). Every cost is divided by frames_per_entry so that the
         # design's dwell unit stays the exposure of one frame.
         stage_s = _stage_time_per_energy(stage, tile_list, flat_xy)
-        speed = float(getattr(mono, "speed_eV_s", math.inf))
+        speed, settle = (
+            (mono.speed_eV_s, mono.settle_s) if isinstance(mono, ScanningMonochromator) else (math.inf, 0.0)
+        )
         tour_s = stage_s + frames_per_entry * readout
-        new_energy_s = float(getattr(mono, "settle_s", 0.0)) + tour_s
+        new_energy_s = float(settle) + tour_s
         exact_splits = objective == "map" and longest is not None
         time_model = ScanTimeModel(
             dwell_s=dwell,
             settle_s=new_energy_s / frames_per_entry,
-            speed_eV_per_s=speed * frames_per_entry,
+            speed_eV_per_s=float(speed) * frames_per_entry,
             pick_overhead_s=0.0
             if longest is None or exact_splits
             else tour_s / frames_per_entry * dwell / longest,
@@ -582,7 +594,7 @@ def _adaptive_passes(
         nodes[-1], design1, kw.get("library"), e0, kw["model_error"], kw.get("phases")
     )
     tm = ScanTimeModel.from_dict(design1["time_model"])
-    frames = len(start1["tiles"]["positions"]) + int(kw["n_flats"])
+    frames = n_tiles(start1) + int(kw["n_flats"])
     darks_s = _darks_reserve_s(camera, kw["n_darks"], kw["dwell"])
     units = measured_units(grid, design1["energies_eV"], design1["dwell_s"], tm.dwell_s)
     eps = _first_pass_model_error(nodes[-1], kw["model_error_rms"])
@@ -612,7 +624,7 @@ def _adaptive_passes(
                                                     "model_error_rms")}  # fmt: skip
     return (
         yield from optimal_xanes_imaging(
-            camera, mono, stage, tiles=start1["tiles"]["positions"], design=record, dwell=kw["dwell"],
+            camera, mono, stage, tiles=start_tile_positions(start1), design=record, dwell=kw["dwell"],
             md={**(md or {}), "adaptive": link}, **pass_kw,
         )
     )  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import bluesky.plan_stubs as bps
@@ -13,20 +13,37 @@ from bluesky.protocols import Movable, Preparable, Readable, Triggerable, Writes
 from bluesky.utils import MsgGenerator
 from ophyd import Signal
 
+from xbeam_bluesky.documents import (
+    DARK_STREAM,
+    ENERGY_INDEX_KEY,
+    EXPOSURE_KEY,
+    FLAT_STREAM,
+    PRIMARY_STREAM,
+    PURPOSE_KEY,
+    TILE_INDEX_KEY,
+    XANES_IMAGING,
+    XanesDataKeys,
+    json_safe,
+)
 from xbeam_bluesky.plans.layout import ORDERS
 from xbeam_bluesky.plans.metadata import WRAPPER_KEYS, check_user_md
 from xbeam_bluesky.plans.segments import DetectorSegments, lean_mv
+from xbeam_bluesky.protocols import (
+    ExposureLimited,
+    HasLimits,
+    ImagingCamera,
+    LimitedAxis,
+    Named,
+    NoiseReporting,
+    SampleStage,
+    XYStage,
+    name_of,
+)
 from xbeam_bluesky.spectra import edge_energy
-
-#: Names of the event fields that tag each frame with its place in the acquisition.
-ENERGY_INDEX_KEY = "energy_index"
-TILE_INDEX_KEY = "tile_index"
-#: Name of the event field holding the exposure (s) the camera was prepared with for that frame.
-EXPOSURE_KEY = "exposure_s"
 
 
 def _limits(device: Any) -> tuple[float, float] | None:
-    limits = getattr(device, "limits", None)
+    limits = device.limits if isinstance(device, HasLimits) else None
     if limits is None or len(limits) != 2 or limits[0] >= limits[1]:  # (0, 0) = no limits for ophyd motors
         return None
     return float(limits[0]), float(limits[1])
@@ -35,9 +52,9 @@ def _limits(device: Any) -> tuple[float, float] | None:
 def _check_within(device: Any, value: float, what: str) -> None:
     limits = _limits(device)
     if limits is not None and not limits[0] <= value <= limits[1]:
-        units = getattr(device, "units", "")
+        units = device.units if isinstance(device, LimitedAxis) else ""
         raise ValueError(
-            f"{what} {value} {units} is outside the limits of {getattr(device, 'name', device)}: "
+            f"{what} {value} {units} is outside the limits of {name_of(device)}: "
             f"[{limits[0]}, {limits[1]}] {units}"
         )
 
@@ -106,13 +123,13 @@ def validate_xanes_imaging(
         i = dwells.index(max(dwells))
         what = f"dwell[{i}]" if len(set(dwells)) > 1 else "dwell"
         raise ValueError(
-            f"{what} = {dwells[i]} s saturates camera {getattr(camera, 'name', camera)!r}: its brightest "
+            f"{what} = {dwells[i]} s saturates camera {name_of(camera)!r}: its brightest "
             f"open-beam pixel would pass 90 % of full scale above {longest:.3g} s; use shorter exposures "
             "(measure an energy twice for more photons)"
         )
     if len(set(dwells)) > 1 and not isinstance(camera, Preparable):
         raise ValueError(
-            f"dwell differs between energies but camera {getattr(camera, 'name', camera)!r} is not Preparable: "
+            f"dwell differs between energies but camera {name_of(camera)!r} is not Preparable: "
             "its exposure cannot be set per energy; pass a single dwell"
         )
     if order not in ORDERS:
@@ -124,11 +141,11 @@ def validate_xanes_imaging(
     flat_xy = None
     if n_flats:
         if flat_position is None:
-            flat_position = getattr(stage, "out_position_mm", None)
+            flat_position = stage.out_position_mm if isinstance(stage, SampleStage) else None
             if flat_position is None:
                 raise ValueError(
                     f"n_flats = {n_flats} needs flat_position=[x, y] (sample out of the beam, mm); "
-                    f"{getattr(stage, 'name', stage)} has no out_position_mm"
+                    f"{name_of(stage)} has no out_position_mm"
                 )
         flat_xy = _as_xy(flat_position, "flat_position")
         _check_within(stage.x, flat_xy[0], "flat_position x =")
@@ -140,7 +157,7 @@ def validate_xanes_imaging(
 
 
 def _name(device: Any) -> str:
-    return f"{getattr(device, 'name', None) or repr(device)} ({type(device).__name__})"
+    return f"{(device.name if isinstance(device, Named) else None) or repr(device)} ({type(device).__name__})"
 
 
 def check_slots(camera: Any, mono: Any, stage: Any, shutter: Any = None) -> None:
@@ -185,19 +202,10 @@ def check_slots(camera: Any, mono: Any, stage: Any, shutter: Any = None) -> None
 def max_unsaturated_exposure_s(camera: Any, margin: float = 0.9) -> float | None:
     """Longest exposure (s) at which the brightest open-beam pixel stays below ``margin`` × saturation.
 
-    Uses the camera's detector model when it has one (``camera.model.expected_frame(None, exposure_s)`` and
-    ``saturation_adu``, default 65535 for 16-bit frames, as the simulated sCMOS); None when the camera cannot
-    tell (e.g. EPICS cameras), in which case nothing is checked.
+    Asks cameras that can tell (:class:`~xbeam_bluesky.protocols.ExposureLimited`, as the simulated sCMOS with its
+    detector model); None for a camera that cannot (e.g. EPICS cameras), in which case nothing is checked.
     """
-    model = getattr(camera, "model", None)
-    if model is None or not hasattr(model, "expected_frame"):
-        return None
-    dark = float(model.expected_frame(None, 0.0).max())
-    per_s = float(model.expected_frame(None, 1.0).max()) - dark
-    if not per_s > 0:
-        return None
-    saturation = float(getattr(model, "saturation_adu", 65535))
-    return (margin * saturation - dark) / per_s
+    return camera.max_unsaturated_exposure_s(margin) if isinstance(camera, ExposureLimited) else None
 
 
 def _positive_seconds(value: Any) -> bool:
@@ -224,16 +232,6 @@ def _dwell_per_energy(dwell: Any, n_energies: int) -> list[float]:
             f"dwell = {dwell!r}; expected a positive exposure time in s (or a list, one per energy)"
         )
     return [float(dwell)] * n_energies
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, bool | int | float | str) or value is None:
-        return value
-    return repr(getattr(value, "name", value))
 
 
 def xanes_imaging(
@@ -324,20 +322,25 @@ def xanes_imaging(
     e0_value = float(e0) if e0 is not None else edge_energy(edge)
     energy_index = Signal(name=ENERGY_INDEX_KEY, value=-1)
     tile_index = Signal(name=TILE_INDEX_KEY, value=-1)
-    frame_shape = getattr(camera, "frame_shape", None)
-    pixel = pixel_size_um if pixel_size_um is not None else getattr(camera, "pixel_um", None)
+    frame_shape = camera.frame_shape if isinstance(camera, ImagingCamera) else None
+    if pixel_size_um is not None:
+        pixel: float | None = pixel_size_um
+    else:
+        pixel = camera.pixel_um if isinstance(camera, ImagingCamera) else None
     per_energy = not isinstance(dwell, numbers.Real)
     dwell_md: float | list[float] = dwells if per_energy else dwells[0]
-    noise = camera.noise_metadata(min(dwells)) if hasattr(camera, "noise_metadata") else None
+    noise = camera.noise_metadata(min(dwells)) if isinstance(camera, NoiseReporting) else None
     if noise is not None and per_energy:
         noise["i0_counts_per_energy"] = [camera.noise_metadata(d)["i0_counts"] for d in dwells]
     exposure_tag = Signal(name=EXPOSURE_KEY, value=dwells[0])
     n_primary = len(energies_f) * len(tiles_f)
-    x_axis, y_axis = stage.x, stage.y  # type: ignore[attr-defined]
+    if not (isinstance(stage, XYStage) and isinstance(mono, Named)):  # checked by validate_xanes_imaging
+        raise TypeError(f"stage = {stage!r}, mono = {mono!r}; expected an x/y sample stage and a named mono")
+    x_axis, y_axis = stage.x, stage.y
     start_md: dict[str, Any] = {
-        "purpose": "xanes_imaging",
+        PURPOSE_KEY: XANES_IMAGING,
         "plan_name": "xanes_imaging",
-        "plan_args": _json_safe(
+        "plan_args": json_safe(
             {
                 "camera": camera,
                 "mono": mono,
@@ -355,10 +358,10 @@ def xanes_imaging(
             }
         ),
         "detectors": [camera.name],
-        "motors": [mono.name, x_axis.name, y_axis.name],  # type: ignore[attr-defined]
+        "motors": [mono.name, x_axis.name, y_axis.name],
         "num_points": n_primary,
         "num_intervals": n_primary - 1,
-        "hints": {"dimensions": [([mono.name], "primary")]},  # type: ignore[attr-defined]
+        "hints": {"dimensions": [([mono.name], PRIMARY_STREAM)]},
         "edge": edge,
         "e0": e0_value,
         "energies": energies_f,
@@ -370,21 +373,21 @@ def xanes_imaging(
             "frame_shape": list(frame_shape) if frame_shape else None,
         },
         "frame_shape": list(frame_shape) if frame_shape else None,
-        "design": _json_safe(design) if design is not None else None,
+        "design": json_safe(design) if design is not None else None,
         "n_darks": int(n_darks),
         "n_flats": int(n_flats),
         "flat_position": list(flat_xy) if flat_xy else None,
         "noise_model": noise,
         "i0": noise.get("i0_counts") if noise else None,
-        "data_keys": {
-            "frame": camera.name,
-            "energy": mono.name,  # type: ignore[attr-defined]
-            "x": x_axis.name,
-            "y": y_axis.name,
-            "energy_index": ENERGY_INDEX_KEY,
-            "tile_index": TILE_INDEX_KEY,
-            "exposure_s": EXPOSURE_KEY,
-        },
+        "data_keys": XanesDataKeys(
+            frame=camera.name,
+            energy=mono.name,
+            x=x_axis.name,
+            y=y_axis.name,
+            energy_index=ENERGY_INDEX_KEY,
+            tile_index=TILE_INDEX_KEY,
+            exposure_s=EXPOSURE_KEY,
+        ),
     }
     wrapper_md = {k: v for k, v in (md or {}).items() if k in WRAPPER_KEYS}
     user_md = check_user_md(
@@ -419,28 +422,28 @@ def xanes_imaging(
         uid = yield from bps.open_run(start_md)
         if n_darks:
             yield from bps.mv(shutter, "closed")
-            yield from take("dark", -1, -1, n_darks)
+            yield from take(DARK_STREAM, -1, -1, n_darks)
             yield from bps.mv(shutter, "open")
         if order == "energy":
             for ie, energy in enumerate(energies_f):
                 yield from bps.mv(mono, energy)
                 if flat_xy is not None:
                     yield from move_stage(flat_xy)
-                    yield from take("flat", ie, -1, n_flats)
+                    yield from take(FLAT_STREAM, ie, -1, n_flats)
                 for it, xy in enumerate(tiles_f):
                     yield from move_stage(xy)
-                    yield from take("primary", ie, it)
+                    yield from take(PRIMARY_STREAM, ie, it)
         else:
             if flat_xy is not None:
                 yield from move_stage(flat_xy)
                 for ie, energy in enumerate(energies_f):
                     yield from bps.mv(mono, energy)
-                    yield from take("flat", ie, -1, n_flats)
+                    yield from take(FLAT_STREAM, ie, -1, n_flats)
             for it, xy in enumerate(tiles_f):
                 yield from move_stage(xy)
                 for ie, energy in enumerate(energies_f):
                     yield from lean_mv(mono, energy)
-                    yield from take("primary", ie, it)
+                    yield from take(PRIMARY_STREAM, ie, it)
         yield from segments.close()
         yield from bps.close_run()
         return uid

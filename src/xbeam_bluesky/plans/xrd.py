@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import bluesky.plan_stubs as bps
@@ -13,25 +11,10 @@ import bluesky.preprocessors as bpp
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
+from xbeam_bluesky.bundled import resolve_cif
+from xbeam_bluesky.documents import PURPOSE_KEY, XRD, XrdDataKeys
 from xbeam_bluesky.plans.metadata import check_user_md
-
-
-def resolve_cif(name: str) -> Path:
-    """Path of a CIF given as a file path or as the name of a bundled CIF (``xbeam_bluesky/data/cif``).
-
-    Raises
-    ------
-    FileNotFoundError
-        Naming the CIF and listing the bundled ones.
-    """
-    path = Path(name)
-    if path.is_file():
-        return path
-    bundled = Path(str(resources.files("xbeam_bluesky") / "data" / "cif"))
-    if (bundled / name).is_file():
-        return bundled / name
-    available = sorted(p.name for p in bundled.glob("*.cif"))
-    raise FileNotFoundError(f"CIF {name!r} is neither a file nor a bundled CIF (bundled: {available})")
+from xbeam_bluesky.protocols import HasExposure
 
 
 def validate_xrd_powder(detector: Any, exposure: float, phases: Sequence[str], num: int) -> list[str]:
@@ -91,7 +74,7 @@ def xrd_powder(
     phases_l = validate_xrd_powder(detector, exposure, phases, num)
     name = detector.name
     start_md: dict[str, Any] = {
-        "purpose": "xrd",
+        PURPOSE_KEY: XRD,
         "plan_name": "xrd_powder",
         "plan_args": {
             "detector": repr(name),
@@ -108,15 +91,14 @@ def xrd_powder(
         "cif_paths": [str(resolve_cif(p)) for p in phases_l],
         "exposure": float(exposure),
         "sample": sample,
-        "data_keys": {"two_theta": f"{name}-two_theta", "counts": f"{name}-counts"},
+        "data_keys": XrdDataKeys(two_theta=f"{name}-two_theta", counts=f"{name}-counts"),
     }
     start_md.update(check_user_md(md, start_md, "xrd_powder"))
 
     @bpp.run_decorator(md=start_md)
     def body() -> MsgGenerator[None]:
-        exposure_signal = getattr(detector, "exposure", None)
-        if exposure_signal is not None:
-            yield from bps.mv(exposure_signal, float(exposure))
+        if isinstance(detector, HasExposure):
+            yield from bps.mv(detector.exposure, float(exposure))
         for _ in range(int(num)):
             yield from bps.trigger_and_read([detector])
 

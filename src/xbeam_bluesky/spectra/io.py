@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from xbeam_bluesky.bundled import XAS_DIR
 from xbeam_bluesky.spectra.model import Spectrum, SpectrumFormatError, SpectrumKind
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def bundled_library_dir(edge: str = "Fe-K") -> Path:
         The directory (inside the installed package).
     """
     folder = edge.replace("-", "_")
-    path = Path(str(resources.files("xbeam_bluesky") / "data" / "xas" / folder))
+    path = XAS_DIR / folder
     if not path.is_dir():
         raise FileNotFoundError(
             f"no bundled reference library for edge {edge!r} (expected {path}); bundled: Fe-K"

@@ -11,6 +11,16 @@ from typing import Any
 
 import numpy as np
 
+from xbeam_bluesky.documents import (
+    DARK_STREAM,
+    FLAT_STREAM,
+    PRIMARY_STREAM,
+    XanesDataKeys,
+    start_energies,
+    start_tile_positions,
+    xanes_data_keys,
+    xrd_data_keys,
+)
 from xbeam_bluesky.spectra import absorbance_from_counts
 
 
@@ -77,11 +87,8 @@ def start_doc(run: Any) -> dict:
     return dict(run.metadata["start"])
 
 
-def _keys(run: Any) -> dict[str, str]:
-    start = start_doc(run)
-    if start.get("purpose") != "xanes_imaging":
-        raise ValueError(f"run {start.get('uid')} has purpose {start.get('purpose')!r}, not 'xanes_imaging'")
-    return start["data_keys"]
+def _keys(run: Any) -> XanesDataKeys:
+    return xanes_data_keys(start_doc(run))
 
 
 def _column(run: Any, stream: str, key: str) -> np.ndarray:
@@ -93,7 +100,7 @@ def streams(run: Any) -> list[str]:
     return list(run)
 
 
-def frame_table(run: Any, stream: str = "primary") -> FrameTable:
+def frame_table(run: Any, stream: str = PRIMARY_STREAM) -> FrameTable:
     """Energies, positions and (energy_index, tile_index) of every frame of ``stream``."""
     keys = _keys(run)
     if stream not in run:
@@ -109,17 +116,15 @@ def frame_table(run: Any, stream: str = "primary") -> FrameTable:
 
 def energies(run: Any) -> np.ndarray:
     """The requested energies (eV) of an XANES-imaging run, in order."""
-    _keys(run)
-    return np.asarray(start_doc(run)["energies"], dtype=float)
+    return np.asarray(start_energies(start_doc(run)), dtype=float)
 
 
 def tile_positions(run: Any) -> np.ndarray:
     """Requested stage positions of the tiles, (n_tiles, 2) in mm."""
-    _keys(run)
-    return np.asarray(start_doc(run)["tiles"]["positions"], dtype=float).reshape(-1, 2)
+    return np.asarray(start_tile_positions(start_doc(run)), dtype=float).reshape(-1, 2)
 
 
-def read_frames(run: Any, stream: str = "primary", rows: np.ndarray | slice | None = None) -> np.ndarray:
+def read_frames(run: Any, stream: str = PRIMARY_STREAM, rows: np.ndarray | slice | None = None) -> np.ndarray:
     """Frames of ``stream`` as (n, ny, nx) (all, a slice, or the given row indices)."""
     keys = _keys(run)
     node = _v3(run)[stream][keys["frame"]]
@@ -158,16 +163,16 @@ def tile_stack(run: Any, tile_index: int) -> TileStack:
         energies_eV=requested[table.energy_index[rows]],
         readback_eV=table.energy_eV[rows],
         energy_index=table.energy_index[rows],
-        frames=read_frames(run, "primary", rows),
+        frames=read_frames(run, PRIMARY_STREAM, rows),
     )
 
 
 def dark_frames(run: Any) -> np.ndarray:
     """All dark frames, (n, ny, nx) (empty if the run took none)."""
-    if "dark" not in run:
+    if DARK_STREAM not in run:
         shape = start_doc(run).get("frame_shape") or (0, 0)
         return np.empty((0, *shape), dtype=np.uint16)
-    return read_frames(run, "dark")
+    return read_frames(run, DARK_STREAM)
 
 
 def dark_mean(run: Any) -> np.ndarray | float:
@@ -178,10 +183,10 @@ def dark_mean(run: Any) -> np.ndarray | float:
 
 def flat_means(run: Any) -> dict[int, np.ndarray]:
     """Mean flat frame (float32 (ny, nx)) per energy_index."""
-    if "flat" not in run:
+    if FLAT_STREAM not in run:
         return {}
-    table = frame_table(run, "flat")
-    frames = read_frames(run, "flat")
+    table = frame_table(run, FLAT_STREAM)
+    frames = read_frames(run, FLAT_STREAM)
     return {
         int(ie): frames[table.energy_index == ie].mean(axis=0, dtype=np.float64).astype(np.float32)
         for ie in np.unique(table.energy_index)
@@ -230,10 +235,8 @@ class XRDPattern:
 def xrd_pattern(run: Any) -> XRDPattern:
     """The powder pattern of an ``xrd_powder`` run."""
     start = start_doc(run)
-    if start.get("purpose") != "xrd":
-        raise ValueError(f"run {start.get('uid')} has purpose {start.get('purpose')!r}, not 'xrd'")
-    keys = start["data_keys"]
-    primary = _v3(run)["primary"]
+    keys = xrd_data_keys(start)
+    primary = _v3(run)[PRIMARY_STREAM]
     two_theta = np.asarray(primary[keys["two_theta"]].read())
     counts = np.asarray(primary[keys["counts"]].read()).reshape(two_theta.shape[0], -1)
     return XRDPattern(

@@ -249,6 +249,11 @@ class SimCamera(StandardDetector):
             "photon_flux": model.photon_flux,
         }
 
+    def max_unsaturated_exposure_s(self, margin: float = 0.9) -> float | None:
+        """Longest exposure (s) at which the brightest open-beam pixel stays below ``margin`` × saturation
+        (:meth:`CameraModel.max_unsaturated_exposure_s`)."""
+        return self.model.max_unsaturated_exposure_s(margin)
+
     def inject_timeout(self, after_frames: int | None) -> None:
         """Simulate a detector fault: after ``after_frames`` more frames no frame arrives (None = healthy)."""
         self.fail_after_frames = None if after_frames is None else self.frames_total + int(after_frames)

@@ -125,6 +125,15 @@ class CameraModel:
         np.clip(frame, 0, SATURATION_ADU, out=frame)
         return frame.astype(np.uint16)
 
+    def max_unsaturated_exposure_s(self, margin: float = 0.9) -> float | None:
+        """Longest exposure (s) at which the brightest open-beam pixel's mean stays below ``margin`` × the
+        16-bit full scale (:data:`SATURATION_ADU`); None if the open beam adds no counts."""
+        dark = float(self.expected_frame(None, 0.0).max())
+        per_s = float(self.expected_frame(None, 1.0).max()) - dark
+        if not per_s > 0:
+            return None
+        return (margin * SATURATION_ADU - dark) / per_s
+
     def noise_model(self) -> PhotonNoiseModel:
         """Variance model of dark-subtracted counts: Var = gain · N + read_noise²."""
         return PhotonNoiseModel(gain=self.gain, offset=self.read_noise**2)

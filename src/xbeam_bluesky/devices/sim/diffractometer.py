@@ -22,11 +22,10 @@ from ophyd_async.core import (
 )
 from ophyd_async.core import StandardReadableFormat as Format
 
+from xbeam_bluesky.bundled import CIF_DIR, bundled_cifs
+
 #: renderer(two_theta_deg) -> expected counts per second at each 2θ.
 PatternRenderer = Callable[[np.ndarray], np.ndarray]
-
-#: Bundled CIFs of the simulated powder sample.
-CIF_DIR = Path(__file__).resolve().parents[2] / "data" / "cif"
 
 
 #: Counts per second at the strongest point of the default pattern: a lab Cu Kα diffractometer with a strip
@@ -97,8 +96,7 @@ def rietveld_renderer(
         if not path.is_file():
             path = CIF_DIR / name
         if not path.is_file():
-            available = sorted(p.name for p in CIF_DIR.glob("*.cif"))
-            raise FileNotFoundError(f"CIF {name!r} not found (bundled CIFs: {available})")
+            raise FileNotFoundError(f"CIF {name!r} not found (bundled CIFs: {bundled_cifs()})")
         cifs.append(path)
     scales = [float(s) for s in phases.values()]
 
