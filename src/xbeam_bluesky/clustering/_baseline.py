@@ -50,6 +50,9 @@ def remove_baseline(spectra: ArrayLike, basis: NDArray[np.float64], axis: int = 
     """Spectra minus their least-squares baseline in ``basis``, plus their mean (the absorbance level is kept, so a
     photon-noise model still sees the right transmitted counts).
 
+    The basis's first column is the constant (:func:`baseline_basis`), so removing the fit and adding the mean back
+    is removing the projection on the other columns: x − Q₁ Q₁ᵀ x.
+
     Parameters
     ----------
     spectra
@@ -65,14 +68,13 @@ def remove_baseline(spectra: ArrayLike, basis: NDArray[np.float64], axis: int = 
         Same shape as ``spectra``; a pixel with a non-finite value stays non-finite.
     """
     s = np.moveaxis(np.asarray(spectra, dtype=np.float64), axis, -1)
-    fit = (s @ basis) @ basis.T
-    out = s - fit + s.mean(axis=-1, keepdims=True)
-    return np.moveaxis(out, -1, axis)
+    q1 = basis[:, 1:]
+    return np.moveaxis(s - (s @ q1) @ q1.T, -1, axis)
 
 
 @dataclass(frozen=True)
 class BaselineRemoved:
-    """A stack source read with each pixel's baseline removed (:func:`remove_baseline`)."""
+    """A stack source read with each pixel's baseline removed (:func:`remove_baseline`), in float32."""
 
     source: StackSource
     basis: NDArray[np.float64]
@@ -82,5 +84,11 @@ class BaselineRemoved:
         return self.source.shape
 
     def read_rows(self, y0: int, y1: int) -> NDArray[np.floating]:
-        block = self.source.read_rows(y0, y1)
-        return remove_baseline(block, self.basis, axis=0).astype(np.float32)
+        """Rows [y0, y1) with the baseline removed, float32 (n_energies, y1 − y0, nx): one new block, the source's
+        rows are not changed (one rank-``degree`` product along energy, no float64 copy of the block)."""
+        block = np.asarray(self.source.read_rows(y0, y1), dtype=np.float32)
+        q1 = np.ascontiguousarray(self.basis[:, 1:], dtype=np.float32)
+        flat = block.reshape(block.shape[0], -1)
+        out = np.matmul(-q1, q1.T @ flat)  # (E, pixels): minus the fit, the mean kept (basis column 0)
+        out += flat
+        return out.reshape(block.shape)

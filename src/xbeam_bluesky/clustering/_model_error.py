@@ -35,14 +35,18 @@ def estimate_model_error(
     labels: ArrayLike,
     *,
     floor: ArrayLike | None = None,
-    n_bisect: int = 40,
 ) -> NDArray[np.float64]:
     """Model error per energy from the spread of pixels around their cluster centre beyond photon noise.
 
-    For each energy i, ε_i solves median_p [ r_p,i² / (v_p,i + ε_i²) ] = median(χ²₁), with r_p = z_p − c_k(p)
+    For each energy i, ε_i solves median_p [ r_p,i² / (v_p,i + ε_i²) ] = median(χ²₁) = m, with r_p = z_p − c_k(p)
     the residual of pixel p from its centre and v_p,i = τ_p,i² + c_i² Σ_j c_j² τ_p,j² its photon variance on
     the standardized scale (τ_p,i the channel noise, the second term from the noisy norm the spectrum is divided
-    by): the robust (median) version of E[r²] = v + ε². The median ignores up to half of the pixels being outliers (a minority or a wrong centre).
+    by): the robust (median) version of E[r²] = v + ε². The median ignores up to half of the pixels being
+    outliers (a minority or a wrong centre).
+
+    The solution is closed-form: r²/(v + ε²) > m exactly when r²/m − v > ε², so the median of the ratios is m
+    where ε² is the median of r²/m − v (one partial sort per energy, no iteration; see
+    ``docs/decisions/clustering-model-error.md``).
 
     Parameters
     ----------
@@ -56,8 +60,6 @@ def estimate_model_error(
         Centre index (0..K-1) of each pixel, negative = not used.
     floor
         Smallest ε per energy (default: :func:`model_error_floor`).
-    n_bisect
-        Bisection steps (relative precision 2⁻ⁿ of the bracket).
 
     Returns
     -------
@@ -76,14 +78,7 @@ def estimate_model_error(
     cz = c[lab[use]]
     r2 = (z[use] - cz) ** 2
     # standardizing by the noisy norm adds z_i · (z·δx)/‖x − mean‖ to channel i: variance c_i² Σ_j c_j² τ_j²
-    t2 = tau[use] ** 2 + cz**2 * np.einsum("ne,ne->n", cz**2, tau[use] ** 2)[:, None]
-    if np.median(r2 / t2, axis=0).max() <= _CHI2_1_MEDIAN:  # photon noise explains the spread everywhere
-        return np.array(lo_floor, dtype=np.float64)
-    lo = np.zeros(n_e)
-    hi = np.median(r2, axis=0) / _CHI2_1_MEDIAN + 1e-30  # at ε² = hi the ratio is below the target
-    for _ in range(n_bisect):
-        mid = 0.5 * (lo + hi)
-        too_small = np.median(r2 / (t2 + mid), axis=0) > _CHI2_1_MEDIAN
-        lo = np.where(too_small, mid, lo)
-        hi = np.where(too_small, hi, mid)
-    return np.maximum(np.sqrt(0.5 * (lo + hi)), lo_floor)
+    t2 = tau[use] ** 2
+    t2 += cz**2 * np.einsum("ne,ne->n", cz**2, t2)[:, None]
+    excess = np.median(r2 / _CHI2_1_MEDIAN - t2, axis=0)  # ε² at which the ratios' median is m
+    return np.maximum(np.sqrt(np.maximum(excess, 0.0)), lo_floor)

@@ -188,11 +188,11 @@ class ClusteringPipeline:
         rng = np.random.default_rng(self.seed)
         picked = []
         for src in sources:
+            nx = src.shape[2]
             for y0, y1 in row_blocks(src.shape, self.memory_bytes):
-                block = np.asarray(src.read_rows(y0, y1), dtype=np.float64)
-                flat = block.reshape(block.shape[0], -1).T
-                take = rng.random(flat.shape[0]) < rate
-                picked.append(flat[take])
+                take = np.flatnonzero(rng.random((y1 - y0) * nx) < rate)
+                block = src.read_rows(y0, y1)  # only the picked pixels are gathered and converted
+                picked.append(np.asarray(block[:, take // nx, take % nx], dtype=np.float64).T)
         x = np.concatenate(picked) if picked else np.empty((0, len(self.energies)))
         self._check_frames(x)
         ok = np.all(np.isfinite(x), axis=1) & (np.ptp(x, axis=1) > 0)

@@ -52,3 +52,23 @@ def test_a_per_pixel_slope_does_not_change_the_map(energies, library, noisy_abso
         [ArrayStack(sloped)]
     )
     assert matched_scores(truth, old.labels, 3).macro_f1 < 0.99
+
+
+@pytest.mark.parametrize("degree", [0, 1, 2])
+def test_the_float32_block_reader_matches_the_float64_removal(energies, degree):
+    from xbeam_bluesky.clustering import ArrayStack
+    from xbeam_bluesky.clustering._baseline import BaselineRemoved
+
+    rng = np.random.default_rng(5)
+    stack = (0.5 + rng.normal(size=(energies.size, 12, 9)) * 0.1).astype(np.float32)
+    stack[:, 3, 4] = np.nan  # a dead pixel stays non-finite
+    before = stack.copy()
+    basis = baseline_basis(energies, degree)
+    got = BaselineRemoved(ArrayStack(stack), basis).read_rows(2, 10)
+    want = remove_baseline(stack[:, 2:10].astype(np.float64), basis, axis=0)
+    assert got.dtype == np.float32 and got.shape == (energies.size, 8, 9)
+    np.testing.assert_allclose(got, want, atol=2e-6, equal_nan=True)
+    assert (
+        np.isnan(got[:, 1, 4]).all() and np.isfinite(np.delete(got.reshape(energies.size, -1), 13, 1)).all()
+    )
+    np.testing.assert_array_equal(stack, before)  # the source is not changed

@@ -64,3 +64,43 @@ def test_separation_saturates_with_dose(library, noise):
 def test_bad_model_error_is_named():
     with pytest.raises(ValueError, match="model_error"):
         standardized_noise(np.linspace(0, 1, 5), 1e4, None, model_error=[-1.0, 0, 0, 0, 0])  # type: ignore[arg-type]
+
+
+def test_estimate_solves_the_median_equation(library, noise):
+    """The closed form is the root of median_p[r²/(v + ε²)] = median(χ²₁) per energy, found here independently by
+    root-finding on the defining equation (odd n: the median is one ratio, so the root is exact)."""
+    from scipy.optimize import brentq
+    from scipy.stats import chi2
+
+    rng = np.random.default_rng(3)
+    x = _phase_pixels(library["Fe2O3_rt_01"], 4001, 2e4, noise, 0.006, rng)
+    z, tau = standardize(x), standardized_noise(x, 2e4, noise)
+    c = standardize(z.mean(axis=0))
+    eps = estimate_model_error(z, tau, c[None], np.zeros(len(x), int), floor=0.0)
+    r2 = (z - c) ** 2
+    v = tau**2 + c**2 * ((c**2 * tau**2).sum(axis=1))[:, None]
+    m = chi2.median(1)
+    checked = 0
+    for i in range(z.shape[1]):
+        g = lambda e2, i=i: np.median(r2[:, i] / (v[:, i] + e2)) - m  # noqa: E731
+        if g(0.0) <= 0:  # photon noise explains this channel: the estimate is 0 (floor 0)
+            assert eps[i] == 0.0
+            continue
+        root = brentq(g, 0.0, float(np.max(r2[:, i])) / m, xtol=1e-16, rtol=1e-12)
+        assert eps[i] ** 2 == pytest.approx(root, rel=1e-6)
+        checked += 1
+    assert checked > z.shape[1] // 2  # most channels carry the injected model error
+
+
+def test_estimate_ignores_unused_pixels_and_keeps_the_floor(library, noise):
+    rng = np.random.default_rng(4)
+    x = _phase_pixels(library["Fe3O4_rt_01"], 3000, 1e4, noise, 0.01, rng)
+    z, tau = standardize(x), standardized_noise(x, 1e4, noise)
+    c = standardize(z.mean(axis=0))[None]
+    labels = np.zeros(len(x), int)
+    labels[::2] = -1  # half the pixels not used
+    used = estimate_model_error(z[1::2], tau[1::2], c, np.zeros(len(x) // 2, int), floor=0.0)
+    assert np.array_equal(estimate_model_error(z, tau, c, labels, floor=0.0), used)
+    floor = np.full(z.shape[1], 0.5)  # a floor above the spread wins everywhere
+    assert np.array_equal(estimate_model_error(z, tau, c, labels, floor=floor), floor)
+    assert np.array_equal(estimate_model_error(z, tau, c, np.full(len(x), -1), floor=floor), floor)
