@@ -62,17 +62,28 @@ def _run(ns, callback, capture=None, dwell=0.25):
 
 @pytest.fixture(scope="module")
 def live_run(ns):
-    provisional = []
-    live = LiveClustering(ns["tiled_client"], references=REFS, n_draws=800,
-                          on_provisional=lambda tile, labels, n: provisional.append((tile, n, labels.copy())))  # fmt: skip
+    from xbeam_bluesky.storage import open_storage
+
+    reader = open_storage(uri=ns["storage"].uri)  # another client, reading while the run goes
+    provisional, read_back = [], []
+
+    def seen(tile: int, labels: np.ndarray, n: int) -> None:
+        provisional.append((tile, n, labels.copy()))
+        if n < len(ENERGIES):
+            found = [node for node in reader.client["analysis"].values()
+                     if node.metadata.get("kind") == "clustering_provisional"]  # fmt: skip
+            read_back.append((tile, n, [(dict(f.metadata), f[f"tile_{tile}"].read()) for f in found]))
+
+    live = LiveClustering(ns["tiled_client"], references=REFS, n_draws=800, on_provisional=seen)
     documents: list = []
     uid = _run(ns, live, documents)
     assert live.join(timeout=600)
-    return live, uid, provisional, documents
+    reader.close()
+    return live, uid, provisional, documents, read_back
 
 
 def test_result_in_tiled_linked_to_the_run(ns, live_run) -> None:
-    _, uid, provisional, _ = live_run
+    _, uid, provisional, _, _ = live_run
     (node,) = analysis_results(ns["tiled_client"], uid, "clustering")
     md = node.metadata
     assert md["raw_uid"] == uid and md["status"] == "success", md.get("error")
@@ -88,19 +99,57 @@ def test_result_in_tiled_linked_to_the_run(ns, live_run) -> None:
     assert {t for t, n, _ in provisional if n < len(ENERGIES)} == {0, 1}
 
 
-def test_live_equals_batch_on_the_same_run(ns, live_run) -> None:
-    live, uid, _, _ = live_run
+def test_provisional_maps_are_readable_in_tiled_while_the_run_goes(ns, live_run) -> None:
+    _live, uid, provisional, _, read_back = live_run
+    # every provisional map before a tile's last energy was read by another client, equal to the map made
+    assert {t for t, n, _ in read_back} == {0, 1}
+    for tile, n, found in read_back:
+        ((md, labels),) = [(m, a) for m, a in found if m["raw_uid"] == uid]
+        assert md["status"] == "running" and md["energies_received"][str(tile)] == n
+        made = next(lab for t, k, lab in provisional if (t, k) == (tile, n))
+        np.testing.assert_array_equal(labels, made)
+    # at the end the provisional result points at the final one
+    (final,) = analysis_results(ns["tiled_client"], uid, "clustering")
+    (prov,) = analysis_results(ns["tiled_client"], uid, "clustering_provisional")
+    assert prov.metadata["status"] == "final" and prov.metadata["final_result_uid"] == final.metadata["result_uid"]
+    assert prov.metadata["energies_received"] == {"0": len(ENERGIES), "1": len(ENERGIES)}
+    assert final.metadata["provisional_publish_errors"] == 0
+
+
+def test_live_and_xbeam_cluster_on_the_run_from_tiled_give_identical_maps(ns, live_run, tmp_path, capsys) -> None:
+    """The run clustered live (frames read from the detector files as they came) and re-clustered by
+    ``xbeam cluster UID`` from tiled (frames read back through the tiled server): the same map, pixel for pixel."""
+    import json
+
+    import h5py
+
+    from xbeam_bluesky.cli import main
+
+    live, uid, _, _, _ = live_run
     result = live.results[uid]
-    run = ns["tiled_client"][uid]
-    sources = [ArrayStack(absorbance_stack(run, t)[1]) for t in range(len(TILES))]
-    batch = cluster_tiles(sources, result.sites, centers_mm=[tuple(t) for t in TILES], pixel_um=4.0,
-                          discover=False)  # fmt: skip
-    assert np.mean(batch.raw_labels == result.raw_labels) > 0.999
-    assert np.mean(batch.labels == result.labels) > 0.999
+    out = tmp_path / "batch.h5"
+    cli = ["cluster", uid, "--tiled-uri", ns["storage"].uri, "--references", ",".join(REFS), "--out", str(out)]
+    assert main(cli) == 0
+    capsys.readouterr()
+    with h5py.File(out) as f:
+        np.testing.assert_array_equal(f["labels"][()], result.labels)
+        np.testing.assert_array_equal(f["raw_labels"][()], result.raw_labels)
+        np.testing.assert_array_equal(f["confidence"][()], result.confidence)
+        np.testing.assert_array_equal(f["spectra"][()], result.spectra)
+        assert [n.decode() for n in f["cluster_names"][()]] == list(result.cluster_names)
+        record = json.loads(f.attrs["clustering_record"])
+    assert record == json.loads(json.dumps(live.records[uid]))  # the same choices, recorded
+    assert record["noise"] == "run" and record["element"] == "Fe" and record["references"] == REFS
+    # the map is not trivial: several clusters and the pipeline's no-absorber test ran on it
+    assert len(np.unique(result.labels[result.labels > 0])) >= 3
+    assert "absorber_test" in result.metadata
+    (node,) = analysis_results(ns["tiled_client"], uid, "clustering")
+    np.testing.assert_array_equal(node["labels"].read(), result.labels)
+    assert node.metadata["noise"] == "run" and node.metadata["parameters"]["noise"] is None
 
 
 def test_labels_match_the_phantom(ns, live_run) -> None:
-    live, uid, _, _ = live_run
+    live, uid, _, _, _ = live_run
     result = live.results[uid]
     truth = stitch_tiles(
         [
@@ -123,7 +172,7 @@ def test_labels_match_the_phantom(ns, live_run) -> None:
 
 
 def test_missing_frame_is_reported_and_the_map_still_made(ns, live_run) -> None:
-    _, uid, _, documents = live_run
+    _, uid, _, documents, _ = live_run
     replay = LiveClustering(None, references=REFS, n_draws=800)
     skipped = False
     for name, doc in documents:
@@ -141,7 +190,7 @@ def test_missing_frame_is_reported_and_the_map_still_made(ns, live_run) -> None:
 def test_wrong_frame_shape_is_named_and_the_map_still_made(ns, live_run, tmp_path) -> None:
     import h5py
 
-    _, uid, _, documents = live_run
+    _, uid, _, documents, _ = live_run
     bad = tmp_path / "wrong_shape.h5"
     with h5py.File(bad, "w") as f:
         f["/entry/data/data"] = np.full((len(TILES), 10, 10), 1000, np.uint16)
@@ -170,7 +219,7 @@ def test_factory_for_the_live_registry() -> None:
         LiveContext(results=None, options={"clustering": {"n_draws": 10, "window": 3}})
     )
     assert isinstance(callback, LiveClustering) and callback.single_run and callback.window == 3
-    assert live_clustering(LiveContext(results=None, options=None)).options["n_draws"] == 2000
+    assert live_clustering(LiveContext(results=None, options=None)).site_options["n_draws"] == 2000
 
 
 def test_cli_on_the_tiled_run(ns, live_run, tmp_path, capsys) -> None:
@@ -180,7 +229,7 @@ def test_cli_on_the_tiled_run(ns, live_run, tmp_path, capsys) -> None:
 
     from xbeam_bluesky.cli import main
 
-    _, uid, _, _ = live_run
+    _, uid, _, _, _ = live_run
     out = tmp_path / "run.h5"
     args = _cluster_cli_args(ns, uid)
     assert main([*args, "--out", str(out)]) == 0

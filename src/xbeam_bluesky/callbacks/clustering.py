@@ -5,23 +5,24 @@
 (``energy_index``, ``tile_index``) and puts a small reference to the frame on a bounded queue; the RunEngine
 never waits for the analysis. A worker thread:
 
-1. builds the sites from the reference library on the run's energies (start document: ``energies``,
-   the incident counts per energy — see :func:`run_incident_counts` — and optional ``clustering`` options)
-   while the darks and flats are taken;
-2. averages the ``dark`` frames and the ``flat`` frames of each energy;
+1. builds library sites on the run's energies for the provisional maps (start document: ``energies``, the
+   incident counts — see :func:`run_incident_counts` — and optional ``clustering`` options);
+2. averages the ``dark`` frames and the ``flat`` frames of each energy (:class:`~xbeam_bluesky.spectra.FrameMean`);
 3. reads each ``primary`` frame from the detector's HDF5 file (SWMR) as it is written, converts it to
-   absorbance μt = −ln((I − dark)/(flat − dark)) (saturated or non-positive pixels become NaN and are masked)
-   and adds it to its tile's :class:`~xbeam_bluesky.clustering.StreamingAssigner`;
-4. keeps provisional label maps per tile (:attr:`LiveClustering.provisional`), refreshed every
-   ``provisional_every`` frames of a tile and passed to ``on_provisional`` if given;
-5. at the stop document finalizes every tile, opens sites for compact unexplained regions (re-reading those
-   rows from the files; if any open, every tile is re-assigned so labels stay exact), stitches the tiles into a
-   mosaic by stage position, denoises it (before that, when the flats of every energy were received and their
-   mean counts differ from the incident counts the sites were built with by more than 2 %, the sites are
-   rebuilt with the flat-field counts per energy), and writes an analysis result of kind ``"clustering"`` linked to the
-   run (``raw_uid``): arrays ``labels``, ``raw_labels``, ``confidence``, ``novel``, ``masked``, ``spectra``,
-   ``energies``, ``fractions``, a summary and the lag statistics in the metadata, and a PNG (mosaic with a
-   legend, cluster spectra).
+   absorbance with :func:`~xbeam_bluesky.spectra.correct_frame` (saturated or non-positive pixels become NaN and
+   are masked) and adds it to its tile's :class:`~xbeam_bluesky.clustering.StreamingAssigner`;
+4. every ``provisional_every`` frames of a tile refreshes its provisional label map
+   (:attr:`LiveClustering.provisional`), publishes it to tiled (result kind ``"clustering_provisional"``, array
+   ``tile_<t>`` overwritten in place, readable by any client during the run) and passes it to ``on_provisional``;
+5. at the stop document clusters the run with the one pipeline of the project, :func:`run_pipeline` →
+   :class:`~xbeam_bluesky.clustering.ClusteringPipeline`, on the frames read back from the files (the energies every
+   tile has), exactly as ``xbeam cluster RUN`` does on the run read back from tiled: the same frame correction,
+   frame means, incident counts (the flat-field counts per energy when they differ by > 2 % from the start
+   document's), noise model and options, hence the same map. It writes an analysis result of kind
+   ``"clustering"`` linked to the run (``raw_uid``): arrays ``labels``, ``raw_labels``, ``confidence``, ``novel``,
+   ``masked``, ``spectra``, ``energies``, ``fractions``; in the metadata the summary, the noise and incident-count
+   choices, the model error, the options and the lag statistics; and a PNG (mosaic with a legend, cluster
+   spectra).
 
 If the worker falls behind, the lag (frames queued, seconds behind) is logged and recorded; a frame that
 cannot be queued (queue full) or read (wrong shape, missing flat) is counted and named in the result, never
@@ -36,7 +37,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,32 +47,43 @@ from event_model import DocumentRouter
 
 from xbeam_bluesky.callbacks.remote import LiveContext
 from xbeam_bluesky.clustering import (
-    Assignment,
+    ClusteringPipeline,
     ClusterResult,
-    GramAccumulator,
-    Sites,
+    StackSource,
     StreamingAssigner,
-    assemble_result,
-    cluster_tiles,
-    discover_sites,
+    estimated_noise,
+    incident_counts,
     sites_from_library,
 )
-from xbeam_bluesky.spectra import PhotonNoiseModel, aligned_library, load_library
+from xbeam_bluesky.spectra import (
+    FrameMean,
+    PhotonNoiseModel,
+    absorbing_edge,
+    aligned_library,
+    correct_frame,
+    load_library,
+    noise_model,
+)
 from xbeam_bluesky.storage import write_analysis_result
+from xbeam_bluesky.storage.results import ANALYSIS_CONTAINER
 
 __all__ = [
     "DEFAULT_REFERENCES",
+    "ClusteringOptions",
     "LiveClustering",
     "choose_incident_counts",
     "flat_incident_counts",
     "live_clustering",
     "run_incident_counts",
     "run_noise_model",
+    "run_pipeline",
 ]
 
 logger = logging.getLogger(__name__)
 
 RESULT_KIND = "clustering"
+#: Kind of the result holding the provisional per-tile label maps while a run goes.
+PROVISIONAL_KIND = "clustering_provisional"
 
 #: Fe K references used when the run names none (``clustering.references`` in the start document or options).
 DEFAULT_REFERENCES: tuple[str, ...] = (
@@ -183,6 +195,174 @@ def choose_incident_counts(
     return flat_counts, model
 
 
+#: Detector noise models a run can be clustered with (``None``: the model the run's camera recorded).
+NOISE_KINDS: tuple[str, ...] = ("photon", "scmos", "estimate")
+
+
+@dataclass(frozen=True)
+class ClusteringOptions:
+    """How a ``xanes_imaging`` run is clustered: the live callback and ``xbeam cluster RUN`` apply the same options
+    through :func:`run_pipeline`, so the defaults here are the defaults of both.
+
+    Attributes
+    ----------
+    references
+        Reference names seeding and naming the sites; ``None``: the start document's ``clustering.references``,
+        else :data:`DEFAULT_REFERENCES`.
+    noise
+        ``"photon"`` (gain 1), ``"scmos"`` (gain 9.31, offset −63), ``"estimate"`` (fitted to the data's own
+        scatter), or ``None``: the model the run's camera recorded (``noise_model.gain``/``offset``), else the sCMOS
+        one; the I0 term averaged over the run's ``n_flats`` flats (not for ``estimate``).
+    i0
+        Incident counts per pixel per frame (one number, or one per energy of the run); ``None``: the run's (see
+        :func:`run_incident_counts`, replaced by the flat-field counts per energy when they differ by > 2 %).
+    denoise, discover, window, min_count, split, baseline_degree, min_jump_od
+        As :class:`~xbeam_bluesky.clustering.ClusteringPipeline`.
+    element
+        Absorbing element (``"Fe"``), ``"none"``, or ``None``: the element whose tabulated edge lies inside the
+        run's energies (:func:`~xbeam_bluesky.spectra.absorbing_edge`).
+    memory_mb
+        Bound on one block read, MB.
+    """
+
+    references: tuple[str, ...] | None = None
+    noise: str | None = None
+    i0: float | tuple[float, ...] | None = None
+    denoise: bool = True
+    discover: bool = True
+    window: int = 5
+    min_count: int = 23
+    element: str | None = None
+    min_jump_od: float = 0.0
+    split: bool = False
+    baseline_degree: int = 1
+    memory_mb: float = 256.0
+
+    def __post_init__(self) -> None:
+        if self.noise is not None and self.noise not in NOISE_KINDS:
+            raise ValueError(
+                f"noise = {self.noise!r}; expected one of {', '.join(NOISE_KINDS)} or None (the run's)"
+            )
+        if self.references is not None:
+            object.__setattr__(self, "references", tuple(self.references))
+        if self.i0 is not None and np.ndim(self.i0):
+            object.__setattr__(self, "i0", tuple(float(v) for v in self.i0))
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly options (recorded in the result)."""
+        out = asdict(self)
+        out["references"] = None if self.references is None else list(self.references)
+        out["i0"] = list(self.i0) if isinstance(self.i0, tuple) else self.i0
+        return out
+
+
+def _run_noise(start: dict, kind: str | None) -> PhotonNoiseModel:
+    """The detector model of ``kind`` for a run (not ``estimate``), the I0 term over the run's flats."""
+    if kind is None:
+        return run_noise_model(start)
+    return noise_model(kind, flat_frames=max(int(start.get("n_flats") or 1), 1))
+
+
+def run_pipeline(
+    start: dict,
+    sources: Sequence[StackSource],
+    energy_index: Sequence[int],
+    flats: dict[int, np.ndarray],
+    dark: np.ndarray | float,
+    *,
+    library_dir: str | Path | None = None,
+    options: ClusteringOptions | None = None,
+) -> tuple[ClusteringPipeline, dict[str, Any]]:
+    """The :class:`~xbeam_bluesky.clustering.ClusteringPipeline` of a ``xanes_imaging`` run, live or read back.
+
+    Parameters
+    ----------
+    start
+        The run's start document.
+    sources
+        Its tiles as absorbance (by :func:`~xbeam_bluesky.spectra.correct_frame`), on the energies
+        ``energy_index``; read only for ``noise="estimate"``.
+    energy_index
+        Indices into ``start["energies"]`` of the tiles' frames (every energy, or those every tile has).
+    flats, dark
+        Mean flat per energy index and mean dark (counts, :class:`~xbeam_bluesky.spectra.FrameMean`).
+    library_dir
+        Reference library (default: the bundled Fe K library).
+    options
+        How to cluster (default :class:`ClusteringOptions`).
+
+    Returns
+    -------
+    pipeline, record
+        The pipeline and a JSON record of the choices (``i0_model``, ``noise``, ``noise_model``, ``references``,
+        ``element``, ``edge_ev``, ``energy_index``, ``options``).
+
+    Raises
+    ------
+    ValueError
+        Names the run and the input: incident counts missing or of the wrong length, references not in the
+        library, fewer than 3 energies.
+    """
+    opts = options or ClusteringOptions()
+    uid = start.get("uid")
+    all_energies = np.asarray(start["energies"], dtype=float)
+    keep = np.asarray(energy_index, dtype=int)
+    if keep.size < 3:
+        raise ValueError(
+            f"run {uid}: {keep.size} energies measured in every tile; the clustering needs at least 3"
+        )
+    energies = all_energies[keep]
+    if opts.i0 is not None:
+        i0 = incident_counts(opts.i0, all_energies.size, f"run {uid}: i0 option")
+        i0_model: dict[str, Any] = {"source": "i0 option", "i0_counts": np.atleast_1d(i0).tolist()}
+    else:
+        counts, source = run_incident_counts(start)
+        i0, i0_model = choose_incident_counts(
+            counts, source, flat_incident_counts(flats, dark, all_energies.size)
+        )
+    if np.ndim(i0):
+        i0 = np.asarray(i0, dtype=float)[keep]
+    memory = int(opts.memory_mb * 2**20)
+    noise: Any
+    if opts.noise == "estimate":
+        ref = float(np.mean(i0))
+        noise = estimated_noise(sources, energies, i0_ref=ref, memory_bytes=memory)
+        i0, i0_model = (
+            ref,
+            {**i0_model, "source": f"estimated from the data (i0_ref = mean of {i0_model['source']})"},
+        )
+    else:
+        noise = _run_noise(start, opts.noise)
+    references = list(
+        opts.references or (start.get("clustering") or {}).get("references") or DEFAULT_REFERENCES
+    )
+    lib = aligned_library(load_library(library_dir), energies)
+    missing = sorted(set(references) - set(lib.names))
+    if missing:
+        raise ValueError(
+            f"run {uid}: references {missing} not in the library (or not covering its energies "
+            f"{energies.min():.1f}-{energies.max():.1f} eV)"
+        )
+    matrix = np.vstack([lib.matrix[lib.names.index(n)] for n in references])
+    element, edge = absorbing_edge(energies, opts.element)
+    pipeline = ClusteringPipeline(
+        energies, i0, noise, tuple(references), matrix, denoise=opts.denoise, discover=opts.discover,
+        window=opts.window, min_count=opts.min_count, memory_bytes=memory, element=element, edge_ev=edge,
+        min_jump_od=opts.min_jump_od, split=opts.split, baseline_degree=opts.baseline_degree,
+    )  # fmt: skip
+    record = {
+        "i0_model": i0_model,
+        "noise": opts.noise or "run",
+        "noise_model": noise.as_dict(),
+        "references": references,
+        "element": element,
+        "edge_ev": edge,
+        "energy_index": keep.tolist(),
+        "options": opts.as_dict(),
+    }
+    return pipeline, record
+
+
 @dataclass(frozen=True)
 class _Frame:
     stream: str
@@ -196,22 +376,45 @@ class _Frame:
 
 
 class _RunFrames:
-    """Absorbance of one tile read back from the detector files (a ``StackSource`` for re-assignment)."""
+    """Absorbance of one tile read back from the detector files, on the energies ``energy_index`` (a
+    ``StackSource``): only the rows asked for are read, corrected by :func:`~xbeam_bluesky.spectra.correct_frame`
+    with the run's mean dark and flats."""
 
     def __init__(
-        self, frames: dict[int, _Frame], n_energies: int, shape: tuple[int, int], owner: LiveClustering
+        self,
+        frames: dict[int, _Frame],
+        energy_index: Sequence[int],
+        shape: tuple[int, int],
+        dark: np.ndarray | float,
+        flats: dict[int, np.ndarray],
     ) -> None:
-        self.frames, self._shape, self.owner = frames, (n_energies, *shape), owner
+        self.frames, self.energy_index = frames, list(energy_index)
+        self._shape = (len(self.energy_index), *shape)
+        self.dark, self.flats = dark, flats
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return self._shape  # type: ignore[return-value]
 
     def read_rows(self, y0: int, y1: int) -> np.ndarray:
-        out = np.full((self._shape[0], y1 - y0, self._shape[2]), np.nan, np.float32)
-        for ie, frame in self.frames.items():
-            out[ie] = self.owner._absorbance(self.owner._read(frame)[y0:y1], ie, (y0, y1))
+        out = np.empty((self._shape[0], y1 - y0, self._shape[2]), np.float32)
+        dark = self.dark[y0:y1] if np.ndim(self.dark) else self.dark
+        for k, ie in enumerate(self.energy_index):
+            out[k] = correct_frame(_read_frame(self.frames[ie], (y0, y1)), self.flats[ie][y0:y1], dark)
         return out
+
+
+def _read_frame(frame: _Frame, rows: tuple[int, int] | None = None) -> np.ndarray:
+    """One frame (or its rows ``y0:y1``) from the detector's HDF5 file, opened SWMR."""
+    with h5py.File(frame.path, "r", swmr=True) as f:
+        data = f[frame.dataset]
+        data.refresh()
+        if frame.index >= data.shape[0]:
+            raise ValueError(f"frame {frame.index} not yet in {frame.path} ({data.shape[0]} written)")
+        if rows is not None and data.ndim == 3:  # (frames, y, x): read the rows only
+            return np.asarray(data[frame.index, rows[0] : rows[1]])
+        image = np.asarray(data[frame.index]).reshape(data.shape[-2:])
+        return image if rows is None else image[rows[0] : rows[1]]
 
 
 class LiveClustering(DocumentRouter):
@@ -225,29 +428,34 @@ class LiveClustering(DocumentRouter):
     library_dir
         Reference library directory (default: the bundled Fe K library).
     references
-        Reference names to build sites from (default :data:`DEFAULT_REFERENCES`, or the start document's
-        ``clustering.references``).
-    n_draws
-        Random three-site mixtures for the sites (the publication uses 10 000).
-    mu_offset, edge_jump
-        Expected absorbance below the edge and edge jump of the sample (μt), for the noise model of the sites.
-    denoise, discover, window, min_count
-        Spatial denoising, discovery of new sites, and their seed window (pixels) and threshold.
+        Reference names seeding and naming the sites (default: the start document's ``clustering.references``,
+        else :data:`DEFAULT_REFERENCES`).
+    n_draws, mu_offset, edge_jump
+        Random three-site mixtures and the sample's expected absorbance below the edge and edge jump (μt) of the
+        library sites that make the provisional maps.
+    noise, i0, denoise, discover, window, min_count, element, min_jump_od, split, baseline_degree, memory_mb
+        The final clustering, as :class:`ClusteringOptions` (the options of ``xbeam cluster RUN``).
     queue_size
         Frames that may wait for the worker; beyond that a frame is recorded as dropped (with a warning).
     lag_warning_s
         Log a warning when the oldest waiting frame is older than this (s).
     provisional_every
-        Refresh a tile's provisional map after this many of its frames.
+        Refresh a tile's provisional map after this many of its frames (and publish it to tiled).
+    publish_provisional
+        Write the provisional maps to tiled (result kind ``"clustering_provisional"``, one array ``tile_<t>`` per
+        tile, overwritten in place) so that a client can read them while the run goes.
     on_provisional
-        Called as ``on_provisional(tile_index, labels, n_energies_received)`` from the worker thread.
+        Called as ``on_provisional(tile_index, labels, n_energies_received)`` from the worker thread, after the
+        map was published.
     n_threads
-        Threads per tile assigner.
+        Threads per tile assigner and of the final clustering.
     single_run
         The worker thread ends after the first run (for per-run factories such as :func:`live_clustering`).
 
     Attributes
     ----------
+    options
+        The :class:`ClusteringOptions` of the final clustering.
     provisional
         Latest provisional label map per tile of the current run.
     results
@@ -257,8 +465,10 @@ class LiveClustering(DocumentRouter):
         and tile).
     i0_models
         Run uid → the incident-count model of the noise (``source``: ``"flats"``,
-        ``"noise_model_per_energy"``, ``"i0_scaled_by_dwell"`` or ``"i0"``; ``i0_counts`` used; the flat-field
-        counts per energy measured), also written to the result metadata as ``i0_model``.
+        ``"noise_model_per_energy"``, ``"i0_scaled_by_dwell"``, ``"i0"`` or ``"i0 option"``; ``i0_counts`` used;
+        the flat-field counts per energy measured), also written to the result metadata as ``i0_model``.
+    records
+        Run uid → the record of :func:`run_pipeline` (noise model, references, element, energies, options).
     dropped
         Frames of the current run that never reached the worker (queue full, frame or event missing).
     """
@@ -272,13 +482,21 @@ class LiveClustering(DocumentRouter):
         n_draws: int = 2000,
         mu_offset: float = 0.4,
         edge_jump: float = 1.0,
+        noise: str | None = None,
+        i0: float | Sequence[float] | None = None,
         denoise: bool = True,
         discover: bool = True,
         window: int = 5,
         min_count: int = 23,
+        element: str | None = None,
+        min_jump_od: float = 0.0,
+        split: bool = False,
+        baseline_degree: int = 1,
+        memory_mb: float = 256.0,
         queue_size: int = 10_000,
         lag_warning_s: float = 5.0,
         provisional_every: int = 10,
+        publish_provisional: bool = True,
         on_provisional: Callable[[int, np.ndarray, int], None] | None = None,
         n_threads: int = 2,
         single_run: bool = False,
@@ -287,22 +505,33 @@ class LiveClustering(DocumentRouter):
         self.client = client
         self.library_dir = library_dir
         self.references = tuple(references) if references else None
-        self.options = {"n_draws": n_draws, "mu_offset": mu_offset, "edge_jump": edge_jump}
-        self.denoise, self.discover, self.window, self.min_count = denoise, discover, window, min_count
+        self.site_options = {"n_draws": n_draws, "mu_offset": mu_offset, "edge_jump": edge_jump}
+        self.options = ClusteringOptions(
+            references=self.references, noise=noise, i0=i0, denoise=denoise, discover=discover, window=window,
+            min_count=min_count, element=element, min_jump_od=min_jump_od, split=split,
+            baseline_degree=baseline_degree, memory_mb=memory_mb,
+        )  # fmt: skip
         self.lag_warning_s = lag_warning_s
         self.provisional_every = max(1, provisional_every)
+        self.publish_provisional = publish_provisional
         self.on_provisional = on_provisional
         self.n_threads = n_threads
         self.provisional: dict[int, np.ndarray] = {}
         self.results: dict[str, ClusterResult] = {}
         self.frame_errors: dict[str, list[str]] = {}
         self.i0_models: dict[str, dict[str, Any]] = {}
+        self.records: dict[str, dict[str, Any]] = {}
         self.queue_size = queue_size
         self.single_run = single_run
         self._queue: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
         self._reset()
+
+    @property
+    def window(self) -> int:
+        """Denoising seed window (pixels) of the final clustering."""
+        return self.options.window
 
     # ------------------------------------------------------------ document side (RunEngine thread)
     def _reset(self) -> None:
@@ -434,11 +663,12 @@ class LiveClustering(DocumentRouter):
         tiles = np.asarray(start["tiles"]["positions"], dtype=float).reshape(-1, 2)
         state: dict[str, Any] = {
             "start": start, "energies": energies, "tiles": tiles, "pixel_um": start["tiles"].get("pixel_size_um"),
-            "dark_sum": None, "dark_n": 0, "flats": {}, "waiting": [], "assigners": {}, "frames": {},
+            "dark_mean": FrameMean(), "flat_means": {}, "flats": {}, "waiting": [], "assigners": {}, "frames": {},
             "counts": {}, "errors": [], "max_lag_s": 0.0, "max_lag_frames": 0, "error": None,
+            "provisional_node": None, "provisional_tiles": {}, "provisional_errors": 0,
         }  # fmt: skip
-        i0, i0_model = run_incident_counts(start)
-        references = list(md.get("references") or self.references or DEFAULT_REFERENCES)
+        i0, _ = run_incident_counts(start)
+        references = list(self.references or md.get("references") or DEFAULT_REFERENCES)
         lib = aligned_library(load_library(self.library_dir), energies)
         missing = sorted(set(references) - set(lib.names))
         if missing:
@@ -446,56 +676,14 @@ class LiveClustering(DocumentRouter):
                 f"run {start['uid']}: references {missing} not in the library (or not covering it)"
             )
         refs = np.vstack([lib.matrix[lib.names.index(n)] for n in references])
-        opts = {**self.options, **{k: md[k] for k in ("n_draws", "mu_offset", "edge_jump") if k in md}}
-        noise = run_noise_model(start)
-        state["noise_model"] = noise.as_dict()
-        state["build_sites"] = lambda counts: sites_from_library(
-            energies, refs, references, i0_counts=counts, noise=noise, **opts
+        opts = {**self.site_options, **{k: md[k] for k in ("n_draws", "mu_offset", "edge_jump") if k in md}}
+        # the provisional maps: library sites with the run's recorded noise (the final map is the pipeline's)
+        state["sites"] = sites_from_library(
+            energies, refs, references, i0_counts=i0, noise=run_noise_model(start), **opts
         )
-        state["sites"] = state["build_sites"](i0)
-        state["i0"] = i0
-        state["i0_model"] = {"source": i0_model, "i0_counts": np.atleast_1d(i0).tolist()}
         return state
 
-    def _sites_from_flats(self, state: dict[str, Any]) -> None:
-        """Rebuild the sites with the flat-field counts per energy when they differ from the ones used."""
-        n = len(state["energies"])
-        measured = flat_incident_counts(state["flats"], state["dark"], n) if "dark" in state else None
-        counts, model = choose_incident_counts(state["i0"], state["i0_model"]["source"], measured)
-        state["i0_model"] = model
-        if model["source"] != "flats":
-            return
-        sites = state["build_sites"](counts)
-        for assigner in state["assigners"].values():
-            assigner.use_sites(sites)
-        state["sites"] = sites
-        logger.info(
-            "live clustering of run %s: sites rebuilt with the flat-field counts per energy (up to %.1f %% from "
-            "the start document's)", state["start"]["uid"], 100 * model["flat_vs_used_max_rel_diff"],
-        )  # fmt: skip
-
-    def _read(self, frame: _Frame) -> np.ndarray:
-        with h5py.File(frame.path, "r", swmr=True) as f:
-            data = f[frame.dataset]
-            data.refresh()
-            if frame.index >= data.shape[0]:
-                raise ValueError(f"frame {frame.index} not yet in {frame.path} ({data.shape[0]} written)")
-            return np.asarray(data[frame.index]).reshape(data.shape[-2:])
-
-    def _absorbance(
-        self, counts: np.ndarray, energy_index: int, rows: tuple[int, int] | None = None
-    ) -> np.ndarray:
-        state = self._state
-        sl = slice(*rows) if rows is not None else slice(None)
-        dark = state["dark"][sl]
-        flat = state["flats"][energy_index][sl] - dark
-        with np.errstate(all="ignore"):
-            mu = np.log(flat / (counts.astype(np.float32) - dark))
-        mu[(counts >= 65535) | ~np.isfinite(mu)] = np.nan
-        return mu.astype(np.float32)
-
     def _frame(self, state: dict[str, Any], frame: _Frame) -> None:
-        self._state = state
         lag_s = time.monotonic() - frame.queued_at
         state["max_lag_s"] = max(state["max_lag_s"], lag_s)
         state["max_lag_frames"] = max(state["max_lag_frames"], self._queue.qsize())
@@ -504,35 +692,24 @@ class LiveClustering(DocumentRouter):
                 "live clustering of run %s is %.1f s (%d frames) behind", state["start"]["uid"], lag_s,
                 self._queue.qsize(),
             )  # fmt: skip
-        counts = self._read(frame)
+        counts = _read_frame(frame)
         if frame.stream == "dark":
-            state["dark_sum"] = counts.astype(np.float64) + (
-                0 if state["dark_sum"] is None else state["dark_sum"]
-            )
-            state["dark_n"] += 1
+            state["dark_mean"].add(counts)
             return
         if frame.stream == "flat":
-            total, n = state["flats_acc"] if "flats_acc" in state else ({}, {})
-            total[frame.energy_index] = total.get(frame.energy_index, 0) + counts.astype(np.float64)
-            n[frame.energy_index] = n.get(frame.energy_index, 0) + 1
-            state["flats_acc"] = (total, n)
-            state["flats"][frame.energy_index] = (total[frame.energy_index] / n[frame.energy_index]).astype(
-                np.float32
-            )
+            acc = state["flat_means"].setdefault(frame.energy_index, FrameMean())
+            acc.add(counts)
+            state["flats"][frame.energy_index] = acc.mean()
             waiting, state["waiting"] = state["waiting"], []
             for f in waiting:
-                self._primary(state, f, self._read(f))
+                self._primary(state, f, _read_frame(f))
             return
         self._primary(state, frame, counts)
 
     def _primary(self, state: dict[str, Any], frame: _Frame, counts: np.ndarray) -> None:
         uid = state["start"]["uid"]
-        if "dark" not in state:
-            state["dark"] = (
-                (state["dark_sum"] / state["dark_n"]).astype(np.float32)
-                if state["dark_n"]
-                else np.zeros(counts.shape, np.float32)
-            )
+        if "dark" not in state:  # the darks come first: their mean is fixed at the first sample frame
+            state["dark"] = state["dark_mean"].mean() if state["dark_mean"].n else 0.0
         if frame.energy_index not in state["flats"]:
             state["waiting"].append(frame)  # its flat has not arrived yet
             return
@@ -542,8 +719,10 @@ class LiveClustering(DocumentRouter):
                                    f"{frame.energy_index} outside the start document's lists")  # fmt: skip
             return
         try:
-            if counts.shape != state["dark"].shape:
+            if np.ndim(state["dark"]) and counts.shape != state["dark"].shape:
                 raise ValueError(f"shape {counts.shape}, expected {state['dark'].shape}")
+            if counts.shape != state["flats"][frame.energy_index].shape:
+                raise ValueError(f"shape {counts.shape}, expected {state['flats'][frame.energy_index].shape}")
             assigner = state["assigners"].get(tile)
             if assigner is None:
                 assigner = StreamingAssigner(
@@ -551,7 +730,8 @@ class LiveClustering(DocumentRouter):
                 )
                 state["assigners"][tile] = assigner
                 state["frames"][tile] = {}
-            assigner.update(self._absorbance(counts, frame.energy_index), frame.energy_index)
+            mu = correct_frame(counts, state["flats"][frame.energy_index], state["dark"])
+            assigner.update(mu, frame.energy_index)
         except ValueError as exc:
             msg = f"run {uid} frame seq_num {frame.seq_num} (energy {frame.energy_index}, tile {tile}): {exc}"
             state["errors"].append(msg)
@@ -563,55 +743,82 @@ class LiveClustering(DocumentRouter):
             labels = assigner.labels_now()
             with self._lock:
                 self.provisional[tile] = labels
+            self._publish_provisional(state, tile, labels, n)
             if self.on_provisional is not None:
                 self.on_provisional(tile, labels, n)
 
+    def _publish_provisional(self, state: dict[str, Any], tile: int, labels: np.ndarray, n: int) -> None:
+        """Write (or overwrite in place) the provisional map of one tile in tiled; a failure is logged and counted,
+        never raised (the final map does not depend on it)."""
+        if self.client is None or not self.publish_provisional:
+            return
+        key = f"tile_{tile}"
+        small = labels.astype(np.uint16)  # ≤ 65535 clusters: a quarter of int64, half of int32
+        try:
+            node = state["provisional_node"]
+            state["provisional_tiles"][str(tile)] = n
+            md = {"status": "running", "cluster_names": list(state["sites"].cluster_names),
+                  "energies_received": dict(state["provisional_tiles"]), "n_energies": len(state["energies"]),
+                  "note": "provisional labels per tile (library sites, no denoising); the final map is the "
+                          "result of kind 'clustering'"}  # fmt: skip
+            if node is None:
+                uid = write_analysis_result(
+                    self.client, state["start"]["uid"], PROVISIONAL_KIND, {key: small}, md
+                )
+                state["provisional_node"] = self.client[ANALYSIS_CONTAINER][uid]
+                return
+            if key in node:
+                node[key].write(small)
+            else:
+                node.write_array(small, key=key)
+            node.update_metadata(metadata={**node.metadata, **md})
+        except Exception:
+            state["provisional_errors"] += 1
+            logger.exception("live clustering could not publish the provisional map of tile %d", tile)
+
     def _finish(self, state: dict[str, Any], stop: dict, dropped: list[str]) -> None:
-        self._state = state
         uid = state["start"]["uid"]
         for f in state["waiting"]:
             state["errors"].append(
                 f"run {uid} frame seq_num {f.seq_num}: no flat for energy {f.energy_index}"
             )
         self.frame_errors[uid] = list(state["errors"])
+        for assigner in state["assigners"].values():
+            assigner.close()
         if not state["assigners"]:
             raise ValueError(f"run {uid}: no primary frame could be clustered")
         tiles = sorted(state["assigners"])
-        self._sites_from_flats(state)
-        sites: Sites = state["sites"]
-        assignments: list[Assignment] = []
-        gram: GramAccumulator | None = None
-        for t in tiles:
-            assigner = state["assigners"][t]
-            assignments.append(assigner.finalize())
-            coords, basis = assigner.coordinates()
-            g = GramAccumulator(sites.n_clusters, basis)
-            g.add(assignments[-1].labels, coords)
-            if gram is None:
-                gram = g
-            elif g.basis.shape == gram.basis.shape and np.allclose(g.basis, gram.basis):
-                gram.merge(g)  # tiles missing energies have another basis: they add labels, not spectra
-            assigner.close()
-        shape = assignments[0].labels.shape
-        sources = [_RunFrames(state["frames"][t], len(state["energies"]), shape, self) for t in tiles]
-        centers = [tuple(state["tiles"][t]) for t in tiles]
-        extended = sites
-        if self.discover and all(len(state["frames"][t]) == len(state["energies"]) for t in tiles):
-            for src, a in zip(sources, assignments, strict=True):
-                extended = discover_sites(extended, a.novel, src.read_rows, window=self.window,
-                                          min_count=self.min_count)  # fmt: skip
-        common = {"centers_mm": centers, "pixel_um": state["pixel_um"], "denoise": self.denoise,
-                  "window": self.window, "min_count": self.min_count}  # fmt: skip
-        if len(extended) > len(sites):  # new sites: re-assign every tile from the files, labels stay exact
-            result = cluster_tiles(sources, extended, discover=False, n_threads=self.n_threads, **common)
-        else:
-            assert gram is not None
-            result = assemble_result(assignments, gram, sites, **common)
+        n = len(state["energies"])
+        common = [ie for ie in range(n) if all(ie in state["frames"][t] for t in tiles)]
+        if len(common) < n:
+            logger.warning("live clustering of run %s: energies %s are missing in some tile; the map uses the %d "
+                           "energies every tile has", uid, sorted(set(range(n)) - set(common)), len(common))  # fmt: skip
+        shape = next(iter(state["flats"].values())).shape
+        sources = [
+            _RunFrames(state["frames"][t], common, shape, state["dark"], state["flats"]) for t in tiles
+        ]
+        pipeline, record = run_pipeline(
+            state["start"], sources, common, state["flats"], state["dark"], library_dir=self.library_dir,
+            options=self.options,
+        )  # fmt: skip
+        state["record"], state["i0_model"] = record, record["i0_model"]
+        result = pipeline.cluster(sources, centers_mm=[tuple(state["tiles"][t]) for t in tiles],
+                                  pixel_um=state["pixel_um"], n_threads=self.n_threads)  # fmt: skip
         self.results[uid] = result
-        self.i0_models[uid] = state["i0_model"]
-        self._write(state, stop, result, dropped)
+        self.i0_models[uid] = record["i0_model"]
+        self.records[uid] = record
+        final_uid = self._write(state, stop, result, dropped)
+        node = state["provisional_node"]
+        if node is not None:
+            try:
+                node.update_metadata(
+                    metadata={**node.metadata, "status": "final", "final_result_uid": final_uid}
+                )
+            except Exception:
+                logger.exception("live clustering could not mark the provisional maps of run %s final", uid)
 
     def _metadata(self, state: dict[str, Any], stop: dict, dropped: list[str]) -> dict[str, Any]:
+        record = state.get("record") or {}
         return {
             "status": "success",
             "exit_status": stop.get("exit_status"),
@@ -619,21 +826,23 @@ class LiveClustering(DocumentRouter):
             "frame_errors": state["errors"],
             "max_lag_s": round(state["max_lag_s"], 3),
             "max_lag_frames": state["max_lag_frames"],
+            "provisional_publish_errors": state.get("provisional_errors", 0),
             "i0_model": state.get("i0_model"),
-            "noise_model": state.get("noise_model"),
-            "parameters": {
-                **self.options,
-                "denoise": self.denoise,
-                "discover": self.discover,
-                "window": self.window,
-                "min_count": self.min_count,
-            },
+            "noise": record.get("noise"),
+            "noise_model": record.get("noise_model"),
+            "references": record.get("references"),
+            "element": record.get("element"),
+            "energy_index": record.get("energy_index"),
+            "parameters": {**self.site_options, **self.options.as_dict()},
         }
 
-    def _write(self, state: dict[str, Any], stop: dict, result: ClusterResult, dropped: list[str]) -> None:
+    def _write(
+        self, state: dict[str, Any], stop: dict, result: ClusterResult, dropped: list[str]
+    ) -> str | None:
         if self.client is None:
-            return
+            return None
         summary = result.summary()
+        energies = np.asarray(result.sites.energies, dtype=float)
         arrays = {
             "labels": result.labels,
             "raw_labels": result.raw_labels,
@@ -641,18 +850,20 @@ class LiveClustering(DocumentRouter):
             "novel": result.novel.astype(np.uint8),
             "masked": result.masked.astype(np.uint8),
             "spectra": np.nan_to_num(result.spectra, nan=0.0),
-            "energies": state["energies"],
+            "energies": energies,
             "fractions": np.asarray(result.fractions["fractions"]),
         }
         metadata = {
             **self._metadata(state, stop, dropped),
             "summary": summary,
             "cluster_names": list(result.sites.cluster_names),
+            "class_names": list(result.class_names),
+            "model_error": result.metadata.get("model_error"),
             "mosaic_origin_mm": list(result.mosaic.origin_mm),
             "pixel_size_um": state["pixel_um"],
         }
-        write_analysis_result(self.client, state["start"]["uid"], RESULT_KIND, arrays, metadata,
-                              png=render_png(result, state["energies"], state["start"]["uid"]))  # fmt: skip
+        return write_analysis_result(self.client, state["start"]["uid"], RESULT_KIND, arrays, metadata,
+                                     png=render_png(result, energies, state["start"]["uid"]))  # fmt: skip
 
     def _write_failure(self, state: dict[str, Any], stop: dict, reason: str) -> None:
         if self.client is None:
@@ -676,7 +887,7 @@ def render_png(result: ClusterResult, energies: np.ndarray, title: str) -> bytes
     summary = result.summary()
     present = [c["label"] for c in summary["clusters"]]
     colors = plt.get_cmap("tab20")(np.arange(20))
-    lut = np.zeros(result.sites.n_clusters + 1, int)
+    lut = np.zeros(len(result.cluster_names) + 1, int)  # the sites' clusters, then classes such as "no Fe"
     for i, k in enumerate(present):
         lut[k] = i + 1
     cmap = ListedColormap(np.vstack([[0, 0, 0, 1], colors[np.arange(max(len(present), 1)) % 20]]))
@@ -690,7 +901,8 @@ def render_png(result: ClusterResult, energies: np.ndarray, title: str) -> bytes
         color = colors[i % 20]
         label = f"{c['label']}: {c['name'][:28]} ({100 * c['area_fraction']:.2f} %)"
         handles.append(Patch(color=color, label=label))
-        ax_spec.plot(energies[order], result.spectra[c["label"] - 1][order], color=color, label=label)
+        if c["label"] <= len(result.spectra):  # classes without a site ("no Fe") have no spectrum
+            ax_spec.plot(energies[order], result.spectra[c["label"] - 1][order], color=color, label=label)
     ax_map.legend(
         handles=handles, loc="upper left", bbox_to_anchor=(0, -0.02), fontsize=7, ncol=2, frameon=False
     )

@@ -134,7 +134,8 @@ def _parse_i0(text: str) -> float | list[float]:
 @dataclass
 class _Input:
     """What ``xbeam cluster`` read: per-tile stacks, energies (eV), incident counts, tile centres (mm), pixel
-    size (µm), how the incident counts were chosen, and the detector noise model (None: the sCMOS defaults)."""
+    size (µm), how the incident counts were chosen, the detector noise model (None: the sCMOS defaults), and for a
+    run the pipeline and the record of :func:`~xbeam_bluesky.callbacks.run_pipeline`."""
 
     sources: list[Any]
     energies: Any
@@ -143,6 +144,8 @@ class _Input:
     pixel_um: float | None
     i0_model: dict
     noise: Any = None
+    pipeline: Any = None
+    record: dict | None = None
 
 
 def _i0_region(text: str, shape: tuple[int, int]) -> Any:
@@ -234,23 +237,33 @@ def _file_input(path: Path, args: argparse.Namespace) -> _Input:
     return _Input([ArrayStack(od)], stack.energies, value, [(0.0, 0.0)], stack.pixel_um, record, model)
 
 
-def _run_input(args: argparse.Namespace) -> _Input:
+def _options(args: argparse.Namespace, references: list[str] | None) -> Any:
+    """The command's options as the :class:`~xbeam_bluesky.callbacks.ClusteringOptions` the live callback uses."""
+    from xbeam_bluesky.callbacks.clustering import ClusteringOptions
+
+    return ClusteringOptions(
+        references=tuple(references) if references else None, noise=args.noise, i0=args.i0,
+        denoise=not args.no_denoise, discover=not args.no_discover, window=args.window, min_count=args.min_count,
+        element=args.element, min_jump_od=args.min_jump_od, split=args.split, baseline_degree=args.baseline_degree,
+        memory_mb=args.memory_mb,
+    )  # fmt: skip
+
+
+def _run_input(args: argparse.Namespace, references: list[str] | None) -> _Input:
+    """A tiled run: its tiles corrected as the live callback corrects them, clustered by the same
+    :func:`~xbeam_bluesky.callbacks.run_pipeline` (same defaults: the run's references, noise model, counts)."""
     import numpy as np
 
-    from xbeam_bluesky.callbacks.clustering import (
-        choose_incident_counts,
-        flat_incident_counts,
-        run_incident_counts,
-        run_noise_model,
-    )
+    from xbeam_bluesky.callbacks.clustering import run_pipeline
     from xbeam_bluesky.clustering import ArrayStack
+    from xbeam_bluesky.spectra import correct_frame
     from xbeam_bluesky.storage import open_storage
     from xbeam_bluesky.storage.readback import (
-        absorbance_stack,
         dark_mean,
         flat_means,
         start_doc,
         tile_positions,
+        tile_stack,
     )
 
     storage = open_storage(data_dir=args.data_dir, uri=args.tiled_uri)
@@ -261,38 +274,36 @@ def _run_input(args: argparse.Namespace) -> _Input:
         start = start_doc(run)
         if start.get("purpose") != "xanes_imaging":
             raise CLIError(f"run {args.input}: purpose {start.get('purpose')!r}; expected 'xanes_imaging'")
+        if args.i0 is None and start.get("i0") is None and \
+                (start.get("noise_model") or {}).get("i0_counts_per_energy") is None:  # fmt: skip
+            raise CLIError(f"run {args.input}: give --i0; the start document has no i0")
         positions = tile_positions(run)
-        sources, energies = [], None
+        dark, flats = dark_mean(run), flat_means(run)
+        sources, index = [], None
         for t in range(len(positions)):
-            e, mu = absorbance_stack(run, t)
-            if energies is not None and not np.array_equal(e, energies):
+            stack = tile_stack(run, t)
+            if index is not None and not np.array_equal(stack.energy_index, index):
                 raise CLIError(f"run {args.input}: tile {t} has a different set of energies than tile 0")
-            energies = e
-            sources.append(ArrayStack(mu))
-        pixel = start.get("tiles", {}).get("pixel_size_um")
-        if args.i0 is not None:
-            i0, model = args.i0, {"source": "--i0", "i0_counts": np.atleast_1d(args.i0).tolist()}
-        else:
-            if (
-                start.get("i0") is None
-                and (start.get("noise_model") or {}).get("i0_counts_per_energy") is None
-            ):
-                raise CLIError(f"run {args.input}: give --i0; the start document has no i0")
-            try:
-                counts, source = run_incident_counts(start)
-            except ValueError as exc:
-                raise CLIError(str(exc)) from exc
-            n = len(start["energies"])
-            flats = flat_incident_counts(flat_means(run), dark_mean(run), n)
-            i0, model = choose_incident_counts(counts, source, flats)
-        if np.ndim(i0) == 1 and len(i0) != len(energies):
-            raise CLIError(
-                f"run {args.input}: {len(i0)} incident counts (one per energy of the run) but tile 0 has "
-                f"{len(energies)} frames; give a single --i0"
+            index = stack.energy_index
+            missing = sorted(set(index.tolist()) - set(flats))
+            if missing:
+                raise CLIError(f"run {args.input}: no flat frames for energy indices {missing}")
+            mu = np.stack(
+                [correct_frame(f, flats[int(ie)], dark) for f, ie in zip(stack.frames, index, strict=True)]
             )
-        return _Input(
-            sources, energies, i0, [tuple(p) for p in positions], pixel, model, run_noise_model(start)
-        )
+            sources.append(ArrayStack(mu))
+        assert index is not None
+        try:
+            pipeline, record = run_pipeline(
+                start, sources, index.tolist(), flats, dark, library_dir=args.library,
+                options=_options(args, references),
+            )  # fmt: skip
+        except ValueError as exc:
+            raise CLIError(str(exc)) from exc
+        pixel = start.get("tiles", {}).get("pixel_size_um")
+        return _Input(sources, pipeline.energies, pipeline.i0_counts, [tuple(p) for p in positions], pixel,
+                      {**record["i0_model"], "noise": record["noise"], "noise_model": record["noise_model"]},
+                      pipeline.noise, pipeline, record)  # fmt: skip
     finally:
         storage.close()
 
@@ -309,8 +320,11 @@ def dask_map(client: Any) -> Any:
     return map_fn
 
 
-def write_result(path: Path, result: Any, energies: Any, i0_model: dict | None = None) -> None:
-    """Write labels, confidence, spectra and the summary to an HDF5 file."""
+def write_result(
+    path: Path, result: Any, energies: Any, i0_model: dict | None = None, record: dict | None = None
+) -> None:
+    """Write labels, confidence, spectra and the summary to an HDF5 file (with the record of the choices of
+    :func:`~xbeam_bluesky.callbacks.run_pipeline` for a run)."""
     import h5py
     import numpy as np
 
@@ -328,51 +342,17 @@ def write_result(path: Path, result: Any, energies: Any, i0_model: dict | None =
         f["i0_counts"] = np.atleast_1d(result.sites.i0_counts)
         if i0_model is not None:
             f.attrs["i0_model"] = json.dumps(i0_model)
+        if record is not None:
+            f.attrs["clustering_record"] = json.dumps(record)
         f.attrs["summary"] = json.dumps(result.summary())
         f.attrs["labels"] = "0 = unassigned/masked; k = cluster k (cluster_names[k-1], spectra[k-1])"
-
-
-#: L3-edge energies (eV) of the first-row transition metals (Bearden & Burr, X-ray Data Booklet table 1-1).
-L3_EDGES_EV: dict[str, float] = {
-    "Ti": 453.8, "V": 512.1, "Cr": 574.1, "Mn": 638.7, "Fe": 706.8, "Co": 778.1, "Ni": 852.7, "Cu": 932.7,
-    "Zn": 1021.8,
-}  # fmt: skip
-
-
-def _element(text: str | None, energies: Any) -> tuple[str | None, float | None]:
-    """The absorbing element and its edge (eV): ``--element`` or the one tabulated K/L3 edge inside the energies."""
-    import numpy as np
-
-    from xbeam_bluesky.spectra import K_EDGES_EV
-
-    edges = {**{k.split("-")[0]: v for k, v in K_EDGES_EV.items()}, **L3_EDGES_EV}
-    lo, hi = float(np.min(energies)), float(np.max(energies))
-    inside = {el: e for el, e in {**L3_EDGES_EV, **{k.split("-")[0] + "-K": v for k, v in K_EDGES_EV.items()}}.items()
-              if lo < e < hi}  # fmt: skip
-    if text is not None:
-        if text.strip().lower() == "none":
-            return None, None
-        name = text.strip().split("-")[0]
-        edge = next((e for el, e in inside.items() if el.split("-")[0] == name), None)
-        if edge is None and name not in edges:
-            logger.info(
-                "--element %s: no tabulated edge; its jump is detected with the library's shape", name
-            )
-        return name, edge
-    if len(inside) != 1:
-        logger.info(
-            "no single tabulated edge inside %.1f-%.1f eV (%s): every pixel is clustered", lo, hi, inside
-        )
-        return None, None
-    ((el, edge),) = inside.items()
-    return el.split("-")[0], edge
 
 
 def _pipeline(data: _Input, args: argparse.Namespace, references: list[str] | None) -> Any:
     """The :class:`~xbeam_bluesky.clustering.ClusteringPipeline` of this command: sites from the data, the library
     (``--library``, ``--references``) seeding and naming them."""
     from xbeam_bluesky.clustering import ClusteringPipeline
-    from xbeam_bluesky.spectra import PhotonNoiseModel, aligned_library, load_library
+    from xbeam_bluesky.spectra import PhotonNoiseModel, absorbing_edge, aligned_library, load_library
 
     lib = aligned_library(load_library(args.library), data.energies)
     names, matrix = list(lib.names), lib.matrix
@@ -382,7 +362,7 @@ def _pipeline(data: _Input, args: argparse.Namespace, references: list[str] | No
             raise CLIError(f"--references {missing} not found in the library (or not covering the energies)")
         keep = [names.index(r) for r in references]
         names, matrix = [names[k] for k in keep], matrix[keep]
-    element, edge = _element(args.element, data.energies)
+    element, edge = absorbing_edge(data.energies, args.element)
     try:
         return ClusteringPipeline(
             data.energies, data.i0, data.noise or PhotonNoiseModel(), tuple(names), matrix,
@@ -406,12 +386,13 @@ def _run(args: argparse.Namespace) -> int:
         args.i0 = _parse_i0(args.i0)
     from xbeam_bluesky.spectra.stack_io import STACK_SUFFIXES
 
+    references = [r.strip() for r in args.references.split(",")] if args.references else None
     if path.exists() or path.suffix.lower() in STACK_SUFFIXES:
         data = _file_input(path, args)
+        pipeline = _pipeline(data, args, references)
     else:
-        data = _run_input(args)
-    references = [r.strip() for r in args.references.split(",")] if args.references else None
-    pipeline = _pipeline(data, args, references)
+        data = _run_input(args, references)
+        pipeline = data.pipeline
     client = None
     if args.dask:
         from dask.distributed import Client
@@ -429,7 +410,7 @@ def _run(args: argparse.Namespace) -> int:
         if client is not None:
             client.close()
     with atomic_output(out) as tmp:
-        write_result(tmp, result, data.energies, data.i0_model)
+        write_result(tmp, result, data.energies, data.i0_model, data.record)
     print(json.dumps({**result.summary(), "i0_model": data.i0_model["source"],
                       "noise": data.i0_model.get("noise", "run"), "out": str(args.out)}))  # fmt: skip
     return 0

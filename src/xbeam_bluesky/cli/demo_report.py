@@ -28,7 +28,7 @@ def conventional_baseline(edge_step_eV: float) -> list[float]:
 
 
 def _edge_jump_mosaic(run: Any) -> tuple[np.ndarray, tuple[float, float, float, float]]:
-    from xbeam_bluesky.spectra import absorbance_from_counts
+    from xbeam_bluesky.spectra import correct_frame
     from xbeam_bluesky.storage import dark_mean, energies, flat_means, start_doc, tile_positions, tile_stack
 
     start = start_doc(run)
@@ -46,7 +46,7 @@ def _edge_jump_mosaic(run: Any) -> tuple[np.ndarray, tuple[float, float, float, 
     for it in range(len(positions)):
         tile = tile_stack(run, it)
         mu = {
-            int(ie): absorbance_from_counts(f, flats[int(ie)], dark)
+            int(ie): correct_frame(f, flats[int(ie)], dark)
             for f, ie in zip(tile.frames, tile.energy_index, strict=True)
         }
         jump = np.mean([mu[i] for i in post], axis=0) - np.mean([mu[i] for i in pre], axis=0)

@@ -24,7 +24,7 @@ from ._model_error import MODEL_ERROR_FLOOR_RMS, estimate_model_error, model_err
 from ._mosaic import Mosaic, TileMap, stitch_tiles
 from ._noise_sums import photon_coefficients
 from ._phantom import MatchedScores, MeasuredPhantom, held_out_phantom, matched_scores, split_library
-from ._pipeline import NAME_TOLERANCE, ClusteringPipeline, DataSites, pipeline_from_library
+from ._pipeline import NAME_TOLERANCE, ClusteringPipeline, DataSites, estimated_noise, pipeline_from_library
 from ._separation import (
     ACCEPT_THRESHOLD,
     MERGE_THRESHOLD,
@@ -97,6 +97,7 @@ __all__ = [
     "directed_separation",
     "discover_sites",
     "estimate_model_error",
+    "estimated_noise",
     "held_out_phantom",
     "incident_counts",
     "label_no_absorber",

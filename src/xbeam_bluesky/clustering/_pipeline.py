@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from xbeam_bluesky.spectra.noise import EstimatedNoiseModel, estimate_noise
+
 from ._absorber import AbsorberTest, absorber_test
 from ._baseline import BaselineRemoved, baseline_basis, remove_baseline
 from ._denoise import denoise_labels, novel_fraction_check
@@ -409,3 +411,48 @@ def pipeline_from_library(
     lib = library or {}
     matrix = np.stack(list(lib.values())) if lib else None
     return ClusteringPipeline(np.asarray(energies, float), i0_counts, noise, tuple(lib), matrix, **options)  # type: ignore[arg-type]
+
+
+def estimated_noise(
+    sources: Sequence[StackSource],
+    energies: ArrayLike,
+    *,
+    i0_ref: float = 1.0,
+    max_pixels: int = 20_000,
+    memory_bytes: int = 256 * 2**20,
+    seed: int = 0,
+) -> EstimatedNoiseModel:
+    """The noise of absorbance tiles estimated from their own scatter (``--noise estimate``): up to ``max_pixels``
+    pixels drawn uniformly over the tiles in bounded row blocks, sorted by energy, fitted by
+    :func:`~xbeam_bluesky.spectra.estimate_noise`.
+
+    Parameters
+    ----------
+    sources
+        Absorbance tiles (n_energies, ny, nx).
+    energies
+        eV, one per frame (any order).
+    i0_ref
+        Incident counts the data were measured with (1 when unknown).
+    max_pixels, memory_bytes, seed
+        Pixels drawn, bound on one block read (bytes), and the draw's seed.
+
+    Raises
+    ------
+    ValueError
+        Too few finite pixels to fit (names the cause).
+    """
+    e = np.asarray(energies, dtype=np.float64)
+    total = sum(s.shape[1] * s.shape[2] for s in sources)
+    rate = min(1.0, max_pixels / max(total, 1))
+    rng = np.random.default_rng(seed)
+    picked = []
+    for src in sources:
+        nx = src.shape[2]
+        for y0, y1 in row_blocks(src.shape, memory_bytes):
+            take = np.flatnonzero(rng.random((y1 - y0) * nx) < rate)
+            block = np.asarray(src.read_rows(y0, y1))
+            picked.append(np.asarray(block[:, take // nx, take % nx], dtype=np.float64))
+    od = np.concatenate(picked, axis=1) if picked else np.empty((e.size, 0))
+    order = np.argsort(e, kind="stable")
+    return estimate_noise(od[order], e[order], i0_ref=i0_ref, max_pixels=max_pixels, seed=seed)

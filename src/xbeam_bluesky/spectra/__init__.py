@@ -3,14 +3,14 @@
 Pure science: no bluesky/ophyd imports.
 """
 
-from xbeam_bluesky.spectra.edges import K_EDGES_EV, edge_energy
+from xbeam_bluesky.spectra.correction import SATURATION_COUNTS, FrameMean, correct_frame
+from xbeam_bluesky.spectra.edges import K_EDGES_EV, L3_EDGES_EV, absorbing_edge, edge_energy
 from xbeam_bluesky.spectra.io import bundled_library_dir, library_files, load_library, read_spectrum
 from xbeam_bluesky.spectra.library import AlignedLibrary, aligned_library, calibration_shifts
 from xbeam_bluesky.spectra.model import NormalizedSpectrum, Spectrum, SpectrumFormatError
 from xbeam_bluesky.spectra.noise import (
     EstimatedNoiseModel,
     PhotonNoiseModel,
-    absorbance_from_counts,
     estimate_noise,
     noise_model,
 )
@@ -26,8 +26,11 @@ from xbeam_bluesky.spectra.stack_io import (
 
 __all__ = [
     "K_EDGES_EV",
+    "L3_EDGES_EV",
+    "SATURATION_COUNTS",
     "AlignedLibrary",
     "EstimatedNoiseModel",
+    "FrameMean",
     "IncidentCounts",
     "MeasuredStack",
     "NormalizedSpectrum",
@@ -35,11 +38,12 @@ __all__ = [
     "Spectrum",
     "SpectrumFormatError",
     "StackFormatError",
-    "absorbance_from_counts",
+    "absorbing_edge",
     "aligned_library",
     "bright_region_i0",
     "bundled_library_dir",
     "calibration_shifts",
+    "correct_frame",
     "edge_energy",
     "estimate_noise",
     "find_e0",

@@ -93,30 +93,6 @@ class PhotonNoiseModel:
         return asdict(self)
 
 
-def absorbance_from_counts(
-    counts: np.ndarray, flat: np.ndarray, dark: np.ndarray | float = 0.0, *, floor: float = 1.0
-) -> np.ndarray:
-    """Absorbance μt = −ln((I − dark) / (flat − dark)) of a transmission image or spectrum.
-
-    Parameters
-    ----------
-    counts, flat : numpy.ndarray
-        Sample and flat-field (sample out) readings, detector counts.
-    dark : numpy.ndarray or float
-        Dark (shutter closed) reading.
-    floor : float
-        Dark-corrected values below this are clipped to it before the logarithm (counts).
-
-    Returns
-    -------
-    numpy.ndarray
-        float32 absorbance.
-    """
-    i = np.maximum(np.asarray(counts, dtype=np.float32) - dark, floor)
-    i0 = np.maximum(np.asarray(flat, dtype=np.float32) - dark, floor)
-    return np.log(i0 / i, dtype=np.float32)
-
-
 @dataclass(frozen=True)
 class EstimatedNoiseModel:
     """Noise of absorbance estimated from the data itself: Var(μt) = (a + b·e^μt) · i0_ref / I0.

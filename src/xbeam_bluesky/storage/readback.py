@@ -21,7 +21,7 @@ from xbeam_bluesky.documents import (
     xanes_data_keys,
     xrd_data_keys,
 )
-from xbeam_bluesky.spectra import absorbance_from_counts
+from xbeam_bluesky.spectra import FrameMean, correct_frame
 
 
 @dataclass(frozen=True)
@@ -178,7 +178,7 @@ def dark_frames(run: Any) -> np.ndarray:
 def dark_mean(run: Any) -> np.ndarray | float:
     """Mean dark frame (float32), or 0.0 without darks."""
     darks = dark_frames(run)
-    return darks.mean(axis=0, dtype=np.float64).astype(np.float32) if len(darks) else 0.0
+    return FrameMean.of(darks) if len(darks) else 0.0
 
 
 def flat_means(run: Any) -> dict[int, np.ndarray]:
@@ -187,10 +187,7 @@ def flat_means(run: Any) -> dict[int, np.ndarray]:
         return {}
     table = frame_table(run, FLAT_STREAM)
     frames = read_frames(run, FLAT_STREAM)
-    return {
-        int(ie): frames[table.energy_index == ie].mean(axis=0, dtype=np.float64).astype(np.float32)
-        for ie in np.unique(table.energy_index)
-    }
+    return {int(ie): FrameMean.of(frames[table.energy_index == ie]) for ie in np.unique(table.energy_index)}
 
 
 def absorbance_stack(run: Any, tile_index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -199,7 +196,9 @@ def absorbance_stack(run: Any, tile_index: int) -> tuple[np.ndarray, np.ndarray]
     Returns
     -------
     energies_eV, mu_t : numpy.ndarray
-        Energies (n_energy,) and μt float32 (n_energy, ny, nx) = −ln((I − dark) / (flat − dark)).
+        Energies (n_energy,) and μt float32 (n_energy, ny, nx) = −ln((I − dark) / (flat − dark)), by
+        :func:`~xbeam_bluesky.spectra.correct_frame` (NaN where saturated or not positive), the frame correction
+        the live clustering applies to the same counts.
 
     Raises
     ------
@@ -214,7 +213,7 @@ def absorbance_stack(run: Any, tile_index: int) -> tuple[np.ndarray, np.ndarray]
         raise ValueError(f"run {start_doc(run).get('uid')} has no flat frames for energy indices {missing}")
     mu = np.stack(
         [
-            absorbance_from_counts(f, flats[int(ie)], dark)
+            correct_frame(f, flats[int(ie)], dark)
             for f, ie in zip(stack.frames, stack.energy_index, strict=True)
         ]
     )
