@@ -69,16 +69,18 @@ def run_auto(args: argparse.Namespace) -> int:
     _check(args)
     from tqdm import tqdm
 
-    from xbeam_bluesky.cli.refine import load_inputs
+    from xbeam_bluesky.cli.refine import background_peaks, load_inputs
     from xbeam_bluesky.rietveld import (
         Refinement,
         SearchSettings,
         SearchSpace,
         load_warm_start,
         plot_fit,
+        problem_space,
         run_search,
         strategy_document,
     )
+    from xbeam_bluesky.rietveld.default_sequence import MIN_ATOM_FRACTION
 
     fit_range, pattern, phases, instrument = load_inputs(args)
     warm_points: list[dict[str, Any]] = []
@@ -91,11 +93,16 @@ def run_auto(args: argparse.Namespace) -> int:
     refinement = Refinement(pattern, phases, instrument, fit_range=fit_range)
     exclude = tuple(t.strip() for t in args.exclude.split(",") if t.strip())
     try:
-        space = SearchSpace(
-            *refinement.fit_range, exclude=exclude, asymmetry_parameter=instrument.asymmetry_parameter
-        )
+        SearchSpace(*refinement.fit_range, exclude=exclude)  # names a bad --exclude before any work
     except ValueError as exc:
         raise CLIError(f"--exclude {args.exclude!r}: {exc}") from exc
+    space = problem_space(refinement, exclude=exclude, background_peaks=background_peaks(args))
+    if space.atom_phases is not None:
+        print(
+            f"xbeam refine --auto: atoms refined for {', '.join(space.atom_phases)} only (the phases of at "
+            f"least {MIN_ATOM_FRACTION:.0%} by weight)",
+            file=sys.stderr,
+        )
     from xbeam_bluesky.rietveld.validity import check_start_model
 
     for problem in check_start_model(refinement.phases, settings.limits).values():

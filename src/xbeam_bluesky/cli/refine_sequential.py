@@ -125,19 +125,17 @@ def run_sequential(args: argparse.Namespace) -> int:
 
 def _search_function(args: argparse.Namespace) -> Any:
     """``--auto``'s strategy search as a function of a refinement problem, returning its best strategy."""
-    from xbeam_bluesky.rietveld import SearchSettings, SearchSpace, run_search
+    from xbeam_bluesky.cli.refine import background_peaks
+    from xbeam_bluesky.rietveld import SearchSettings, problem_space, run_search
 
     settings = SearchSettings(
         n_trials=args.trials, n_jobs=args.jobs, seed=args.seed, timeout_s=args.timeout_s, top_k=args.top
     )
     exclude = tuple(t.strip() for t in args.exclude.split(",") if t.strip())
+    peaks = background_peaks(args)
 
     def find(refinement: Any) -> Any:
-        space = SearchSpace(
-            *refinement.fit_range,
-            exclude=exclude,
-            asymmetry_parameter=refinement.instrument.asymmetry_parameter,
-        )
+        space = problem_space(refinement, exclude=exclude, background_peaks=peaks)
         search = run_search(refinement, space=space, settings=settings)
         if search.best is None:
             raise CLIError(

@@ -22,6 +22,7 @@ from .search import (  # strategy search (issue 6)
     SearchSettings,
     TrialRecord,
     load_warm_start,
+    problem_space,
     run_search,
     strategy_document,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "load_phase",
     "load_warm_start",
     "plot_fit",
+    "problem_space",
     "read_instrument",
     "read_pattern",
     "run_search",

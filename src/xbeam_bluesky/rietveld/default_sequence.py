@@ -1,7 +1,9 @@
 """The default refinement: the fixed staged sequence with the decisions a careful person takes on the way.
 
 1. :func:`~xbeam_bluesky.rietveld.strategy.default_strategy` (background + scale → cell + displacement →
-   X Y → atoms → U V W). Before its last stage (U V W), background terms are grown one at a time while Hamilton's test (an F test
+   X Y → atoms → U V W). In a mixture the atoms stage refines only the major phases (weight fraction ≥
+   ``MIN_ATOM_FRACTION`` after the X Y stage): a minor phase's few weak reflections cannot carry its atoms,
+   whose Uiso then run to a bound. Before its last stage (U V W), background terms are grown one at a time while Hamilton's test (an F test
    on the χ² drop of one more term, linear least squares with the peaks held) says the drop is significant at
    ``ALPHA``; the last stage then runs with that background (no extra stage, so no extra time). Kept only if
    it finishes, lowers χ² below the model before it and breaks no validity rule that model kept; otherwise the last stage runs with the
@@ -28,15 +30,18 @@ from dataclasses import replace
 import numpy as np
 from scipy import stats
 
+from .crystal import Phase
 from .model import ModelState
 from .refine import Refinement, RefinementResult
 from .strategy import BackgroundSpec, Stage, Strategy, default_strategy
 from .validity import check_validity
 
-__all__ = ["ALPHA", "refine_default"]
+__all__ = ["ALPHA", "MIN_ATOM_FRACTION", "major_phases", "refine_default", "strain_candidates"]
 
 #: significance level of Hamilton's test for one more parameter
 ALPHA = 0.001
+#: smallest weight fraction of a mixture's phase whose atoms are refined (the others keep the CIF's)
+MIN_ATOM_FRACTION = 0.1
 #: most background terms the growth may reach
 _MAX_TERMS = 15
 #: candidate March–Dollase axes (lattice directions); equivalent ones are tried once per Laue class
@@ -184,7 +189,10 @@ def refine_default(
     base = default_strategy(background)
     peaks = base.stages[0].background.peaks if base.stages[0].background else ()
     *head, last = base.stages
-    early = refinement.run(Strategy(tuple(head), base.shared_sites), state)
+    if len(refinement.phases) == 1:
+        early = refinement.run(Strategy(tuple(head), base.shared_sites), state)
+    else:
+        early, head = _mixture_head(refinement, head, base.shared_sites, state)
     if not early.ok:
         return early, Strategy(tuple(head), base.shared_sites)
     so_far = tuple(sorted(set(early.stages[-1].refined) | set(last.refine)))
@@ -241,6 +249,40 @@ def refine_default(
     return replace(result, stages=records), Strategy(tuple(stages), shared_sites=base.shared_sites)
 
 
+def major_phases(result: RefinementResult, min_fraction: float = MIN_ATOM_FRACTION) -> tuple[str, ...]:
+    """Names of the phases whose weight fraction is at least ``min_fraction`` (at least the largest one)."""
+    fractions = {p["name"]: float(p.get("weight_fraction", 1.0)) for p in result.phases}
+    major = tuple(name for name, w in fractions.items() if w >= min_fraction)
+    return major or (max(fractions, key=fractions.__getitem__),)
+
+
+def _mixture_head(
+    refinement: Refinement,
+    head: list[Stage],
+    shared_sites: bool | tuple[tuple[str, ...], ...],
+    state: ModelState | None,
+) -> tuple[RefinementResult, list[Stage]]:
+    """The fixed stages before U V W for a mixture: the atoms stage refines only the major phases, judged on
+    the weight fractions after the stages before it."""
+    *before, atoms = head
+    pre = refinement.run(Strategy(tuple(before), shared_sites), state)
+    if not pre.ok:
+        return pre, before
+    major = major_phases(pre)
+    if len(major) < len(refinement.phases):
+        atoms = replace(atoms, atom_phases=major)
+    refined = tuple(sorted(set(pre.stages[-1].refined) | set(atoms.refine)))
+    background = BackgroundSpec(
+        pre.state.background_kind,
+        len(pre.state.background_coefs),
+        before[0].background.peaks if before[0].background else (),
+    )
+    run = refinement.run(
+        Strategy((replace(atoms, refine=refined, background=background),), shared_sites), pre.state
+    )
+    return replace(run, stages=pre.stages + run.stages), [*before, replace(atoms, background=background)]
+
+
 def _strain_terms(
     refinement: Refinement, result: RefinementResult, refined: tuple[str, ...], peaks: tuple
 ) -> list[tuple[Stage, RefinementResult]]:
@@ -256,7 +298,7 @@ def _strain_terms(
         for name in names:
             if name in axes:
                 continue
-            for axis in _strain_candidates(refinement.phases[names.index(name)]):
+            for axis in strain_candidates(refinement.phases[names.index(name)]):
                 if (
                     axis == (0, 0, 0)
                     and len(axes) == len(names) - 1
@@ -296,7 +338,7 @@ def _broadens(result: RefinementResult) -> bool:
     return all(t is None or t["value"] >= 0.0 for t in terms)
 
 
-def _strain_candidates(phase) -> list[tuple[int, int, int]]:
+def strain_candidates(phase: Phase) -> list[tuple[int, int, int]]:
     """The isotropic term and one uniaxial axis per Laue-equivalent set of ``_PO_AXES``."""
     out: list[tuple[int, int, int]] = [(0, 0, 0)]
     seen: set[bytes] = set()

@@ -56,6 +56,9 @@ class PhaseState:
         lattice); with the isotropic ``Y tanθ`` it is the second-order form of GSAS-II's uniaxial
         microstrain (Y along the plane, Y + strain_aniso along the axis). The axis [0, 0, 0] makes it
         isotropic (cos²φ = 1): the phase's own microstrain on top of the common ``Y``. ``None``: none.
+    refine_atoms
+        The ``atoms_xyz`` and ``atoms_uiso`` groups refine this phase's atoms (``False``: they keep their
+        values; a strategy stage's ``atom_phases``). Part of the state, so a warm start keeps the choice.
     """
 
     a_free: np.ndarray
@@ -67,6 +70,7 @@ class PhaseState:
     po_axis: tuple[int, int, int] = (0, 0, 1)
     strain_aniso: float = 0.0
     strain_axis: tuple[int, int, int] | None = None  # None: no uniaxial strain for this phase
+    refine_atoms: bool = True
 
 
 @dataclass

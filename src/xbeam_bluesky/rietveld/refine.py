@@ -330,6 +330,8 @@ class Refinement:
                         out.append(_Param(f"{nm}:MD_ratio", g, k, 0.05, 20.0))
                     elif g == "uniaxial_strain" and state.phases[k].strain_axis is not None:
                         out.append(_Param(f"{nm}:uniaxial_strain", g, k))
+                    elif g in ("atoms_xyz", "atoms_uiso") and not state.phases[k].refine_atoms:
+                        continue
                     elif g == "atoms_xyz":  # one set per shared site, named by its first atom
                         for j in self._ties[k].representatives:
                             out += [
@@ -482,6 +484,7 @@ class Refinement:
             for stage in strategy.stages
         ]
         self._occ_maps = self._occupancy_maps((), "")
+        atom_phases = [self._atom_phase_indices(stage) for stage in strategy.stages]
         st = (state or self.initial).copy()
         for ph, ps, ties in zip(self.phases, st.phases, self._ties, strict=True):
             self._notes.update(ties.snap(ph, ps.xyz, ps.uiso))
@@ -492,9 +495,12 @@ class Refinement:
         status, message = "converged", ""
         first = True
         calc = mask = None
-        for stage, stage_occ in zip(strategy.stages, occ_maps, strict=True):
+        for stage, stage_occ, stage_atoms in zip(strategy.stages, occ_maps, atom_phases, strict=True):
             if stage_occ is not None:
                 self._occ_maps = stage_occ
+            if stage_atoms is not None:
+                for k, ps in enumerate(st.phases):
+                    ps.refine_atoms = k in stage_atoms
             active |= set(stage.refine)
             active -= set(stage.fix)
             rng = stage.range or self.fit_range
@@ -546,6 +552,19 @@ class Refinement:
                     f"strategy stage {stage.name!r} refines {wrong[0]!r}, but the instrument's asymmetry model "
                     f"is {inst.asymmetry!r}, whose parameter is {own!r}"
                 )
+
+    def _atom_phase_indices(self, stage: Stage) -> frozenset[int] | None:
+        """The phases (indices) a stage's ``atom_phases`` names; ``None`` if it names none."""
+        if stage.atom_phases is None:
+            return None
+        names = [ph.name for ph in self.phases]
+        unknown = [n for n in stage.atom_phases if n not in names]
+        if unknown:
+            raise ValueError(
+                f"strategy stage {stage.name!r}: atom_phases names no phase {', '.join(map(repr, unknown))}; "
+                f"phases: {', '.join(names)}"
+            )
+        return frozenset(names.index(n) for n in stage.atom_phases)
 
     def _set_strain_axes(self, st: ModelState, stage: Stage) -> None:
         """Apply a stage's ``strain_axis`` (one axis for every phase, or per named phase)."""

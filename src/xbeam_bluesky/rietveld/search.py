@@ -36,19 +36,22 @@ import numpy as np
 import optuna
 
 from .crystal import Phase
+from .default_sequence import MIN_ATOM_FRACTION, major_phases, refine_default, strain_candidates
 from .instrument import Instrument
 from .pattern_io import Pattern
 from .refine import Refinement, RefinementResult
 from .search_report import summarize_top
 from .search_space import SearchSpace
-from .strategy import Strategy
+from .strategy import BackgroundSpec, Strategy, default_strategy
 from .validity import ValidityLimits, check_degeneracy, check_start_model, check_validity
 
 __all__ = [
     "SearchResult",
     "SearchSettings",
     "TrialRecord",
+    "degenerate_shift_terms",
     "load_warm_start",
+    "problem_space",
     "run_search",
     "strategy_document",
 ]
@@ -83,6 +86,10 @@ class SearchSettings:
         local minimum is suspected.
     limits
         Validity thresholds.
+    start_from_default
+        Run the default sequence (the report's reference) before the search and evaluate its point of the
+        space (:meth:`SearchSpace.point_from_strategy`) first, after any warm-start points: the search then
+        starts from what the default refinement reached (on a mixture, its per-phase strain terms).
     """
 
     n_trials: int = 100
@@ -95,6 +102,7 @@ class SearchSettings:
     shift_tolerance: float = 0.1
     reference_tolerance: float = 5.0
     limits: ValidityLimits = field(default_factory=ValidityLimits)
+    start_from_default: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.n_trials, int) or self.n_trials < 1:
@@ -352,20 +360,101 @@ def _evaluate_with(
 
 
 # ---------------------------------------------------------------------- the search (parent side)
-def _reference_summary(refinement: Refinement) -> dict[str, Any] | None:
-    """The default sequence's refinement summary (the reference cell of the report), None if it fails."""
+#: a shift term whose 2θ dependence the cell and zero shift reproduce but for this fraction of its variance
+#: over the fit range is left out of the space (capillary DisplaceY ∝ sin 2θ at 4.5–26°: 4e-4; lab
+#: transparency at 16–158°: 0.94)
+DEGENERATE_SHIFT_FRACTION = 0.01
+
+
+def degenerate_shift_terms(refinement: Refinement) -> tuple[str, ...]:
+    """The search's shift terms that a cell change plus a zero shift mimic over the fit range.
+
+    A cell change moves peaks by ∝ tan θ, a zero shift by a constant; transparency (flat plate) and a
+    capillary's offset along the beam both shift peaks ∝ sin 2θ, which at low angles is nearly a·1 + b·tan θ.
+    Fitting sin 2θ by those two over the range (uniform in 2θ) leaves a fraction of its variance; below
+    ``DEGENERATE_SHIFT_FRACTION`` every trial that refines the term is degenerate (|r| with the cell
+    ≥ 0.998 measured on the 11-BM CuCr2O4 pattern), so it is not offered.
+    """
+    lo, hi = refinement.fit_range
+    tth = np.radians(np.linspace(lo, hi, 400))
+    basis = np.column_stack([np.ones_like(tth), np.tan(tth / 2)])
+    y = np.sin(tth)
+    resid = y - basis @ np.linalg.lstsq(basis, y, rcond=None)[0]
+    left = float(resid @ resid) / float(np.sum((y - y.mean()) ** 2))
+    return ("transparency",) if left < DEGENERATE_SHIFT_FRACTION else ()
+
+
+def problem_space(
+    refinement: Refinement,
+    *,
+    exclude: Sequence[str] = (),
+    background_peaks: Sequence[tuple[float, float]] = (),
+    min_atom_fraction: float = MIN_ATOM_FRACTION,
+) -> SearchSpace:
+    """The search space for a refinement problem: its final 2θ range and asymmetry model, and for a mixture
+    the atoms of the major phases only plus a per-phase microstrain switch.
+
+    A mixture's weight fractions are estimated first by the default sequence's stages before the atoms
+    (background + scale, cell + displacement, X Y; a fraction of a second); phases below
+    ``min_atom_fraction`` keep their CIF atoms in every trial (their few weak reflections cannot carry
+    them: the Uiso of a 1 wt % phase runs to a bound). Every phase of a mixture is offered an isotropic or
+    one uniaxial strain term per Laue-equivalent axis (:func:`~.default_sequence.strain_candidates`).
+
+    A peak-shift term that the cell (with a zero shift) reproduces over the fit range is left out too
+    (:func:`degenerate_shift_terms`: a capillary's offset along the beam at 4.5–26° 2θ).
+
+    Parameters
+    ----------
+    exclude
+        Terms never refined (:class:`SearchSpace`).
+    background_peaks
+        Background humps ``(position, fwhm)`` (deg 2θ) in every trial's background.
+    min_atom_fraction
+        Smallest weight fraction of a phase whose atoms are refined.
+    """
+    exclude = (*exclude, *(t for t in degenerate_shift_terms(refinement) if t not in exclude))
+    atom_phases: tuple[str, ...] | None = None
+    strain: tuple[tuple[str, tuple[tuple[int, int, int], ...]], ...] = ()
+    if len(refinement.phases) > 1:
+        head = default_strategy(BackgroundSpec("chebyshev", 6, tuple(background_peaks))).stages[:3]
+        with np.errstate(all="ignore"):
+            early = refinement.run(Strategy(head))
+        if early.ok:
+            major = major_phases(early, min_atom_fraction)
+            if len(major) < len(refinement.phases):
+                atom_phases = major
+        else:
+            logger.warning(
+                "strategy search: weight fractions not estimated (%s: %s); atoms of every phase refined",
+                early.status,
+                early.message,
+            )
+        strain = tuple((ph.name, tuple(strain_candidates(ph))) for ph in refinement.phases)
+    return SearchSpace(
+        *refinement.fit_range,
+        exclude=tuple(exclude),
+        asymmetry_parameter=refinement.instrument.asymmetry_parameter,
+        atom_phases=atom_phases,
+        strain_axes=strain,
+        background_peaks=tuple(background_peaks),
+    )
+
+
+def _reference(refinement: Refinement) -> tuple[dict[str, Any] | None, Strategy | None]:
+    """The default sequence's refinement summary (the reference cell of the report) and kept strategy;
+    ``(None, None)`` if it fails."""
     try:
         with np.errstate(all="ignore"):
-            result = refinement.run()
+            result, strategy = refine_default(refinement)
     except (ValueError, ArithmeticError, np.linalg.LinAlgError, IndexError) as exc:
         logger.warning("strategy search: the default sequence (reference) failed: %s", exc)
-        return None
+        return None, None
     if not result.ok:
         logger.warning(
             "strategy search: the default sequence (reference) %s: %s", result.status, result.message
         )
-        return None
-    return result.to_dict()
+        return None, None
+    return result.to_dict(), strategy
 
 
 def _make_study(space: SearchSpace, settings: SearchSettings) -> optuna.Study:
@@ -445,9 +534,7 @@ def _search(
     progress: Callable[[TrialRecord, TrialRecord | None], None] | None,
 ) -> SearchResult:
     t_start = time.perf_counter()
-    space = space or SearchSpace(
-        *refinement.fit_range, asymmetry_parameter=refinement.initial.instrument.asymmetry_parameter
-    )
+    space = space or problem_space(refinement)
     settings = settings or SearchSettings()
     study = _make_study(space, settings)
     n_prior = _add_history(study, space, history)
@@ -458,6 +545,11 @@ def _search(
             study.enqueue_trial(dict(point))  # also when the history holds it: new data, new Rwp
         else:
             logger.warning("strategy search: warm-start point outside the search space skipped: %s", point)
+    reference, reference_strategy = _reference(refinement) if settings.start_from_default else (None, None)
+    if reference_strategy is not None:
+        point = space.point_from_strategy(reference_strategy)
+        if point is not None:
+            study.enqueue_trial(point)
     queued = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
     dists = space.distributions()
     exempt = check_start_model(refinement.phases, settings.limits)  # reported once, in the result
@@ -521,7 +613,9 @@ def _search(
     report = summarize_top(
         [{"number": t.number, "rwp": t.rwp, "params": t.params, "summary": t.summary} for t in ranked],
         settings.shift_tolerance,
-        reference=_reference_summary(refinement) if ranked else None,
+        reference=(reference if settings.start_from_default else _reference(refinement)[0])
+        if ranked
+        else None,
         reference_tolerance=settings.reference_tolerance,
     )
     return SearchResult(

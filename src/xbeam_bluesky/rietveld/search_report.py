@@ -26,7 +26,22 @@ from .lattice import metric_tensor
 __all__ = ["parameter_values", "reference_differences", "structure_shifts", "summarize_top"]
 
 _CELL = ("a", "b", "c", "alpha", "beta", "gamma")
-_INSTRUMENT = ("zero", "displacement", "transparency", "U", "V", "W", "X", "Y", "SH/L", "soller")
+#: instrument terms as result.json names them (a capillary's offsets are displace_x/displace_y, μR absorption)
+_INSTRUMENT = (
+    "zero",
+    "displacement",
+    "transparency",
+    "displace_x",
+    "displace_y",
+    "absorption",
+    "U",
+    "V",
+    "W",
+    "X",
+    "Y",
+    "SH/L",
+    "soller",
+)
 
 
 def parameter_values(summary: Mapping[str, Any]) -> dict[str, tuple[float, float]]:

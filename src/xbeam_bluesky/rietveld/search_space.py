@@ -10,12 +10,18 @@ only accumulate:
 3. sample displacement and transparency (each on/off; Bragg–Brentano, instead of the paper's
    Debye–Scherrer displacements);
 4. the profile terms U V W X Y SH/L (each on/off) and, optionally, March–Dollase preferred orientation;
-5. all atoms: coordinates and Uiso;
+5. all atoms: coordinates and Uiso (of every phase, or of ``atom_phases`` only: the major phases of a mixture);
 6. the full 2θ range, refined again — the Rwp of this stage is the objective.
 
 One addition to the paper's space: ``gaussian_after_atoms`` moves the Gaussian and asymmetry terms
 (U V W SH/L) to a stage after the atoms, as in the usual manual recipe (and our default sequence); the
 Lorentzian X Y stay before the atoms. With it the default sequence is (nearly) a point of the space.
+
+For a mixture, ``strain_axes`` adds one switch per phase, ``strain:<phase>``: no per-phase microstrain, or the
+``uniaxial_strain`` term along one of the offered axes ([0, 0, 0] = isotropic), refined in a stage after the
+profile terms. ``background_peaks`` (broad humps: amorphous scattering, a capillary) are in the first stage's
+background of every point. Without these (one phase, no humps) the space is the one of earlier versions, so
+saved strategies still warm-start.
 
 The range of stages 1–5 is sampled as two fractions in [0, 1] so the space is static (multivariate TPE
 needs that). Every stage carries its explicit 2θ range, so a saved strategy replays identically whatever
@@ -46,6 +52,8 @@ _SHIFT_TERMS = ("zero", "displacement", "transparency")
 _GAUSSIAN = ("U", "V", "W", "SH/L")
 _OPTIONAL = (*_SHIFT_TERMS, *PROFILE_TERMS, "preferred_orientation")
 _NO_PO = "none"
+_NO_STRAIN = "none"
+_STRAIN = "strain:"
 
 
 def _axis_key(axis: tuple[int, int, int]) -> str:
@@ -78,6 +86,13 @@ class SearchSpace:
     asymmetry_parameter
         What the ``SH/L`` switch refines: "SH/L" for an FCJ instrument, "soller" for the full axial model
         (:attr:`Instrument.asymmetry_parameter`).
+    atom_phases
+        Phases whose atoms the atoms stage refines; ``None`` = every phase.
+    strain_axes
+        ``((phase, (axis, ...)), ...)``: the phases offered a per-phase microstrain switch and the axes
+        [h, k, l] it chooses from ([0, 0, 0] = isotropic); empty = no switch.
+    background_peaks
+        Background humps ``(position, fwhm)`` (deg 2θ) in the first stage's background.
     """
 
     two_theta_min: float
@@ -90,6 +105,9 @@ class SearchSpace:
     final_cycles: int = 15
     exclude: tuple[str, ...] = ()
     asymmetry_parameter: str = "SH/L"
+    atom_phases: tuple[str, ...] | None = None
+    strain_axes: tuple[tuple[str, tuple[tuple[int, int, int], ...]], ...] = ()
+    background_peaks: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self) -> None:
         lo, hi = self.two_theta_min, self.two_theta_max
@@ -126,6 +144,15 @@ class SearchSpace:
                 raise ValueError(
                     f"search space: preferred-orientation axis {axis!r}; expected a non-zero [h, k, l]"
                 )
+        if self.atom_phases is not None and not self.atom_phases:
+            raise ValueError("search space: atom_phases is empty; expected phase names or None (every phase)")
+        for name, axes in self.strain_axes:
+            if not axes or any(len(a) != 3 for a in axes):
+                raise ValueError(
+                    f"search space: strain axes of phase {name!r}: {axes!r}; expected a non-empty list of "
+                    "[h, k, l] ([0, 0, 0] = isotropic)"
+                )
+        BackgroundSpec("chebyshev", 1, self.background_peaks)  # checks the humps
 
     # ------------------------------------------------------------------ sampling
     def distributions(self) -> dict[str, BaseDistribution]:
@@ -143,6 +170,8 @@ class SearchSpace:
             dists["preferred_orientation"] = CategoricalDistribution(
                 [_NO_PO, *(_axis_key(a) for a in self.po_axes)]
             )
+        for name, axes in self.strain_axes:
+            dists[_STRAIN + name] = CategoricalDistribution([_NO_STRAIN, *(_axis_key(a) for a in axes)])
         return dists
 
     def default_params(self) -> dict[str, Any]:
@@ -170,6 +199,8 @@ class SearchSpace:
         }
         if self._po_allowed:
             params["preferred_orientation"] = _NO_PO
+        for name, _ in self.strain_axes:
+            params[_STRAIN + name] = _NO_STRAIN
         return {k: v for k, v in params.items() if k not in self.exclude}
 
     @property
@@ -219,7 +250,7 @@ class SearchSpace:
             Stage(
                 name="background+scale",
                 refine=("background", "scale"),
-                background=BackgroundSpec(bkg_type, terms),
+                background=BackgroundSpec(bkg_type, terms, self.background_peaks),
                 range=first,
                 max_cycles=n,
             ),
@@ -260,15 +291,83 @@ class SearchSpace:
                     max_cycles=n,
                 )
             )
-        stages.append(Stage(name="atoms", refine=("atoms_xyz", "atoms_uiso"), range=first, max_cycles=n))
+        strain = self._strain_choice(params)
+        if strain:
+            stages.append(
+                Stage(
+                    name="strain " + ", ".join(f"{nm} {''.join(map(str, ax))}" for nm, ax in strain),
+                    refine=("uniaxial_strain",),
+                    strain_axis=strain,
+                    range=first,
+                    max_cycles=n,
+                )
+            )
+        stages.append(
+            Stage(
+                name="atoms",
+                refine=("atoms_xyz", "atoms_uiso"),
+                range=first,
+                max_cycles=n,
+                atom_phases=self.atom_phases,
+            )
+        )
         if late:
             stages.append(Stage(name="profile " + " ".join(late), refine=late, range=first, max_cycles=n))
         stages.append(Stage(name="full range", refine=(), range=full, max_cycles=self.final_cycles))
         return Strategy(tuple(stages))
 
+    def point_from_strategy(self, strategy: Strategy) -> dict[str, Any] | None:
+        """The point of the space nearest a staged strategy (e.g. the default sequence's kept stages): its
+        last background, the shift and profile terms it refines, its preferred-orientation and per-phase
+        strain axes; the first stages on the full range. ``None`` if that is no point of this space."""
+        params = self.default_params()
+        refined: set[str] = set()
+        for stage in strategy.stages:
+            refined |= set(stage.refine)
+            if stage.background is not None:
+                if stage.background.type in self.background_types:
+                    params["background_type"] = stage.background.type
+                params["background_terms"] = min(stage.background.terms, self.max_background_terms)
+            if (
+                stage.strain_axis is not None
+                and stage.strain_axis
+                and isinstance(stage.strain_axis[0], tuple)
+            ):
+                for name, axis in stage.strain_axis:  # type: ignore[misc]
+                    params[_STRAIN + name] = _axis_key(axis)
+            if "preferred_orientation" in stage.refine and stage.po_axis is not None and self._po_allowed:
+                params["preferred_orientation"] = _axis_key(stage.po_axis)
+        for term in (*_SHIFT_TERMS, *PROFILE_TERMS):
+            if term in params:
+                key = self.asymmetry_parameter if term == "SH/L" else term
+                params[term] = key in refined
+        return params if self.contains(params) else None
+
+    def _strain_choice(self, params: Mapping[str, Any]) -> tuple[tuple[str, tuple[int, int, int]], ...]:
+        """The per-phase strain axes a point switches on (phase, axis), in the order of ``strain_axes``."""
+        out = []
+        for name, axes in self.strain_axes:
+            value = str(params.get(_STRAIN + name, _NO_STRAIN))
+            if value == _NO_STRAIN:
+                continue
+            keys = {_axis_key(a): a for a in axes}
+            if value not in keys:
+                raise ValueError(
+                    f"strategy parameter {_STRAIN + name} {value!r}; expected one of {[_NO_STRAIN, *keys]}"
+                )
+            out.append((name, tuple(int(v) for v in keys[value])))
+        return tuple(out)  # type: ignore[return-value]
+
     def to_dict(self) -> dict[str, Any]:
         """JSON form (stored with a saved strategy so a warm start knows the space it came from)."""
-        return {
+        extra: dict[str, Any] = {}
+        if self.atom_phases is not None:
+            extra["atom_phases"] = list(self.atom_phases)
+        if self.strain_axes:
+            extra["strain_axes"] = {name: [list(a) for a in axes] for name, axes in self.strain_axes}
+        if self.background_peaks:
+            extra["background_peaks"] = [list(p) for p in self.background_peaks]
+        return extra | {
             "two_theta_min": self.two_theta_min,
             "two_theta_max": self.two_theta_max,
             "min_width": self.min_width,
@@ -278,6 +377,7 @@ class SearchSpace:
             "stage_cycles": self.stage_cycles,
             "final_cycles": self.final_cycles,
             "exclude": list(self.exclude),
+            "asymmetry_parameter": self.asymmetry_parameter,
         }
 
     @classmethod
@@ -287,6 +387,13 @@ class SearchSpace:
         d["background_types"] = tuple(d.get("background_types", BACKGROUND_TYPES))
         d["po_axes"] = tuple(tuple(int(v) for v in a) for a in d.get("po_axes", ((0, 0, 1),)))
         d["exclude"] = tuple(d.get("exclude", ()))
+        if d.get("atom_phases") is not None:
+            d["atom_phases"] = tuple(str(n) for n in d["atom_phases"])
+        d["strain_axes"] = tuple(
+            (str(name), tuple(tuple(int(v) for v in a) for a in axes))
+            for name, axes in dict(d.get("strain_axes", {})).items()
+        )
+        d["background_peaks"] = tuple((float(p), float(f)) for p, f in d.get("background_peaks", ()))
         return cls(**d)
 
     def contains(self, params: Mapping[str, Any]) -> bool:

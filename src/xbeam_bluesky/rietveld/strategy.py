@@ -190,6 +190,10 @@ class Stage:
     occupancy
         Sites whose occupancies the ``occupancy`` group refines from this stage on, one entry per phase;
         empty keeps the earlier stage's choice (every site of every phase if none was made).
+    atom_phases
+        Names of the phases whose atoms the ``atoms_xyz`` and ``atoms_uiso`` groups refine from this stage
+        on (e.g. only the major phases of a mixture); ``None`` keeps the earlier stage's choice (every
+        phase if none was made).
     name
         Label for reports.
     """
@@ -202,6 +206,7 @@ class Stage:
     strain_axis: tuple[int, int, int] | tuple[tuple[str, tuple[int, int, int]], ...] | None = None
     max_cycles: int = 15
     occupancy: tuple[OccupancySpec, ...] = ()
+    atom_phases: tuple[str, ...] | None = None
     name: str = ""
 
     def __post_init__(self) -> None:
@@ -226,6 +231,13 @@ class Stage:
         dup = sorted({ph for ph in phases if phases.count(ph) > 1})
         if dup:
             raise ValueError(f"stage {self.name or '?'}: occupancy of phase(s) {dup} given more than once")
+        if self.atom_phases is not None and (
+            not self.atom_phases or not all(isinstance(n, str) and n for n in self.atom_phases)
+        ):
+            raise ValueError(
+                f"stage {self.name or '?'}: atom_phases {list(self.atom_phases)!r}; expected a non-empty list "
+                "of phase names"
+            )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], index: int = 0) -> Stage:
@@ -239,6 +251,7 @@ class Stage:
             "strain_axis",
             "max_cycles",
             "occupancy",
+            "atom_phases",
             "name",
         }
         extra = set(d) - allowed
@@ -253,6 +266,11 @@ class Stage:
         occ_specs = tuple(
             OccupancySpec.from_dict(o, where) for o in (occ if isinstance(occ, list) else [occ])
         )
+        atom_phases = d.get("atom_phases")
+        if atom_phases is not None:
+            if not isinstance(atom_phases, list) or not all(isinstance(n, str) for n in atom_phases):
+                raise ValueError(f"{where}: atom_phases {atom_phases!r}; expected a list of phase names")
+            atom_phases = tuple(atom_phases)
         return cls(
             refine=tuple(d.get("refine", ())),
             fix=tuple(d.get("fix", ())),
@@ -262,6 +280,7 @@ class Stage:
             strain_axis=_strain_axis(d.get("strain_axis"), where),
             max_cycles=int(d.get("max_cycles", 15)),
             occupancy=occ_specs,
+            atom_phases=atom_phases,
             name=str(d.get("name", f"stage {index + 1}")),
         )
 
@@ -286,6 +305,8 @@ class Stage:
             out["occupancy"] = self.occupancy[0].to_dict()
         elif self.occupancy:
             out["occupancy"] = [o.to_dict() for o in self.occupancy]
+        if self.atom_phases is not None:
+            out["atom_phases"] = list(self.atom_phases)
         return out
 
 

@@ -329,3 +329,43 @@ def test_cucr2o4_default_from_the_prm_alone_matches_gsas2(data_dir):
         assert err <= 3 * max(ref_esd, spinel["lattice_esd"][axis]) + 2e-4, (axis, err)
     cuo = next(p for p in res.phases if p["name"] == "CuO")
     assert abs(100 * cuo["weight_fraction"] - GSAS2_CUO_WT) <= 0.3
+
+
+@pytest.mark.slow
+def test_cucr2o4_auto_search_from_the_prm_alone_matches_gsas2(data_dir):
+    """Issue 14: ``--auto`` on 11-BM CuCr2O4 + 1 wt % CuO (was: every trial invalid). The minor phase keeps
+    its CIF atoms, the spinel's capillary offset along the beam (degenerate with the cell at 4.5–26°) is not
+    offered, and the best valid trial meets GSAS-II's cell and CuO fraction."""
+    from xbeam_bluesky.rietveld import SearchSettings, problem_space, run_search
+
+    d = data_dir / "cucr2o4"
+    refinement = Refinement(
+        read_pattern(d / "OH_00.fxye"),
+        [load_phase(d / "CuCr2O4.cif"), load_phase(d / "CuO.cif")],
+        read_instrument(d / "OH_00.prm"),
+        fit_range=(4.5, 26.096),
+    )
+    space = problem_space(refinement)
+    assert space.atom_phases == ("CuCr2O4",) and "transparency" in space.exclude
+    assert [name for name, _ in space.strain_axes] == ["CuCr2O4", "CuO"]
+    search = run_search(refinement, space=space, settings=SearchSettings(n_trials=12, seed=0))
+    assert search.best is not None, search.failure_reasons()
+    res = search.best.summary
+    assert res["rwp"] <= 14.0  # GSAS-II 13.68 %
+    spinel = next(p for p in res["phases"] if p["name"] == "CuCr2O4")
+    for axis, (ref, ref_esd) in GSAS2_CELL.items():
+        err = abs(spinel["lattice"][axis] - ref)
+        assert err <= 3 * max(ref_esd, spinel["lattice_esd"][axis]) + 2e-4, (axis, err)
+    cuo = next(p for p in res["phases"] if p["name"] == "CuO")
+    assert abs(100 * cuo["weight_fraction"] - GSAS2_CUO_WT) <= 0.3
+    assert [a["uiso"] for a in cuo["atoms"]] == pytest.approx([0.001, 0.001])  # the CIF's, not refined
+
+
+def test_atom_phases_round_trip_and_unknown_phase_is_named(ds_setup):
+    ref, _, _ = ds_setup
+    st = Strategy.from_dict([{"refine": ["scale", "atoms_uiso"], "atom_phases": ["PbSO4"]}])
+    assert st.stages[0].atom_phases == ("PbSO4",) and Strategy.from_dict(st.to_dict()) == st
+    with pytest.raises(ValueError, match="atom_phases names no phase 'CuO'"):
+        ref.run(Strategy.from_dict([{"refine": ["scale", "atoms_uiso"], "atom_phases": ["CuO"]}]))
+    with pytest.raises(ValueError, match="atom_phases"):
+        Strategy.from_dict([{"refine": ["scale"], "atom_phases": "PbSO4"}])

@@ -74,7 +74,7 @@ def test_warm_start_evaluates_the_previous_best_first(pbso4_refinement, tmp_path
     }
     res = run_search(
         pbso4_refinement,
-        settings=SearchSettings(n_trials=2, n_startup_trials=2, seed=1),
+        settings=SearchSettings(n_trials=2, n_startup_trials=2, seed=1, start_from_default=False),
         warm_start=[previous],
     )
     assert res.trials[0].params == previous and res.trials[0].warm_start
@@ -93,11 +93,27 @@ def test_warm_start_evaluates_the_previous_best_first(pbso4_refinement, tmp_path
 def test_warm_start_points_outside_the_space_are_skipped(pbso4_refinement, caplog):
     res = run_search(
         pbso4_refinement,
-        settings=SearchSettings(n_trials=1, n_startup_trials=1),
+        settings=SearchSettings(n_trials=1, n_startup_trials=1, start_from_default=False),
         warm_start=[{"background_type": "spline"}],
     )
     assert not res.trials[0].warm_start
     assert "warm-start point outside the search space skipped" in caplog.text
+
+
+def test_the_default_sequences_point_is_evaluated_first(pbso4_refinement):
+    """start_from_default: the first trial is the default refinement's kept strategy as a point of the space
+    (its grown background), and it reaches about the default's Rwp."""
+    from xbeam_bluesky.rietveld.default_sequence import refine_default
+
+    default, kept = refine_default(pbso4_refinement)
+    terms = kept.stages[-1].background.terms
+    assert terms > 6  # the default grew its background: the point must carry that, not the space's 6
+    res = run_search(pbso4_refinement, settings=SearchSettings(n_trials=2, n_startup_trials=2, seed=1))
+    first = res.trials[0]
+    assert first.warm_start and first.params["background_terms"] == terms
+    assert first.params["displacement"] and not first.params["zero"]
+    assert abs(first.rwp - default.rwp) < 0.3, (first.rwp, default.rwp)
+    assert not res.trials[1].warm_start
 
 
 def test_bad_warm_start_files(tmp_path):

@@ -136,3 +136,23 @@ def test_cycle_limit_is_only_rejected_on_request(refined):
     assert check_validity(capped, phases, ValidityLimits(require_converged=True))[0].startswith(
         "refinement max_cycles"
     )
+
+
+def test_a_cif_uiso_outside_the_range_is_exempt_only_while_no_farther_outside(refined):
+    """A CIF O Uiso of −0.004 Å² (the 11-BM spinel's): refined to −0.0035 it is not held against the trial,
+    to −0.005 it is; a positive value is judged as usual."""
+    from xbeam_bluesky.rietveld.validity import check_start_model
+
+    phases, summary = refined
+    bad = copy.deepcopy(phases[0])
+    bad.uiso[2] = -0.004
+    exempt = check_start_model([bad])
+    assert list(exempt) == [f"PbSO4:{bad.labels[2]}:uiso"]
+
+    def with_uiso(u):
+        s = copy.deepcopy(summary)
+        s["phases"][0]["atoms"][2]["uiso"] = u
+        return check_validity(s, [bad], exempt=exempt)
+
+    assert with_uiso(-0.0035) == [] and with_uiso(-0.004) == [] and with_uiso(0.01) == []
+    assert with_uiso(-0.005) == [f"PbSO4:{bad.labels[2]}: Uiso -0.005 Å² ≤ 0"]
