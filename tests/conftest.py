@@ -52,39 +52,48 @@ def tiled_RE(RE, tiled_storage):
     return RE
 
 
-def _is_mp_helper(proc) -> bool:
-    import psutil
+def pytest_configure(config):
+    """Make pytest a child subreaper (Linux): a process orphaned by a test (its parent exited without stopping
+    it, e.g. a process-pool worker of a stopped RE worker) is re-parented to pytest instead of init, so the
+    check at the end of the session sees it."""
+    import ctypes
+    import sys
 
-    try:
-        cmd = " ".join(proc.cmdline())
-    except psutil.Error:
-        return False
-    return (
-        "multiprocessing.forkserver import main" in cmd
-        or "multiprocessing.resource_tracker import main" in cmd
-    )
+    if sys.platform.startswith("linux"):
+        pr_set_child_subreaper = 36
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_child_subreaper, 1, 0, 0, 0)
+
+
+def _own_mp_helpers() -> set[int]:
+    """Process ids of this interpreter's multiprocessing forkserver and resource tracker (they exit only
+    when pytest does; they are not a leak of a test). Orphaned helpers of other processes are not in it."""
+    import multiprocessing.forkserver
+    import multiprocessing.resource_tracker
+
+    pids = {
+        getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None),
+        getattr(multiprocessing.resource_tracker._resource_tracker, "_pid", None),
+    }
+    return {pid for pid in pids if pid}
 
 
 def pytest_sessionfinish(session, exitstatus):
     """Fail the run, naming them, if processes started by the tests are still alive at the end.
 
-    Children get 10 s to exit (servers shutting down); survivors are reported, then killed so they do not outlive
+    pytest is a child subreaper (:func:`pytest_configure`), so orphans are among its children too. Children
+    get 10 s to exit (servers shutting down); survivors are reported, then killed so they do not outlive
     pytest (a multiprocessing forkserver was once found 36 minutes after the suite).
     """
     import psutil
 
     me = psutil.Process()
     children = me.children(recursive=True)
-    # this interpreter's own multiprocessing helpers (forkserver, resource tracker) exit only when pytest does:
-    # stop them here (they are not a leak of a test), and judge everything else
-    own_helpers = [p for p in children if p.ppid() == me.pid and _is_mp_helper(p)]
+    own_helpers = [p for p in children if p.pid in _own_mp_helpers()]
     for proc in own_helpers:
         proc.kill()
     psutil.wait_procs(own_helpers, timeout=5)
     children = [p for p in children if p not in own_helpers]
     _, alive = psutil.wait_procs(children, timeout=10)
-    if not alive:
-        return
     names = []
     for proc in alive:
         try:
@@ -92,6 +101,7 @@ def pytest_sessionfinish(session, exitstatus):
             proc.kill()
         except psutil.Error:
             continue
+    psutil.wait_procs(alive, timeout=5)  # reap them (pytest is their parent or subreaper)
     if names:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
         report = "\n  ".join(names)

@@ -88,14 +88,20 @@ class Shell:
         return result
 
     def stop(self) -> None:
+        """Stop each background command's process group; what is left in the group when its leader has
+        exited (e.g. a manager's worker, pool workers) is killed too."""
         for proc in reversed(self.background):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
                 try:
                     proc.wait(timeout=20)
                 except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+                    pass
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
 
 
 @pytest.fixture

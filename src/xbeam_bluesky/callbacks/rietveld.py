@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from xbeam_bluesky._procs import exit_with_creator, pool_initargs
 from xbeam_bluesky.rietveld import Instrument, Pattern, Phase, SearchSettings, load_phase, read_instrument
 from xbeam_bluesky.storage import write_analysis_result, xrd_pattern
 
@@ -473,7 +474,9 @@ class AutoRietveld:
         if self._pool is None:
             methods = multiprocessing.get_all_start_methods()
             ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx)
+            self._pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=ctx, initializer=exit_with_creator, initargs=pool_initargs()
+            )
         try:
             return self._pool.submit(job, *args).result()
         except BrokenProcessPool as exc:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import os
 import pickle
 import time
 import warnings
@@ -303,9 +304,14 @@ def load_warm_start(path: str | Path) -> tuple[list[dict[str, Any]], list[dict[s
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(blob: bytes) -> None:
-    """Process-pool initializer: unpickle the problem once per worker, one BLAS thread per worker."""
+def _init_worker(blob: bytes, creator_pid: int) -> None:
+    """Process-pool initializer: unpickle the problem once per worker, one BLAS thread per worker; the worker
+    ends when its creator does (no orphan left searching)."""
     from threadpoolctl import threadpool_limits
+
+    from xbeam_bluesky._procs import exit_with_creator
+
+    exit_with_creator(creator_pid)
 
     _WORKER["blas_limit"] = threadpool_limits(1)  # n_jobs workers share the cores; nested BLAS threads thrash
     _WORKER["problem"] = pickle.loads(blob)
@@ -598,7 +604,10 @@ def _search(
             "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         )
         with ProcessPoolExecutor(
-            max_workers=settings.n_jobs, mp_context=ctx, initializer=_init_worker, initargs=(blob,)
+            max_workers=settings.n_jobs,
+            mp_context=ctx,
+            initializer=_init_worker,
+            initargs=(blob, os.getpid()),
         ) as pool:
             running: deque[tuple[optuna.trial.Trial, Future]] = deque()
             while True:
