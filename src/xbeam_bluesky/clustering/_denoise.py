@@ -109,7 +109,11 @@ def pure_regions(mask: ArrayLike, *, window: int = 5, min_count: int = 23) -> ND
         raise ValueError(
             f"min_count={min_count}; expected 1..{window * window} for a {window}×{window} window"
         )
-    counts = ndimage.correlate(m.astype(np.uint16), np.ones((window, window), np.uint16), mode="constant")
+    # window sums as two 1-D passes (exact: integer counts in an integer type wide enough for window²)
+    kind = np.uint8 if window * window <= np.iinfo(np.uint8).max else np.uint32
+    counts = m.astype(kind)
+    for axis in (0, 1):
+        counts = ndimage.correlate1d(counts, np.ones(window, kind), axis=axis, mode="constant")
     seeds = m & (counts >= min_count)
     if not seeds.any():
         return np.zeros_like(m)

@@ -190,6 +190,17 @@ def _distinct(
     return float(np.var(t)) > _bimodal_limit(n, z.shape[1])
 
 
+def _median_noise(
+    tau: NDArray[np.float64], members: NDArray[np.bool_], cache: dict[bytes, NDArray[np.float64]]
+) -> NDArray[np.float64]:
+    """Median noise per energy of a member set (``tau[0]`` for none), looked up in ``cache`` by the members
+    (the same set recurs from one iteration of the partition to the next)."""
+    key = np.packbits(members).tobytes()
+    if key not in cache:
+        cache[key] = np.median(tau[members], axis=0) if members.any() else tau[0]
+    return cache[key]
+
+
 def _split(
     z: NDArray[np.float64], tau: NDArray[np.float64], center: NDArray[np.float64], n_iter: int = 5
 ) -> NDArray[np.bool_]:
@@ -281,6 +292,8 @@ def _partition(
     centers = standardize(z.mean(axis=0))[None] if seeds is None or len(seeds) == 0 else np.array(seeds)
     labels = np.argmax(z @ centers.T, axis=1)
     one_phase: set[tuple[int, int, int]] = set()
+    inv_var = 1.0 / tau**2
+    medians: dict[bytes, NDArray[np.float64]] = {}  # a member set's median noise, kept while it recurs
     for _ in range(max_iter):
         centers, counts = _recenter(z, labels, len(centers))
         keep = counts >= min_pixels
@@ -293,18 +306,15 @@ def _partition(
         k = len(centers)
         # merge: the most correlated pair of centres that are not two phases
         if k > 1:
-            tau_med = np.stack(
-                [np.median(tau[labels == a], axis=0) if counts[a] else tau[0] for a in range(k)]
-            )
             corr = centers @ centers.T
             np.fill_diagonal(corr, -np.inf)
+            member = [labels == a for a in range(k)]
             for flat in np.argsort(corr, axis=None)[::-1][: k * (k - 1)]:
                 a, b = divmod(int(flat), k)
                 if a > b:
                     continue
-                if not _distinct(
-                    z, tau, labels == a, labels == b, centers[a], centers[b], merge, tau_med[a], tau_med[b]
-                ):
+                tau_a, tau_b = (_median_noise(tau, member[c], medians) for c in (a, b))  # when first needed
+                if not _distinct(z, tau, member[a], member[b], centers[a], centers[b], merge, tau_a, tau_b):
                     labels = np.where(labels == b, a, labels)
                     labels = labels - (labels > b)
                     centers = np.delete(centers, b, axis=0)
@@ -314,7 +324,7 @@ def _partition(
                 continue
         # outliers: a sub-population no centre explains opens a centre
         new: list[NDArray[np.float64]] = []
-        q = np.einsum("ne,ne->n", (z - centers[labels]) ** 2, 1.0 / tau**2)
+        q = np.einsum("ne,ne->n", (z - centers[labels]) ** 2, inv_var)
         out = q > limit
         for a in range(k):
             members = labels == a
