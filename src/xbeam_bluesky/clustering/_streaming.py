@@ -15,7 +15,6 @@ from ._noise_sums import NoiseSums, photon_coefficients
 from ._separation import ACCEPT_THRESHOLD, standardize
 from ._sites import Sites
 
-
 #: A function of a chunk of pixel spectra (n_frames, pixels) float32 writing its result into ``out``.
 PixelTransform = Callable[..., NDArray[np.float32]]
 
@@ -270,7 +269,9 @@ class StreamingAssigner:
         """
         arr = np.asarray(frames)
         if transform is not None and self.correction is not None:
-            raise ValueError("add_block: a transform needs absorbance frames; this assigner corrects raw counts")
+            raise ValueError(
+                "add_block: a transform needs absorbance frames; this assigner corrects raw counts"
+            )
         if arr.ndim != 3 or arr.shape[1:] != self.shape:
             raise ValueError(f"add_block: frames of shape {arr.shape}, expected (n_frames, {self.shape[0]}, "
                              f"{self.shape[1]})")  # fmt: skip
