@@ -103,7 +103,9 @@ class ClusteringPipeline:
         Degree of the per-pixel polynomial baseline in energy removed before the clustering
         (:mod:`~xbeam_bluesky.clustering._baseline`): 1 (default) removes a straight line, the slowly varying
         absorption of everything but the edge (on the real STXM stack the dominant spread of one phase's spectra);
-        0 only the constant that standardization removes anyway. The library is treated the same way.
+        0 only the constant that standardization removes anyway. The library is treated the same way. A stack
+        with fewer than ``baseline_degree + 3`` energies gets the largest degree it allows (logged, and recorded
+        as ``baseline_degree_removed``).
     split
         Split clusters whose spatially coherent parts differ beyond the noise of their means plus ε
         (:func:`~xbeam_bluesky.clustering.split_clusters`; one tile only, which is then read whole). Off by
@@ -148,6 +150,12 @@ class ClusteringPipeline:
         if not np.all(np.isfinite(lib)):
             raise ValueError("ClusteringPipeline: library contains NaN or Inf (not covering the energies?)")
         object.__setattr__(self, "library", lib)
+        if self.baseline_degree > energies.size - 3:  # a three-energy map keeps its one degree of freedom
+            logger.warning(
+                "baseline degree %d needs %d energies, the stack has %d: removing degree %d instead",
+                self.baseline_degree, self.baseline_degree + 3, energies.size, energies.size - 3,
+            )  # fmt: skip
+            object.__setattr__(self, "baseline_degree", energies.size - 3)
         basis = baseline_basis(energies, self.baseline_degree)
         object.__setattr__(self, "_basis", basis)
         object.__setattr__(self, "_library_z", standardize(remove_baseline(lib, basis)) if len(lib) else None)
