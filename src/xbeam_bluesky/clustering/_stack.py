@@ -108,17 +108,21 @@ class BlockResult:
 
 
 def assign_block(source: StackSource, y0: int, y1: int, sites: Sites, n_threads: int = 1) -> BlockResult:
-    """Assign rows [y0, y1) of a stack by streaming its energy frames through a StreamingAssigner.
+    """Assign rows [y0, y1) of a stack by adding its energy frames to a StreamingAssigner as one block.
 
-    The same function runs locally and on Dask workers, so batch and live labels come from one code path.
+    The same function runs locally and on Dask workers, so batch and live labels come from one code path. A
+    source with a ``raw`` source and a ``pixel_transform`` (the baseline removal,
+    :class:`~xbeam_bluesky.clustering._baseline.BaselineRemoved`) is read raw and transformed chunk by chunk
+    inside the assignment: the same numbers without a second whole block in memory.
     """
-    block = source.read_rows(y0, y1)
+    transform = getattr(source, "pixel_transform", None)
+    block = (source.raw if transform is not None else source).read_rows(y0, y1)  # type: ignore[attr-defined]
     assigner = StreamingAssigner(sites, block.shape[1:], n_threads=n_threads)
     try:
-        for i, frame in enumerate(block):
-            assigner.update(frame, i)
+        assigner.add_block(block, transform=transform)
+        del block
         result = assigner.finalize()
-        coords, basis = assigner.coordinates()
+        coords, basis = assigner.coordinates(dtype=np.float32)
     finally:
         assigner.close()
     gram = GramAccumulator(sites.n_clusters, basis)
