@@ -9,7 +9,14 @@ shutter status follows its command, and the camera writes frames through its HDF
 """
 
 from ._beamline import make_epics_devices
-from ._camera import EpicsScmosCamera, EpicsShutter, ScmosCameraMock, ShutterState, mock_frame
+from ._camera import (
+    CalibratedScmosCamera,
+    CameraNoise,
+    EpicsScmosCamera, EpicsShutter,
+    ScmosCameraMock,
+    ShutterState,
+    mock_frame,
+)
 from ._config import (
     CameraConfig,
     EpicsBeamlineConfig,
@@ -23,6 +30,8 @@ from ._diffractometer import EpicsPowderDetector, PowderDetectorError, PowderDet
 from ._motion import EpicsAxis, EpicsMonochromator, EpicsSampleStage
 
 __all__ = [
+    "CalibratedScmosCamera",
+    "CameraNoise",
     "CameraConfig",
     "EpicsAxis",
     "EpicsBeamlineConfig",

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from ophyd_async.core import Device, StaticPathProvider, UUIDFilenameProvider
 
-from ._camera import EpicsScmosCamera, EpicsShutter
-from ._config import EpicsBeamlineConfig
+from ._camera import CalibratedScmosCamera, EpicsScmosCamera, EpicsShutter
+from ._config import CameraConfig, EpicsBeamlineConfig
 from ._diffractometer import EpicsPowderDetector
 from ._motion import EpicsMonochromator, EpicsSampleStage
 
@@ -54,8 +54,8 @@ def make_epics_devices(
             out_position_mm=config.stage.out_position_mm,
             name="stage",
         ),
-        "camera": EpicsScmosCamera(
-            cam.prefix,
+        "camera": _camera(
+            cam,
             path_provider,
             driver_suffix=cam.driver,
             hdf_suffix=cam.hdf,
@@ -82,3 +82,11 @@ def make_epics_devices(
             name="xrd",
         )
     return devices
+
+
+def _camera(cam: CameraConfig, path_provider: StaticPathProvider, **kwargs) -> EpicsScmosCamera:
+    """A :class:`CalibratedScmosCamera` when the config has the noise keys, else an :class:`EpicsScmosCamera`."""
+    noise = cam.noise()
+    if noise is None:
+        return EpicsScmosCamera(cam.prefix, path_provider, **kwargs)
+    return CalibratedScmosCamera(cam.prefix, path_provider, noise, **kwargs)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -15,6 +17,7 @@ from ophyd_async.core import (
     SignalDict,
     StandardReadable,
     StrictEnum,
+    TriggerInfo,
     callback_on_mock_put,
     default_mock_class,
     set_and_wait_for_other_value,
@@ -34,6 +37,8 @@ from ophyd_async.epics.adcore import (
 from ophyd_async.epics.core import epics_signal_r, epics_signal_rw
 
 __all__ = [
+    "CalibratedScmosCamera",
+    "CameraNoise",
     "EpicsScmosCamera",
     "EpicsShutter",
     "ScmosCameraMock",
@@ -213,6 +218,28 @@ class EpicsScmosCamera(AreaDetector[ADBaseIO]):
             trigger_logic=ScmosTriggerLogic(driver, readout_time),
             name=name,
         )
+        # bluesky does not wait for a Status returned by stage/unstage unless the plan asks (bps.stage(...,
+        # wait=True)); a plan that unstages, stages and prepares in a row would otherwise stop, open and start
+        # the HDF5 capture concurrently over CA (the new capture is taken for the old one still closing).
+        self._in_order = asyncio.Lock()
+
+    @AsyncStatus.wrap
+    async def stage(self) -> None:
+        """Stop acquisition and file writing (after any unstage still running), ready for ``prepare``."""
+        async with self._in_order:
+            await super().stage()
+
+    @AsyncStatus.wrap
+    async def unstage(self) -> None:
+        """Stop acquisition and close the file; a later stage or prepare waits for this to finish."""
+        async with self._in_order:
+            await super().unstage()
+
+    @AsyncStatus.wrap
+    async def prepare(self, value: TriggerInfo) -> None:
+        """Set the exposures and open the file (after any stage or unstage still running)."""
+        async with self._in_order:
+            await super().prepare(value)
 
     @property
     def exposure(self):
@@ -222,6 +249,100 @@ class EpicsScmosCamera(AreaDetector[ADBaseIO]):
     def frame_time_s(self, exposure_s: float) -> float:
         """Time per frame (exposure + readout) in s."""
         return float(exposure_s) + self.readout_s
+
+
+@dataclass(frozen=True)
+class CameraNoise:
+    """The noise and response of a camera, measured at the beamline (the ``[epics.camera]`` noise keys).
+
+    Parameters
+    ----------
+    gain
+        ADU per detected photon (from a photon-transfer curve).
+    read_noise
+        Read noise, ADU rms (standard deviation of a dark frame's pixels).
+    dark_offset
+        Mean dark level, ADU.
+    i0_counts_per_s
+        Mean open-beam counts per pixel above dark per second of exposure, ADU/s (mean of a flat minus the
+        dark, divided by its exposure).
+    peak_counts_per_s
+        Counts above dark per second of the brightest open-beam pixel, ADU/s (None: not measured, no
+        saturation check).
+    saturation_adu
+        Full scale of the frames, ADU (65535 for 16 bits).
+    """
+
+    gain: float
+    read_noise: float
+    dark_offset: float
+    i0_counts_per_s: float
+    peak_counts_per_s: float | None = None
+    saturation_adu: float = 65535.0
+
+    def __post_init__(self) -> None:
+        for key in ("gain", "i0_counts_per_s", "saturation_adu"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"camera noise {key} = {value!r}; expected a positive number")
+        for key in ("read_noise", "dark_offset"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"camera noise {key} = {value!r}; expected a non-negative number (ADU)")
+        peak = self.peak_counts_per_s
+        if peak is not None and not (math.isfinite(peak) and peak >= self.i0_counts_per_s):
+            raise ValueError(
+                f"camera noise peak_counts_per_s = {peak!r}; expected a number >= i0_counts_per_s "
+                f"= {self.i0_counts_per_s} (the brightest pixel is at least as bright as the mean)"
+            )
+        if self.dark_offset >= self.saturation_adu:
+            raise ValueError(
+                f"camera noise dark_offset = {self.dark_offset!r} ADU is not below saturation_adu = "
+                f"{self.saturation_adu!r}"
+            )
+
+
+class CalibratedScmosCamera(EpicsScmosCamera):
+    """An :class:`EpicsScmosCamera` whose noise and open-beam response were measured (:class:`CameraNoise`).
+
+    It reports its noise model to the plans (``noise_metadata``: recorded in the start document for the live
+    clustering) and, when ``peak_counts_per_s`` is known, the longest exposure that does not saturate
+    (``max_unsaturated_exposure_s``), so it satisfies the ``NoiseReporting`` and ``ExposureLimited`` protocols
+    like the simulated camera.
+
+    Parameters
+    ----------
+    prefix, path_provider
+        As :class:`EpicsScmosCamera`.
+    noise
+        The measured noise and response.
+    **kwargs
+        Further :class:`EpicsScmosCamera` options.
+    """
+
+    def __init__(self, prefix: str, path_provider: PathProvider, noise: CameraNoise, **kwargs) -> None:
+        self.noise = noise
+        super().__init__(prefix, path_provider, **kwargs)
+
+    def noise_metadata(self, exposure_s: float) -> dict[str, float]:
+        """``gain`` (ADU/photon), ``offset`` = read_noise² (ADU²), ``read_noise`` (ADU), ``dark_offset`` (ADU)
+        and ``i0_counts`` (mean open-beam ADU above dark per pixel) at ``exposure_s`` (s)."""
+        n = self.noise
+        return {
+            "gain": n.gain,
+            "offset": n.read_noise**2,
+            "read_noise": n.read_noise,
+            "dark_offset": n.dark_offset,
+            "i0_counts": n.i0_counts_per_s * float(exposure_s),
+        }
+
+    def max_unsaturated_exposure_s(self, margin: float = 0.9) -> float | None:
+        """Longest exposure (s) with the brightest open-beam pixel below ``margin`` × ``saturation_adu``
+        (None when ``peak_counts_per_s`` is not configured)."""
+        n = self.noise
+        if n.peak_counts_per_s is None:
+            return None
+        return (margin * n.saturation_adu - n.dark_offset) / n.peak_counts_per_s
 
 
 class ShutterState(StrictEnum):

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xbeam_bluesky.devices.sim.camera_model import CameraModel
 from xbeam_bluesky.testing.iocs._launch import IocProcess, client_environment, free_port
 
 __all__ = ["SoftBeamline", "main"]
@@ -38,6 +39,12 @@ class SoftBeamline:
         The camera's frames and the phantom (as :class:`~xbeam_bluesky.devices.sim.SimBeamlineConfig`).
     mono_limits_eV, x_limits_mm, y_limits_mm
         Motor-record soft limits.
+    stage_velocity_mm_s, mono_velocity_eV_s
+        Motor speeds (``VELO``).
+    powder_channels
+        Channels of the powder detector.
+    photon_flux
+        Open-beam photons per pixel per s of the camera (:class:`CameraModel`).
     log_dir
         Each IOC's output goes to ``log_dir/<name>.log`` (default: discarded).
     """
@@ -53,6 +60,7 @@ class SoftBeamline:
     stage_velocity_mm_s: float = 5.0
     mono_velocity_eV_s: float = 20.0
     powder_channels: int = 5500
+    photon_flux: float = 2.0e4
     log_dir: Path | None = None
     prefixes: dict[str, str] = field(
         default_factory=lambda: {
@@ -107,6 +115,8 @@ class SoftBeamline:
                     *map(str, self.sample_size_mm),
                     "--seed",
                     str(self.seed),
+                    "--photon-flux",
+                    str(self.photon_flux),
                     "--energy-pv",
                     p["mono"] + "Energy.RBV",
                     "--x-pv",
@@ -125,6 +135,13 @@ class SoftBeamline:
         name = name or module
         log = self.log_dir / f"{name}.log" if self.log_dir is not None else None
         return IocProcess(module, self.prefixes[name], self.ports[name], args, env=env, log_path=log)
+
+    def camera_model(self) -> CameraModel:
+        """The detector model the camera IOC renders its frames with (the sim camera's physics)."""
+        return CameraModel(
+            shape=self.frame_shape, pixel_size_um=self.pixel_size_um, photon_flux=self.photon_flux,
+            flat_seed=self.seed,
+        )  # fmt: skip
 
     def client_environment(self) -> dict[str, str]:
         """``EPICS_CA_ADDR_LIST`` (every IOC's port) and ``EPICS_CA_AUTO_ADDR_LIST=NO``."""
@@ -190,6 +207,7 @@ class SoftBeamline:
             f"shape = {list(self.frame_shape)}",
             f"pixel_size_um = {self.pixel_size_um}",
             "readout_s = 0.01",
+            *self._noise_lines(),
             "",
             "[epics.shutter]",
             f'command = "{p["shutter"]}CMD"',
@@ -213,6 +231,20 @@ class SoftBeamline:
             ]
         path.write_text(extra + "\n" + "\n".join(lines) if extra else "\n".join(lines))
         return path
+
+
+    def _noise_lines(self) -> list[str]:
+        """The ``[epics.camera]`` noise keys, as a beamline measures them, from the camera IOC's model."""
+        model = self.camera_model()
+        dark = model.dark_offset
+        peak = float(model.expected_frame(None, 1.0).max()) - dark
+        return [
+            f"gain = {model.gain!r}",
+            f"read_noise = {model.read_noise!r}",
+            f"dark_offset = {dark!r}",
+            f"i0_counts_per_s = {model.i0_counts(1.0)!r}",
+            f"peak_counts_per_s = {peak!r}",
+        ]
 
 
 def main(argv: list[str] | None = None) -> None:
