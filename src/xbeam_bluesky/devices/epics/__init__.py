@@ -12,7 +12,8 @@ from ._beamline import make_epics_devices
 from ._camera import (
     CalibratedScmosCamera,
     CameraNoise,
-    EpicsScmosCamera, EpicsShutter,
+    EpicsScmosCamera,
+    EpicsShutter,
     ScmosCameraMock,
     ShutterState,
     mock_frame,
@@ -31,8 +32,8 @@ from ._motion import EpicsAxis, EpicsMonochromator, EpicsSampleStage
 
 __all__ = [
     "CalibratedScmosCamera",
-    "CameraNoise",
     "CameraConfig",
+    "CameraNoise",
     "EpicsAxis",
     "EpicsBeamlineConfig",
     "EpicsMonochromator",

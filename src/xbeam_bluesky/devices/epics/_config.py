@@ -104,7 +104,9 @@ class CameraConfig:
             return None
         if len(given) != len(required):
             missing = [k for k in NOISE_KEYS if k not in given]
-            raise ValueError(f"noise keys {given} given without {missing}; expected all of {list(NOISE_KEYS)}")
+            raise ValueError(
+                f"noise keys {given} given without {missing}; expected all of {list(NOISE_KEYS)}"
+            )
         return CameraNoise(
             **required, peak_counts_per_s=self.peak_counts_per_s, saturation_adu=self.saturation_adu
         )

@@ -172,7 +172,9 @@ class SoftBeamline:
         """Process ids of the running IOCs."""
         return {name: ioc.pid for name, ioc in self.iocs.items() if ioc.pid is not None}
 
-    def write_config(self, path: str | Path, *, with_xrd: bool = True, extra: str = "") -> Path:
+    def write_config(
+        self, path: str | Path, *, with_xrd: bool = True, extra: str = "", rietveld: dict | None = None
+    ) -> Path:
         """Write the TOML config of ``mode="real"`` for these IOCs (and the powder instrument file next to it).
 
         Parameters
@@ -182,7 +184,9 @@ class SoftBeamline:
         with_xrd
             Include ``[epics.xrd]`` and ``[live.rietveld] instrument``.
         extra
-            TOML text appended (e.g. ``data_dir = ...``).
+            TOML text put before the tables (e.g. ``data_dir = ...``).
+        rietveld
+            Further ``[live.rietveld]`` options (e.g. ``{"n_trials": 4}``), numbers or strings.
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -227,11 +231,12 @@ class SoftBeamline:
                 "",
                 "[live.rietveld]",
                 f'instrument = "{instprm.name}"',
+                *(f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"'
+                  for key, value in (rietveld or {}).items()),
                 "",
-            ]
+            ]  # fmt: skip
         path.write_text(extra + "\n" + "\n".join(lines) if extra else "\n".join(lines))
         return path
-
 
     def _noise_lines(self) -> list[str]:
         """The ``[epics.camera]`` noise keys, as a beamline measures them, from the camera IOC's model."""
