@@ -26,6 +26,8 @@ STAGE_VELOCITY_MM_S = 100.0
 MONO_VELOCITY_EV_S = 500.0
 #: [live.rietveld] options of the real-mode namespace (a short search: the PbSO4 pattern refines in seconds).
 RIETVELD = {"n_trials": 4, "seed": 0}
+#: A move taking this much longer than its trapezoid is a stall (s).
+STALL_TIMEOUT_S = 1.0
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +37,7 @@ def soft_beamline(tmp_path_factory) -> SoftBeamline:
     return SoftBeamline(
         root / "frames", frame_shape=SHAPE, pixel_size_um=PIXEL_UM, sample_size_mm=SAMPLE_MM, seed=SEED,
         stage_velocity_mm_s=STAGE_VELOCITY_MM_S, mono_velocity_eV_s=MONO_VELOCITY_EV_S, log_dir=root / "logs",
-        prefixes=dict(PREFIXES),
+        prefixes=dict(PREFIXES), stall_timeout_s=STALL_TIMEOUT_S,
     )  # fmt: skip
 
 

@@ -28,7 +28,7 @@ from ._config import (
     load_epics_config,
 )
 from ._diffractometer import EpicsPowderDetector, PowderDetectorError, PowderDetectorMock
-from ._motion import EpicsAxis, EpicsMonochromator, EpicsSampleStage
+from ._motion import EpicsAxis, EpicsMonochromator, EpicsSampleStage, FaultCheckingMotorLogic, MotorFaultError
 
 __all__ = [
     "CalibratedScmosCamera",
@@ -41,7 +41,9 @@ __all__ = [
     "EpicsSampleStage",
     "EpicsScmosCamera",
     "EpicsShutter",
+    "FaultCheckingMotorLogic",
     "MonoConfig",
+    "MotorFaultError",
     "PowderDetectorError",
     "PowderDetectorMock",
     "ScmosCameraMock",

@@ -44,7 +44,10 @@ def make_epics_devices(
     )
     devices: dict[str, Device] = {
         "mono": EpicsMonochromator(
-            config.mono.prefix + config.mono.energy, config.mono.limits_eV, name="mono"
+            config.mono.prefix + config.mono.energy,
+            config.mono.limits_eV,
+            name="mono",
+            stall_timeout_s=config.mono.stall_timeout_s,
         ),
         "stage": EpicsSampleStage(
             config.stage.prefix + config.stage.x,
@@ -52,6 +55,7 @@ def make_epics_devices(
             x_limits=config.stage.x_limits_mm,
             y_limits=config.stage.y_limits_mm,
             out_position_mm=config.stage.out_position_mm,
+            stall_timeout_s=config.stage.stall_timeout_s,
             name="stage",
         ),
         "camera": _camera(

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ._camera import CameraNoise
+from ._motion import DEFAULT_STALL_TIMEOUT_S
 
 __all__ = [
     "CameraConfig",
@@ -29,12 +30,14 @@ class MonoConfig:
     """The monochromator: ``prefix`` + ``energy`` names the energy motor record (eV).
 
     ``limits_eV`` are the energies plans may request, checked before any motion (the motor record's own soft
-    limits still apply).
+    limits still apply). ``stall_timeout_s`` is how long (s) a move may take beyond ``|Δ| / VELO + 2 · ACCL``
+    before it counts as stalled (the motor is stopped and the plan fails with ``MotorFaultError``).
     """
 
     prefix: str
     energy: str = "Energy"
     limits_eV: tuple[float, float] = (4500.0, 25000.0)
+    stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ class StageConfig:
     """The sample stage: ``prefix`` + ``x`` / ``y`` name the motor records (mm).
 
     ``x_limits_mm`` / ``y_limits_mm`` are checked before any motion; ``out_position_mm`` is where the sample is out
-    of the beam (flat fields).
+    of the beam (flat fields); ``stall_timeout_s`` as for :class:`MonoConfig`.
     """
 
     prefix: str
@@ -51,6 +54,7 @@ class StageConfig:
     x_limits_mm: tuple[float, float] = (-15.0, 15.0)
     y_limits_mm: tuple[float, float] = (-10.0, 10.0)
     out_position_mm: tuple[float, float] = (14.0, 0.0)
+    stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -198,6 +202,10 @@ def _section(source: str, name: str, table: Any, cls: type) -> Any:
         elif key in {"pixel_size_um", "readout_s", *NOISE_KEYS, "peak_counts_per_s", "saturation_adu"}:
             if not isinstance(value, int | float) or value < 0:
                 raise ValueError(f"{where} {key} = {value!r}; expected a non-negative number")
+            values[key] = float(value)
+        elif key == "stall_timeout_s":
+            if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+                raise ValueError(f"{where} {key} = {value!r}; expected a positive time in s")
             values[key] = float(value)
         elif key in {"two_theta_start_deg", "two_theta_step_deg", "timeout_s"}:
             if not isinstance(value, int | float) or isinstance(value, bool):

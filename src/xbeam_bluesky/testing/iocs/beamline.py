@@ -45,6 +45,8 @@ class SoftBeamline:
         Channels of the powder detector.
     photon_flux
         Open-beam photons per pixel per s of the camera (:class:`CameraModel`).
+    stall_timeout_s
+        ``stall_timeout_s`` of the mono and the stage in the written config (s).
     log_dir
         Each IOC's output goes to ``log_dir/<name>.log`` (default: discarded).
     """
@@ -61,6 +63,7 @@ class SoftBeamline:
     mono_velocity_eV_s: float = 20.0
     powder_channels: int = 5500
     photon_flux: float = 2.0e4
+    stall_timeout_s: float = 5.0
     log_dir: Path | None = None
     prefixes: dict[str, str] = field(
         default_factory=lambda: {
@@ -197,12 +200,14 @@ class SoftBeamline:
             "[epics.mono]",
             f'prefix = "{p["mono"]}"',
             f"limits_eV = {list(self.mono_limits_eV)}",
+            f"stall_timeout_s = {self.stall_timeout_s}",
             "",
             "[epics.stage]",
             f'prefix = "{p["stage"]}"',
             f"x_limits_mm = {list(self.x_limits_mm)}",
             f"y_limits_mm = {list(self.y_limits_mm)}",
             f"out_position_mm = [{half_w + 4.0}, 0.0]",
+            f"stall_timeout_s = {self.stall_timeout_s}",
             "",
             "[epics.camera]",
             f'prefix = "{p["camera"]}"',
