@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from bluesky.utils import FailedStatus
 
-from xbeam_bluesky.devices.epics import MotorFaultError
+from xbeam_bluesky.devices.epics import CameraFaultError, MotorFaultError
 from xbeam_bluesky.storage import read_frames
 
 from .conftest import STAGE_VELOCITY_MM_S, STALL_TIMEOUT_S
@@ -23,10 +23,12 @@ TILES = [[0.0, 0.0], [0.4, 0.0]]
 
 
 def _caput(pv: str, value) -> None:
+    """Put ``value`` (a string goes to a char-waveform long string, as areaDetector's text records)."""
     import aioca
     from bluesky.run_engine import call_in_bluesky_event_loop
 
-    call_in_bluesky_event_loop(aioca.caput(pv, value, wait=True))
+    kwargs = {"datatype": aioca.DBR_CHAR_STR} if isinstance(value, str) else {}
+    call_in_bluesky_event_loop(aioca.caput(pv, value, wait=True, **kwargs))
 
 
 def _caget(pv: str) -> float:
@@ -108,10 +110,69 @@ def test_stalled_motor_is_stopped_within_the_stated_timeout(real_ns, stage_x):
     assert "flat" not in ns["tiled_client"][uid]  # no frame taken where the sample was not
 
 
-def test_plan_after_the_faults_runs(real_ns, soft_iocs):
-    ns = real_ns
-    (uid,) = ns["RE"](_xanes(ns))
+def test_camera_ioc_killed_mid_run(real_ns, soft_iocs):
+    ns, camera_ioc = real_ns, soft_iocs["camera"]
+    primary: list = []
+
+    def kill_after_one_frame(name, doc):
+        if name == "event" and doc["descriptor"] in descriptors:
+            primary.append(doc)
+            if len(primary) == 1:
+                camera_ioc.kill()  # SIGKILL: no clean-up, as a crash
+
+    descriptors: set = set()
+    token = ns["RE"].subscribe(
+        lambda name, doc: (
+            descriptors.add(doc["uid"]) if name == "descriptor" and doc["name"] == "primary" else None
+        )
+    )
+    kill_token = ns["RE"].subscribe(kill_after_one_frame)
+    try:
+        uid, stop = _run_failing(ns, _xanes(ns), CameraFaultError)
+    finally:
+        ns["RE"].unsubscribe(token)
+        ns["RE"].unsubscribe(kill_token)
+    assert stop["exit_status"] == "fail"
+    # the IOC died between two frames: the next one finds it gone, within the stated probe time
+    assert (
+        "T:CAM:cam1:: the camera IOC is not connected (no update of T:CAM:cam1:DetectorState_RBV"
+        in stop["reason"]
+    )
+    assert "it was stopped or crashed" in stop["reason"]
+    # the frames written before the crash are readable through tiled, from the file the IOC left open
     run = ns["tiled_client"][uid]
-    assert run.metadata["stop"]["exit_status"] == "success"
-    assert read_frames(run).shape[0] == len(ENERGIES) * len(TILES)
-    assert np.isfinite(read_frames(run)).all()
+    frames = read_frames(run)
+    assert frames.shape == (1, 32, 40) and frames.mean() > 1000
+    # the mono and the stage went back to where the run started (the clean-up does not need the camera)
+    assert _caget("T:DCM:Energy.RBV") == pytest.approx(7100.0) and _caget("T:X.RBV") == 0.0
+    # the IOC comes back on its port; the same devices reconnect and the next run succeeds
+    camera_ioc.start()
+    (again,) = ns["RE"](_xanes(ns))
+    assert ns["tiled_client"][again].metadata["stop"]["exit_status"] == "success"
+    assert read_frames(ns["tiled_client"][again]).shape[0] == len(ENERGIES) * len(TILES)
+
+
+def test_hdf5_write_error_is_named(real_ns, soft_iocs):
+    ns = real_ns
+    _caput("T:CAM:HDF1:SimWriteError", "No space left on device (test)")
+    t0 = time.monotonic()
+    uid, stop = _run_failing(ns, _xanes(ns), CameraFaultError)
+    assert stop["exit_status"] == "fail"
+    assert "T:CAM:HDF1:WriteStatus = Write error: No space left on device (test)" in stop["reason"]
+    assert time.monotonic() - t0 < 10.0  # reported when the plugin says so, not after the frame timeout
+    assert "dark" not in ns["tiled_client"][uid]  # the first (dark) frame was the one not written
+
+
+def test_iocs_restarted_between_runs(real_ns, soft_iocs, soft_beamline):
+    ns = real_ns
+    (first,) = ns["RE"](_xanes(ns))
+    before = soft_beamline.pids()
+    soft_beamline.stop()  # every IOC, by PID
+    soft_beamline.start()  # same ports, new processes
+    assert set(soft_beamline.pids().values()).isdisjoint(before.values())
+    (second,) = ns["RE"](_xanes(ns))  # the devices of the namespace reconnect by themselves
+    for uid in (first, second):
+        run = ns["tiled_client"][uid]
+        assert run.metadata["stop"]["exit_status"] == "success"
+        assert read_frames(run).shape[0] == len(ENERGIES) * len(TILES)
+        assert np.isfinite(read_frames(run)).all()

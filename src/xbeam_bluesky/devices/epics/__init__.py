@@ -11,6 +11,7 @@ shutter status follows its command, and the camera writes frames through its HDF
 from ._beamline import make_epics_devices
 from ._camera import (
     CalibratedScmosCamera,
+    CameraFaultError,
     CameraNoise,
     EpicsScmosCamera,
     EpicsShutter,
@@ -33,6 +34,7 @@ from ._motion import EpicsAxis, EpicsMonochromator, EpicsSampleStage, FaultCheck
 __all__ = [
     "CalibratedScmosCamera",
     "CameraConfig",
+    "CameraFaultError",
     "CameraNoise",
     "EpicsAxis",
     "EpicsBeamlineConfig",
