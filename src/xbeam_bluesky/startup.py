@@ -98,7 +98,13 @@ def build_namespace(
 
     config = load_config(config_path, data_dir=data_dir)
     RE = RE if RE is not None else RunEngine()
-    storage = open_storage(config, data_dir=data_dir, uri=tiled_uri, api_key=api_key)
+    storage = open_storage(
+        config,
+        data_dir=data_dir,
+        uri=tiled_uri,
+        api_key=api_key,
+        readable_dirs=_frame_dirs(mode, config.path),
+    )
     _close_at_exit(storage)
     beamline = None
     if mode == "sim":
@@ -182,6 +188,18 @@ def _close_at_exit(storage: Any) -> None:
 
     if storage.server is not None:
         threading._register_atexit(storage.close)  # runs before non-daemon threads are joined
+
+
+def _frame_dirs(mode: str, config_path: Path | None) -> list[Path]:
+    """The EPICS camera's frame directory as this host sees it (``mode="real"``), for the embedded tiled server
+    to read the frames through; none in the other modes (frames go to the data directory)."""
+    if mode != "real":
+        return []
+    from xbeam_bluesky.config import default_config_path
+    from xbeam_bluesky.devices.epics import load_epics_config
+
+    camera = load_epics_config(config_path or default_config_path()).camera
+    return [Path(camera.read_dir or camera.write_dir)]
 
 
 def _epics_devices(mode: str, config_path: Path | None, detector_dir: Path, timeout: float) -> dict[str, Any]:
