@@ -14,6 +14,8 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
 from scipy.stats import norm
 
+from xbeam_bluesky.errors import ClusteringInputError
+
 logger = logging.getLogger(__name__)
 
 _EIGHT = np.ones((3, 3), dtype=bool)
@@ -25,7 +27,7 @@ PROTECT_ALPHA = 0.01
 NOVEL_WARNING_FRACTION = 0.20
 
 
-class DenoiseInputError(ValueError):
+class DenoiseInputError(ClusteringInputError):
     """Bad pixel size, feature size or maps given to the denoising."""
 
 

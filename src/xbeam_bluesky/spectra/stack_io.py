@@ -19,6 +19,8 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from xbeam_bluesky.errors import StackFormatError
+
 StackKind = Literal["od", "counts"]
 
 #: File endings :func:`read_stack` understands (case-insensitive).
@@ -31,10 +33,6 @@ STACK_SUFFIXES: dict[str, str] = {
     ".nxs": "NeXus NXstxm",
     ".hdf": "HDF5 (NXstxm, Data Exchange or /stack + /energy)",
 }
-
-
-class StackFormatError(ValueError):
-    """A stack file cannot be used; the message names the file and what was expected."""
 
 
 @dataclass(frozen=True, eq=False)
