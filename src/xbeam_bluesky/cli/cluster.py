@@ -11,6 +11,7 @@ from typing import Any
 
 from xbeam_bluesky._outputs import atomic_output, check_output
 from xbeam_bluesky.cli import CLIError
+from xbeam_bluesky.cli._args import number
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--i0-fraction",
-        type=float,
+        type=number(float, 0, 1, low_open=True),
         default=0.1,
         help="share of pixels in the automatic I0 region (default 0.1)",
     )
@@ -77,11 +78,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "flat-field counts when those differ by more than 2 %%; for transmitted counts: the I0 used for the OD; "
         "for an absorbance HDF5: the /stack attribute i0_counts); not used by --noise estimate",
     )
-    p.add_argument("--draws", type=int, default=10_000, help="random three-site mixtures (default 10000)")
     p.add_argument("--no-denoise", action="store_true", help="skip spatial denoising")
     p.add_argument("--no-discover", action="store_true", help="do not open sites for unexplained regions")
-    p.add_argument("--window", type=int, default=5, help="denoising seed window side, pixels (default 5)")
-    p.add_argument("--min-count", type=int, default=23, help="denoising seed threshold (default 23)")
+    p.add_argument("--window", type=number(int, 1, odd=True), default=5, help="denoising seed window side, pixels (default 5)")
+    p.add_argument("--min-count", type=number(int, 1), default=23, help="denoising seed threshold (default 23)")
     p.add_argument(
         "--element",
         help="absorbing element (e.g. Fe): pixels without a detected edge jump become 'no <element>' and are not "
@@ -107,7 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="degree of each pixel's polynomial baseline in energy removed before clustering (default 1: a "
         "straight line, the slowly varying absorption of everything but the edge; 0: only a constant)",
     )
-    p.add_argument("--memory-mb", type=float, default=256.0, help="bound on one block read, MB (default 256)")
+    p.add_argument("--memory-mb", type=number(float, 0, low_open=True), default=256.0, help="bound on one block read, MB (default 256)")
     p.add_argument("--dask", metavar="ADDRESS", help="run row blocks on this dask.distributed scheduler")
     p.add_argument("--data-dir", type=Path, help="xbeam data directory (tiled run input)")
     p.add_argument("--tiled-uri", help="tiled server URI (tiled run input; default: configured/embedded)")

@@ -15,6 +15,8 @@ from numpy.typing import NDArray
 from scipy.linalg import blas
 from threadpoolctl import threadpool_limits
 
+from xbeam_bluesky._inputs import read_text
+from xbeam_bluesky.errors import DesignInputError
 from xbeam_bluesky.planning.exchange import DEFAULT_MAX_ENERGIES, ExchangeResult, exchange_refine
 from xbeam_bluesky.planning.noise import TransmissionNoise
 from xbeam_bluesky.planning.prior import GaussianProcessPrior
@@ -309,9 +311,9 @@ def load_design(source: str | Path | dict[str, Any]) -> dict[str, Any]:
 
     Raises
     ------
-    FileNotFoundError
-        The path does not exist.
-    ValueError
+    InputFileError
+        The path does not exist, is a directory or is not text (a ``FileNotFoundError`` too).
+    DesignInputError
         Not JSON, or ``energies_eV``/``dwell_s`` missing, of different lengths, not sorted and unique, or not
         positive.
     """
@@ -321,23 +323,21 @@ def load_design(source: str | Path | dict[str, Any]) -> dict[str, Any]:
     else:
         path = Path(source)
         name = str(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"design file {path} does not exist")
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(read_text(path, "design file"))
         except json.JSONDecodeError as exc:
-            raise ValueError(f"design file {path} is not valid JSON: {exc}") from exc
+            raise DesignInputError(f"design file {path} is not valid JSON: {exc}") from exc
     for key in ("energies_eV", "dwell_s"):
         if key not in data:
-            raise ValueError(f"{name} has no {key!r} list")
+            raise DesignInputError(f"{name} has no {key!r} list")
     energies = np.asarray(data["energies_eV"], dtype=float)
     dwell = np.asarray(data["dwell_s"], dtype=float)
     if energies.ndim != 1 or energies.size == 0 or energies.shape != dwell.shape:
-        raise ValueError(f"{name}: energies_eV and dwell_s must be non-empty lists of the same length")
+        raise DesignInputError(f"{name}: energies_eV and dwell_s must be non-empty lists of the same length")
     if not (np.all(np.isfinite(energies)) and np.all(np.diff(energies) > 0)):
-        raise ValueError(f"{name}: energies_eV must be finite, sorted and unique")
+        raise DesignInputError(f"{name}: energies_eV must be finite, sorted and unique")
     if not (np.all(np.isfinite(dwell)) and np.all(dwell > 0)):
-        raise ValueError(f"{name}: dwell_s must be finite and > 0")
+        raise DesignInputError(f"{name}: dwell_s must be finite and > 0")
     return data
 
 
