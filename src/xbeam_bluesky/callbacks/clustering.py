@@ -642,11 +642,14 @@ class LiveClustering(DocumentRouter):
             try:
                 kind = item[0]
                 if kind == "start":
-                    state = self._begin(item[1])
-                elif kind == "frame" and state:
+                    state = self._begin_or_refusal(item[1])
+                elif kind == "frame" and "sites" in state:
                     self._frame(state, item[1])
                 elif kind == "stop" and state:
-                    self._finish(state, item[1], item[2])
+                    if "sites" in state:
+                        self._finish(state, item[1], item[2])
+                    else:  # refused at its start: the record says why
+                        self._write_failure(state, item[1], state["error"])
                     state = {}
                     if self.single_run:
                         return
@@ -662,9 +665,24 @@ class LiveClustering(DocumentRouter):
             finally:
                 self._queue.task_done()
 
+    def _begin_or_refusal(self, start: dict) -> dict[str, Any]:
+        """The run's state from :meth:`_begin`; for a run that cannot be clustered (e.g. fewer than 3 energies,
+        no incident counts, unknown references) a state without ``sites`` holding the reason, so its frames are
+        skipped and its stop writes a ``status="failed"`` record."""
+        try:
+            return self._begin(start)
+        except Exception as exc:
+            logger.warning("live clustering cannot cluster run %s: %s", start.get("uid"), exc)
+            return {"start": start, "error": f"{type(exc).__name__}: {exc}", "errors": [], "max_lag_s": 0.0,
+                    "max_lag_frames": 0}  # fmt: skip
+
     def _begin(self, start: dict) -> dict[str, Any]:
         md = start.get("clustering", {}) or {}
         energies = np.asarray(start["energies"], dtype=float)
+        if energies.size < 3:
+            raise ClusteringInputError(
+                f"run {start.get('uid')}: {energies.size} energies; the clustering needs at least 3"
+            )
         tiles = np.asarray(start["tiles"]["positions"], dtype=float).reshape(-1, 2)
         state: dict[str, Any] = {
             "start": start, "energies": energies, "tiles": tiles, "pixel_um": start["tiles"].get("pixel_size_um"),
