@@ -123,13 +123,13 @@ def greedy_select(
         No stopping rule, a bad criterion, or a time budget too small for the two end points.
     """
     if criterion not in ("A", "D"):
-        raise ValueError(f"criterion must be 'A' or 'D', got {criterion!r}")
+        raise DesignInputError(f"criterion must be 'A' or 'D', got {criterion!r}")
     if n_points is None and time_budget_s is None and target_rmse is None:
-        raise ValueError("give at least one stopping rule: n_points, time_budget_s or target_rmse")
+        raise DesignInputError("give at least one stopping rule: n_points, time_budget_s or target_rmse")
     if n_points is not None and n_points < 2:
-        raise ValueError(f"n_points must be >= 2 (the two end points), got {n_points}")
+        raise DesignInputError(f"n_points must be >= 2 (the two end points), got {n_points}")
     if target_rmse is not None and not target_rmse > 0:
-        raise ValueError(f"target_rmse must be > 0, got {target_rmse}")
+        raise DesignInputError(f"target_rmse must be > 0, got {target_rmse}")
     n = cov.shape[0]
     if cov.shape != (n, n) or energies_eV.shape != (n,):
         raise ValueError(f"cov must be ({energies_eV.size}, {energies_eV.size}), got {cov.shape}")
@@ -148,7 +148,7 @@ def greedy_select(
         raise ValueError("pick_variance must return n positive variances")
     nu = v_next.copy()
     if lookahead < 1:
-        raise ValueError(f"lookahead must be >= 1 pick, got {lookahead}")
+        raise DesignInputError(f"lookahead must be >= 1 pick, got {lookahead}")
     ahead = [r for r in (2**i for i in range(1, 31)) if r <= lookahead] if per_time else []
     v_ahead = [np.asarray(pick_variance(all_idx, np.full(n, r, dtype=np.intp)), dtype=float) for r in ahead]
     selected: list[float] = []
@@ -159,7 +159,7 @@ def greedy_select(
     times: list[float] = []
     min_time = time_model.scan_time_s(energies_eV[[0, -1]], time_model.dwell_s)
     if time_budget_s is not None and time_budget_s < min_time:
-        raise ValueError(
+        raise DesignInputError(
             f"time budget {time_budget_s:g} s is too small for even the two end points "
             f"{energies_eV[0]:.2f} and {energies_eV[-1]:.2f} eV ({min_time:.3g} s)"
         )

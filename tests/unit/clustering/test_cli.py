@@ -31,7 +31,7 @@ def stack_file(tmp_path_factory, library, energies, noise, noisy_absorbance):
 
 
 def _cluster(path, out, *extra) -> dict:
-    code = main(["cluster", str(path), "--references", REFS, "--draws", "300", "--out", str(out), *extra])
+    code = main(["cluster", str(path), "--references", REFS, "--out", str(out), *extra])
     assert code == 0
     return out
 
