@@ -15,13 +15,15 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.stats import norm
 
+from xbeam_bluesky.errors import ClusteringInputError
+
 logger = logging.getLogger(__name__)
 
 #: One-sided Φ⁻¹(0.999): a jump this many standard errors above 0 is a detection.
 DETECTION_Z = 3.090
 
 
-class AbsorberInputError(ValueError):
+class AbsorberInputError(ClusteringInputError):
     """Bad energies, references, stack or variance given to the absorber test."""
 
 

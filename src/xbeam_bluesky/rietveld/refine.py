@@ -15,6 +15,8 @@ import numpy as np
 import scipy.linalg as sla
 from threadpoolctl import threadpool_limits
 
+from xbeam_bluesky.errors import PatternFormatError, RietveldInputError
+
 from .background import background_peaks
 from .crystal import Phase
 from .instrument import Instrument
@@ -204,17 +206,17 @@ class Refinement:
         fit_range: tuple[float, float] | None = None,
     ):
         if not phases:
-            raise ValueError("refinement: at least one phase (CIF) is required")
+            raise RietveldInputError("refinement: at least one phase (CIF) is required")
         self.pattern = pattern
         self.phases, self._phase_notes = _unique_phase_names(list(phases))
         self.instrument = instrument or Instrument.lab_cu_ka()
         if self.instrument.radiation != "xray":
-            raise ValueError(
+            raise RietveldInputError(
                 f"instrument {self.instrument.source}: {self.instrument.radiation} radiation, but the engine "
                 "computes X-ray structure factors only (give an X-ray instrument file, e.g. GSAS HTYPE PXC)"
             )
         if pattern.radiation == "neutron":
-            raise ValueError(
+            raise PatternFormatError(
                 f"pattern {pattern.source}: neutron data, but the engine computes X-ray form factors only "
                 "(neutron scattering lengths are not modelled)"
             )
@@ -224,7 +226,7 @@ class Refinement:
             fit_range = (float(x[0]), float(x[-1]))
         lo, hi = fit_range
         if not (lo < hi) or hi < x[0] or lo > x[-1]:
-            raise ValueError(
+            raise RietveldInputError(
                 f"fit range {fit_range}: must overlap the pattern's 2θ range {x[0]:.3f}..{x[-1]:.3f} deg"
             )
         self.fit_range = (max(lo, float(x[0])), min(hi, float(x[-1])))
@@ -240,7 +242,7 @@ class Refinement:
         if key not in self._calcs:
             mask = self.pattern.select(*rng) & np.isfinite(self.pattern.sigma)
             if mask.sum() < 10:
-                raise ValueError(f"2θ range {rng}: fewer than 10 weighted data points inside")
+                raise RietveldInputError(f"2θ range {rng}: fewer than 10 weighted data points inside")
             self._calcs[key] = (
                 PatternCalculator(self.pattern.two_theta[mask], self.phases, self.instrument),
                 mask,
@@ -265,27 +267,27 @@ class Refinement:
         for spec in specs:
             if spec.phase is None:
                 if len(self.phases) > 1:
-                    raise ValueError(
+                    raise RietveldInputError(
                         f"{where}: occupancy: several phases ({', '.join(names)}); name one with 'phase'"
                     )
                 k = 0
             elif spec.phase in names:
                 k = names.index(spec.phase)
             else:
-                raise ValueError(
+                raise RietveldInputError(
                     f"{where}: occupancy: no phase named {spec.phase!r}; phases: {', '.join(names)}"
                 )
             ph = self.phases[k]
             unknown = [lab for lab in spec.sites if lab not in ph.labels]
             if unknown:
-                raise ValueError(
+                raise RietveldInputError(
                     f"{where}: occupancy: phase {ph.name!r} has no site {', '.join(map(repr, unknown))}; "
                     f"sites: {', '.join(ph.labels)}"
                 )
             idx = sorted(ph.labels.index(lab) for lab in spec.sites)
             outside = [ph.labels[j] for j in idx if not 0.0 <= ph.occupancy[j] <= 1.0]
             if outside:
-                raise ValueError(
+                raise RietveldInputError(
                     f"{where}: occupancy: phase {ph.name!r}: sites {', '.join(outside)} start outside [0, 1]"
                 )
             if spec.tie_shared_sites is True:
@@ -512,7 +514,7 @@ class Refinement:
             if stage.strain_axis is not None:
                 self._set_strain_axes(st, stage)
             if "uniaxial_strain" in active and all(ps.strain_axis is None for ps in st.phases):
-                raise ValueError(
+                raise RietveldInputError(
                     f"strategy stage {stage.name!r} refines 'uniaxial_strain' but no stage gave a strain_axis"
                 )
             calc, mask = self.calculator(rng)
@@ -548,7 +550,7 @@ class Refinement:
         for stage in strategy.stages:
             wrong = [g for g in ("SH/L", "soller") if g in stage.refine and g != own]
             if wrong:
-                raise ValueError(
+                raise RietveldInputError(
                     f"strategy stage {stage.name!r} refines {wrong[0]!r}, but the instrument's asymmetry model "
                     f"is {inst.asymmetry!r}, whose parameter is {own!r}"
                 )
@@ -560,7 +562,7 @@ class Refinement:
         names = [ph.name for ph in self.phases]
         unknown = [n for n in stage.atom_phases if n not in names]
         if unknown:
-            raise ValueError(
+            raise RietveldInputError(
                 f"strategy stage {stage.name!r}: atom_phases names no phase {', '.join(map(repr, unknown))}; "
                 f"phases: {', '.join(names)}"
             )
@@ -573,7 +575,7 @@ class Refinement:
             names = [ph.name for ph in self.phases]
             for name, axis in sa:
                 if name not in names:
-                    raise ValueError(
+                    raise RietveldInputError(
                         f"strategy stage {stage.name!r}: strain_axis names no phase {name!r}; phases: "
                         f"{', '.join(names)}"
                     )
@@ -589,7 +591,7 @@ class Refinement:
             return
         for stage in strategy.stages:
             if "absorption" in stage.refine:
-                raise ValueError(
+                raise RietveldInputError(
                     f"strategy stage {stage.name!r} refines 'absorption' (capillary μR), but the instrument "
                     f"geometry is {inst.geometry!r}; it exists only in debye_scherrer geometry"
                 )
@@ -598,7 +600,7 @@ class Refinement:
         for k, ph in enumerate(self.phases):
             pos = calc.reflection_positions(k, st)
             if not np.any((pos >= rng[0]) & (pos <= rng[1])):
-                raise ValueError(
+                raise RietveldInputError(
                     f"phase {ph.name!r}: no reflections in the 2θ range {rng[0]:.3f}..{rng[1]:.3f} deg "
                     f"(wavelength {calc.lam1} Å)"
                 )
@@ -1088,11 +1090,11 @@ def _check_wavelengths(inst: Instrument) -> None:
     """A NaN, zero or negative wavelength (or Kα2 ratio) is a bad input, not a singular refinement."""
     lam1, lam2, ratio = inst.wavelength1, inst.wavelength2, inst.ratio
     if not (np.isfinite(lam1) and lam1 > 0):
-        raise ValueError(
+        raise RietveldInputError(
             f"instrument {inst.source!r}: wavelength1 {lam1!r} Å; expected a positive wavelength"
         )
     if not (np.isfinite(lam2) and lam2 >= 0) or not (np.isfinite(ratio) and ratio >= 0):
-        raise ValueError(
+        raise RietveldInputError(
             f"instrument {inst.source!r}: wavelength2 {lam2!r} Å, ratio {ratio!r}; expected a wavelength ≥ 0 "
             "(0 = monochromatic) and an intensity ratio ≥ 0"
         )

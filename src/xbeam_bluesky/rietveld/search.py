@@ -36,6 +36,9 @@ from typing import Any
 import numpy as np
 import optuna
 
+from xbeam_bluesky._inputs import read_text
+from xbeam_bluesky.errors import RietveldInputError
+
 from .crystal import Phase
 from .default_sequence import MIN_ATOM_FRACTION, major_phases, refine_default, strain_candidates
 from .instrument import Instrument
@@ -107,19 +110,19 @@ class SearchSettings:
 
     def __post_init__(self) -> None:
         if not isinstance(self.n_trials, int) or self.n_trials < 1:
-            raise ValueError(f"n_trials = {self.n_trials!r}; expected a positive integer")
+            raise RietveldInputError(f"n_trials = {self.n_trials!r}; expected a positive integer")
         if not isinstance(self.n_jobs, int) or self.n_jobs < 1:
-            raise ValueError(f"n_jobs = {self.n_jobs!r}; expected a positive integer")
+            raise RietveldInputError(f"n_jobs = {self.n_jobs!r}; expected a positive integer")
         if self.timeout_s is not None and not self.timeout_s > 0:
-            raise ValueError(f"timeout_s = {self.timeout_s!r}; expected a positive time in s or None")
+            raise RietveldInputError(f"timeout_s = {self.timeout_s!r}; expected a positive time in s or None")
         if not self.penalty_rwp > 0:
-            raise ValueError(f"penalty_rwp = {self.penalty_rwp!r}; expected a positive Rwp in %")
+            raise RietveldInputError(f"penalty_rwp = {self.penalty_rwp!r}; expected a positive Rwp in %")
         if not self.reference_tolerance > 0:
-            raise ValueError(
+            raise RietveldInputError(
                 f"reference_tolerance = {self.reference_tolerance!r}; expected a positive number of esd"
             )
         if self.top_k < 1:
-            raise ValueError(f"top_k = {self.top_k!r}; expected a positive integer")
+            raise RietveldInputError(f"top_k = {self.top_k!r}; expected a positive integer")
 
 
 @dataclass
@@ -283,16 +286,14 @@ def load_warm_start(path: str | Path) -> tuple[list[dict[str, Any]], list[dict[s
         The file is missing, not JSON, or holds no ``search`` block (not written by a search).
     """
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"warm-start file not found: {p}")
     try:
-        doc = json.loads(p.read_text())
+        doc = json.loads(read_text(p, "warm-start file"))
     except json.JSONDecodeError as exc:
-        raise ValueError(f"warm-start file {p}: not valid JSON ({exc})") from exc
+        raise RietveldInputError(f"warm-start file {p}: not valid JSON ({exc})") from exc
     strategy = doc.get("strategy") if isinstance(doc.get("strategy"), dict) else doc
     search = strategy.get("search") if isinstance(strategy, dict) else None
     if not isinstance(search, dict) or not isinstance(search.get("params"), dict):
-        raise ValueError(
+        raise RietveldInputError(
             f"warm-start file {p}: no 'search' block with 'params'; expected a strategy saved by a search "
             "(xbeam refine --auto --save-strategy) or its result.json"
         )
