@@ -57,6 +57,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "background (amorphous scattering, capillary); repeat for several",
     )
     p.add_argument(
+        "--occupancy",
+        action="append",
+        default=[],
+        metavar="[PHASE:]SITE,SITE",
+        help="refine these sites' occupancies from the atoms stage on (default sequence and --auto); atoms of "
+        "one shared site keep their occupancy sum, e.g. La1,Sr1; repeat per phase",
+    )
+    p.add_argument(
         "--geometry",
         choices=("bragg_brentano", "debye_scherrer"),
         help="override the geometry inferred from the instrument file",
@@ -99,13 +107,42 @@ def background_peaks(args: argparse.Namespace) -> tuple[tuple[float, float], ...
     return tuple(peaks)
 
 
+def occupancy_request(args: argparse.Namespace) -> tuple[Any, ...]:
+    """The ``--occupancy [PHASE:]SITE,SITE`` requests as :class:`OccupancySpec` entries (one per phase).
+
+    Raises
+    ------
+    CLIError
+        Given with ``--strategy`` (a strategy names its own occupancies), or not a list of site labels.
+    """
+    from xbeam_bluesky.rietveld import OccupancySpec
+
+    if not args.occupancy:
+        return ()
+    if args.strategy is not None:
+        raise CLIError("--occupancy applies to the default sequence and --auto; a --strategy names its own")
+    specs = []
+    for text in args.occupancy:
+        phase, _, sites = text.rpartition(":")
+        labels = tuple(lab.strip() for lab in sites.split(",") if lab.strip())
+        try:
+            specs.append(OccupancySpec(labels, phase or None))
+        except ValueError as exc:
+            raise CLIError(f"--occupancy {text!r}: {exc}; expected [PHASE:]SITE,SITE, e.g. La1,Sr1") from exc
+    return tuple(specs)
+
+
 def chosen_strategy(args: argparse.Namespace) -> Any:
-    """--strategy (or the fixed default stages), with any --background-peak added to its first stage."""
+    """--strategy (or the fixed default stages with any --occupancy), with any --background-peak added to its
+    first stage."""
     from dataclasses import replace
 
     from xbeam_bluesky.rietveld import BackgroundSpec, Strategy, default_strategy
 
-    strategy = Strategy.from_json(args.strategy) if args.strategy else default_strategy()
+    if args.strategy:
+        strategy = Strategy.from_json(args.strategy)
+    else:
+        strategy = default_strategy(occupancy=occupancy_request(args))
     peaks = background_peaks(args)
     if not peaks:
         return strategy
@@ -208,10 +245,6 @@ def _run(args: argparse.Namespace) -> int:
         raise CLIError(f"{len(args.pattern)} patterns given: refine one, or a series with --sequential")
     args.pattern = Path(args.pattern[0])
     if args.auto:
-        if args.background_peak:
-            raise CLIError(
-                "--background-peak applies to the default or --strategy sequence, not --auto's search"
-            )
         return run_auto(args)
     from xbeam_bluesky.rietveld import Refinement, Strategy, plot_fit
 
@@ -222,8 +255,11 @@ def _run(args: argparse.Namespace) -> int:
         # the grown default sequence; the strategy it returns (the stages it kept) goes into result.json
         from xbeam_bluesky.rietveld.default_sequence import refine_default
 
-        result, strategy = refine_default(refinement, background=_default_background(args))
+        result, strategy = refine_default(
+            refinement, background=_default_background(args), occupancy=occupancy_request(args)
+        )
     else:
+        occupancy_request(args)  # refuses --occupancy with --strategy
         strategy = chosen_strategy(args)
         if fit_range is not None and strategy.stages[-1].range is not None:
             print("xbeam refine: --range overrides the last stage's range", file=sys.stderr)

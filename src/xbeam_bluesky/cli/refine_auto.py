@@ -69,7 +69,7 @@ def run_auto(args: argparse.Namespace) -> int:
     _check(args)
     from tqdm import tqdm
 
-    from xbeam_bluesky.cli.refine import background_peaks, load_inputs
+    from xbeam_bluesky.cli.refine import background_peaks, load_inputs, occupancy_request
     from xbeam_bluesky.rietveld import (
         Refinement,
         SearchSettings,
@@ -96,7 +96,12 @@ def run_auto(args: argparse.Namespace) -> int:
         SearchSpace(*refinement.fit_range, exclude=exclude)  # names a bad --exclude before any work
     except ValueError as exc:
         raise CLIError(f"--exclude {args.exclude!r}: {exc}") from exc
-    space = problem_space(refinement, exclude=exclude, background_peaks=background_peaks(args))
+    space = problem_space(
+        refinement,
+        exclude=exclude,
+        background_peaks=background_peaks(args),
+        occupancy=occupancy_request(args),
+    )
     if space.atom_phases is not None:
         print(
             f"xbeam refine --auto: atoms refined for {', '.join(space.atom_phases)} only (the phases of at "

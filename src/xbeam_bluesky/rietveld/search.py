@@ -43,13 +43,14 @@ from .pattern_io import Pattern
 from .refine import Refinement, RefinementResult
 from .search_report import summarize_top
 from .search_space import SearchSpace
-from .strategy import BackgroundSpec, Strategy, default_strategy
+from .strategy import BackgroundSpec, OccupancySpec, Strategy, default_strategy
 from .validity import ValidityLimits, check_degeneracy, check_start_model, check_validity
 
 __all__ = [
     "SearchResult",
     "SearchSettings",
     "TrialRecord",
+    "degenerate_shift_pairs",
     "degenerate_shift_terms",
     "load_warm_start",
     "problem_space",
@@ -390,11 +391,49 @@ def degenerate_shift_terms(refinement: Refinement) -> tuple[str, ...]:
     return ("transparency",) if left < DEGENERATE_SHIFT_FRACTION else ()
 
 
+#: linearised |correlation| of two shift terms (with the cell) above which they are never refined together:
+#: zero with a capillary's DisplaceX (∝ cos 2θ) at 4.5–26° 2θ 0.99992 (refined: |r| 1.000); zero with lab
+#: displacement (∝ cos θ) 0.9996 at 15–130° (fluorapatite), 0.9926 at 16–158.4° (PbSO4; refined ≥ 0.999, so
+#: those trials are left to the correlation rule of the validity check)
+DEGENERATE_SHIFT_CORRELATION = 0.999
+
+
+def _shift_shapes(refinement: Refinement, tth: np.ndarray) -> dict[str, np.ndarray]:
+    """How each shift term moves a peak at 2θ (rad), up to a factor, in the refinement's geometry."""
+    if refinement.instrument.geometry == "debye_scherrer":
+        return {"zero": np.ones_like(tth), "displacement": np.cos(tth), "transparency": np.sin(tth)}
+    return {"zero": np.ones_like(tth), "displacement": np.cos(tth / 2), "transparency": np.sin(tth)}
+
+
+def degenerate_shift_pairs(refinement: Refinement) -> tuple[tuple[str, str], ...]:
+    """Pairs of shift terms that, refined together with the cell, are degenerate over the fit range.
+
+    The shifts are linearised (a cell change moves peaks ∝ tan θ) and sampled uniformly in 2θ; a pair whose
+    correlation in that three-term fit exceeds ``DEGENERATE_SHIFT_CORRELATION`` is returned as
+    ``(dropped, kept)``: every trial refining both would be rejected by the correlation rule of
+    :func:`~xbeam_bluesky.rietveld.validity.check_degeneracy`. The sample-position term is kept, the zero shift
+    dropped (a calibrated instrument's zero is in its file).
+    """
+    lo, hi = refinement.fit_range
+    tth = np.radians(np.linspace(lo, hi, 400))
+    shapes = _shift_shapes(refinement, tth)
+    names = list(shapes)
+    out = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            m = np.column_stack([shapes[a], shapes[b], np.tan(tth / 2)])
+            cov = np.linalg.inv(m.T @ m)
+            if abs(cov[0, 1]) / np.sqrt(cov[0, 0] * cov[1, 1]) > DEGENERATE_SHIFT_CORRELATION:
+                out.append((a, b))
+    return tuple(out)
+
+
 def problem_space(
     refinement: Refinement,
     *,
     exclude: Sequence[str] = (),
     background_peaks: Sequence[tuple[float, float]] = (),
+    occupancy: Sequence[OccupancySpec] = (),
     min_atom_fraction: float = MIN_ATOM_FRACTION,
 ) -> SearchSpace:
     """The search space for a refinement problem: its final 2θ range and asymmetry model, and for a mixture
@@ -407,7 +446,9 @@ def problem_space(
     one uniaxial strain term per Laue-equivalent axis (:func:`~.default_sequence.strain_candidates`).
 
     A peak-shift term that the cell (with a zero shift) reproduces over the fit range is left out too
-    (:func:`degenerate_shift_terms`: a capillary's offset along the beam at 4.5–26° 2θ).
+    (:func:`degenerate_shift_terms`: a capillary's offset along the beam at 4.5–26° 2θ), and two shift terms
+    degenerate with each other are never refined together (:func:`degenerate_shift_pairs`: zero shift and a
+    capillary's DisplaceX at low angles).
 
     Parameters
     ----------
@@ -415,6 +456,8 @@ def problem_space(
         Terms never refined (:class:`SearchSpace`).
     background_peaks
         Background humps ``(position, fwhm)`` (deg 2θ) in every trial's background.
+    occupancy
+        Site occupancies refined in every trial's atoms stage (on request; a shared site keeps its sum).
     min_atom_fraction
         Smallest weight fraction of a phase whose atoms are refined.
     """
@@ -443,15 +486,18 @@ def problem_space(
         atom_phases=atom_phases,
         strain_axes=strain,
         background_peaks=tuple(background_peaks),
+        occupancy=tuple(occupancy),
+        exclusive_shifts=tuple(p for p in degenerate_shift_pairs(refinement) if not set(p) & set(exclude)),
     )
 
 
-def _reference(refinement: Refinement) -> tuple[dict[str, Any] | None, Strategy | None]:
-    """The default sequence's refinement summary (the reference cell of the report) and kept strategy;
-    ``(None, None)`` if it fails."""
+def _reference(refinement: Refinement, space: SearchSpace) -> tuple[dict[str, Any] | None, Strategy | None]:
+    """The default sequence's refinement summary (the reference cell of the report) and kept strategy, with
+    the space's background humps and occupancy request; ``(None, None)`` if it fails."""
+    background = BackgroundSpec(peaks=space.background_peaks) if space.background_peaks else None
     try:
         with np.errstate(all="ignore"):
-            result, strategy = refine_default(refinement)
+            result, strategy = refine_default(refinement, background=background, occupancy=space.occupancy)
     except (ValueError, ArithmeticError, np.linalg.LinAlgError, IndexError) as exc:
         logger.warning("strategy search: the default sequence (reference) failed: %s", exc)
         return None, None
@@ -551,7 +597,9 @@ def _search(
             study.enqueue_trial(dict(point))  # also when the history holds it: new data, new Rwp
         else:
             logger.warning("strategy search: warm-start point outside the search space skipped: %s", point)
-    reference, reference_strategy = _reference(refinement) if settings.start_from_default else (None, None)
+    reference, reference_strategy = (
+        _reference(refinement, space) if settings.start_from_default else (None, None)
+    )
     if reference_strategy is not None:
         point = space.point_from_strategy(reference_strategy)
         if point is not None:
@@ -622,7 +670,7 @@ def _search(
     report = summarize_top(
         [{"number": t.number, "rwp": t.rwp, "params": t.params, "summary": t.summary} for t in ranked],
         settings.shift_tolerance,
-        reference=(reference if settings.start_from_default else _reference(refinement)[0])
+        reference=(reference if settings.start_from_default else _reference(refinement, space)[0])
         if ranked
         else None,
         reference_tolerance=settings.reference_tolerance,
