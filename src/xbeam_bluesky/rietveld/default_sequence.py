@@ -31,9 +31,10 @@ from dataclasses import replace
 import numpy as np
 from scipy import stats
 
+from ._result import RefinementResult
 from .crystal import Phase
 from .model import ModelState
-from .refine import Refinement, RefinementResult
+from .refine import Refinement
 from .strategy import BackgroundSpec, OccupancySpec, Stage, Strategy, default_strategy
 from .validity import check_validity
 

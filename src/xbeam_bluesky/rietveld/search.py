@@ -36,11 +36,12 @@ from typing import Any
 import numpy as np
 import optuna
 
+from ._result import RefinementResult
 from .crystal import Phase
 from .default_sequence import MIN_ATOM_FRACTION, major_phases, refine_default, strain_candidates
 from .instrument import Instrument
 from .pattern_io import Pattern
-from .refine import Refinement, RefinementResult
+from .refine import Refinement
 from .search_report import summarize_top
 from .search_space import SearchSpace
 from .strategy import BackgroundSpec, OccupancySpec, Strategy, default_strategy

@@ -95,18 +95,18 @@ def ds_setup(pbso4_phase):
 )
 def test_debye_scherrer_jacobian_matches_finite_differences(ds_setup, group):
     ref, calc, st = ds_setup
-    params = ref._params(st, {group})
+    params = ref.parameters.params(st, {group})
     ev = calc.evaluate(st, frozenset({group}), jacobian=True)
-    jac = ref._jacobian(ev.blocks, params)
-    p0 = ref._get(st, params)
+    jac = ref.parameters.jacobian(ev.blocks, params)
+    p0 = ref.parameters.get(st, params)
     for i in range(len(p0)):
         h = 1e-6 * max(abs(p0[i]), 1e-2)
         s1, s2 = st.copy(), st.copy()
         pp = p0.copy()
         pp[i] += h
-        ref._set(s1, params, pp)
+        ref.parameters.set(s1, params, pp)
         pp[i] -= 2 * h
-        ref._set(s2, params, pp)
+        ref.parameters.set(s2, params, pp)
         fd = (calc.evaluate(s1).y - calc.evaluate(s2).y) / (2 * h)
         tol = 2e-3 if group in ("absorption", "background") else 3e-2
         assert np.abs(jac[:, i] - fd).max() <= tol * np.abs(fd).max(), params[i].name
