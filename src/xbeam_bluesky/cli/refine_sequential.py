@@ -54,16 +54,16 @@ def _ordered(args: argparse.Namespace, files: list[Path]) -> tuple[list[Path], l
 
 def run_sequential(args: argparse.Namespace) -> int:
     """Run ``xbeam refine --sequential`` and write the series table (``--out``) and plot (``--plot``)."""
-    from xbeam_bluesky.cli.refine import _instrument, _parse_range, _phases, chosen_strategy
+    from xbeam_bluesky.cli._refine_inputs import chosen_strategy, load_instrument, load_phases, parse_range
     from xbeam_bluesky.rietveld import load_phase, read_pattern
     from xbeam_bluesky.rietveld.sequential import plot_series, refine_series
 
     files = series_files(args.pattern)
     files, values, label = _ordered(args, files)
-    fit_range = _parse_range(args.fit_range)
+    fit_range = parse_range(args.fit_range)
     patterns = [read_pattern(f) for f in files]
-    phases = _phases(args, load_phase)
-    instrument = _instrument(args)
+    phases = load_phases(args, load_phase)
+    instrument = load_instrument(args)
     find = None
     strategy = None
     if args.auto:
@@ -123,7 +123,7 @@ def run_sequential(args: argparse.Namespace) -> int:
 
 def _search_function(args: argparse.Namespace) -> Any:
     """``--auto``'s strategy search as a function of a refinement problem, returning its best strategy."""
-    from xbeam_bluesky.cli.refine import background_peaks, occupancy_request
+    from xbeam_bluesky.cli._refine_inputs import background_peaks, occupancy_request
     from xbeam_bluesky.rietveld import SearchSettings, problem_space, run_search
 
     settings = SearchSettings(

@@ -21,13 +21,13 @@ from .report import plot_fit
 from .search import (  # strategy search (issue 6)
     SearchResult,
     SearchSettings,
+    SearchSpace,
     TrialRecord,
     load_warm_start,
     problem_space,
     run_search,
     strategy_document,
 )
-from .search_space import SearchSpace
 from .simulate import simulate_pattern
 from .strategy import PARAMETER_GROUPS, BackgroundSpec, OccupancySpec, Stage, Strategy, default_strategy
 from .validity import ValidityLimits, check_validity

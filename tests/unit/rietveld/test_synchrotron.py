@@ -176,7 +176,7 @@ def test_the_search_reference_default_refines_the_background_peaks_of_the_space(
     """``--auto --background-peak``: the default sequence the search compares with (and starts from) has the
     humps too (it ignored them before)."""
     from xbeam_bluesky.rietveld import SearchSpace
-    from xbeam_bluesky.rietveld.search import _reference
+    from xbeam_bluesky.rietveld.search._run import _reference
 
     pat, inst, truth = hump
     ref = Refinement(pat, [pbso4_phase], inst)

@@ -29,7 +29,7 @@ def _space(ref: Refinement) -> SearchSpace:
 
 
 def test_invalid_trials_get_the_capped_penalty_and_never_win(pbso4_refinement, monkeypatch):
-    import xbeam_bluesky.rietveld.search as search_module
+    import xbeam_bluesky.rietveld.search._run as search_module
 
     real_check = search_module.check_validity
 

@@ -44,8 +44,8 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from .background import BACKGROUND_TYPES
-from .strategy import BackgroundSpec, OccupancySpec, Stage, Strategy
+from ..background import BACKGROUND_TYPES
+from ..strategy import BackgroundSpec, OccupancySpec, Stage, Strategy
 
 __all__ = ["PROFILE_TERMS", "SearchSpace"]
 
