@@ -19,10 +19,11 @@ import numpy as np
 
 from xbeam_bluesky.errors import PatternFormatError, RietveldInputError
 
+from ._result import RefinementResult
 from .crystal import Phase
 from .instrument import Instrument
 from .pattern_io import Pattern
-from .refine import Refinement, RefinementResult
+from .refine import Refinement
 from .strategy import Strategy, default_strategy
 
 __all__ = ["DEFAULT_DEGRADE_FACTOR", "SequentialResult", "plot_series", "refine_series", "series_value"]

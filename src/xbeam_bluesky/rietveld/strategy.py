@@ -419,20 +419,31 @@ class Strategy:
         return out
 
 
-def default_strategy(background: BackgroundSpec | None = None) -> Strategy:
+def default_strategy(
+    background: BackgroundSpec | None = None, occupancy: tuple[OccupancySpec, ...] = ()
+) -> Strategy:
     """The default staged sequence: background+scale → cell+displacement → profile → atoms → U V W.
 
     Mirrors the usual GSAS-II recipe for lab Bragg–Brentano data (the X, Y Lorentzian terms play the
     role of GSAS-II's isotropic size and microstrain).
+
+    Parameters
+    ----------
+    background
+        The first stage's background (default 6 Chebyshev terms).
+    occupancy
+        Site occupancies refined on request (a solid solution's shared site, its sum kept): the atoms stage
+        also refines the ``occupancy`` group for these sites; empty (default) = occupancies fixed.
     """
     bkg = background or BackgroundSpec("chebyshev", 6)
+    atoms = ("atoms_xyz", "atoms_uiso", "occupancy") if occupancy else ("atoms_xyz", "atoms_uiso")
     return Strategy(
         (
             Stage(name="background+scale", refine=("background", "scale"), background=bkg, max_cycles=5),
             # a few cycles suffice here: the cell keeps refining with the profile in the next stage
             Stage(name="cell+displacement", refine=("cell", "displacement"), max_cycles=6),
             Stage(name="profile X Y", refine=("X", "Y"), max_cycles=10),
-            Stage(name="atoms", refine=("atoms_xyz", "atoms_uiso"), max_cycles=15),
+            Stage(name="atoms", refine=atoms, occupancy=tuple(occupancy), max_cycles=15),
             Stage(name="profile U V W", refine=("U", "V", "W"), max_cycles=15),
         )
     )
