@@ -15,7 +15,6 @@ from ._noise_sums import NoiseSums, photon_coefficients
 from ._separation import ACCEPT_THRESHOLD, standardize
 from ._sites import Sites
 
-
 #: A function of a chunk of pixel spectra (n_frames, pixels) float32 writing its result into ``out``.
 PixelTransform = Callable[..., NDArray[np.float32]]
 
