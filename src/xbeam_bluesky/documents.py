@@ -20,6 +20,8 @@ from typing import Any, TypedDict
 
 import numpy as np
 
+from xbeam_bluesky.errors import XbeamInputError
+
 __all__ = [
     "DARK_STREAM",
     "ENERGY_INDEX_KEY",
@@ -137,9 +139,11 @@ class XrdStart(TypedDict):
 
 
 def require_purpose(start: Mapping[str, Any], purpose: str) -> None:
-    """Raise ``ValueError`` naming the run unless its start document has ``purpose``."""
+    """Raise ``XbeamInputError`` (a ``ValueError``) naming the run unless its start document has ``purpose``."""
     if start.get(PURPOSE_KEY) != purpose:
-        raise ValueError(f"run {start.get('uid')} has purpose {start.get(PURPOSE_KEY)!r}, not {purpose!r}")
+        raise XbeamInputError(
+            f"run {start.get('uid')} has purpose {start.get(PURPOSE_KEY)!r}, not {purpose!r}"
+        )
 
 
 def xanes_data_keys(start: Mapping[str, Any]) -> XanesDataKeys:

@@ -17,6 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from xbeam_bluesky.errors import ConfigError, InputFileError
+
 MODES = ("sim", "mock", "real")
 
 
@@ -86,7 +88,7 @@ def build_namespace(
         The ``[live.rietveld]`` ``instrument`` file does not exist.
     """
     if mode not in MODES:
-        raise ValueError(f"mode = {mode!r}; expected one of {MODES}")
+        raise ConfigError(f"mode = {mode!r}; expected one of {MODES}")
     import bluesky.plan_stubs as bps
     import bluesky.preprocessors as bpp
     from bluesky import RunEngine
@@ -98,7 +100,13 @@ def build_namespace(
 
     config = load_config(config_path, data_dir=data_dir)
     RE = RE if RE is not None else RunEngine()
-    storage = open_storage(config, data_dir=data_dir, uri=tiled_uri, api_key=api_key)
+    storage = open_storage(
+        config,
+        data_dir=data_dir,
+        uri=tiled_uri,
+        api_key=api_key,
+        readable_dirs=_frame_dirs(mode, config.path),
+    )
     _close_at_exit(storage)
     beamline = None
     if mode == "sim":
@@ -184,6 +192,18 @@ def _close_at_exit(storage: Any) -> None:
         threading._register_atexit(storage.close)  # runs before non-daemon threads are joined
 
 
+def _frame_dirs(mode: str, config_path: Path | None) -> list[Path]:
+    """The EPICS camera's frame directory as this host sees it (``mode="real"``), for the embedded tiled server
+    to read the frames through; none in the other modes (frames go to the data directory)."""
+    if mode != "real":
+        return []
+    from xbeam_bluesky.config import default_config_path
+    from xbeam_bluesky.devices.epics import load_epics_config
+
+    camera = load_epics_config(config_path or default_config_path()).camera
+    return [Path(camera.read_dir or camera.write_dir)]
+
+
 def _epics_devices(mode: str, config_path: Path | None, detector_dir: Path, timeout: float) -> dict[str, Any]:
     """Build and connect the EPICS devices (mock signals in ``mock`` mode, frames into ``detector_dir``)."""
     from bluesky.run_engine import call_in_bluesky_event_loop
@@ -236,17 +256,17 @@ def check_rietveld_instrument(mode: str, live: dict, config_path: Path | None) -
             "(1.5405 Å), not the powder station's wavelength"
         )
         if mode == "real":
-            raise ValueError(message + "; set it to the station's GSAS-II .instprm (or GSAS .PRM) file")
+            raise ConfigError(message + "; set it to the station's GSAS-II .instprm (or GSAS .PRM) file")
         warnings.warn(message + " (mock mode: the mock detector renders Cu Kα patterns)", stacklevel=3)
         return
     try:
         read_instrument(instrument)
     except FileNotFoundError:
-        raise FileNotFoundError(
+        raise InputFileError(
             f"{where}: [live.rietveld] instrument = {instrument!r} does not exist (needed for [epics.xrd])"
         ) from None
     except ValueError as exc:
-        raise ValueError(
+        raise ConfigError(
             f"{where}: [live.rietveld] instrument = {instrument!r} is unreadable: {exc}"
         ) from None
 

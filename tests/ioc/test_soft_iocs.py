@@ -43,8 +43,16 @@ def test_motor_record_moves_take_time_stop_and_limits(RE, soft_iocs):
     async def scenario():
         axis = EpicsAxis("T:X", (-15.0, 15.0), "mm", name="x")
         await axis.connect(timeout=5)
+        velocity = await axis.velocity.get_value()
         await axis.velocity.set(5.0)
         await axis.acceleration_time.set(0.1)
+        try:
+            await moves(axis)
+        finally:
+            await axis.velocity.set(velocity)
+            await axis.set(0.0)
+
+    async def moves(axis):
         t0 = time.monotonic()
         await axis.set(2.0)
         elapsed = time.monotonic() - t0
@@ -84,6 +92,7 @@ def test_camera_writes_phantom_frames_over_ca(RE, soft_iocs, tmp_path):
     import bluesky.plans as bp
     from ophyd_async.core import init_devices
 
+    soft_iocs["camera"].restart()  # a fresh noise stream (earlier tests took frames)
     docs = []
     RE.subscribe(lambda name, doc: docs.append((name, doc)))
     with init_devices():
@@ -92,19 +101,19 @@ def test_camera_writes_phantom_frames_over_ca(RE, soft_iocs, tmp_path):
         )
     _run(_put("T:SHTR:CMD", "Open"))
     time.sleep(0.3)  # the status follows after 50 ms
-    x, y = _run(_get("T:X.RBV")), _run(_get("T:Y.RBV"))
+    x, y, energy = _run(_get("T:X.RBV")), _run(_get("T:Y.RBV")), _run(_get("T:DCM:Energy.RBV"))
     RE(bp.count([camera], 3))
     (path,) = tmp_path.glob("*.h5")
     with h5py.File(path, "r", swmr=True) as h5:
         frames = h5["/entry/data/data"][()]
     # the same frames as the simulated camera renders at the beam state the IOC reads over CA (stage x/y of
-    # the motor IOC, shutter open; no energy PV given: the IOC's default 7112 eV)
+    # the motor IOC, the mono energy, shutter open)
     renderer = PhantomRenderer(
         CameraModel(shape=SHAPE, pixel_size_um=10.0, flat_seed=SEED), Phantom(width_mm=4, height_mm=4, seed=SEED),
         SEED,
     )  # fmt: skip
     exposure = _run(_get("T:CAM:cam1:AcquireTime_RBV"))
-    expected = np.stack([renderer.render(7112.0, (x, y), exposure, True) for _ in range(3)])
+    expected = np.stack([renderer.render(energy, (x, y), exposure, True) for _ in range(3)])
     assert expected.mean() > 1000  # open beam through the phantom, not dark frames
     assert frames.shape == (3, *SHAPE)
     np.testing.assert_array_equal(frames, expected)

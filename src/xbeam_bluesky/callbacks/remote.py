@@ -24,6 +24,7 @@ from typing import Any
 from event_model import RunRouter
 
 from xbeam_bluesky.documents import PURPOSE_KEY, XANES_IMAGING, XRD
+from xbeam_bluesky.errors import ConfigError
 
 __all__ = [
     "LIVE_ANALYSES",
@@ -65,11 +66,11 @@ class LiveContext:
 def _import(path: str) -> Factory:
     module_name, _, attribute = path.partition(":")
     if not attribute:
-        raise ValueError(f"live-analysis factory {path!r}; expected 'package.module:attribute'")
+        raise ConfigError(f"live-analysis factory {path!r}; expected 'package.module:attribute'")
     try:
         return getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
-        raise ValueError(f"live-analysis factory {path!r} cannot be imported: {exc}") from exc
+        raise ConfigError(f"live-analysis factory {path!r} cannot be imported: {exc}") from exc
 
 
 def resolve_factories(
@@ -96,7 +97,7 @@ def resolve_factories(
     if purposes is not None:
         unknown = sorted(set(purposes) - set(table))
         if unknown:
-            raise ValueError(f"unknown run purpose(s) {unknown}; expected some of {sorted(table)}")
+            raise ConfigError(f"unknown run purpose(s) {unknown}; expected some of {sorted(table)}")
         table = {k: v for k, v in table.items() if k in purposes}
     return {k: [e if callable(e) else _import(e) for e in v] for k, v in table.items()}
 

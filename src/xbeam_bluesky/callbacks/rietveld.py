@@ -130,18 +130,19 @@ def _search_job(
     title: str,
 ) -> dict[str, Any]:
     """Worker-process side: run the search, return what is stored (arrays, metadata, PNG bytes)."""
-    from xbeam_bluesky.rietveld import Refinement, run_search, strategy_document
+    from xbeam_bluesky.rietveld import Refinement
+    from xbeam_bluesky.rietveld.search import search_and_package
 
-    search = run_search(
+    packaged = search_and_package(
         Refinement(pattern, phases, instrument, fit_range=fit_range), settings=settings, warm_start=warm_start
     )
-    summary = search.to_dict()
-    if search.best is None or search.best_result is None:
-        return {"ok": False, "search": summary}
+    if not packaged.ok:
+        return {"ok": False, "search": packaged.summary, "failure": packaged.failure}
+    search = packaged.search
     return {
         "ok": True,
-        "search": summary,
-        "strategy": strategy_document(search.space, search.best),
+        "search": packaged.summary,
+        "strategy": packaged.strategy,
         "best_params": dict(search.best.params),
         **_payload(search.best_result, title),
     }
@@ -293,8 +294,7 @@ class AutoRietveld:
             return
         base["search"] = out["search"]
         if not out["ok"]:
-            reasons = "; ".join(out["search"].get("failure_reasons", []))
-            self._fail(uid, f"every trial of the strategy search was invalid: {reasons}", base)
+            self._fail(uid, out["failure"], base)
             return
         self._best_by_sample[key] = out["best_params"]
         if skey is not None:

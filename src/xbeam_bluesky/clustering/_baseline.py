@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from xbeam_bluesky.errors import ClusteringInputError
+
 from ._stack import StackSource
 
 #: Bytes of a block processed at once by :class:`BaselineRemoved` (fits in a core's L2 cache).
@@ -39,9 +41,9 @@ def baseline_basis(energies: ArrayLike, degree: int) -> NDArray[np.float64]:
     """
     e = np.asarray(energies, dtype=np.float64).ravel()
     if not (isinstance(degree, int | np.integer) and 0 <= degree <= 3):
-        raise ValueError(f"baseline degree {degree!r}: expected an integer 0–3")
+        raise ClusteringInputError(f"baseline degree {degree!r}: expected an integer 0–3")
     if e.size < degree + 3:
-        raise ValueError(
+        raise ClusteringInputError(
             f"baseline degree {degree} needs at least {degree + 3} energies, the stack has {e.size}"
         )
     x = (e - e.mean()) / (np.ptp(e) or 1.0)

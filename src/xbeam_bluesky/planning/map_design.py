@@ -39,6 +39,7 @@ from xbeam_bluesky.clustering import (
     standardize,
     standardized_noise,
 )
+from xbeam_bluesky.errors import DesignInputError
 from xbeam_bluesky.planning.noise import TransmissionNoise
 from xbeam_bluesky.planning.timing import ScanTimeModel
 
@@ -63,7 +64,7 @@ DEFAULT_SCREEN_STRIDE = 4
 DEFAULT_EXCHANGE_ROUNDS = 2
 
 
-class MapDesignError(ValueError):
+class MapDesignError(DesignInputError):
     """A phase-map design cannot be made from these inputs (the message says which and what is needed)."""
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from xbeam_bluesky.config import XbeamConfig, load_config
+from xbeam_bluesky.errors import OutputPathError
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +21,7 @@ def ensure_writable(directory: Path, what: str = "data directory") -> Path:
 
     Raises
     ------
-    PermissionError
+    OutputPathError
         Naming the directory and the reason.
     """
     directory = Path(directory).expanduser()
@@ -29,7 +31,7 @@ def ensure_writable(directory: Path, what: str = "data directory") -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise PermissionError(
+        raise OutputPathError(
             f"{what} {directory} is not writable ({exc.strerror or exc}); set XBEAM_DATA_DIR or pass a "
             "writable --data-dir"
         ) from exc
@@ -92,8 +94,11 @@ class Storage:
 _PROCESS_API_KEY = secrets.token_hex(16)
 
 
-def start_embedded_server(data_dir: Path, *, port: int = 0, api_key: str | None = None) -> Any:
-    """Start a ``SimpleTiledServer`` on ``data_dir/tiled`` that can read ``data_dir/detectors``.
+def start_embedded_server(
+    data_dir: Path, *, port: int = 0, api_key: str | None = None, readable_dirs: Sequence[Path] = ()
+) -> Any:
+    """Start a ``SimpleTiledServer`` on ``data_dir/tiled`` that can read ``data_dir/detectors`` (and
+    ``readable_dirs``, e.g. an EPICS camera's frame directory).
 
     Without ``api_key`` every embedded server of the process shares one random key, so several can run at once.
     """
@@ -103,7 +108,7 @@ def start_embedded_server(data_dir: Path, *, port: int = 0, api_key: str | None 
     detector_dir = ensure_writable(data_dir / "detectors", "detector directory")
     return SimpleTiledServer(
         directory=data_dir / "tiled",
-        readable_storage=[detector_dir],
+        readable_storage=[detector_dir, *(Path(d) for d in readable_dirs if Path(d) != detector_dir)],
         port=port,
         api_key=api_key or _PROCESS_API_KEY,
     )
@@ -115,6 +120,7 @@ def open_storage(
     data_dir: str | Path | None = None,
     uri: str | None = None,
     api_key: str | None = None,
+    readable_dirs: Sequence[str | Path] = (),
 ) -> Storage:
     """Open the catalog runs are written to.
 
@@ -127,6 +133,9 @@ def open_storage(
     uri, api_key : str, optional
         A running tiled server (it must be able to read the detector directory, ``tiled serve ... -r DIR``);
         default: the configured ``tiled_uri`` or an embedded server on the data directory.
+    readable_dirs : sequence of str or pathlib.Path, optional
+        Further directories of detector files the embedded server may read (the frame directory of an EPICS
+        camera, ``[epics.camera] read_dir``).
 
     Returns
     -------
@@ -154,7 +163,7 @@ def open_storage(
         check_reachable(str(config.tiled_uri))
         client = from_uri(config.tiled_uri, api_key=config.tiled_api_key)
     else:
-        server = start_embedded_server(config.data_dir)
+        server = start_embedded_server(config.data_dir, readable_dirs=[Path(d) for d in readable_dirs])
         client = from_uri(server.uri)
     logger.info("tiled catalog at %s, detector files in %s", server.uri if server else config.tiled_uri,
                 config.detector_dir)  # fmt: skip

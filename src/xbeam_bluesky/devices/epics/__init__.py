@@ -9,7 +9,16 @@ shutter status follows its command, and the camera writes frames through its HDF
 """
 
 from ._beamline import make_epics_devices
-from ._camera import EpicsScmosCamera, EpicsShutter, ScmosCameraMock, ShutterState, mock_frame
+from ._camera import (
+    CalibratedScmosCamera,
+    CameraFaultError,
+    CameraNoise,
+    EpicsScmosCamera,
+    EpicsShutter,
+    ScmosCameraMock,
+    ShutterState,
+    mock_frame,
+)
 from ._config import (
     CameraConfig,
     EpicsBeamlineConfig,
@@ -20,10 +29,13 @@ from ._config import (
     load_epics_config,
 )
 from ._diffractometer import EpicsPowderDetector, PowderDetectorError, PowderDetectorMock
-from ._motion import EpicsAxis, EpicsMonochromator, EpicsSampleStage
+from ._motion import EpicsAxis, EpicsMonochromator, EpicsSampleStage, FaultCheckingMotorLogic, MotorFaultError
 
 __all__ = [
+    "CalibratedScmosCamera",
     "CameraConfig",
+    "CameraFaultError",
+    "CameraNoise",
     "EpicsAxis",
     "EpicsBeamlineConfig",
     "EpicsMonochromator",
@@ -31,7 +43,9 @@ __all__ = [
     "EpicsSampleStage",
     "EpicsScmosCamera",
     "EpicsShutter",
+    "FaultCheckingMotorLogic",
     "MonoConfig",
+    "MotorFaultError",
     "PowderDetectorError",
     "PowderDetectorMock",
     "ScmosCameraMock",

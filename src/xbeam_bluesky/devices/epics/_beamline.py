@@ -6,8 +6,8 @@ from pathlib import Path
 
 from ophyd_async.core import Device, StaticPathProvider, UUIDFilenameProvider
 
-from ._camera import EpicsScmosCamera, EpicsShutter
-from ._config import EpicsBeamlineConfig
+from ._camera import CalibratedScmosCamera, EpicsScmosCamera, EpicsShutter
+from ._config import CameraConfig, EpicsBeamlineConfig
 from ._diffractometer import EpicsPowderDetector
 from ._motion import EpicsMonochromator, EpicsSampleStage
 
@@ -44,7 +44,10 @@ def make_epics_devices(
     )
     devices: dict[str, Device] = {
         "mono": EpicsMonochromator(
-            config.mono.prefix + config.mono.energy, config.mono.limits_eV, name="mono"
+            config.mono.prefix + config.mono.energy,
+            config.mono.limits_eV,
+            name="mono",
+            stall_timeout_s=config.mono.stall_timeout_s,
         ),
         "stage": EpicsSampleStage(
             config.stage.prefix + config.stage.x,
@@ -52,10 +55,11 @@ def make_epics_devices(
             x_limits=config.stage.x_limits_mm,
             y_limits=config.stage.y_limits_mm,
             out_position_mm=config.stage.out_position_mm,
+            stall_timeout_s=config.stage.stall_timeout_s,
             name="stage",
         ),
-        "camera": EpicsScmosCamera(
-            cam.prefix,
+        "camera": _camera(
+            cam,
             path_provider,
             driver_suffix=cam.driver,
             hdf_suffix=cam.hdf,
@@ -82,3 +86,11 @@ def make_epics_devices(
             name="xrd",
         )
     return devices
+
+
+def _camera(cam: CameraConfig, path_provider: StaticPathProvider, **kwargs) -> EpicsScmosCamera:
+    """A :class:`CalibratedScmosCamera` when the config has the noise keys, else an :class:`EpicsScmosCamera`."""
+    noise = cam.noise()
+    if noise is None:
+        return EpicsScmosCamera(cam.prefix, path_provider, **kwargs)
+    return CalibratedScmosCamera(cam.prefix, path_provider, noise, **kwargs)

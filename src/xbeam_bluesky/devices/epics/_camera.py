@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -11,12 +16,15 @@ from ophyd_async.core import (
     AsyncStatus,
     DetectorTriggerLogic,
     DeviceMock,
+    NotConnectedError,
     PathProvider,
     SignalDict,
     StandardReadable,
     StrictEnum,
+    TriggerInfo,
     callback_on_mock_put,
     default_mock_class,
+    observe_value,
     set_and_wait_for_other_value,
     set_mock_value,
 )
@@ -34,6 +42,9 @@ from ophyd_async.epics.adcore import (
 from ophyd_async.epics.core import epics_signal_r, epics_signal_rw
 
 __all__ = [
+    "CalibratedScmosCamera",
+    "CameraFaultError",
+    "CameraNoise",
     "EpicsScmosCamera",
     "EpicsShutter",
     "ScmosCameraMock",
@@ -43,8 +54,16 @@ __all__ = [
     "mock_frame",
 ]
 
+logger = logging.getLogger(__name__)
+
 #: The dataset the areaDetector HDF5 plugin writes frames to (and ``ADHDFDataLogic`` points readers at).
 HDF_DATASET = "/entry/data/data"
+#: Time (s) the camera IOC has to answer a read when a frame did not come, before it counts as gone.
+PROBE_TIMEOUT_S = 2.0
+
+
+class CameraFaultError(RuntimeError):
+    """The camera's IOC stopped answering, or its HDF5 plugin reported a write error (PV and message named)."""
 
 
 class ScmosTriggerLogic(DetectorTriggerLogic):
@@ -205,6 +224,11 @@ class EpicsScmosCamera(AreaDetector[ADBaseIO]):
         self.pixel_um = float(pixel_size_um)
         self.readout_s = float(readout_time)
         driver = ADBaseIO(prefix + driver_suffix)
+        self.hdf_prefix = prefix + hdf_suffix
+        self.driver_prefix = prefix + driver_suffix
+        self.write_status = epics_signal_r(str, self.hdf_prefix + "WriteStatus")
+        self.write_message = epics_signal_r(str, self.hdf_prefix + "WriteMessage")
+        self._lost: str | None = None  # why the IOC is taken for gone (no unstage puts into the void)
         super().__init__(
             driver,
             prefix,
@@ -213,6 +237,129 @@ class EpicsScmosCamera(AreaDetector[ADBaseIO]):
             trigger_logic=ScmosTriggerLogic(driver, readout_time),
             name=name,
         )
+        # bluesky does not wait for a Status returned by stage/unstage unless the plan asks (bps.stage(...,
+        # wait=True)); a plan that unstages, stages and prepares in a row would otherwise stop, open and start
+        # the HDF5 capture concurrently over CA (the new capture is taken for the old one still closing).
+        self._in_order = asyncio.Lock()
+
+    @AsyncStatus.wrap
+    async def stage(self) -> None:
+        """Stop acquisition and file writing (after any unstage still running), ready for ``prepare``."""
+        async with self._in_order:
+            await self._guarded(super().stage())
+
+    @AsyncStatus.wrap
+    async def unstage(self) -> None:
+        """Stop acquisition and close the file; a later stage or prepare waits for this to finish.
+
+        After a trigger found the IOC gone (:class:`CameraFaultError`) nothing is put (each put would wait for
+        its timeout and hide the fault behind a second error); the next stage talks to the IOC again.
+        """
+        async with self._in_order:
+            if self._lost is not None:
+                logger.warning("%s: not unstaged: %s", self.name, self._lost)
+                self._lost = None
+                return
+            await self._guarded(super().unstage())
+
+    def trigger(self) -> AsyncStatus:  # type: ignore[override]
+        """Take one frame; fail with :class:`CameraFaultError` as soon as the HDF5 plugin reports a write error,
+        or when no frame came within the exposure timeout and the IOC does not answer (both named)."""
+        inner = super().trigger()
+
+        async def checked() -> None:
+            watches = [
+                asyncio.ensure_future(self._write_error()),
+                asyncio.ensure_future(self._disconnected()),
+            ]
+            try:
+                done, _ = await asyncio.wait({inner.task, *watches}, return_when=asyncio.FIRST_COMPLETED)
+                for watch in watches:
+                    if watch in done:
+                        inner.task.cancel()
+                        raise watch.result()
+                await self._guarded(inner)
+            finally:
+                for watch in watches:
+                    watch.cancel()
+
+        return AsyncStatus(checked())
+
+    async def _disconnected(self) -> CameraFaultError:
+        """Wait for the CA client to report the driver's ``DetectorState_RBV`` disconnected (the IOC went away
+        mid-frame); never returns for mock signals."""
+        if not self.write_status.source.startswith("ca://"):
+            await asyncio.Event().wait()
+        import aioca
+
+        pv = self.driver_prefix + "DetectorState_RBV"
+        connected, lost = asyncio.Event(), asyncio.Event()
+
+        def on_update(value: Any) -> None:
+            (connected if value.ok else lost).set()
+
+        subscription = aioca.camonitor(pv, on_update, notify_disconnect=True)
+        try:
+            try:
+                async with asyncio.timeout(PROBE_TIMEOUT_S):
+                    await connected.wait()
+                how = "disconnected during the frame"
+            except TimeoutError:
+                how = f"is not connected (no update of {pv} within {PROBE_TIMEOUT_S} s)"
+            else:
+                await lost.wait()
+        finally:
+            subscription.close()
+        self._lost = (
+            f"{self.driver_prefix}: the camera IOC {how} (Channel Access lost {pv}); it was stopped or crashed. "
+            "The frames written before stay in the run's file; restart the IOC and run the plan again"
+        )
+        return CameraFaultError(self._lost)
+
+    async def _write_error(self) -> CameraFaultError:
+        """Wait for ``WriteStatus`` to change to ``Write error``; the error naming the PV and the message."""
+        first = True
+        async for status in observe_value(self.write_status):
+            if status == "Write error" and not first:
+                return await self._write_fault()
+            first = False
+        raise AssertionError("observe_value ended")  # pragma: no cover - it does not end by itself
+
+    async def _write_fault(self) -> CameraFaultError:
+        message = await self.write_message.get_value()
+        return CameraFaultError(
+            f"{self.hdf_prefix}WriteStatus = Write error: {message or '(no WriteMessage)'}; the frames written "
+            "before this one stay in the run's file"
+        )
+
+    async def _diagnose(self, timeout: TimeoutError) -> Exception:
+        """Why a frame or a put timed out: the IOC does not answer, the HDF5 plugin failed, or (else) ``timeout``."""
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                status = await self.write_status.get_value()
+        except (TimeoutError, NotConnectedError):
+            self._lost = (
+                f"{self.driver_prefix}: the camera IOC does not answer (no reply from {self.hdf_prefix}WriteStatus "
+                f"within {PROBE_TIMEOUT_S} s after: {timeout}); it was stopped or crashed. The frames "
+                "written before stay in the run's file; restart the IOC and run the plan again"
+            )
+            return CameraFaultError(self._lost)
+        if status == "Write error":
+            return await self._write_fault()
+        return timeout
+
+    @AsyncStatus.wrap
+    async def prepare(self, value: TriggerInfo) -> None:
+        """Set the exposures and open the file (after any stage or unstage still running)."""
+        async with self._in_order:
+            await self._guarded(super().prepare(value))
+
+    async def _guarded(self, operation: Awaitable[None]) -> None:
+        """Await ``operation``; a timeout becomes :class:`CameraFaultError` when the IOC turns out to be gone."""
+        try:
+            await operation
+        except TimeoutError as exc:
+            raise await self._diagnose(exc) from exc
 
     @property
     def exposure(self):
@@ -222,6 +369,100 @@ class EpicsScmosCamera(AreaDetector[ADBaseIO]):
     def frame_time_s(self, exposure_s: float) -> float:
         """Time per frame (exposure + readout) in s."""
         return float(exposure_s) + self.readout_s
+
+
+@dataclass(frozen=True)
+class CameraNoise:
+    """The noise and response of a camera, measured at the beamline (the ``[epics.camera]`` noise keys).
+
+    Parameters
+    ----------
+    gain
+        ADU per detected photon (from a photon-transfer curve).
+    read_noise
+        Read noise, ADU rms (standard deviation of a dark frame's pixels).
+    dark_offset
+        Mean dark level, ADU.
+    i0_counts_per_s
+        Mean open-beam counts per pixel above dark per second of exposure, ADU/s (mean of a flat minus the
+        dark, divided by its exposure).
+    peak_counts_per_s
+        Counts above dark per second of the brightest open-beam pixel, ADU/s (None: not measured, no
+        saturation check).
+    saturation_adu
+        Full scale of the frames, ADU (65535 for 16 bits).
+    """
+
+    gain: float
+    read_noise: float
+    dark_offset: float
+    i0_counts_per_s: float
+    peak_counts_per_s: float | None = None
+    saturation_adu: float = 65535.0
+
+    def __post_init__(self) -> None:
+        for key in ("gain", "i0_counts_per_s", "saturation_adu"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"camera noise {key} = {value!r}; expected a positive number")
+        for key in ("read_noise", "dark_offset"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"camera noise {key} = {value!r}; expected a non-negative number (ADU)")
+        peak = self.peak_counts_per_s
+        if peak is not None and not (math.isfinite(peak) and peak >= self.i0_counts_per_s):
+            raise ValueError(
+                f"camera noise peak_counts_per_s = {peak!r}; expected a number >= i0_counts_per_s "
+                f"= {self.i0_counts_per_s} (the brightest pixel is at least as bright as the mean)"
+            )
+        if self.dark_offset >= self.saturation_adu:
+            raise ValueError(
+                f"camera noise dark_offset = {self.dark_offset!r} ADU is not below saturation_adu = "
+                f"{self.saturation_adu!r}"
+            )
+
+
+class CalibratedScmosCamera(EpicsScmosCamera):
+    """An :class:`EpicsScmosCamera` whose noise and open-beam response were measured (:class:`CameraNoise`).
+
+    It reports its noise model to the plans (``noise_metadata``: recorded in the start document for the live
+    clustering) and, when ``peak_counts_per_s`` is known, the longest exposure that does not saturate
+    (``max_unsaturated_exposure_s``), so it satisfies the ``NoiseReporting`` and ``ExposureLimited`` protocols
+    like the simulated camera.
+
+    Parameters
+    ----------
+    prefix, path_provider
+        As :class:`EpicsScmosCamera`.
+    noise
+        The measured noise and response.
+    **kwargs
+        Further :class:`EpicsScmosCamera` options.
+    """
+
+    def __init__(self, prefix: str, path_provider: PathProvider, noise: CameraNoise, **kwargs) -> None:
+        self.noise = noise
+        super().__init__(prefix, path_provider, **kwargs)
+
+    def noise_metadata(self, exposure_s: float) -> dict[str, float]:
+        """``gain`` (ADU/photon), ``offset`` = read_noise² (ADU²), ``read_noise`` (ADU), ``dark_offset`` (ADU)
+        and ``i0_counts`` (mean open-beam ADU above dark per pixel) at ``exposure_s`` (s)."""
+        n = self.noise
+        return {
+            "gain": n.gain,
+            "offset": n.read_noise**2,
+            "read_noise": n.read_noise,
+            "dark_offset": n.dark_offset,
+            "i0_counts": n.i0_counts_per_s * float(exposure_s),
+        }
+
+    def max_unsaturated_exposure_s(self, margin: float = 0.9) -> float | None:
+        """Longest exposure (s) with the brightest open-beam pixel below ``margin`` × ``saturation_adu``
+        (None when ``peak_counts_per_s`` is not configured)."""
+        n = self.noise
+        if n.peak_counts_per_s is None:
+            return None
+        return (margin * n.saturation_adu - n.dark_offset) / n.peak_counts_per_s
 
 
 class ShutterState(StrictEnum):

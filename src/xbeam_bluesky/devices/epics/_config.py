@@ -7,6 +7,9 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ._camera import CameraNoise
+from ._motion import DEFAULT_STALL_TIMEOUT_S
+
 __all__ = [
     "CameraConfig",
     "EpicsBeamlineConfig",
@@ -18,17 +21,23 @@ __all__ = [
 ]
 
 
+#: The noise keys of ``[epics.camera]`` that come together (see :class:`CameraConfig`).
+NOISE_KEYS = ("gain", "read_noise", "dark_offset", "i0_counts_per_s")
+
+
 @dataclass(frozen=True)
 class MonoConfig:
     """The monochromator: ``prefix`` + ``energy`` names the energy motor record (eV).
 
     ``limits_eV`` are the energies plans may request, checked before any motion (the motor record's own soft
-    limits still apply).
+    limits still apply). ``stall_timeout_s`` is how long (s) a move may take beyond ``|Δ| / VELO + 2 · ACCL``
+    before it counts as stalled (the motor is stopped and the plan fails with ``MotorFaultError``).
     """
 
     prefix: str
     energy: str = "Energy"
     limits_eV: tuple[float, float] = (4500.0, 25000.0)
+    stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -36,7 +45,7 @@ class StageConfig:
     """The sample stage: ``prefix`` + ``x`` / ``y`` name the motor records (mm).
 
     ``x_limits_mm`` / ``y_limits_mm`` are checked before any motion; ``out_position_mm`` is where the sample is out
-    of the beam (flat fields).
+    of the beam (flat fields); ``stall_timeout_s`` as for :class:`MonoConfig`.
     """
 
     prefix: str
@@ -45,6 +54,7 @@ class StageConfig:
     x_limits_mm: tuple[float, float] = (-15.0, 15.0)
     y_limits_mm: tuple[float, float] = (-10.0, 10.0)
     out_position_mm: tuple[float, float] = (14.0, 0.0)
+    stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,13 @@ class CameraConfig:
     ``write_dir`` is the frame directory as the IOC sees it; ``read_dir`` the same directory as this host sees it
     (defaults to ``write_dir``; differs when the IOC runs on another machine). ``shape`` is (y, x) pixels,
     ``pixel_size_um`` the pixel size at the sample (µm), ``readout_s`` the dead time per frame (s).
+
+    The optional noise keys are the camera's measured response (:class:`~._camera.CameraNoise`): ``gain``
+    (ADU/photon), ``read_noise`` (ADU rms), ``dark_offset`` (ADU), ``i0_counts_per_s`` (mean open-beam ADU above
+    dark per pixel per s), ``peak_counts_per_s`` (the brightest pixel's, ADU/s) and ``saturation_adu`` (full
+    scale, default 65535). With the first four the camera reports its noise model to the plans (the live
+    clustering weighs the frames with it); with ``peak_counts_per_s`` too, exposures that would saturate are
+    refused before anything moves. Give all four or none.
     """
 
     prefix: str
@@ -64,6 +81,39 @@ class CameraConfig:
     shape: tuple[int, int] = (2048, 2048)
     pixel_size_um: float = 1.0
     readout_s: float = 0.01
+    gain: float | None = None
+    read_noise: float | None = None
+    dark_offset: float | None = None
+    i0_counts_per_s: float | None = None
+    peak_counts_per_s: float | None = None
+    saturation_adu: float = 65535.0
+
+    def __post_init__(self) -> None:
+        self.noise()  # checks the noise keys
+
+    def noise(self) -> CameraNoise | None:
+        """The measured noise and response, or None when the noise keys are not given.
+
+        Raises
+        ------
+        ValueError
+            Some but not all of ``gain``, ``read_noise``, ``dark_offset``, ``i0_counts_per_s`` are given,
+            ``peak_counts_per_s`` without them, or a value out of range (named).
+        """
+        required = {k: getattr(self, k) for k in NOISE_KEYS}
+        given = [k for k, v in required.items() if v is not None]
+        if not given:
+            if self.peak_counts_per_s is not None:
+                raise ValueError(f"peak_counts_per_s needs the noise keys {list(NOISE_KEYS)} as well")
+            return None
+        if len(given) != len(required):
+            missing = [k for k in NOISE_KEYS if k not in given]
+            raise ValueError(
+                f"noise keys {given} given without {missing}; expected all of {list(NOISE_KEYS)}"
+            )
+        return CameraNoise(
+            **required, peak_counts_per_s=self.peak_counts_per_s, saturation_adu=self.saturation_adu
+        )
 
 
 @dataclass(frozen=True)
@@ -149,9 +199,13 @@ def _section(source: str, name: str, table: Any, cls: type) -> Any:
             values[key] = (
                 (int(value[0]), int(value[1])) if key == "shape" else (float(value[0]), float(value[1]))
             )
-        elif key in {"pixel_size_um", "readout_s"}:
+        elif key in {"pixel_size_um", "readout_s", *NOISE_KEYS, "peak_counts_per_s", "saturation_adu"}:
             if not isinstance(value, int | float) or value < 0:
                 raise ValueError(f"{where} {key} = {value!r}; expected a non-negative number")
+            values[key] = float(value)
+        elif key == "stall_timeout_s":
+            if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+                raise ValueError(f"{where} {key} = {value!r}; expected a positive time in s")
             values[key] = float(value)
         elif key in {"two_theta_start_deg", "two_theta_step_deg", "timeout_s"}:
             if not isinstance(value, int | float) or isinstance(value, bool):

@@ -113,7 +113,9 @@ def serve(pvdb: dict[str, Any], args: argparse.Namespace, on_start: Callable[[],
     os.environ["EPICS_CAS_INTF_ADDR_LIST"] = args.interface
     os.environ.setdefault("EPICS_CAS_AUTO_BEACON_ADDR_LIST", "NO")
     os.environ.setdefault("EPICS_CAS_BEACON_ADDR_LIST", args.interface)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    # XBEAM_IOC_DEBUG=1 logs every put and record write (diagnosing a client/IOC exchange from the IOC's log)
+    level = logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=logging.DEBUG if os.environ.get("XBEAM_IOC_DEBUG") else level)
     # Beacons go to the CA repeater port of the interface; without a repeater running (a test host) each one
     # is refused. Clients find a restarted IOC by their search retries instead, so these errors are noise.
     logging.getLogger("caproto.ctx").addFilter(_NoBeaconErrors())

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xbeam_bluesky.devices.sim.camera_model import CameraModel
 from xbeam_bluesky.testing.iocs._launch import IocProcess, client_environment, free_port
 
 __all__ = ["SoftBeamline", "main"]
@@ -38,6 +39,14 @@ class SoftBeamline:
         The camera's frames and the phantom (as :class:`~xbeam_bluesky.devices.sim.SimBeamlineConfig`).
     mono_limits_eV, x_limits_mm, y_limits_mm
         Motor-record soft limits.
+    stage_velocity_mm_s, mono_velocity_eV_s
+        Motor speeds (``VELO``).
+    powder_channels
+        Channels of the powder detector.
+    photon_flux
+        Open-beam photons per pixel per s of the camera (:class:`CameraModel`).
+    stall_timeout_s
+        ``stall_timeout_s`` of the mono and the stage in the written config (s).
     log_dir
         Each IOC's output goes to ``log_dir/<name>.log`` (default: discarded).
     """
@@ -53,6 +62,8 @@ class SoftBeamline:
     stage_velocity_mm_s: float = 5.0
     mono_velocity_eV_s: float = 20.0
     powder_channels: int = 5500
+    photon_flux: float = 2.0e4
+    stall_timeout_s: float = 5.0
     log_dir: Path | None = None
     prefixes: dict[str, str] = field(
         default_factory=lambda: {
@@ -107,6 +118,8 @@ class SoftBeamline:
                     *map(str, self.sample_size_mm),
                     "--seed",
                     str(self.seed),
+                    "--photon-flux",
+                    str(self.photon_flux),
                     "--energy-pv",
                     p["mono"] + "Energy.RBV",
                     "--x-pv",
@@ -125,6 +138,13 @@ class SoftBeamline:
         name = name or module
         log = self.log_dir / f"{name}.log" if self.log_dir is not None else None
         return IocProcess(module, self.prefixes[name], self.ports[name], args, env=env, log_path=log)
+
+    def camera_model(self) -> CameraModel:
+        """The detector model the camera IOC renders its frames with (the sim camera's physics)."""
+        return CameraModel(
+            shape=self.frame_shape, pixel_size_um=self.pixel_size_um, photon_flux=self.photon_flux,
+            flat_seed=self.seed,
+        )  # fmt: skip
 
     def client_environment(self) -> dict[str, str]:
         """``EPICS_CA_ADDR_LIST`` (every IOC's port) and ``EPICS_CA_AUTO_ADDR_LIST=NO``."""
@@ -155,7 +175,9 @@ class SoftBeamline:
         """Process ids of the running IOCs."""
         return {name: ioc.pid for name, ioc in self.iocs.items() if ioc.pid is not None}
 
-    def write_config(self, path: str | Path, *, with_xrd: bool = True, extra: str = "") -> Path:
+    def write_config(
+        self, path: str | Path, *, with_xrd: bool = True, extra: str = "", rietveld: dict | None = None
+    ) -> Path:
         """Write the TOML config of ``mode="real"`` for these IOCs (and the powder instrument file next to it).
 
         Parameters
@@ -165,7 +187,9 @@ class SoftBeamline:
         with_xrd
             Include ``[epics.xrd]`` and ``[live.rietveld] instrument``.
         extra
-            TOML text appended (e.g. ``data_dir = ...``).
+            TOML text put before the tables (e.g. ``data_dir = ...``).
+        rietveld
+            Further ``[live.rietveld]`` options (e.g. ``{"n_trials": 4}``), numbers or strings.
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -176,12 +200,14 @@ class SoftBeamline:
             "[epics.mono]",
             f'prefix = "{p["mono"]}"',
             f"limits_eV = {list(self.mono_limits_eV)}",
+            f"stall_timeout_s = {self.stall_timeout_s}",
             "",
             "[epics.stage]",
             f'prefix = "{p["stage"]}"',
             f"x_limits_mm = {list(self.x_limits_mm)}",
             f"y_limits_mm = {list(self.y_limits_mm)}",
             f"out_position_mm = [{half_w + 4.0}, 0.0]",
+            f"stall_timeout_s = {self.stall_timeout_s}",
             "",
             "[epics.camera]",
             f'prefix = "{p["camera"]}"',
@@ -190,6 +216,7 @@ class SoftBeamline:
             f"shape = {list(self.frame_shape)}",
             f"pixel_size_um = {self.pixel_size_um}",
             "readout_s = 0.01",
+            *self._noise_lines(),
             "",
             "[epics.shutter]",
             f'command = "{p["shutter"]}CMD"',
@@ -209,10 +236,25 @@ class SoftBeamline:
                 "",
                 "[live.rietveld]",
                 f'instrument = "{instprm.name}"',
+                *(f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"'
+                  for key, value in (rietveld or {}).items()),
                 "",
-            ]
+            ]  # fmt: skip
         path.write_text(extra + "\n" + "\n".join(lines) if extra else "\n".join(lines))
         return path
+
+    def _noise_lines(self) -> list[str]:
+        """The ``[epics.camera]`` noise keys, as a beamline measures them, from the camera IOC's model."""
+        model = self.camera_model()
+        dark = model.dark_offset
+        peak = float(model.expected_frame(None, 1.0).max()) - dark
+        return [
+            f"gain = {model.gain!r}",
+            f"read_noise = {model.read_noise!r}",
+            f"dark_offset = {dark!r}",
+            f"i0_counts_per_s = {model.i0_counts(1.0)!r}",
+            f"peak_counts_per_s = {peak!r}",
+        ]
 
 
 def main(argv: list[str] | None = None) -> None:
