@@ -85,3 +85,17 @@ def test_bad_stack_inputs(case, tmp_path) -> None:
         HDF5Stack(path, dataset="/flat")
     with pytest.raises(ValueError, match="energies"):
         cluster_stack(ArrayStack(stack[:-1]), sites)
+
+
+def test_gram_accumulator_chunks_and_float32_give_the_direct_sums() -> None:
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 4, 1000)
+    coords = rng.normal(size=(3, 1000))
+    g = GramAccumulator(3, np.eye(3))
+    g.add(labels, coords.astype(np.float32), chunk_pixels=97)
+    for k in range(1, 4):
+        member = coords[:, labels == k]
+        np.testing.assert_allclose(g.gram[k], member @ member.T, rtol=1e-5)
+        assert g.count[k] == member.shape[1]
+    with pytest.raises(ValueError, match=r"coords of shape \(2, 1000\), expected \(3, 1000\)"):
+        g.add(labels, coords[:2])

@@ -173,3 +173,62 @@ def test_a_tile_without_any_valid_pixel_is_all_unassigned(sites, stack) -> None:
     assert not result.labels.any() and result.masked.all()
     assert not result.novel.any() and not result.confidence.any()
     a.close()
+
+
+def test_a_block_of_frames_equals_the_frames_one_by_one(sites, stack) -> None:
+    frames = stack.astype(np.float32)
+    frames[3, 2, 7] = np.nan  # a dead pixel in one frame
+    one = _stream(sites, frames, range(frames.shape[0]))
+    block = StreamingAssigner(sites, SHAPE, buffer_frames=7, chunk_pixels=333, n_threads=2)
+    order = np.random.default_rng(1).permutation(frames.shape[0])
+    block.add_block(frames[order[:20]], order[:20])  # two blocks, energies out of order
+    block.add_block(frames[order[20:]], order[20:])
+    a, b = one.finalize(), block.finalize()
+    assert np.array_equal(a.labels, b.labels) and np.array_equal(a.masked, b.masked) and b.masked[2, 7]
+    assert np.array_equal(a.novel, b.novel)
+    np.testing.assert_allclose(a.confidence, b.confidence, rtol=1e-4, atol=1e-4)
+    valid = ~a.masked.ravel()  # a masked pixel's partial sums depend on how its frames were batched
+    np.testing.assert_allclose(
+        one.coordinates()[0][:, valid], block.coordinates(np.float32)[0][:, valid], rtol=1e-5, atol=1e-4
+    )
+    assert not np.isnan(frames[3, 2, 6]) and np.isnan(frames[3, 2, 7])  # the caller's frames are not changed
+    for assigner in (one, block):
+        assigner.close()
+
+
+def test_a_block_with_a_pixel_transform_equals_the_transformed_block(sites, stack, energies) -> None:
+    from xbeam_bluesky.clustering import ArrayStack
+    from xbeam_bluesky.clustering._baseline import BaselineRemoved, baseline_basis
+
+    source = BaselineRemoved(ArrayStack(stack.astype(np.float32)), baseline_basis(energies, 1))
+    direct = StreamingAssigner(sites, SHAPE, n_threads=2)
+    direct.add_block(source.read_rows(0, SHAPE[0]))
+    fused = StreamingAssigner(sites, SHAPE, n_threads=2)
+    fused.add_block(source.raw.read_rows(0, SHAPE[0]), transform=source.pixel_transform)
+    assert np.array_equal(direct.finalize().labels, fused.finalize().labels)
+    np.testing.assert_allclose(direct.coordinates()[0], fused.coordinates()[0], rtol=1e-5, atol=1e-5)
+    for assigner in (direct, fused):
+        assigner.close()
+
+
+def test_bad_blocks_raise_clear_errors(sites, stack) -> None:
+    a = StreamingAssigner(sites, SHAPE, n_threads=1)
+    frames = stack.astype(np.float32)
+    with pytest.raises(ValueError, match="frames of shape"):
+        a.add_block(frames[:, :5])
+    with pytest.raises(ValueError, match="2 energy indices for 3 frames"):
+        a.add_block(frames[:3], [0, 1])
+    with pytest.raises(ValueError, match="repeat an energy"):
+        a.add_block(frames[:2], [4, 4])
+    with pytest.raises(ValueError, match="outside"):
+        a.add_block(frames[:1], [sites.n_energies])
+    a.update(frames[0], 0)
+    with pytest.raises(ValueError, match="energy_index 0: a frame for this energy was already added"):
+        a.add_block(frames[:2])
+    a.close()
+    counts = StreamingAssigner(
+        sites, SHAPE, correction=FrameCorrection(np.zeros(SHAPE), np.ones(SHAPE)), n_threads=1
+    )
+    with pytest.raises(ValueError, match="transform needs absorbance"):
+        counts.add_block(frames[:2], transform=lambda x, out=None: x)
+    counts.close()
