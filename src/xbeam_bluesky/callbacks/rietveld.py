@@ -486,28 +486,24 @@ class AutoRietveld:
             raise _Failure(f"the refinement failed: {type(exc).__name__}: {exc}") from exc
 
 
-_SERVICES: dict[int, tuple[Any, AutoRietveld]] = {}
-_SERVICES_LOCK = threading.Lock()
-
-
 def auto_rietveld(context: LiveContext) -> AutoRietveld:
-    """Live-analysis factory (:data:`xbeam_bluesky.callbacks.remote.LIVE_ANALYSES`): one shared
-    :class:`AutoRietveld` per context, so runs queue behind each other and warm-start from each other.
+    """Live-analysis factory (:data:`xbeam_bluesky.callbacks.remote.LIVE_ANALYSES`): one
+    :class:`AutoRietveld` per context (:meth:`LiveContext.shared`), so runs queue behind each other and
+    warm-start from each other.
 
     ``context.options["rietveld"]`` may hold ``cif_dir``, ``instrument`` (path), ``fit_range``,
     ``fetch_timeout_s`` and the :class:`~xbeam_bluesky.rietveld.SearchSettings` fields ``n_trials``,
     ``n_jobs``, ``seed``, ``timeout_s``.
     """
-    with _SERVICES_LOCK:
-        entry = _SERVICES.get(id(context))
-        if entry is None or entry[0] is not context:
-            opts = dict(context.options.get("rietveld", {}))
-            search_keys = ("n_trials", "n_jobs", "seed", "timeout_s")
-            settings = replace(
-                SearchSettings(n_trials=40, n_jobs=1), **{k: opts.pop(k) for k in search_keys if k in opts}
-            )
-            if "fit_range" in opts and opts["fit_range"] is not None:
-                opts["fit_range"] = tuple(opts["fit_range"])
-            entry = (context, AutoRietveld(context.results, settings=settings, **opts))
-            _SERVICES[id(context)] = entry
-        return entry[1]
+
+    def make() -> AutoRietveld:
+        opts = dict(context.options.get("rietveld", {}))
+        search_keys = ("n_trials", "n_jobs", "seed", "timeout_s")
+        settings = replace(
+            SearchSettings(n_trials=40, n_jobs=1), **{k: opts.pop(k) for k in search_keys if k in opts}
+        )
+        if "fit_range" in opts and opts["fit_range"] is not None:
+            opts["fit_range"] = tuple(opts["fit_range"])
+        return AutoRietveld(context.results, settings=settings, **opts)
+
+    return context.shared("auto_rietveld", make)
