@@ -43,18 +43,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from xbeam_bluesky._procs import exit_with_creator, pool_initargs
+from xbeam_bluesky.bundled import CIF_DIR
+from xbeam_bluesky.documents import json_safe
 from xbeam_bluesky.rietveld import Instrument, Pattern, Phase, SearchSettings, load_phase, read_instrument
 from xbeam_bluesky.storage import write_analysis_result, xrd_pattern
 
 if TYPE_CHECKING:
     from xbeam_bluesky.callbacks.remote import LiveContext
 
-__all__ = ["BUNDLED_CIF_DIR", "AutoRietveld", "auto_rietveld"]
+__all__ = ["AutoRietveld", "auto_rietveld"]
 
 logger = logging.getLogger(__name__)
 
 #: Default directory the CIF names of a run are resolved against.
-BUNDLED_CIF_DIR = Path(__file__).resolve().parents[1] / "data" / "cif"
 RESULT_KIND = "rietveld"
 
 
@@ -67,19 +68,6 @@ class _Job:
     start: dict[str, Any]
     stop: dict[str, Any]
     queued_at: float = field(default_factory=time.monotonic)
-
-
-def _json_safe(value: Any) -> Any:
-    """Metadata for tiled: NaN/inf → None, numpy scalars → Python, tuples → lists."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _payload(result: Any, title: str) -> dict[str, Any]:
@@ -187,7 +175,7 @@ class AutoRietveld:
                 "AutoRietveld: client is None; expected the tiled container results are written to"
             )
         self.client = client
-        self.cif_dir = Path(cif_dir) if cif_dir is not None else BUNDLED_CIF_DIR
+        self.cif_dir = Path(cif_dir) if cif_dir is not None else CIF_DIR
         if isinstance(instrument, str | Path):
             instrument = read_instrument(instrument)
         self.instrument = instrument or Instrument.lab_cu_ka()
@@ -314,7 +302,12 @@ class AutoRietveld:
             "wall_s": time.perf_counter() - t0,
         }
         result_uid = write_analysis_result(
-            self.client, uid, RESULT_KIND, out["arrays"], _json_safe(metadata), png=out["png"]
+            self.client,
+            uid,
+            RESULT_KIND,
+            out["arrays"],
+            json_safe(metadata, nonfinite_to_none=True),
+            png=out["png"],
         )
         self.handled.append((uid, result_uid, "success"))
         if skey is not None:
@@ -384,7 +377,12 @@ class AutoRietveld:
             "wall_s": time.perf_counter() - t0,
         }
         result_uid = write_analysis_result(
-            self.client, uid, RESULT_KIND, out["arrays"], _json_safe(metadata), png=out["png"]
+            self.client,
+            uid,
+            RESULT_KIND,
+            out["arrays"],
+            json_safe(metadata, nonfinite_to_none=True),
+            png=out["png"],
         )
         self.handled.append((uid, result_uid, "success"))
         self._remember_series(skey, uid, result_uid, out, base["series_index"])
@@ -414,7 +412,11 @@ class AutoRietveld:
         logger.error("auto-rietveld: run %s not refined: %s", uid, reason)
         try:
             result_uid = write_analysis_result(
-                self.client, uid, RESULT_KIND, {}, _json_safe({**base, "status": "failed", "error": reason})
+                self.client,
+                uid,
+                RESULT_KIND,
+                {},
+                json_safe({**base, "status": "failed", "error": reason}, nonfinite_to_none=True),
             )
         except Exception:
             logger.exception("auto-rietveld: could not store the failure record of run %s", uid)
