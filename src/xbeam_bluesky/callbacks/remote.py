@@ -17,9 +17,10 @@ import importlib
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from event_model import RunRouter
 
@@ -37,6 +38,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Callback = Callable[[str, dict], Any]
+T = TypeVar("T")
 Factory = Callable[["LiveContext"], Callback]
 
 #: Run ``purpose`` → live-analysis factories (``"module:attribute"``), one line per analysis.
@@ -57,10 +59,23 @@ class LiveContext:
         or ``None`` when results are only kept in memory.
     options
         Free per-analysis options (e.g. ``{"clustering": {"window": 5}}``), JSON-friendly.
+
+    A factory called for every run either returns a new callback per run (``LiveClustering``) or one service
+    it keeps across the runs of this context (``AutoRietveld``, whose runs queue and warm-start from each other):
+    :meth:`shared` holds such services, so their lifetime is the context's, never a module's.
     """
 
     results: Any = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    _shared: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    def shared(self, key: str, make: Callable[[], T]) -> T:
+        """The service ``key`` of this context, made by ``make()`` on first use (thread-safe)."""
+        with self._lock:
+            if key not in self._shared:
+                self._shared[key] = make()
+            return self._shared[key]
 
 
 def _import(path: str) -> Factory:

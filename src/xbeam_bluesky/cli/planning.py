@@ -190,8 +190,13 @@ def plan_energies(args: argparse.Namespace) -> int:
     """Handler of ``xbeam plan-energies``."""
     import math
 
-    from xbeam_bluesky.planning import ScanTimeModel, TransmissionNoise, design_energies, prior_from_library
-    from xbeam_bluesky.planning.plot import plot_design
+    from xbeam_bluesky.planning import (
+        ScanTimeModel,
+        TransmissionNoise,
+        design_energies,
+        plot_design,
+        prior_from_library,
+    )
     from xbeam_bluesky.spectra import PhotonNoiseModel, bundled_library_dir, edge_energy
 
     args.out = check_output(args.out)

@@ -88,8 +88,8 @@ def plan_map_energies(args: argparse.Namespace, grid, e0: float) -> int:
         TransmissionNoise,
         design_map_energies,
         phase_candidates,
+        plot_map_design,
     )
-    from xbeam_bluesky.planning.plot import plot_map_design
     from xbeam_bluesky.spectra import PhotonNoiseModel, aligned_library, bundled_library_dir, load_library
 
     if args.target_rmse is not None:

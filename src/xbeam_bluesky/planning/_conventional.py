@@ -12,12 +12,12 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from xbeam_bluesky.errors import DesignInputError
-from xbeam_bluesky.planning.grid import candidate_grid, default_range
-from xbeam_bluesky.planning.noise import TransmissionNoise
-from xbeam_bluesky.planning.prior import GaussianProcessPrior, prior_from_library
-from xbeam_bluesky.planning.reconstruction import grid_indices, reconstruct
-from xbeam_bluesky.planning.timing import ScanTimeModel
-from xbeam_bluesky.planning.warp import EnergyWarp
+from xbeam_bluesky.planning._grid import candidate_grid, default_range
+from xbeam_bluesky.planning._noise import TransmissionNoise
+from xbeam_bluesky.planning._prior import GaussianProcessPrior, prior_from_library
+from xbeam_bluesky.planning._reconstruction import grid_indices, reconstruct
+from xbeam_bluesky.planning._timing import ScanTimeModel
+from xbeam_bluesky.planning._warp import EnergyWarp
 from xbeam_bluesky.spectra import PhotonNoiseModel
 
 #: ħ²/2mₑ in eV·Å²: E - E0 = k² / ETOK (k in Å⁻¹).

@@ -7,15 +7,15 @@ import logging
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from xbeam_bluesky.planning.map_design import (
+from xbeam_bluesky.planning._map_design import (
     DEFAULT_MODEL_ERROR,
     MapDesignError,
     PhaseCandidates,
     phase_candidates,
 )
-from xbeam_bluesky.planning.noise import TransmissionNoise
-from xbeam_bluesky.planning.prior import GaussianProcessPrior
-from xbeam_bluesky.planning.reconstruction import reconstruct
+from xbeam_bluesky.planning._noise import TransmissionNoise
+from xbeam_bluesky.planning._prior import GaussianProcessPrior
+from xbeam_bluesky.planning._reconstruction import reconstruct
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from xbeam_bluesky.errors import DesignInputError
-from xbeam_bluesky.planning.timing import ScanTimeModel
+from xbeam_bluesky.planning._timing import ScanTimeModel
 
 #: Smallest default overlap between neighbouring tiles (fraction of the tile size), for stitching.
 MIN_OVERLAP = 0.05

@@ -12,7 +12,7 @@ from scipy.linalg import cho_factor, cho_solve
 from scipy.optimize import minimize
 
 from xbeam_bluesky.errors import DesignInputError
-from xbeam_bluesky.planning.warp import EnergyWarp
+from xbeam_bluesky.planning._warp import EnergyWarp
 
 #: Length scales (eV) searched when fitting the prior; the Fe K optimum (≈ 4 eV) lies well inside.
 DEFAULT_LENGTH_SCALES_EV: NDArray[np.float64] = np.geomspace(0.5, 30.0, 41)

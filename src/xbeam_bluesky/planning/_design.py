@@ -17,11 +17,11 @@ from threadpoolctl import threadpool_limits
 
 from xbeam_bluesky._inputs import read_text
 from xbeam_bluesky.errors import DesignInputError
-from xbeam_bluesky.planning.exchange import DEFAULT_MAX_ENERGIES, ExchangeResult, exchange_refine
-from xbeam_bluesky.planning.noise import TransmissionNoise
-from xbeam_bluesky.planning.prior import GaussianProcessPrior
-from xbeam_bluesky.planning.reconstruction import error_decomposition
-from xbeam_bluesky.planning.timing import ScanTimeModel
+from xbeam_bluesky.planning._exchange import DEFAULT_MAX_ENERGIES, ExchangeResult, exchange_refine
+from xbeam_bluesky.planning._noise import TransmissionNoise
+from xbeam_bluesky.planning._prior import GaussianProcessPrior
+from xbeam_bluesky.planning._reconstruction import error_decomposition
+from xbeam_bluesky.planning._timing import ScanTimeModel
 
 logger = logging.getLogger(__name__)
 
@@ -380,7 +380,7 @@ def design_energies(
         See :func:`greedy_select`.
     exchange_rounds, exchange_window
         A-criterion only: after the greedy, at most this many rounds of exact exchange moves
-        (:func:`xbeam_bluesky.planning.exchange.exchange_refine`: move a dwell unit between energies, shift an
+        (:func:`xbeam_bluesky.planning._exchange.exchange_refine`: move a dwell unit between energies, shift an
         energy by up to ``exchange_window`` grid steps, spend time freed by a dropped energy), accepted only if
         they lower the expected error without exceeding the time budget (or, without a budget, the greedy
         design's time) and the number of picks; the two end points stay. 0 rounds: the greedy design as it is.
