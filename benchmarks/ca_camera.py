@@ -79,6 +79,10 @@ def main() -> None:
         from xbeam_bluesky.storage import open_storage, read_frames
 
         storage = open_storage(data_dir=root / "data", readable_dirs=[beamline.frames_dir])
+    except BaseException:
+        beamline.stop()
+        raise
+    try:
         RE = RunEngine(call_returns_result=False)
         RE.subscribe(storage.writer)
         epics = load_epics_config(config)
@@ -131,8 +135,8 @@ def main() -> None:
                 }
             )
         )
-        storage.close()
     finally:
+        storage.close()
         beamline.stop()
         shutil.rmtree(root, ignore_errors=True)
 
