@@ -1,5 +1,5 @@
-"""The queueserver in ``XBEAM_MODE=real`` against the soft IOCs: one plan submitted, run over Channel Access in
-the RE worker, its run and frames in tiled. The CA client lives in the worker process only (this process talks to
+"""The queueserver in ``XBEAM_MODE=real`` against the soft IOCs: ``xanes_imaging`` and ``optimal_xanes_imaging``
+submitted, run over Channel Access in the RE worker, their runs and frames in tiled. The CA client lives in the worker process only (this process talks to
 the manager and to tiled), so the test runs with the other queueserver tests."""
 
 from __future__ import annotations
@@ -50,11 +50,18 @@ def test_xanes_imaging_in_real_mode_through_the_queueserver(tmp_path):
                     BPlan("xanes_imaging", "camera", "mono", "stage", ENERGIES, [[0.0, 0.0]], 0.02,
                           shutter="shutter", n_darks=1, n_flats=1)
                 )  # fmt: skip
+                api.item_add(
+                    BPlan("optimal_xanes_imaging", "camera", "mono", "stage", n_points=12, dwell=0.01,
+                          shutter="shutter", n_darks=1, n_flats=1)
+                )  # fmt: skip
                 api.queue_start()
-                api.wait_for_idle(timeout=300)
-                (item,) = api.history_get()["items"]
-                assert item["result"]["exit_status"] == "completed", manager.log_tail()
-                (uid,) = item["result"]["run_uids"]
+                api.wait_for_idle(timeout=600)
+                items = api.history_get()["items"]
+                assert [(i["name"], i["result"]["exit_status"]) for i in items] == [
+                    ("xanes_imaging", "completed"),
+                    ("optimal_xanes_imaging", "completed"),
+                ], manager.log_tail()
+                uid, optimal_uid = (i["result"]["run_uids"][0] for i in items)
             finally:
                 api.close()
                 manager.stop()
@@ -64,6 +71,11 @@ def test_xanes_imaging_in_real_mode_through_the_queueserver(tmp_path):
         frames = read_frames(run)  # written by the camera IOC, read through the tiled server
         assert frames.shape == (len(ENERGIES), *SHAPE) and frames.mean() > 1000
         assert run.metadata["stop"]["exit_status"] == "success"
+        # the planner's design, measured over CA: one frame per designed energy
+        optimal = from_uri(server.uri)[optimal_uid]
+        start = optimal.metadata["start"]
+        assert start["design"]["n_picks"] == 12 and start["noise_model"] is not None
+        assert read_frames(optimal).shape == (len(start["energies"]), *SHAPE)
     finally:
         beamline.stop()
         server.close()
