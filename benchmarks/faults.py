@@ -174,7 +174,7 @@ def _stack_file(path: Path, stack: np.ndarray) -> Path:
 def _cluster(tmp: Path, stack: np.ndarray, expect: list[str], ok=None) -> tuple[str, str]:
     src = _stack_file(tmp / "stack.h5", stack)
     out = tmp / "map.h5"
-    argv = ["cluster", src, "--references", REFS, "--draws", "300", "--out", out]
+    argv = ["cluster", src, "--references", REFS, "--out", out]
     return cli(argv, expect, intact=(src,), out=out, ok=ok)
 
 
@@ -620,8 +620,8 @@ def _(tmp):
         if not results:
             return "silent", "no clustering result record"
         meta = results[-1].metadata
-        if meta.get("status") == "failed" and "energ" in str(meta.get("reason", "")):
-            return "masked", f"failure record: {meta.get('reason')}"[:200]
+        if meta.get("status") == "failed" and "energ" in str(meta.get("error", "")):
+            return "masked", f"failure record: {meta.get('error')}"[:200]
         return "unclear", f"record {dict(meta)}"[:300]
     finally:
         ns["storage"].close()
@@ -684,7 +684,8 @@ def _(tmp):
 
         RE.subscribe(kill)
         RE.subscribe(storage.writer)
-        (uid,) = RE(xanes_imaging(bl.camera, bl.mono, bl.stage, energies, tiles, 0.05, n_darks=1, n_flats=1))
+        (uid,) = RE(xanes_imaging(bl.camera, bl.mono, bl.stage, energies, tiles, 0.05, shutter=bl.shutter,
+                                  n_darks=1, n_flats=1))  # fmt: skip
         port = _dead_port()
         server = _serve(data_dir, port)
         again = open_storage(data_dir=data_dir, uri=f"http://127.0.0.1:{port}/api/v1", api_key=KEY)

@@ -64,17 +64,16 @@ def pytest_configure(config):
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_child_subreaper, 1, 0, 0, 0)
 
 
-def _own_mp_helpers() -> set[int]:
+def _own_mp_helpers() -> tuple[int | None, int | None]:
     """Process ids of this interpreter's multiprocessing forkserver and resource tracker (they exit only
-    when pytest does; they are not a leak of a test). Orphaned helpers of other processes are not in it."""
+    when pytest does; they are not a leak of a test). Orphaned helpers of other processes are not these."""
     import multiprocessing.forkserver
     import multiprocessing.resource_tracker
 
-    pids = {
+    return (
         getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None),
         getattr(multiprocessing.resource_tracker._resource_tracker, "_pid", None),
-    }
-    return {pid for pid in pids if pid}
+    )
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -88,11 +87,14 @@ def pytest_sessionfinish(session, exitstatus):
 
     me = psutil.Process()
     children = me.children(recursive=True)
-    own_helpers = [p for p in children if p.pid in _own_mp_helpers()]
+    forkserver, tracker = _own_mp_helpers()
+    # the forkserver is stopped (idle pool workers forked from it exit with it); the resource tracker is left to
+    # exit with pytest: killed, it is relaunched at exit and prints a KeyError for every semaphore unregistered
+    own_helpers = [p for p in children if p.pid == forkserver]
     for proc in own_helpers:
         proc.kill()
     psutil.wait_procs(own_helpers, timeout=5)
-    children = [p for p in children if p not in own_helpers]
+    children = [p for p in children if p not in own_helpers and p.pid != tracker]
     _, alive = psutil.wait_procs(children, timeout=10)
     names = []
     for proc in alive:

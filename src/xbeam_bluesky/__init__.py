@@ -11,8 +11,15 @@ only from its own layer's package or from layers below; ``|`` = side by side, in
 6. ``planning``: experiment design (energies, dwell, tiles)
 7. ``clustering`` | ``rietveld``: the phase-map clustering and the Rietveld refinement
 8. ``spectra``: XAS spectra, noise models, reference libraries
-9. ``protocols`` | ``documents`` | ``bundled``: what a device offers the plans, the start-document schema, where
-   the bundled data are (pure modules)
+9. ``config``: the xbeam config file
+10. ``protocols`` | ``documents`` | ``bundled`` | ``_inputs`` | ``_outputs`` | ``_procs``: what a device offers the
+    plans, the start-document schema, where the bundled data are, input and output checks, pool workers that exit
+    with their creator (pure modules)
+11. ``errors``: the user-error family
+
+The layer contract is exhaustive (every module of the package is in a layer; ``testing`` holds test helpers
+only). ``clustering``, ``planning`` and ``devices.epics`` keep their code in private ``_modules`` behind one flat
+public namespace, and no other package imports those private modules (a second import-linter contract).
 
 Layers 6-8 are pure science: they never import bluesky, ophyd, tiled or the queueserver. See
 ``docs/architecture.md`` for how a frame and a pattern travel through them.

@@ -20,7 +20,7 @@ def check_output(out: str | Path, inputs: Iterable[str | Path] = (), option: str
     ------
     OutputPathError
         Naming the option and the path: ``out`` is an input (same file, also through a link), a directory,
-        or its folder cannot be created or written.
+        under a regular file, or its folder cannot be created or written.
     """
     out = Path(out).expanduser()
     for source in inputs:
@@ -33,6 +33,11 @@ def check_output(out: str | Path, inputs: Iterable[str | Path] = (), option: str
             )
     if out.is_dir():
         raise OutputPathError(f"{option} {out} is a directory; expected a file name")
+    blocking = next((a for a in out.parents if a.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise OutputPathError(
+            f"{option} {out}: cannot write in {out.parent}: {blocking} is a file, not a folder"
+        )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.", suffix=".probe"):

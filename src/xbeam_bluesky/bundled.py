@@ -9,6 +9,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from xbeam_bluesky.errors import InputFileError
+
 __all__ = ["CIF_DIR", "DATA_DIR", "XAS_DIR", "bundled_cifs", "resolve_cif"]
 
 #: The package's data folder (inside the installed package).
@@ -29,12 +31,12 @@ def resolve_cif(name: str) -> Path:
 
     Raises
     ------
-    FileNotFoundError
-        Naming the CIF and listing the bundled ones.
+    InputFileError
+        Naming the CIF and listing the bundled ones (a ``FileNotFoundError`` too).
     """
     path = Path(name)
     if path.is_file():
         return path
     if (CIF_DIR / name).is_file():
         return CIF_DIR / name
-    raise FileNotFoundError(f"CIF {name!r} is neither a file nor a bundled CIF (bundled: {bundled_cifs()})")
+    raise InputFileError(f"CIF {name!r} is neither a file nor a bundled CIF (bundled: {bundled_cifs()})")

@@ -19,6 +19,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xbeam_bluesky._inputs import input_file, read_text
+from xbeam_bluesky.errors import ConfigError
+
 
 def default_data_dir() -> Path:
     """Persistent per-user data directory: ``$XBEAM_DATA_DIR``, else ``$XDG_DATA_HOME/xbeam-bluesky``
@@ -119,28 +122,28 @@ def load_config(path: str | Path | None = None, *, data_dir: str | Path | None =
 
     Raises
     ------
-    FileNotFoundError
-        An explicitly given config file does not exist.
-    ValueError
-        The file is not valid TOML or has unknown keys.
+    InputFileError
+        An explicitly given config file does not exist, is a directory or is not text (a FileNotFoundError).
+    ConfigError
+        The file is not valid TOML or has unknown keys (a ValueError).
     """
     explicit = path is not None
     file = Path(path) if explicit else default_config_path()
     values: dict[str, object] = {}
     if file.is_file():
         try:
-            values = tomllib.loads(file.read_text())
+            values = tomllib.loads(read_text(file, "config file"))
         except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"config file {file}: not valid TOML ({exc})") from exc
+            raise ConfigError(f"config file {file}: not valid TOML ({exc})") from exc
         known = {"data_dir", "tiled_uri", "tiled_api_key", "zmq_proxy", "sim", "epics", "live"}
         unknown = set(values) - known
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"config file {file}: unknown keys {sorted(unknown)}; expected data_dir, tiled_uri, tiled_api_key, "
                 "zmq_proxy, [sim], [epics.*], [live.*]"
             )
     elif explicit:
-        raise FileNotFoundError(f"config file not found: {file}")
+        input_file(file, "config file")
     resolved_dir = (
         Path(data_dir).expanduser()
         if data_dir is not None
@@ -155,7 +158,7 @@ def load_config(path: str | Path | None = None, *, data_dir: str | Path | None =
     sim, live = values.get("sim", {}), values.get("live", {})
     for name, table in (("sim", sim), ("live", live)):
         if not isinstance(table, dict):
-            raise ValueError(f"config file {file}: {name} = {table!r}; expected a [{name}] table of options")
+            raise ConfigError(f"config file {file}: {name} = {table!r}; expected a [{name}] table of options")
     if file.is_file():
         live = _resolve_live_paths(live, file.resolve().parent)
     proxy = os.environ.get("XBEAM_ZMQ_PROXY") or values.get("zmq_proxy")

@@ -20,6 +20,8 @@ from typing import Any, TypedDict
 
 import numpy as np
 
+from xbeam_bluesky.errors import XbeamInputError
+
 __all__ = [
     "DARK_STREAM",
     "ENERGY_INDEX_KEY",
@@ -137,9 +139,11 @@ class XrdStart(TypedDict):
 
 
 def require_purpose(start: Mapping[str, Any], purpose: str) -> None:
-    """Raise ``ValueError`` naming the run unless its start document has ``purpose``."""
+    """Raise ``XbeamInputError`` (a ``ValueError``) naming the run unless its start document has ``purpose``."""
     if start.get(PURPOSE_KEY) != purpose:
-        raise ValueError(f"run {start.get('uid')} has purpose {start.get(PURPOSE_KEY)!r}, not {purpose!r}")
+        raise XbeamInputError(
+            f"run {start.get('uid')} has purpose {start.get(PURPOSE_KEY)!r}, not {purpose!r}"
+        )
 
 
 def xanes_data_keys(start: Mapping[str, Any]) -> XanesDataKeys:
@@ -174,13 +178,13 @@ def xrd_data_keys(start: Mapping[str, Any]) -> XrdDataKeys:
 def json_safe(value: Any, *, nonfinite_to_none: bool = False) -> Any:
     """``value`` as document or metadata content: mappings (string keys) and lists of numbers, strings, None.
 
-    Tuples become lists, numpy scalars Python numbers, and any other object (a device passed as a plan argument)
+    Tuples and arrays become lists, numpy scalars Python numbers, and any other object (a device passed as a plan argument)
     the ``repr`` of its name (or of itself). With ``nonfinite_to_none`` NaN and ±inf become None (for JSON);
     without, they are kept (a start document keeps e.g. a time model's ``max_exposure_s = inf``).
     """
     if isinstance(value, Mapping):
         return {str(k): json_safe(v, nonfinite_to_none=nonfinite_to_none) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | np.ndarray):
         return [json_safe(v, nonfinite_to_none=nonfinite_to_none) for v in value]
     if isinstance(value, np.generic):
         value = value.item()

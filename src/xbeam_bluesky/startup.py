@@ -17,6 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from xbeam_bluesky.errors import ConfigError, InputFileError
+
 MODES = ("sim", "mock", "real")
 
 
@@ -86,7 +88,7 @@ def build_namespace(
         The ``[live.rietveld]`` ``instrument`` file does not exist.
     """
     if mode not in MODES:
-        raise ValueError(f"mode = {mode!r}; expected one of {MODES}")
+        raise ConfigError(f"mode = {mode!r}; expected one of {MODES}")
     import bluesky.plan_stubs as bps
     import bluesky.preprocessors as bpp
     from bluesky import RunEngine
@@ -254,17 +256,17 @@ def check_rietveld_instrument(mode: str, live: dict, config_path: Path | None) -
             "(1.5405 Å), not the powder station's wavelength"
         )
         if mode == "real":
-            raise ValueError(message + "; set it to the station's GSAS-II .instprm (or GSAS .PRM) file")
+            raise ConfigError(message + "; set it to the station's GSAS-II .instprm (or GSAS .PRM) file")
         warnings.warn(message + " (mock mode: the mock detector renders Cu Kα patterns)", stacklevel=3)
         return
     try:
         read_instrument(instrument)
     except FileNotFoundError:
-        raise FileNotFoundError(
+        raise InputFileError(
             f"{where}: [live.rietveld] instrument = {instrument!r} does not exist (needed for [epics.xrd])"
         ) from None
     except ValueError as exc:
-        raise ValueError(
+        raise ConfigError(
             f"{where}: [live.rietveld] instrument = {instrument!r} is unreadable: {exc}"
         ) from None
 

@@ -29,8 +29,6 @@ def _cluster_cli_args(ns, uid: str) -> list[str]:
         ns["storage"].uri,
         "--references",
         ",".join(REFS),
-        "--draws",
-        "800",
     ]
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from xbeam_bluesky.config import load_config
+from xbeam_bluesky.errors import OutputPathError
 from xbeam_bluesky.plans import estimate_duration, xanes_imaging, xrd_powder
 from xbeam_bluesky.storage import (
     analysis_results,
@@ -105,9 +106,9 @@ def test_unwritable_data_dir_is_a_clear_error(tmp_path) -> None:
         blocked.mkdir()
         blocked.chmod(0o500)
         target = blocked / "data"
-    with pytest.raises(PermissionError, match=f"data directory {target} is not writable"):
+    with pytest.raises(OutputPathError, match=f"data directory {target} is not writable"):
         ensure_writable(target)
-    with pytest.raises(PermissionError, match="not writable"):
+    with pytest.raises(OutputPathError, match="not writable"):
         open_storage(data_dir=target)
 
 

@@ -55,6 +55,7 @@ from xbeam_bluesky.clustering import (
     incident_counts,
     sites_from_library,
 )
+from xbeam_bluesky.errors import ClusteringInputError
 from xbeam_bluesky.spectra import (
     FrameMean,
     PhotonNoiseModel,
@@ -125,18 +126,22 @@ def run_incident_counts(start: dict) -> tuple[float | np.ndarray, str]:
     per_energy = (start.get("noise_model") or {}).get("i0_counts_per_energy")
     if per_energy is not None:
         if len(per_energy) != n:
-            raise ValueError(
+            raise ClusteringInputError(
                 f"run {start.get('uid')}: noise_model.i0_counts_per_energy has {len(per_energy)} values for "
                 f"{n} energies"
             )
         return np.asarray(per_energy, dtype=np.float64), "noise_model_per_energy"
     i0 = start.get("i0")
     if i0 is None:
-        raise ValueError(f"run {start.get('uid')}: the start document has no i0 (incident counts per pixel)")
+        raise ClusteringInputError(
+            f"run {start.get('uid')}: the start document has no i0 (incident counts per pixel)"
+        )
     dwell = start.get("dwell")
     if isinstance(dwell, list | tuple) and len(set(dwell)) > 1:
         if len(dwell) != n:
-            raise ValueError(f"run {start.get('uid')}: dwell has {len(dwell)} entries for {n} energies")
+            raise ClusteringInputError(
+                f"run {start.get('uid')}: dwell has {len(dwell)} entries for {n} energies"
+            )
         d = np.asarray(dwell, dtype=np.float64)
         return float(i0) * d / d.min(), "i0_scaled_by_dwell"
     return float(i0), "i0"
@@ -240,7 +245,7 @@ class ClusteringOptions:
 
     def __post_init__(self) -> None:
         if self.noise is not None and self.noise not in NOISE_KINDS:
-            raise ValueError(
+            raise ClusteringInputError(
                 f"noise = {self.noise!r}; expected one of {', '.join(NOISE_KINDS)} or None (the run's)"
             )
         if self.references is not None:
@@ -308,7 +313,7 @@ def run_pipeline(
     all_energies = np.asarray(start["energies"], dtype=float)
     keep = np.asarray(energy_index, dtype=int)
     if keep.size < 3:
-        raise ValueError(
+        raise ClusteringInputError(
             f"run {uid}: {keep.size} energies measured in every tile; the clustering needs at least 3"
         )
     energies = all_energies[keep]
@@ -339,7 +344,7 @@ def run_pipeline(
     lib = aligned_library(load_library(library_dir), energies)
     missing = sorted(set(references) - set(lib.names))
     if missing:
-        raise ValueError(
+        raise ClusteringInputError(
             f"run {uid}: references {missing} not in the library (or not covering its energies "
             f"{energies.min():.1f}-{energies.max():.1f} eV)"
         )
@@ -637,11 +642,14 @@ class LiveClustering(DocumentRouter):
             try:
                 kind = item[0]
                 if kind == "start":
-                    state = self._begin(item[1])
-                elif kind == "frame" and state:
+                    state = self._begin_or_refusal(item[1])
+                elif kind == "frame" and "sites" in state:
                     self._frame(state, item[1])
                 elif kind == "stop" and state:
-                    self._finish(state, item[1], item[2])
+                    if "sites" in state:
+                        self._finish(state, item[1], item[2])
+                    else:  # refused at its start: the record says why
+                        self._write_failure(state, item[1], state["error"])
                     state = {}
                     if self.single_run:
                         return
@@ -657,9 +665,24 @@ class LiveClustering(DocumentRouter):
             finally:
                 self._queue.task_done()
 
+    def _begin_or_refusal(self, start: dict) -> dict[str, Any]:
+        """The run's state from :meth:`_begin`; for a run that cannot be clustered (e.g. fewer than 3 energies,
+        no incident counts, unknown references) a state without ``sites`` holding the reason, so its frames are
+        skipped and its stop writes a ``status="failed"`` record."""
+        try:
+            return self._begin(start)
+        except Exception as exc:
+            logger.warning("live clustering cannot cluster run %s: %s", start.get("uid"), exc)
+            return {"start": start, "error": f"{type(exc).__name__}: {exc}", "errors": [], "max_lag_s": 0.0,
+                    "max_lag_frames": 0}  # fmt: skip
+
     def _begin(self, start: dict) -> dict[str, Any]:
         md = start.get("clustering", {}) or {}
         energies = np.asarray(start["energies"], dtype=float)
+        if energies.size < 3:
+            raise ClusteringInputError(
+                f"run {start.get('uid')}: {energies.size} energies; the clustering needs at least 3"
+            )
         tiles = np.asarray(start["tiles"]["positions"], dtype=float).reshape(-1, 2)
         state: dict[str, Any] = {
             "start": start, "energies": energies, "tiles": tiles, "pixel_um": start["tiles"].get("pixel_size_um"),
@@ -672,7 +695,7 @@ class LiveClustering(DocumentRouter):
         lib = aligned_library(load_library(self.library_dir), energies)
         missing = sorted(set(references) - set(lib.names))
         if missing:
-            raise ValueError(
+            raise ClusteringInputError(
                 f"run {start['uid']}: references {missing} not in the library (or not covering it)"
             )
         refs = np.vstack([lib.matrix[lib.names.index(n)] for n in references])
@@ -786,7 +809,7 @@ class LiveClustering(DocumentRouter):
         for assigner in state["assigners"].values():
             assigner.close()
         if not state["assigners"]:
-            raise ValueError(f"run {uid}: no primary frame could be clustered")
+            raise ClusteringInputError(f"run {uid}: no primary frame could be clustered")
         tiles = sorted(state["assigners"])
         n = len(state["energies"])
         common = [ie for ie in range(n) if all(ie in state["frames"][t] for t in tiles)]

@@ -17,13 +17,15 @@ import importlib
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from event_model import RunRouter
 
 from xbeam_bluesky.documents import PURPOSE_KEY, XANES_IMAGING, XRD
+from xbeam_bluesky.errors import ConfigError
 
 __all__ = [
     "LIVE_ANALYSES",
@@ -36,6 +38,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Callback = Callable[[str, dict], Any]
+T = TypeVar("T")
 Factory = Callable[["LiveContext"], Callback]
 
 #: Run ``purpose`` → live-analysis factories (``"module:attribute"``), one line per analysis.
@@ -56,20 +59,33 @@ class LiveContext:
         or ``None`` when results are only kept in memory.
     options
         Free per-analysis options (e.g. ``{"clustering": {"window": 5}}``), JSON-friendly.
+
+    A factory called for every run either returns a new callback per run (``LiveClustering``) or one service
+    it keeps across the runs of this context (``AutoRietveld``, whose runs queue and warm-start from each other):
+    :meth:`shared` holds such services, so their lifetime is the context's, never a module's.
     """
 
     results: Any = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    _shared: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    def shared(self, key: str, make: Callable[[], T]) -> T:
+        """The service ``key`` of this context, made by ``make()`` on first use (thread-safe)."""
+        with self._lock:
+            if key not in self._shared:
+                self._shared[key] = make()
+            return self._shared[key]
 
 
 def _import(path: str) -> Factory:
     module_name, _, attribute = path.partition(":")
     if not attribute:
-        raise ValueError(f"live-analysis factory {path!r}; expected 'package.module:attribute'")
+        raise ConfigError(f"live-analysis factory {path!r}; expected 'package.module:attribute'")
     try:
         return getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
-        raise ValueError(f"live-analysis factory {path!r} cannot be imported: {exc}") from exc
+        raise ConfigError(f"live-analysis factory {path!r} cannot be imported: {exc}") from exc
 
 
 def resolve_factories(
@@ -96,7 +112,7 @@ def resolve_factories(
     if purposes is not None:
         unknown = sorted(set(purposes) - set(table))
         if unknown:
-            raise ValueError(f"unknown run purpose(s) {unknown}; expected some of {sorted(table)}")
+            raise ConfigError(f"unknown run purpose(s) {unknown}; expected some of {sorted(table)}")
         table = {k: v for k, v in table.items() if k in purposes}
     return {k: [e if callable(e) else _import(e) for e in v] for k, v in table.items()}
 

@@ -43,18 +43,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from xbeam_bluesky._procs import exit_with_creator, pool_initargs
+from xbeam_bluesky.bundled import CIF_DIR
+from xbeam_bluesky.documents import json_safe
 from xbeam_bluesky.rietveld import Instrument, Pattern, Phase, SearchSettings, load_phase, read_instrument
 from xbeam_bluesky.storage import write_analysis_result, xrd_pattern
 
 if TYPE_CHECKING:
     from xbeam_bluesky.callbacks.remote import LiveContext
 
-__all__ = ["BUNDLED_CIF_DIR", "AutoRietveld", "auto_rietveld"]
+__all__ = ["AutoRietveld", "auto_rietveld"]
 
 logger = logging.getLogger(__name__)
 
 #: Default directory the CIF names of a run are resolved against.
-BUNDLED_CIF_DIR = Path(__file__).resolve().parents[1] / "data" / "cif"
 RESULT_KIND = "rietveld"
 
 
@@ -67,19 +68,6 @@ class _Job:
     start: dict[str, Any]
     stop: dict[str, Any]
     queued_at: float = field(default_factory=time.monotonic)
-
-
-def _json_safe(value: Any) -> Any:
-    """Metadata for tiled: NaN/inf → None, numpy scalars → Python, tuples → lists."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _payload(result: Any, title: str) -> dict[str, Any]:
@@ -130,18 +118,19 @@ def _search_job(
     title: str,
 ) -> dict[str, Any]:
     """Worker-process side: run the search, return what is stored (arrays, metadata, PNG bytes)."""
-    from xbeam_bluesky.rietveld import Refinement, run_search, strategy_document
+    from xbeam_bluesky.rietveld import Refinement
+    from xbeam_bluesky.rietveld.search import search_and_package
 
-    search = run_search(
+    packaged = search_and_package(
         Refinement(pattern, phases, instrument, fit_range=fit_range), settings=settings, warm_start=warm_start
     )
-    summary = search.to_dict()
-    if search.best is None or search.best_result is None:
-        return {"ok": False, "search": summary}
+    if not packaged.ok:
+        return {"ok": False, "search": packaged.summary, "failure": packaged.failure}
+    search = packaged.search
     return {
         "ok": True,
-        "search": summary,
-        "strategy": strategy_document(search.space, search.best),
+        "search": packaged.summary,
+        "strategy": packaged.strategy,
         "best_params": dict(search.best.params),
         **_payload(search.best_result, title),
     }
@@ -186,7 +175,7 @@ class AutoRietveld:
                 "AutoRietveld: client is None; expected the tiled container results are written to"
             )
         self.client = client
-        self.cif_dir = Path(cif_dir) if cif_dir is not None else BUNDLED_CIF_DIR
+        self.cif_dir = Path(cif_dir) if cif_dir is not None else CIF_DIR
         if isinstance(instrument, str | Path):
             instrument = read_instrument(instrument)
         self.instrument = instrument or Instrument.lab_cu_ka()
@@ -293,8 +282,7 @@ class AutoRietveld:
             return
         base["search"] = out["search"]
         if not out["ok"]:
-            reasons = "; ".join(out["search"].get("failure_reasons", []))
-            self._fail(uid, f"every trial of the strategy search was invalid: {reasons}", base)
+            self._fail(uid, out["failure"], base)
             return
         self._best_by_sample[key] = out["best_params"]
         if skey is not None:
@@ -314,7 +302,12 @@ class AutoRietveld:
             "wall_s": time.perf_counter() - t0,
         }
         result_uid = write_analysis_result(
-            self.client, uid, RESULT_KIND, out["arrays"], _json_safe(metadata), png=out["png"]
+            self.client,
+            uid,
+            RESULT_KIND,
+            out["arrays"],
+            json_safe(metadata, nonfinite_to_none=True),
+            png=out["png"],
         )
         self.handled.append((uid, result_uid, "success"))
         if skey is not None:
@@ -384,7 +377,12 @@ class AutoRietveld:
             "wall_s": time.perf_counter() - t0,
         }
         result_uid = write_analysis_result(
-            self.client, uid, RESULT_KIND, out["arrays"], _json_safe(metadata), png=out["png"]
+            self.client,
+            uid,
+            RESULT_KIND,
+            out["arrays"],
+            json_safe(metadata, nonfinite_to_none=True),
+            png=out["png"],
         )
         self.handled.append((uid, result_uid, "success"))
         self._remember_series(skey, uid, result_uid, out, base["series_index"])
@@ -414,7 +412,11 @@ class AutoRietveld:
         logger.error("auto-rietveld: run %s not refined: %s", uid, reason)
         try:
             result_uid = write_analysis_result(
-                self.client, uid, RESULT_KIND, {}, _json_safe({**base, "status": "failed", "error": reason})
+                self.client,
+                uid,
+                RESULT_KIND,
+                {},
+                json_safe({**base, "status": "failed", "error": reason}, nonfinite_to_none=True),
             )
         except Exception:
             logger.exception("auto-rietveld: could not store the failure record of run %s", uid)
@@ -486,28 +488,24 @@ class AutoRietveld:
             raise _Failure(f"the refinement failed: {type(exc).__name__}: {exc}") from exc
 
 
-_SERVICES: dict[int, tuple[Any, AutoRietveld]] = {}
-_SERVICES_LOCK = threading.Lock()
-
-
 def auto_rietveld(context: LiveContext) -> AutoRietveld:
-    """Live-analysis factory (:data:`xbeam_bluesky.callbacks.remote.LIVE_ANALYSES`): one shared
-    :class:`AutoRietveld` per context, so runs queue behind each other and warm-start from each other.
+    """Live-analysis factory (:data:`xbeam_bluesky.callbacks.remote.LIVE_ANALYSES`): one
+    :class:`AutoRietveld` per context (:meth:`LiveContext.shared`), so runs queue behind each other and
+    warm-start from each other.
 
     ``context.options["rietveld"]`` may hold ``cif_dir``, ``instrument`` (path), ``fit_range``,
     ``fetch_timeout_s`` and the :class:`~xbeam_bluesky.rietveld.SearchSettings` fields ``n_trials``,
     ``n_jobs``, ``seed``, ``timeout_s``.
     """
-    with _SERVICES_LOCK:
-        entry = _SERVICES.get(id(context))
-        if entry is None or entry[0] is not context:
-            opts = dict(context.options.get("rietveld", {}))
-            search_keys = ("n_trials", "n_jobs", "seed", "timeout_s")
-            settings = replace(
-                SearchSettings(n_trials=40, n_jobs=1), **{k: opts.pop(k) for k in search_keys if k in opts}
-            )
-            if "fit_range" in opts and opts["fit_range"] is not None:
-                opts["fit_range"] = tuple(opts["fit_range"])
-            entry = (context, AutoRietveld(context.results, settings=settings, **opts))
-            _SERVICES[id(context)] = entry
-        return entry[1]
+
+    def make() -> AutoRietveld:
+        opts = dict(context.options.get("rietveld", {}))
+        search_keys = ("n_trials", "n_jobs", "seed", "timeout_s")
+        settings = replace(
+            SearchSettings(n_trials=40, n_jobs=1), **{k: opts.pop(k) for k in search_keys if k in opts}
+        )
+        if "fit_range" in opts and opts["fit_range"] is not None:
+            opts["fit_range"] = tuple(opts["fit_range"])
+        return AutoRietveld(context.results, settings=settings, **opts)
+
+    return context.shared("auto_rietveld", make)

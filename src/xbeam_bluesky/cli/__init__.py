@@ -11,11 +11,18 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 
 from xbeam_bluesky.errors import XbeamInputError
 
 #: Modules that register sub-commands, in the order they appear in ``--help``.
 COMMAND_MODULES: tuple[str, ...] = ("demo", "serve", "planning", "refine", "analysis_server", "cluster")
+
+#: Printed after the traceback of an exception that is not an :class:`~xbeam_bluesky.errors.XbeamInputError`.
+BUG_REPORT = (
+    "internal error: this is a bug in xbeam-bluesky, not a problem with your input; please report it "
+    "(an issue in the xbeam-bluesky repository) with the command line and the traceback above"
+)
 
 
 class CLIError(XbeamInputError):
@@ -33,7 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``xbeam`` command line and return its exit code."""
+    """Run the ``xbeam`` command line and return its exit code.
+
+    Returns
+    -------
+    int
+        The command's own code (0 on success); 2 for bad input (argparse's usage errors and any
+        :class:`~xbeam_bluesky.errors.XbeamInputError`, printed as one line without a traceback); 1 for any other
+        exception, printed with its traceback and :data:`BUG_REPORT`.
+    """
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -41,9 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (XbeamInputError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+    except XbeamInputError as exc:
         print(f"xbeam {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Exception:
+        traceback.print_exc()
+        print(f"xbeam {args.command}: {BUG_REPORT}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

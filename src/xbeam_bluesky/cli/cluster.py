@@ -11,6 +11,8 @@ from typing import Any
 
 from xbeam_bluesky._outputs import atomic_output, check_output
 from xbeam_bluesky.cli import CLIError
+from xbeam_bluesky.cli._args import number
+from xbeam_bluesky.errors import XbeamInputError
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--i0-fraction",
-        type=float,
+        type=number(float, 0, 1, low_open=True),
         default=0.1,
         help="share of pixels in the automatic I0 region (default 0.1)",
     )
@@ -77,11 +79,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "flat-field counts when those differ by more than 2 %%; for transmitted counts: the I0 used for the OD; "
         "for an absorbance HDF5: the /stack attribute i0_counts); not used by --noise estimate",
     )
-    p.add_argument("--draws", type=int, default=10_000, help="random three-site mixtures (default 10000)")
     p.add_argument("--no-denoise", action="store_true", help="skip spatial denoising")
     p.add_argument("--no-discover", action="store_true", help="do not open sites for unexplained regions")
-    p.add_argument("--window", type=int, default=5, help="denoising seed window side, pixels (default 5)")
-    p.add_argument("--min-count", type=int, default=23, help="denoising seed threshold (default 23)")
+    p.add_argument(
+        "--window",
+        type=number(int, 1, odd=True),
+        default=5,
+        help="denoising seed window side, pixels (default 5)",
+    )
+    p.add_argument(
+        "--min-count", type=number(int, 1), default=23, help="denoising seed threshold (default 23)"
+    )
     p.add_argument(
         "--element",
         help="absorbing element (e.g. Fe): pixels without a detected edge jump become 'no <element>' and are not "
@@ -107,7 +115,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="degree of each pixel's polynomial baseline in energy removed before clustering (default 1: a "
         "straight line, the slowly varying absorption of everything but the edge; 0: only a constant)",
     )
-    p.add_argument("--memory-mb", type=float, default=256.0, help="bound on one block read, MB (default 256)")
+    p.add_argument(
+        "--memory-mb",
+        type=number(float, 0, low_open=True),
+        default=256.0,
+        help="bound on one block read, MB (default 256)",
+    )
     p.add_argument("--dask", metavar="ADDRESS", help="run row blocks on this dask.distributed scheduler")
     p.add_argument("--data-dir", type=Path, help="xbeam data directory (tiled run input)")
     p.add_argument("--tiled-uri", help="tiled server URI (tiled run input; default: configured/embedded)")
@@ -180,10 +193,7 @@ def _file_input(path: Path, args: argparse.Namespace) -> _Input:
         read_stack,
     )
 
-    try:
-        stack = read_stack(path, energies=args.energies, kind=args.tiff_kind)
-    except (ValueError, FileNotFoundError) as exc:
-        raise CLIError(str(exc)) from exc
+    stack = read_stack(path, energies=args.energies, kind=args.tiff_kind)
     record: dict[str, Any] = {"file": stack.provenance}
     flats = 1
     if stack.kind == "counts":
@@ -194,7 +204,7 @@ def _file_input(path: Path, args: argparse.Namespace) -> _Input:
                 incident = bright_region_i0(
                     stack.frames, mask=_i0_region(args.i0_region, stack.shape[1:]), fraction=args.i0_fraction
                 )
-            except ValueError as exc:
+            except XbeamInputError as exc:
                 raise CLIError(f"{path}: {exc}") from exc
         od = optical_density(stack.frames, incident.counts)
         record["od_i0"] = incident.record()
@@ -212,7 +222,7 @@ def _file_input(path: Path, args: argparse.Namespace) -> _Input:
         ref = float(np.mean(counts)) if counts is not None else 1.0
         try:
             model = estimate_noise(od[order], stack.energies[order], i0_ref=ref)
-        except ValueError as exc:
+        except XbeamInputError as exc:
             raise CLIError(f"{path}: --noise estimate: {exc}") from exc
         counts, source = ref, "estimated from the data (i0_ref)"
     else:
@@ -298,7 +308,7 @@ def _run_input(args: argparse.Namespace, references: list[str] | None) -> _Input
                 start, sources, index.tolist(), flats, dark, library_dir=args.library,
                 options=_options(args, references),
             )  # fmt: skip
-        except ValueError as exc:
+        except XbeamInputError as exc:
             raise CLIError(str(exc)) from exc
         pixel = start.get("tiles", {}).get("pixel_size_um")
         return _Input(sources, pipeline.energies, pipeline.i0_counts, [tuple(p) for p in positions], pixel,
@@ -371,7 +381,7 @@ def _pipeline(data: _Input, args: argparse.Namespace, references: list[str] | No
             element=element, edge_ev=edge, min_jump_od=args.min_jump_od, split=args.split,
             baseline_degree=args.baseline_degree,
         )  # fmt: skip
-    except ValueError as exc:
+    except XbeamInputError as exc:
         if "i0_counts" in str(exc):
             raise CLIError(
                 f"incident counts (--i0, the run or the /stack attribute i0_counts): {exc}"

@@ -7,6 +7,9 @@ import json
 import logging
 from pathlib import Path
 
+from xbeam_bluesky._outputs import atomic_output, check_output
+from xbeam_bluesky.cli import CLIError
+from xbeam_bluesky.cli._args import number
 from xbeam_bluesky.cli.planning_map import plan_map_energies, register_map_options
 
 logger = logging.getLogger(__name__)
@@ -20,31 +23,12 @@ def _floats(text: str, option: str, count: tuple[int, ...], sep: str) -> list[fl
         values = []
     if len(values) not in count or not values:
         shape = " or ".join(sep.join(["N"] * c) for c in count)
-        raise ValueError(f"{option} {text!r}: expected {shape} (numbers)")
+        raise CLIError(f"{option} {text!r}: expected {shape} (numbers)")
     return values
 
 
 #: Largest incident rate accepted by ``--i0`` (counts/s per pixel): far above any detector pixel's count rate.
 MAX_I0_COUNTS_PER_S = 1e9
-
-
-def _number(kind: type, low: float, high: float = float("inf"), *, low_open: bool = False):
-    """An argparse ``type`` accepting a finite ``kind`` in [low, high] (or (low, high] with ``low_open``)."""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is not a{'n integer' if kind is int else ' number'}"
-            ) from None
-        ok = (value > low if low_open else value >= low) and value <= high and value == value
-        if not ok or value in (float("inf"), float("-inf")):
-            bracket = "(" if low_open else "["
-            raise argparse.ArgumentTypeError(f"{text!r}: expected a value in {bracket}{low:g}, {high:g}]")
-        return value
-
-    return parse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -71,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     stop.add_argument(
         "--time-budget",
-        type=_number(float, 0, low_open=True),
+        type=number(float, 0, low_open=True),
         metavar="SECONDS",
         help="total scan time incl. overheads (s)",
     )
@@ -86,21 +70,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--i0",
-        type=_number(float, 0, MAX_I0_COUNTS_PER_S, low_open=True),
+        type=number(float, 0, MAX_I0_COUNTS_PER_S, low_open=True),
         default=1.862e5,
         metavar="COUNTS_PER_S",
         help="incident counts per second per detector pixel (default %(default)g, the sim camera)",
     )
     p.add_argument(
         "--dwell",
-        type=_number(float, 0, low_open=True),
+        type=number(float, 0, low_open=True),
         default=0.05,
         metavar="S",
         help="dwell of one pick, s (default %(default)s)",
     )
     p.add_argument(
         "--overhead-s",
-        type=_number(float, 0),
+        type=number(float, 0),
         default=0.11,
         metavar="S",
         help="fixed cost per energy point: settle + readout, s (default %(default)s)",
@@ -153,7 +137,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--y", metavar="START:STOP", help="region y range, mm")
     t.add_argument("--polygon", metavar="X,Y;X,Y;...", help="polygon region instead of --x/--y, mm")
     t.add_argument("--fov-px", required=True, metavar="W,H", help="camera field of view, pixels")
-    t.add_argument("--pixel-um", required=True, type=float, metavar="P", help="pixel size at the sample, µm")
+    t.add_argument(
+        "--pixel-um",
+        required=True,
+        type=number(float, 0, low_open=True),
+        metavar="P",
+        help="pixel size at the sample, µm",
+    )
     t.add_argument(
         "--overlap", type=float, metavar="F", help="overlap fraction (default from --repeatability-um)"
     )
@@ -161,11 +151,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--x-limits", metavar="LO:HI", help="stage x travel, mm")
     t.add_argument("--y-limits", metavar="LO:HI", help="stage y travel, mm")
     t.add_argument("--design", type=Path, metavar="design.json", help="energy design for the time estimate")
-    t.add_argument("--readout-s", type=_number(float, 0), default=0.01, help="camera readout per frame, s")
+    t.add_argument("--readout-s", type=number(float, 0), default=0.01, help="camera readout per frame, s")
     t.add_argument(
-        "--tile-move-s", type=_number(float, 0), default=0.3, help="stage move + settle between tiles, s"
+        "--tile-move-s", type=number(float, 0), default=0.3, help="stage move + settle between tiles, s"
     )
-    t.add_argument("--n-flats", type=_number(int, 0), default=1, help="flat fields per energy")
+    t.add_argument("--n-flats", type=number(int, 0), default=1, help="flat fields per energy")
     t.add_argument("--out", type=Path, required=True, metavar="tiles.json", help="output JSON")
     t.set_defaults(func=plan_tiles)
 
@@ -178,10 +168,10 @@ def _candidate_grid(args: argparse.Namespace, e0: float):
     else:
         start, stop, step = _floats(args.e_range, "--e-range", (3,), ":")
     if not (step > 0 and stop > start):
-        raise ValueError(f"--e-range {args.e_range!r}: expected START < STOP and STEP > 0 (eV)")
+        raise CLIError(f"--e-range {args.e_range!r}: expected START < STOP and STEP > 0 (eV)")
     n = round((stop - start) / step) + 1
     if n < 3 or n > 20000:
-        raise ValueError(f"--e-range {args.e_range!r} gives {n} candidates; expected 3 to 20000")
+        raise CLIError(f"--e-range {args.e_range!r} gives {n} candidates; expected 3 to 20000")
     return candidate_grid(start, stop, step)
 
 
@@ -200,25 +190,33 @@ def plan_energies(args: argparse.Namespace) -> int:
     """Handler of ``xbeam plan-energies``."""
     import math
 
-    from xbeam_bluesky.planning import ScanTimeModel, TransmissionNoise, design_energies, prior_from_library
-    from xbeam_bluesky.planning.plot import plot_design
+    from xbeam_bluesky.planning import (
+        ScanTimeModel,
+        TransmissionNoise,
+        design_energies,
+        plot_design,
+        prior_from_library,
+    )
     from xbeam_bluesky.spectra import PhotonNoiseModel, bundled_library_dir, edge_energy
 
+    args.out = check_output(args.out)
+    if args.plot is not None:
+        args.plot = check_output(args.plot, option="--plot")
     e0 = edge_energy(args.edge)
     grid = _candidate_grid(args, e0)
     if args.objective == "map":
         return plan_map_energies(args, grid, e0)
     if args.target_separation is not None:
-        raise ValueError(
+        raise CLIError(
             "--target-separation is for --objective map; the spectrum objective stops at --target-rmse"
         )
     directory = args.library
     if directory is None and args.edge.lower() != "fe-k":
         directory = bundled_library_dir(args.edge)
     if args.n_points is not None and args.n_points < 2:
-        raise ValueError(f"--n-points {args.n_points}: expected at least 2 (the two end points)")
+        raise CLIError(f"--n-points {args.n_points}: expected at least 2 (the two end points)")
     if args.mono_speed < 0:
-        raise ValueError(f"--mono-speed {args.mono_speed}: expected >= 0 eV/s")
+        raise CLIError(f"--mono-speed {args.mono_speed}: expected >= 0 eV/s")
     prior = prior_from_library(
         directory, grid, e0_ref_eV=e0, align=args.align, length_scale_eV=args.length_scale, kernel=args.kernel
     )
@@ -250,8 +248,8 @@ def plan_energies(args: argparse.Namespace) -> int:
         if exchange.get("stop_reason") != "skipped" and exchange
         else ""
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    design.save(args.out)
+    with atomic_output(args.out) as tmp:
+        design.save(tmp)
     print(
         f"{design.energies_eV.size} energies ({design.n_picks} picks of {args.dwell} s), total {design.total_time_s:.1f} s, "
         f"expected RMSE {design.expected_rmse:.4f} ({greedy_note}prior {design.prior_rmse:.4f}), "
@@ -263,7 +261,6 @@ def plan_energies(args: argparse.Namespace) -> int:
             f"note: stopped at the pick limit before reaching the target (stop_reason {design.stop_reason})"
         )
     if args.plot is not None:
-        args.plot.parent.mkdir(parents=True, exist_ok=True)
         print(f"plot -> {plot_design(design, prior, args.plot)}")
     return 0
 
@@ -273,16 +270,17 @@ def plan_tiles(args: argparse.Namespace) -> int:
     from xbeam_bluesky.planning import ScanTimeModel, estimate_imaging_time, load_design
     from xbeam_bluesky.planning import plan_tiles as make_tiles
 
+    args.out = check_output(args.out, [args.design] if args.design is not None else [])
     fov = _floats(args.fov_px, "--fov-px", (2,), ",")
     if any(v != int(v) for v in fov):
-        raise ValueError(f"--fov-px {args.fov_px!r}: expected two whole pixel counts W,H")
+        raise CLIError(f"--fov-px {args.fov_px!r}: expected two whole pixel counts W,H")
     polygon = None
     if args.polygon is not None and (args.x is not None or args.y is not None):
-        raise ValueError("--polygon and --x/--y both give the region; pass one of them")
+        raise CLIError("--polygon and --x/--y both give the region; pass one of them")
     if args.polygon is not None:
         polygon = [_floats(v, "--polygon vertex", (2,), ",") for v in args.polygon.split(";") if v.strip()]
     elif args.x is None or args.y is None:
-        raise ValueError("give the region as --x START:STOP --y START:STOP, or --polygon X,Y;X,Y;...")
+        raise CLIError("give the region as --x START:STOP --y START:STOP, or --polygon X,Y;X,Y;...")
     limits = {}
     for axis, text in (("x", args.x_limits), ("y", args.y_limits)):
         if text is not None:
@@ -313,7 +311,7 @@ def plan_tiles(args: argparse.Namespace) -> int:
         )
         out["time_estimate"] = {"design": str(args.design), **estimate}
         message += f"; estimated run time {estimate['total_s']:.0f} s ({estimate['total_s'] / 3600:.2f} h)"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1))
+    with atomic_output(args.out) as tmp:
+        tmp.write_text(json.dumps(out, indent=1))
     print(f"{message} -> {args.out}")
     return 0

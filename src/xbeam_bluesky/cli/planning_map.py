@@ -6,6 +6,9 @@ import argparse
 import math
 from pathlib import Path
 
+from xbeam_bluesky._outputs import atomic_output
+from xbeam_bluesky.cli import CLIError
+
 #: Default thickness range (factors on the sample absorbance) the pairs must be separated at.
 DEFAULT_THICKNESS = "1"
 
@@ -75,7 +78,7 @@ def _numbers(text: str, option: str, sep: str) -> list[float]:
     try:
         return [float(v) for v in text.split(sep) if v.strip()]
     except ValueError:
-        raise ValueError(f"{option} {text!r}: expected numbers separated by {sep!r}") from None
+        raise CLIError(f"{option} {text!r}: expected numbers separated by {sep!r}") from None
 
 
 def plan_map_energies(args: argparse.Namespace, grid, e0: float) -> int:
@@ -85,12 +88,12 @@ def plan_map_energies(args: argparse.Namespace, grid, e0: float) -> int:
         TransmissionNoise,
         design_map_energies,
         phase_candidates,
+        plot_map_design,
     )
-    from xbeam_bluesky.planning.plot import plot_map_design
     from xbeam_bluesky.spectra import PhotonNoiseModel, aligned_library, bundled_library_dir, load_library
 
     if args.target_rmse is not None:
-        raise ValueError(
+        raise CLIError(
             "--target-rmse is for --objective spectrum; the map objective stops at --target-separation"
         )
     directory = args.library
@@ -102,7 +105,7 @@ def plan_map_energies(args: argparse.Namespace, grid, e0: float) -> int:
         wanted = [n.strip() for n in args.phases.split(",") if n.strip()]
         missing = [n for n in wanted if n not in names]
         if missing:
-            raise ValueError(
+            raise CLIError(
                 f"--phases: {', '.join(missing)} not in the library ({directory or 'bundled Fe K'}, spectra covering "
                 f"{grid[0]:.1f}-{grid[-1]:.1f} eV: {', '.join(names)})"
             )
@@ -110,7 +113,7 @@ def plan_map_energies(args: argparse.Namespace, grid, e0: float) -> int:
         names, matrix = wanted, matrix[rows]
     thickness = _numbers(args.thickness, "--thickness", ":")
     if len(thickness) not in (1, 2):
-        raise ValueError(f"--thickness {args.thickness!r}: expected one factor or LO:HI")
+        raise CLIError(f"--thickness {args.thickness!r}: expected one factor or LO:HI")
     candidates = phase_candidates(
         matrix,
         names,
@@ -143,8 +146,8 @@ def plan_map_energies(args: argparse.Namespace, grid, e0: float) -> int:
         else (args.min_separation if args.min_separation > 0 else None),
     )
     design.extra.update({"edge": args.edge, "library": str(directory) if directory else "bundled Fe-K"})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    design.save(args.out)
+    with atomic_output(args.out) as tmp:
+        design.save(tmp)
     weak = design.weakest_pair
     print(
         f"map design: {design.energies_eV.size} energies ({design.n_picks} picks of {args.dwell} s), total "
@@ -153,6 +156,5 @@ def plan_map_energies(args: argparse.Namespace, grid, e0: float) -> int:
         f"stop {design.stop_reason}; computed in {design.compute_s:.2f} s -> {args.out}"
     )
     if args.plot is not None:
-        args.plot.parent.mkdir(parents=True, exist_ok=True)
         print(f"plot -> {plot_map_design(design, candidates, grid, Path(args.plot))}")
     return 0

@@ -6,10 +6,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from xbeam_bluesky._outputs import atomic_output, check_output
 from xbeam_bluesky.cli import CLIError
+from xbeam_bluesky.cli._refine_inputs import (
+    chosen_strategy,
+    default_background,
+    load_inputs,
+    occupancy_request,
+)
 from xbeam_bluesky.cli.refine_auto import add_auto_arguments, run_auto
 
 
@@ -57,6 +62,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "background (amorphous scattering, capillary); repeat for several",
     )
     p.add_argument(
+        "--occupancy",
+        action="append",
+        default=[],
+        metavar="[PHASE:]SITE,SITE",
+        help="refine these sites' occupancies from the atoms stage on (default sequence and --auto); atoms of "
+        "one shared site keep their occupancy sum, e.g. La1,Sr1; repeat per phase",
+    )
+    p.add_argument(
         "--geometry",
         choices=("bragg_brentano", "debye_scherrer"),
         help="override the geometry inferred from the instrument file",
@@ -87,118 +100,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def background_peaks(args: argparse.Namespace) -> tuple[tuple[float, float], ...]:
-    """The ``--background-peak POS:FWHM`` humps, deg 2θ."""
-    peaks = []
-    for text in args.background_peak:
-        try:
-            pos, fwhm = (float(v) for v in text.split(":"))
-        except ValueError as exc:
-            raise CLIError(f"--background-peak {text!r}: expected POS:FWHM in deg 2θ, e.g. 5:1.5") from exc
-        peaks.append((pos, fwhm))
-    return tuple(peaks)
-
-
-def chosen_strategy(args: argparse.Namespace) -> Any:
-    """--strategy (or the fixed default stages), with any --background-peak added to its first stage."""
-    from dataclasses import replace
-
-    from xbeam_bluesky.rietveld import BackgroundSpec, Strategy, default_strategy
-
-    strategy = Strategy.from_json(args.strategy) if args.strategy else default_strategy()
-    peaks = background_peaks(args)
-    if not peaks:
-        return strategy
-    stages = list(strategy.stages)
-    i = next((k for k, st in enumerate(stages) if st.background is not None), 0)
-    bkg = stages[i].background or BackgroundSpec()
-    try:
-        stages[i] = replace(stages[i], background=replace(bkg, peaks=bkg.peaks + peaks))
-    except ValueError as exc:
-        raise CLIError(f"--background-peak: {exc}") from exc
-    return Strategy(tuple(stages))
-
-
-def _default_background(args: argparse.Namespace) -> Any:
-    """The default sequence's first-stage background with any --background-peak humps, or None."""
-    from xbeam_bluesky.rietveld import BackgroundSpec
-
-    peaks = background_peaks(args)
-    if not peaks:
-        return None
-    try:
-        return BackgroundSpec(peaks=peaks)
-    except ValueError as exc:
-        raise CLIError(f"--background-peak: {exc}") from exc
-
-
-def _parse_range(text: str | None) -> tuple[float, float] | None:
-    if text is None:
-        return None
-    try:
-        lo, hi = (float(v) for v in text.split(":"))
-    except ValueError as exc:
-        raise CLIError(f"--range {text!r}: expected MIN:MAX in degrees 2θ, e.g. 16:158.4") from exc
-    if not 0 < lo < hi < 180:
-        raise CLIError(f"--range {text!r}: expected 0 < MIN < MAX < 180")
-    return lo, hi
-
-
-def load_inputs(args: argparse.Namespace) -> tuple[tuple[float, float] | None, Any, list[Any], Any]:
-    """Read the pattern, the phases and the instrument named on the command line.
-
-    Returns
-    -------
-    tuple
-        ``(fit_range, pattern, phases, instrument)``; the 2θ range in degrees or None; phases with unique names;
-        the lab Cu Kα defaults (announced on stderr) when no ``--instrument`` is given.
-    """
-    from xbeam_bluesky.rietveld import load_phase, read_pattern
-
-    fit_range = _parse_range(args.fit_range)
-    pattern = read_pattern(args.pattern)
-    instrument = _instrument(args)
-    phases = _phases(args, load_phase)
-    return fit_range, pattern, phases, instrument
-
-
-def _phases(args: argparse.Namespace, load_phase: Any) -> list[Any]:
-    """The --cif phases, with unique names."""
-    phases = [load_phase(c) for c in args.cif]
-    names = [ph.name for ph in phases]
-    if len(set(names)) != len(names):
-        for i, ph in enumerate(phases):
-            ph.name = f"{ph.name}_{i + 1}"
-    return phases
-
-
-def _instrument(args: argparse.Namespace) -> Any:
-    """The --instrument file (or the announced lab defaults), with --geometry and --mu-r applied."""
-    from xbeam_bluesky.rietveld import Instrument, read_instrument
-
-    if args.instrument is None:
-        instrument = Instrument.lab_cu_ka()
-        print(
-            "xbeam refine: no --instrument given; using lab Cu Kα defaults: Kα1 1.5405 Å, Kα2 1.5443 Å, "
-            "I(Kα2)/I(Kα1) 0.5, polarisation 0.7, U V W 2 -2 5 centideg², X Y 0, SH/L 0.002, "
-            "goniometer radius 200 mm",
-            file=sys.stderr,
-        )
-    else:
-        instrument = read_instrument(args.instrument)
-    changes: dict[str, Any] = {}
-    if getattr(args, "geometry", None):
-        changes["geometry"] = args.geometry
-    if getattr(args, "mu_r", None) is not None:
-        changes["mu_r"] = args.mu_r
-    if changes:
-        try:
-            instrument = instrument.with_changes(**changes)
-        except ValueError as exc:
-            raise CLIError(f"--geometry/--mu-r: {exc}") from exc
-    return instrument
-
-
 def _run(args: argparse.Namespace) -> int:
     if args.sequential:
         from xbeam_bluesky.cli.refine_sequential import run_sequential
@@ -208,10 +109,6 @@ def _run(args: argparse.Namespace) -> int:
         raise CLIError(f"{len(args.pattern)} patterns given: refine one, or a series with --sequential")
     args.pattern = Path(args.pattern[0])
     if args.auto:
-        if args.background_peak:
-            raise CLIError(
-                "--background-peak applies to the default or --strategy sequence, not --auto's search"
-            )
         return run_auto(args)
     from xbeam_bluesky.rietveld import Refinement, Strategy, plot_fit
 
@@ -222,8 +119,11 @@ def _run(args: argparse.Namespace) -> int:
         # the grown default sequence; the strategy it returns (the stages it kept) goes into result.json
         from xbeam_bluesky.rietveld.default_sequence import refine_default
 
-        result, strategy = refine_default(refinement, background=_default_background(args))
+        result, strategy = refine_default(
+            refinement, background=default_background(args), occupancy=occupancy_request(args)
+        )
     else:
+        occupancy_request(args)  # refuses --occupancy with --strategy
         strategy = chosen_strategy(args)
         if fit_range is not None and strategy.stages[-1].range is not None:
             print("xbeam refine: --range overrides the last stage's range", file=sys.stderr)

@@ -69,18 +69,16 @@ def run_auto(args: argparse.Namespace) -> int:
     _check(args)
     from tqdm import tqdm
 
-    from xbeam_bluesky.cli.refine import background_peaks, load_inputs
-    from xbeam_bluesky.rietveld import (
-        Refinement,
+    from xbeam_bluesky.cli._refine_inputs import background_peaks, load_inputs, occupancy_request
+    from xbeam_bluesky.rietveld import Refinement, plot_fit
+    from xbeam_bluesky.rietveld.default_sequence import MIN_ATOM_FRACTION
+    from xbeam_bluesky.rietveld.search import (
         SearchSettings,
         SearchSpace,
         load_warm_start,
-        plot_fit,
         problem_space,
-        run_search,
-        strategy_document,
+        search_and_package,
     )
-    from xbeam_bluesky.rietveld.default_sequence import MIN_ATOM_FRACTION
 
     fit_range, pattern, phases, instrument = load_inputs(args)
     warm_points: list[dict[str, Any]] = []
@@ -96,7 +94,12 @@ def run_auto(args: argparse.Namespace) -> int:
         SearchSpace(*refinement.fit_range, exclude=exclude)  # names a bad --exclude before any work
     except ValueError as exc:
         raise CLIError(f"--exclude {args.exclude!r}: {exc}") from exc
-    space = problem_space(refinement, exclude=exclude, background_peaks=background_peaks(args))
+    space = problem_space(
+        refinement,
+        exclude=exclude,
+        background_peaks=background_peaks(args),
+        occupancy=occupancy_request(args),
+    )
     if space.atom_phases is not None:
         print(
             f"xbeam refine --auto: atoms refined for {', '.join(space.atom_phases)} only (the phases of at "
@@ -117,7 +120,7 @@ def run_auto(args: argparse.Namespace) -> int:
         )
 
     try:
-        search = run_search(
+        packaged = search_and_package(
             refinement,
             space=space,
             settings=settings,
@@ -127,31 +130,23 @@ def run_auto(args: argparse.Namespace) -> int:
         )
     finally:
         bar.close()
-    summary = search.to_dict()
+    search, summary = packaged.search, packaged.summary
     common = {
         "pattern": str(args.pattern),
         "cifs": [str(c) for c in args.cif],
         "instrument_defaults_used": args.instrument is None,
         "auto": True,
     }
+    out = {**packaged.document(), **common}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    if search.best is None or search.best_result is None:
-        out = {
-            **common,
-            "status": "failed",
-            "message": "every trial was invalid: " + "; ".join(search.failure_reasons()),
-            **summary,
-        }
+    if not packaged.ok:
         args.out.write_text(json.dumps(out, indent=1))
-        print(f"xbeam refine --auto: {out['message']}; wrote {args.out}", file=sys.stderr)
+        print(f"xbeam refine --auto: {packaged.failure}; wrote {args.out}", file=sys.stderr)
         return 1
     result = search.best_result
-    out = {**result.to_dict(), **common, **summary}
-    out["refinement_wall_s"] = result.wall_s
-    out["wall_s"] = search.wall_s
     strategy_path = args.save_strategy or args.out.with_suffix(".strategy.json")
     strategy_path.parent.mkdir(parents=True, exist_ok=True)
-    strategy_path.write_text(json.dumps(strategy_document(search.space, search.best), indent=1))
+    strategy_path.write_text(json.dumps(packaged.strategy, indent=1))
     out["strategy_file"] = str(strategy_path)
     args.out.write_text(json.dumps(out, indent=1))
     if args.plot:

@@ -54,23 +54,21 @@ def _ordered(args: argparse.Namespace, files: list[Path]) -> tuple[list[Path], l
 
 def run_sequential(args: argparse.Namespace) -> int:
     """Run ``xbeam refine --sequential`` and write the series table (``--out``) and plot (``--plot``)."""
-    from xbeam_bluesky.cli.refine import _instrument, _parse_range, _phases, chosen_strategy
+    from xbeam_bluesky.cli._refine_inputs import chosen_strategy, load_instrument, load_phases, parse_range
     from xbeam_bluesky.rietveld import load_phase, read_pattern
     from xbeam_bluesky.rietveld.sequential import plot_series, refine_series
 
     files = series_files(args.pattern)
     files, values, label = _ordered(args, files)
-    fit_range = _parse_range(args.fit_range)
+    fit_range = parse_range(args.fit_range)
     patterns = [read_pattern(f) for f in files]
-    phases = _phases(args, load_phase)
-    instrument = _instrument(args)
+    phases = load_phases(args, load_phase)
+    instrument = load_instrument(args)
     find = None
     strategy = None
     if args.auto:
-        if args.background_peak or args.strategy:
-            raise CLIError(
-                "--auto searches the strategy: do not combine it with --strategy or --background-peak"
-            )
+        if args.strategy:
+            raise CLIError("--auto searches the strategy: do not combine it with --strategy")
         find = _search_function(args)
     else:
         strategy = chosen_strategy(args)
@@ -125,7 +123,7 @@ def run_sequential(args: argparse.Namespace) -> int:
 
 def _search_function(args: argparse.Namespace) -> Any:
     """``--auto``'s strategy search as a function of a refinement problem, returning its best strategy."""
-    from xbeam_bluesky.cli.refine import background_peaks
+    from xbeam_bluesky.cli._refine_inputs import background_peaks, occupancy_request
     from xbeam_bluesky.rietveld import SearchSettings, problem_space, run_search
 
     settings = SearchSettings(
@@ -133,9 +131,10 @@ def _search_function(args: argparse.Namespace) -> Any:
     )
     exclude = tuple(t.strip() for t in args.exclude.split(",") if t.strip())
     peaks = background_peaks(args)
+    occupancy = occupancy_request(args)
 
     def find(refinement: Any) -> Any:
-        space = problem_space(refinement, exclude=exclude, background_peaks=peaks)
+        space = problem_space(refinement, exclude=exclude, background_peaks=peaks, occupancy=occupancy)
         search = run_search(refinement, space=space, settings=settings)
         if search.best is None:
             raise CLIError(

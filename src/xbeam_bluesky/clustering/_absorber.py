@@ -8,17 +8,22 @@ or a non-resonant thickness background cannot change it.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.stats import norm
 
+from xbeam_bluesky.errors import ClusteringInputError
+
+logger = logging.getLogger(__name__)
+
 #: One-sided Φ⁻¹(0.999): a jump this many standard errors above 0 is a detection.
 DETECTION_Z = 3.090
 
 
-class AbsorberInputError(ValueError):
+class AbsorberInputError(ClusteringInputError):
     """Bad energies, references, stack or variance given to the absorber test."""
 
 
@@ -34,13 +39,14 @@ def _unit_step(
 ) -> NDArray[np.float64]:
     """Scale each reference to a unit edge step, measured above its own pre-edge background.
 
-    The pre-edge is the lowest tenth of the energies (at least 3 points); a constant and the (E₀/E)ⁿ shapes are
+    The pre-edge is the lowest tenth of the energies (at least 3 points, one third of them for fewer than nine
+    energies: a three-energy map has one below and one above the edge); a constant and the (E₀/E)ⁿ shapes are
     fitted there (as many as the points allow) and extrapolated, so a reference recorded with its non-resonant
     slope (raw OD) and one with the pre-edge removed get the same scale. The step is the mean of the highest tenth
     of the energies above that background.
     """
     order = np.argsort(energies, kind="stable")
-    n = max(3, energies.size // 10)
+    n = max(3, energies.size // 10) if energies.size >= 9 else max(1, energies.size // 3)
     pre, post = order[:n], order[-n:]
     e0 = energies.min()
     basis = np.column_stack([np.ones_like(energies)] + [(e0 / energies) ** p for p in background_powers])
@@ -207,6 +213,12 @@ def absorber_test(
         shape = np.arctan(e - edge_ev) / np.pi + 0.5
     else:
         raise AbsorberInputError("absorber_test: give references of the element or its edge energy edge_ev")
+    if e.size - 3 < len(background_powers):  # one degree of freedom left to test the jump against the noise
+        logger.warning(
+            "absorber test: %d energies fit the edge and a constant but not the backgrounds (E0/E)^%s; fitting %d",
+            e.size, background_powers, max(e.size - 3, 0),
+        )  # fmt: skip
+        background_powers = background_powers[: max(e.size - 3, 0)]
     design = np.column_stack([shape, np.ones_like(e)] + [(e.min() / e) ** p for p in background_powers])
     if e.size <= design.shape[1] or np.linalg.matrix_rank(design) < design.shape[1]:
         raise AbsorberInputError(

@@ -16,7 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from xbeam_bluesky.errors import ClusteringInputError
+
 from ._stack import StackSource
+
+#: Bytes of a block processed at once by :class:`BaselineRemoved` (fits in a core's L2 cache).
+CHUNK_BYTES = 2 * 2**20
 
 
 def baseline_basis(energies: ArrayLike, degree: int) -> NDArray[np.float64]:
@@ -36,9 +41,9 @@ def baseline_basis(energies: ArrayLike, degree: int) -> NDArray[np.float64]:
     """
     e = np.asarray(energies, dtype=np.float64).ravel()
     if not (isinstance(degree, int | np.integer) and 0 <= degree <= 3):
-        raise ValueError(f"baseline degree {degree!r}: expected an integer 0–3")
+        raise ClusteringInputError(f"baseline degree {degree!r}: expected an integer 0–3")
     if e.size < degree + 3:
-        raise ValueError(
+        raise ClusteringInputError(
             f"baseline degree {degree} needs at least {degree + 3} energies, the stack has {e.size}"
         )
     x = (e - e.mean()) / (np.ptp(e) or 1.0)
@@ -85,10 +90,34 @@ class BaselineRemoved:
 
     def read_rows(self, y0: int, y1: int) -> NDArray[np.floating]:
         """Rows [y0, y1) with the baseline removed, float32 (n_energies, y1 − y0, nx): one new block, the source's
-        rows are not changed (one rank-``degree`` product along energy, no float64 copy of the block)."""
+        rows are not changed (one rank-``degree`` product along energy, no float64 copy of the block).
+
+        The pixels are processed ``CHUNK_BYTES`` of the block at a time (:meth:`pixel_transform`), so the
+        intermediate products stay in cache instead of making whole-block passes through memory."""
         block = np.asarray(self.source.read_rows(y0, y1), dtype=np.float32)
-        q1 = np.ascontiguousarray(self.basis[:, 1:], dtype=np.float32)
         flat = block.reshape(block.shape[0], -1)
-        out = np.matmul(-q1, q1.T @ flat)  # (E, pixels): minus the fit, the mean kept (basis column 0)
-        out += flat
+        out = np.empty_like(flat)
+        width = max(256, CHUNK_BYTES // (4 * max(1, flat.shape[0])))
+        for s in range(0, flat.shape[1], width):
+            self.pixel_transform(flat[:, s : s + width], out=out[:, s : s + width])
         return out.reshape(block.shape)
+
+    @property
+    def raw(self) -> StackSource:
+        """The source read before the baseline removal (see :meth:`pixel_transform`)."""
+        return self.source
+
+    def pixel_transform(
+        self, spectra: NDArray[np.float32], out: NDArray[np.float32] | None = None
+    ) -> NDArray[np.float32]:
+        """The baseline removal of a chunk of pixels (n_energies, pixels) float32 of :attr:`raw`'s absorbance.
+
+        Lets a reader of :attr:`raw` remove the baseline chunk by chunk where it uses the pixels
+        (:func:`~xbeam_bluesky.clustering.assign_block` does, inside its worker threads) instead of a whole new
+        block being made first; ``out`` (same shape, float32) receives the result when given.
+        """
+        q1 = np.ascontiguousarray(self.basis[:, 1:], dtype=np.float32)
+        x = np.asarray(spectra, dtype=np.float32)
+        out = np.matmul(-q1, q1.T @ x, out=out)  # minus the fit, the mean kept (basis column 0)
+        out += x
+        return out

@@ -14,6 +14,8 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
 from scipy.stats import norm
 
+from xbeam_bluesky.errors import ClusteringInputError
+
 logger = logging.getLogger(__name__)
 
 _EIGHT = np.ones((3, 3), dtype=bool)
@@ -25,7 +27,7 @@ PROTECT_ALPHA = 0.01
 NOVEL_WARNING_FRACTION = 0.20
 
 
-class DenoiseInputError(ValueError):
+class DenoiseInputError(ClusteringInputError):
     """Bad pixel size, feature size or maps given to the denoising."""
 
 
@@ -104,9 +106,9 @@ def pure_regions(mask: ArrayLike, *, window: int = 5, min_count: int = 23) -> ND
     """
     m = np.asarray(mask, dtype=bool)
     if window < 1 or window % 2 == 0:
-        raise ValueError(f"window={window}; expected an odd positive number of pixels")
+        raise DenoiseInputError(f"window={window}; expected an odd positive number of pixels")
     if not 1 <= min_count <= window * window:
-        raise ValueError(
+        raise DenoiseInputError(
             f"min_count={min_count}; expected 1..{window * window} for a {window}×{window} window"
         )
     counts = ndimage.correlate(m.astype(np.uint16), np.ones((window, window), np.uint16), mode="constant")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from xbeam_bluesky.errors import ClusteringInputError
+
 #: Smallest model error, as a fraction of a spectrum's RMS deviation from its mean (ε_i = floor / sqrt(n_E)):
 #: 2 % of the RMS is ≈ 0.8 % of the edge jump of a K-edge XANES (RMS of a normalized XANES over ±50 eV ≈ 0.4 of
 #: the jump), the reproducibility of normalized XANES of one compound between measurements. It keeps the grid
@@ -24,7 +26,7 @@ _CHI2_1_MEDIAN = 0.454936423119572
 def model_error_floor(n_energies: int, floor_rms: float = MODEL_ERROR_FLOOR_RMS) -> NDArray[np.float64]:
     """The floor of ε per energy on the standardized scale: ``floor_rms / sqrt(n_energies)``, shape (n_energies,)."""
     if not (np.isfinite(floor_rms) and floor_rms >= 0):
-        raise ValueError(f"model error floor {floor_rms!r}: expected a finite fraction ≥ 0")
+        raise ClusteringInputError(f"model error floor {floor_rms!r}: expected a finite fraction ≥ 0")
     return np.full(int(n_energies), float(floor_rms) / np.sqrt(n_energies))
 
 

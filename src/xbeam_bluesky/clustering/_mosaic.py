@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from xbeam_bluesky.errors import ClusteringInputError
+
 
 @dataclass(frozen=True)
 class TileMap:
@@ -77,7 +79,7 @@ def stitch_tiles(tiles: Sequence[TileMap], pixel_um: float) -> Mosaic:
     if not tiles:
         raise ValueError("stitch_tiles: no tiles given")
     if not pixel_um > 0:
-        raise ValueError(f"pixel_um={pixel_um}; expected a positive pixel size in µm")
+        raise ClusteringInputError(f"pixel_um={pixel_um}; expected a positive pixel size in µm")
     p_mm = pixel_um / 1000.0
     corners = []
     for t in tiles:

@@ -16,6 +16,8 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
+from xbeam_bluesky.errors import ClusteringInputError
+
 #: The phantom's phases (ALS 10.3.2 names) and their nominal area fractions; the last two are the minorities.
 #: Almandine has no spectrum within 1 − r = 0.02 of it in the other collections: a phase absent from the library.
 PHASES: tuple[tuple[str, float], ...] = (
@@ -109,7 +111,9 @@ def held_out_phantom(
     held, _ = split_library(energies)
     missing = [name for name, _ in phases if name not in held]
     if missing:
-        raise ValueError(f"held_out_phantom: phases {missing} not in the ALS 10.3.2 collection on this grid")
+        raise ClusteringInputError(
+            f"held_out_phantom: phases {missing} not in the ALS 10.3.2 collection on this grid"
+        )
     rng = np.random.default_rng(seed)
     ny, nx = shape
     fractions = np.array([f for _, f in phases])

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from xbeam_bluesky.errors import ClusteringInputError
 from xbeam_bluesky.spectra.noise import EstimatedNoiseModel, estimate_noise
 
 from ._absorber import AbsorberTest, absorber_test
@@ -103,7 +104,9 @@ class ClusteringPipeline:
         Degree of the per-pixel polynomial baseline in energy removed before the clustering
         (:mod:`~xbeam_bluesky.clustering._baseline`): 1 (default) removes a straight line, the slowly varying
         absorption of everything but the edge (on the real STXM stack the dominant spread of one phase's spectra);
-        0 only the constant that standardization removes anyway. The library is treated the same way.
+        0 only the constant that standardization removes anyway. The library is treated the same way. A stack
+        with fewer than ``baseline_degree + 3`` energies gets the largest degree it allows (logged, and recorded
+        as ``baseline_degree_removed``).
     split
         Split clusters whose spatially coherent parts differ beyond the noise of their means plus ε
         (:func:`~xbeam_bluesky.clustering.split_clusters`; one tile only, which is then read whole). Off by
@@ -136,23 +139,33 @@ class ClusteringPipeline:
     def __post_init__(self) -> None:
         energies = np.asarray(self.energies, dtype=np.float64).ravel()
         if energies.size < 3:
-            raise ValueError(f"ClusteringPipeline: {energies.size} energies; need at least 3")
+            raise ClusteringInputError(f"ClusteringPipeline: {energies.size} energies; need at least 3")
         object.__setattr__(self, "energies", energies)
         object.__setattr__(self, "i0_counts", incident_counts(self.i0_counts, energies.size))
         lib = np.empty((0, energies.size)) if self.library is None else np.atleast_2d(self.library)
         if lib.shape[1] != energies.size or lib.shape[0] != len(self.library_names):
-            raise ValueError(
+            raise ClusteringInputError(
                 f"ClusteringPipeline: library of shape {lib.shape} with {len(self.library_names)} names; "
                 f"expected one normalized spectrum per name on the {energies.size} energies"
             )
         if not np.all(np.isfinite(lib)):
-            raise ValueError("ClusteringPipeline: library contains NaN or Inf (not covering the energies?)")
+            raise ClusteringInputError(
+                "ClusteringPipeline: library contains NaN or Inf (not covering the energies?)"
+            )
         object.__setattr__(self, "library", lib)
+        if self.baseline_degree > energies.size - 3:  # a three-energy map keeps its one degree of freedom
+            logger.warning(
+                "baseline degree %d needs %d energies, the stack has %d: removing degree %d instead",
+                self.baseline_degree, self.baseline_degree + 3, energies.size, energies.size - 3,
+            )  # fmt: skip
+            object.__setattr__(self, "baseline_degree", energies.size - 3)
         basis = baseline_basis(energies, self.baseline_degree)
         object.__setattr__(self, "_basis", basis)
         object.__setattr__(self, "_library_z", standardize(remove_baseline(lib, basis)) if len(lib) else None)
         if self.subsample < 100:
-            raise ValueError(f"ClusteringPipeline: subsample={self.subsample}; expected ≥ 100 pixels")
+            raise ClusteringInputError(
+                f"ClusteringPipeline: subsample={self.subsample}; expected ≥ 100 pixels"
+            )
 
     # ------------------------------------------------------------------ no absorber
     def absorber(self) -> AbsorberTest | None:
@@ -161,7 +174,7 @@ class ClusteringPipeline:
             return None
         refs = self.library if len(self.library) else None
         if refs is None and self.edge_ev is None:
-            raise ValueError(
+            raise ClusteringInputError(
                 f"ClusteringPipeline: element={self.element!r} needs a library or edge_ev to detect its edge jump"
             )
         return absorber_test(
@@ -212,13 +225,13 @@ class ClusteringPipeline:
         ):  # fmt: skip
             idx = np.flatnonzero(bad)
             if idx.size:
-                raise ValueError(
+                raise ClusteringInputError(
                     f"stack frame(s) {idx[:5].tolist()} (energies {self.energies[idx[:5]].round(2).tolist()} eV) "
                     f"have {what}; remove or re-measure them"
                 )
         level = float(np.median(np.abs(x[finite]))) if finite.any() else 0.0
         if level > 20.0:
-            raise ValueError(
+            raise ClusteringInputError(
                 f"stack values have median |value| {level:.4g}: expected absorbance μt = −ln(I/I0) (typically "
                 "0–5); is this raw counts or a scaled absorbance? Correct the frames with dark and flat first"
             )
@@ -227,12 +240,14 @@ class ClusteringPipeline:
         """Partition a subsample of the tiles into phases and estimate the model error (steps 1–3)."""
         for i, src in enumerate(sources):
             if src.shape[0] != len(self.energies):
-                raise ValueError(f"tile {i}: {src.shape[0]} energies, the pipeline has {len(self.energies)}")
+                raise ClusteringInputError(
+                    f"tile {i}: {src.shape[0]} energies, the pipeline has {len(self.energies)}"
+                )
         x = self._sample(sources)  # raw: the frame checks see the data as measured
         if self.baseline_degree >= 1:
             x = remove_baseline(x, self._basis)
         if x.shape[0] < 8:
-            raise ValueError(
+            raise ClusteringInputError(
                 f"the stack has {x.shape[0]} finite, non-flat pixel spectra in its subsample; need at least 8"
             )
         z = standardize(x)

@@ -7,6 +7,8 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from xbeam_bluesky.errors import ClusteringInputError
+
 #: Normal quantile Φ⁻¹(0.99): a spectrum this far (in D) from every site opens a new site.
 ACCEPT_THRESHOLD = 2.326
 #: Normal quantile Φ⁻¹(0.9999): sites closer than this (average linkage in D) are merged.
@@ -71,18 +73,18 @@ def incident_counts(
     if arr.ndim == 0:
         value = float(arr)
         if not (np.isfinite(value) and value > 0):
-            raise ValueError(
+            raise ClusteringInputError(
                 f"{what} = {value!r}; expected positive finite incident counts per pixel per frame"
             )
         return value
     if arr.ndim != 1 or arr.shape[0] != n_energies:
-        raise ValueError(
+        raise ClusteringInputError(
             f"{what}: {arr.shape[0] if arr.ndim == 1 else arr.shape} values for {n_energies} energies; expected "
             "one number or one value per energy"
         )
     bad = np.flatnonzero(~(np.isfinite(arr) & (arr > 0)))
     if bad.size:
-        raise ValueError(
+        raise ClusteringInputError(
             f"{what}[{bad[0]}] = {float(arr[bad[0]])!r}; expected positive finite incident counts per pixel per frame"
         )
     return arr
@@ -110,7 +112,7 @@ def model_error_per_energy(model_error: ArrayLike | None, n_energies: int) -> ND
     if eps.ndim == 0:
         eps = np.full(n_energies, float(eps))
     if eps.shape != (n_energies,) or not np.all(np.isfinite(eps) & (eps >= 0)):
-        raise ValueError(
+        raise ClusteringInputError(
             f"model_error: expected one finite value ≥ 0 or {n_energies} (one per energy), got "
             f"{np.asarray(model_error).tolist() if eps.size < 8 else f'shape {eps.shape}'}"
         )

@@ -10,6 +10,8 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 
+from xbeam_bluesky.errors import ClusteringInputError
+
 from ._separation import (
     ACCEPT_THRESHOLD,
     MERGE_THRESHOLD,
@@ -207,11 +209,13 @@ def sites_from_library(
     """
     ref = np.atleast_2d(np.asarray(references, dtype=np.float64))
     if ref.shape[0] != len(names):
-        raise ValueError(f"references: {ref.shape[0]} spectra but {len(names)} names")
+        raise ClusteringInputError(f"references: {ref.shape[0]} spectra but {len(names)} names")
     if ref.shape[0] == 0 or ref.shape[1] < 3:
-        raise ValueError(f"references: need at least one spectrum on ≥ 3 energies, got shape {ref.shape}")
+        raise ClusteringInputError(
+            f"references: need at least one spectrum on ≥ 3 energies, got shape {ref.shape}"
+        )
     if not np.all(np.isfinite(ref)):
-        raise ValueError(
+        raise ClusteringInputError(
             "references: contains NaN or Inf (is the energy grid inside every reference's range?)"
         )
     i0_counts = incident_counts(i0_counts, ref.shape[1])

@@ -17,13 +17,15 @@ from scipy import ndimage
 from scipy.cluster.vq import kmeans2
 from scipy.stats import norm
 
+from xbeam_bluesky.errors import ClusteringInputError
+
 from ._separation import standardize
 
 #: Familywise rate of splitting a single phase, over the clusters tested in one map.
 SPLIT_ALPHA = 0.01
 
 
-class SplitInputError(ValueError):
+class SplitInputError(ClusteringInputError):
     """Bad stack, labels or options given to the cluster split."""
 
 

@@ -11,6 +11,9 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from xbeam_bluesky._inputs import input_file
+from xbeam_bluesky.errors import ClusteringInputError
+
 from ._denoise import denoise_labels
 from ._discovery import discover_sites
 from ._mosaic import Mosaic, TileMap, stitch_tiles
@@ -71,14 +74,15 @@ class HDF5Stack:
         import h5py
 
         path = Path(self.path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such HDF5 file")
+        input_file(path, "HDF5 file")
         with h5py.File(path, "r") as f:
             if self.dataset not in f:
-                raise ValueError(f"{path}: no dataset {self.dataset!r} (expected (energy, y, x) absorbance)")
+                raise ClusteringInputError(
+                    f"{path}: no dataset {self.dataset!r} (expected (energy, y, x) absorbance)"
+                )
             shape = f[self.dataset].shape
         if len(shape) != 3:
-            raise ValueError(f"{path}{self.dataset}: shape {shape}; expected 3-D (energy, y, x)")
+            raise ClusteringInputError(f"{path}{self.dataset}: shape {shape}; expected 3-D (energy, y, x)")
         object.__setattr__(self, "path", path)
         object.__setattr__(self, "_shape", tuple(int(s) for s in shape))
 
@@ -108,17 +112,21 @@ class BlockResult:
 
 
 def assign_block(source: StackSource, y0: int, y1: int, sites: Sites, n_threads: int = 1) -> BlockResult:
-    """Assign rows [y0, y1) of a stack by streaming its energy frames through a StreamingAssigner.
+    """Assign rows [y0, y1) of a stack by adding its energy frames to a StreamingAssigner as one block.
 
-    The same function runs locally and on Dask workers, so batch and live labels come from one code path.
+    The same function runs locally and on Dask workers, so batch and live labels come from one code path. A
+    source with a ``raw`` source and a ``pixel_transform`` (the baseline removal,
+    :class:`~xbeam_bluesky.clustering._baseline.BaselineRemoved`) is read raw and transformed chunk by chunk
+    inside the assignment: the same numbers without a second whole block in memory.
     """
-    block = source.read_rows(y0, y1)
+    transform = getattr(source, "pixel_transform", None)
+    block = (source.raw if transform is not None else source).read_rows(y0, y1)  # type: ignore[attr-defined]
     assigner = StreamingAssigner(sites, block.shape[1:], n_threads=n_threads)
     try:
-        for i, frame in enumerate(block):
-            assigner.update(frame, i)
+        assigner.add_block(block, transform=transform)
+        del block
         result = assigner.finalize()
-        coords, basis = assigner.coordinates()
+        coords, basis = assigner.coordinates(dtype=np.float32)
     finally:
         assigner.close()
     gram = GramAccumulator(sites.n_clusters, basis)
@@ -301,14 +309,14 @@ def cluster_tiles(
         Threads per block assignment.
     """
     if not sources:
-        raise ValueError("cluster_tiles: no tiles given")
+        raise ClusteringInputError("cluster_tiles: no tiles given")
     for i, src in enumerate(sources):
         if src.shape[0] != sites.n_energies:
-            raise ValueError(
+            raise ClusteringInputError(
                 f"tile {i}: stack has {src.shape[0]} energies but the sites have {sites.n_energies}"
             )
     if len(sources) > 1 and (centers_mm is None or pixel_um is None or len(centers_mm) != len(sources)):
-        raise ValueError("cluster_tiles: several tiles need centers_mm (one per tile) and pixel_um")
+        raise ClusteringInputError("cluster_tiles: several tiles need centers_mm (one per tile) and pixel_um")
     maps, gram = _assign_all(sources, sites, memory_bytes, map_fn, n_threads)
     if discover:
         extended = sites

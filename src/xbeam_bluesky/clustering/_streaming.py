@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -13,6 +14,9 @@ from threadpoolctl import threadpool_limits
 from ._noise_sums import NoiseSums, photon_coefficients
 from ._separation import ACCEPT_THRESHOLD, standardize
 from ._sites import Sites
+
+#: A function of a chunk of pixel spectra (n_frames, pixels) float32 writing its result into ``out``.
+PixelTransform = Callable[..., NDArray[np.float32]]
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,7 @@ class StreamingAssigner:
         self._buffer_frames = int(buffer_frames)
         self._buffer: NDArray | None = None
         self._pending: list[int] = []
+        self._chunk_pixels = int(chunk_pixels)
         self._chunks = [
             (s, min(s + chunk_pixels, self.n_pixels)) for s in range(0, self.n_pixels, chunk_pixels)
         ]
@@ -231,6 +236,65 @@ class StreamingAssigner:
             if len(self._pending) == self._buffer_frames:
                 self._flush()
 
+    def add_block(
+        self,
+        frames: ArrayLike,
+        energy_indices: ArrayLike | None = None,
+        *,
+        transform: PixelTransform | None = None,
+    ) -> None:
+        """Add several energy frames at once (e.g. a stack's row block), without copying them into the buffer.
+
+        Gives the same sums as :meth:`update` frame by frame (up to float32 rounding: one matrix product over
+        all the frames instead of one per buffer of frames).
+
+        Parameters
+        ----------
+        frames
+            Raw counts (with a ``correction``) or absorbance μt, shape (n_frames, ny, nx) with (ny, nx) =
+            ``shape``.
+        energy_indices
+            Index on the sites' energy grid of each frame, shape (n_frames,); ``None`` = 0, 1, …, n_frames − 1.
+        transform
+            Applied to each chunk of pixels (n_frames, pixels) float32 of absorbance before it is accumulated,
+            e.g. :meth:`~xbeam_bluesky.clustering._baseline.BaselineRemoved.pixel_transform` (called as
+            ``transform(chunk, out=work_array)``, in the worker threads); absorbance frames only (no
+            ``correction``).
+
+        Raises
+        ------
+        ValueError
+            If the frames have the wrong shape, an index is out of range or repeated, an energy was already
+            added, or a ``transform`` is given to an assigner of raw counts.
+        """
+        arr = np.asarray(frames)
+        if transform is not None and self.correction is not None:
+            raise ValueError("add_block: a transform needs absorbance frames; this assigner corrects raw counts")
+        if arr.ndim != 3 or arr.shape[1:] != self.shape:
+            raise ValueError(f"add_block: frames of shape {arr.shape}, expected (n_frames, {self.shape[0]}, "
+                             f"{self.shape[1]})")  # fmt: skip
+        idx = np.arange(arr.shape[0]) if energy_indices is None else np.asarray(energy_indices, dtype=np.intp)
+        if idx.shape != (arr.shape[0],):
+            raise ValueError(f"add_block: {idx.size} energy indices for {arr.shape[0]} frames")
+        bad = idx[(idx < 0) | (idx >= self.sites.n_energies)]
+        if bad.size:
+            raise ValueError(f"energy_index {int(bad[0])} outside 0..{self.sites.n_energies - 1}")
+        if np.unique(idx).size != idx.size:
+            raise ValueError(f"add_block: energy indices {idx.tolist()} repeat an energy")
+        if idx.size == 0:
+            return
+        with self._lock:
+            seen = idx[self._received[idx] | np.isin(idx, self._pending)]
+            if seen.size:
+                raise ValueError(f"energy_index {int(seen[0])}: a frame for this energy was already added")
+            self._flush()
+            flat = arr.reshape(arr.shape[0], -1)
+            # pixel chunks of the same work-array size as a buffer flush (n_frames × width float32)
+            width = max(1024, self._chunk_pixels * self._buffer_frames // idx.size)
+            chunks = [(s, min(s + width, self.n_pixels)) for s in range(0, self.n_pixels, width)]
+            self._accumulate_all(flat, idx, chunks, transform)
+            self._received[idx] = True
+
     def flush(self) -> None:
         """Accumulate buffered frames now (labels asked for later include them)."""
         with self._lock:
@@ -240,31 +304,60 @@ class StreamingAssigner:
         if not self._pending:
             return
         idx = np.asarray(self._pending)
+        assert self._buffer is not None
+        self._accumulate_all(self._buffer, idx, self._chunks)
+        self._received[idx] = True
+        self._pending.clear()
+
+    def _accumulate_all(
+        self,
+        frames: NDArray,
+        idx: NDArray[np.intp],
+        chunks: list[tuple[int, int]],
+        transform: PixelTransform | None = None,
+    ) -> None:
+        """Add ``frames`` (≥ len(idx) rows, n_pixels columns; row j is energy ``idx[j]``) chunk by chunk."""
         u = np.ascontiguousarray(self._basis32[:, idx])
         # one BLAS thread per worker: the pool already uses the cores, nested BLAS threads only contend
         with threadpool_limits(1, user_api="blas"):
-            list(self._pool.map(lambda c: self._accumulate(c[0], c[1], idx, u), self._chunks))
-        self._received[idx] = True
-        self._pending.clear()
+            list(self._pool.map(lambda c: self._accumulate(frames, c[0], c[1], idx, u, transform), chunks))
 
     def _scratch(
         self, n: int, width: int
     ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]]:
         """Per-thread work arrays (reused: no allocation per chunk)."""
         local = self._local
-        if getattr(local, "blk", None) is None or local.blk.shape[1] < width:
-            local.blk = np.empty((self._buffer_frames, width), np.float32)
-            local.tmp = np.empty((self._buffer_frames, width), np.float32)
+        blk = getattr(local, "blk", None)
+        if blk is None or blk.size < n * width or local.proj.shape[1] < width:
+            size = max(n * width, 0 if blk is None else blk.size)
+            local.blk = np.empty(size, np.float32)
+            local.tmp = np.empty(size, np.float32)
             local.proj = np.empty((self._basis.shape[0], width), np.float32)
-        return local.blk[:n, :width], local.tmp[:n, :width], local.proj[:, :width]
+        return (
+            local.blk[: n * width].reshape(n, width),
+            local.tmp[: n * width].reshape(n, width),
+            local.proj[:, :width],
+        )
 
-    def _accumulate(self, s: int, e: int, idx: NDArray[np.intp], u: NDArray[np.float32]) -> None:
-        assert self._buffer is not None
+    def _accumulate(
+        self,
+        frames: NDArray,
+        s: int,
+        e: int,
+        idx: NDArray[np.intp],
+        u: NDArray[np.float32],
+        transform: PixelTransform | None = None,
+    ) -> None:
         n = len(idx)
         blk, tmp, proj = self._scratch(n, e - s)
-        np.copyto(blk, self._buffer[:n, s:e])  # to float32 in the reused work array
-        bad = np.zeros(e - s, dtype=bool)
         corr = self.correction
+        if transform is not None:
+            blk = transform(np.asarray(frames[:n, s:e], dtype=np.float32), out=blk)
+        elif corr is None and frames.dtype == np.float32:
+            blk = frames[:n, s:e]  # absorbance read in place (never written)
+        else:
+            np.copyto(blk, frames[:n, s:e])  # to float32 in the reused work array
+        bad = np.zeros(e - s, dtype=bool)
         with np.errstate(all="ignore"):
             if corr is not None:
                 if corr.saturation is not None:
@@ -277,12 +370,13 @@ class StreamingAssigner:
                     flat = corr.flat.reshape(corr.flat.shape[0], -1)[idx, s:e] - corr.dark.reshape(-1)[s:e]
                     np.subtract(np.log(flat), blk, out=blk)
         sq = np.add.reduce(np.square(blk, out=tmp), axis=0)
+        np.matmul(u, blk, out=proj)  # column j of the product depends on pixel j only
         finite = np.isfinite(sq)  # any NaN/Inf frame value makes the pixel's sum non-finite
         if not finite.all():
-            blk[:, ~finite] = 0.0
+            proj[:, ~finite] = 0.0
             sq[~finite] = 0.0
             bad |= ~finite
-        self._acc[:, s:e] += np.matmul(u, blk, out=proj)
+        self._acc[:, s:e] += proj
         self._sq[s:e] += sq
         if bad.any():
             self._bad[s:e] |= bad
@@ -307,19 +401,28 @@ class StreamingAssigner:
         z_r = standardize(self.sites.mu_t[:, rec])
         return t, q, z_r @ q.T, q @ np.ones(len(rec))
 
-    def coordinates(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    def coordinates(
+        self, dtype: type[np.floating] = np.float64
+    ) -> tuple[NDArray[np.floating], NDArray[np.float64]]:
         """Per-pixel coordinates of the spectra in an orthonormal basis of the received energies.
+
+        Parameters
+        ----------
+        dtype
+            Of the coordinates: float64, or float32 (half the memory; the accumulated sums are float32 anyway).
 
         Returns
         -------
         coords
-            Shape (r', n_pixels).
+            Shape (r', n_pixels), absorbance units.
         basis
             Orthonormal rows Q over the received energies, shape (r', n_received); x ≈ Qᵀ coords.
         """
         self.flush()
         t, q, _, _ = self._restricted()
         with threadpool_limits(1, user_api="blas"):
+            if np.dtype(dtype) == np.float32:
+                return t.astype(np.float32) @ self._acc, q
             return t @ self._acc.astype(np.float64), q
 
     def labels_now(self) -> NDArray[np.int32]:

@@ -27,18 +27,29 @@ class GramAccumulator:
         self.gram = np.zeros((n_clusters + 1, r, r))
         self.count = np.zeros(n_clusters + 1, dtype=np.int64)
 
-    def add(self, labels: ArrayLike, coords: ArrayLike) -> None:
-        """Add pixels with ``labels`` (n,) and coordinates ``coords`` (r, n)."""
+    def add(self, labels: ArrayLike, coords: ArrayLike, *, chunk_pixels: int = 65536) -> None:
+        """Add pixels with ``labels`` (n,) and coordinates ``coords`` (r, n; float32 or float64).
+
+        The pixels are taken ``chunk_pixels`` at a time, each chunk's coordinates converted to float64 (the sums
+        are float64 whatever the input), so the work arrays stay small for millions of pixels.
+        """
         lab = np.asarray(labels).ravel()
-        c = np.asarray(coords, dtype=np.float64)
-        order = np.argsort(lab, kind="stable")
-        bounds = np.searchsorted(lab[order], np.arange(self.gram.shape[0] + 1))
-        for k in range(1, self.gram.shape[0]):
-            idx = order[bounds[k] : bounds[k + 1]]
-            if idx.size:
-                ck = c[:, idx]
-                self.gram[k] += ck @ ck.T
-                self.count[k] += idx.size
+        c = np.asarray(coords)
+        if c.ndim != 2 or c.shape != (self.gram.shape[1], lab.size):
+            raise ValueError(
+                f"GramAccumulator.add: coords of shape {c.shape}, expected ({self.gram.shape[1]}, {lab.size})"
+            )
+        for s in range(0, lab.size, chunk_pixels):
+            part = lab[s : s + chunk_pixels]
+            cc = c[:, s : s + chunk_pixels].astype(np.float64)
+            order = np.argsort(part, kind="stable")
+            bounds = np.searchsorted(part[order], np.arange(self.gram.shape[0] + 1))
+            for k in range(1, self.gram.shape[0]):
+                idx = order[bounds[k] : bounds[k + 1]]
+                if idx.size:
+                    ck = cc[:, idx]
+                    self.gram[k] += ck @ ck.T
+                    self.count[k] += idx.size
 
     def merge(self, other: GramAccumulator) -> None:
         """Add another accumulator on the same basis (e.g. from another tile)."""

@@ -1,17 +1,21 @@
 """Experiment planning: Bayesian-optimal XANES energy points, stage tiling and beam-time estimates.
 
-Pure science: numpy/scipy only, no bluesky/ophyd/tiled imports.
+Pure science: numpy/scipy only, no bluesky/ophyd/tiled imports. The modules are private (``_design``,
+``_map_design``, …); this namespace is the public one. The plots (``plot_design``, ``plot_map_design``) are
+imported on first use, so importing the package does not import matplotlib.
 """
 
-from xbeam_bluesky.planning.adaptive import (
+from typing import Any
+
+from xbeam_bluesky.planning._adaptive import (
     CLUSTER_MEAN_VARIANCE_FRACTION,
     TooFewClustersError,
     cluster_candidates,
     measured_units,
     second_pass_candidates,
 )
-from xbeam_bluesky.planning.conventional import conventional_expected_rmse, conventional_grid, design_grid
-from xbeam_bluesky.planning.design import (
+from xbeam_bluesky.planning._conventional import conventional_expected_rmse, conventional_grid, design_grid
+from xbeam_bluesky.planning._design import (
     DEFAULT_EXCHANGE_ROUNDS,
     DEFAULT_EXCHANGE_WINDOW,
     EnergyDesign,
@@ -20,9 +24,9 @@ from xbeam_bluesky.planning.design import (
     greedy_select,
     load_design,
 )
-from xbeam_bluesky.planning.exchange import ExchangeResult, design_trace, exchange_refine
-from xbeam_bluesky.planning.grid import DEFAULT_RANGE_REL_EV, candidate_grid, default_range
-from xbeam_bluesky.planning.map_design import (
+from xbeam_bluesky.planning._exchange import ExchangeResult, design_trace, exchange_refine
+from xbeam_bluesky.planning._grid import DEFAULT_RANGE_REL_EV, candidate_grid, default_range
+from xbeam_bluesky.planning._map_design import (
     DEFAULT_MODEL_ERROR,
     DEFAULT_SEPARATION_MODEL_ERROR,
     DEFAULT_TARGET_SEPARATION,
@@ -33,8 +37,8 @@ from xbeam_bluesky.planning.map_design import (
     map_separations,
     phase_candidates,
 )
-from xbeam_bluesky.planning.noise import TransmissionNoise
-from xbeam_bluesky.planning.prior import (
+from xbeam_bluesky.planning._noise import TransmissionNoise
+from xbeam_bluesky.planning._prior import (
     KERNELS,
     GaussianProcessPrior,
     RawDataExtension,
@@ -45,8 +49,8 @@ from xbeam_bluesky.planning.prior import (
     prior_from_library,
     rbf_kernel,
 )
-from xbeam_bluesky.planning.reconstruction import error_decomposition, grid_indices, reconstruct
-from xbeam_bluesky.planning.tiling import (
+from xbeam_bluesky.planning._reconstruction import error_decomposition, grid_indices, reconstruct
+from xbeam_bluesky.planning._tiling import (
     TilePlan,
     check_stage_limits,
     default_overlap,
@@ -54,8 +58,8 @@ from xbeam_bluesky.planning.tiling import (
     plan_tiles,
     tile_size_mm,
 )
-from xbeam_bluesky.planning.timing import ScanTimeModel
-from xbeam_bluesky.planning.warp import EnergyWarp
+from xbeam_bluesky.planning._timing import ScanTimeModel
+from xbeam_bluesky.planning._warp import EnergyWarp
 
 __all__ = [
     "CLUSTER_MEAN_VARIANCE_FRACTION",
@@ -104,9 +108,22 @@ __all__ = [
     "measured_units",
     "phase_candidates",
     "plan_tiles",
+    "plot_design",
+    "plot_map_design",
     "prior_from_library",
     "rbf_kernel",
     "reconstruct",
     "second_pass_candidates",
     "tile_size_mm",
 ]
+
+_LAZY = {"plot_design": "_plot", "plot_map_design": "_plot"}
+
+
+def __getattr__(name: str) -> Any:
+    """The plotting functions, imported from ``_plot`` (matplotlib) on first use."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from xbeam_bluesky.documents import n_tiles, start_energies
+from xbeam_bluesky.errors import PlanArgumentError
 
 #: Acquisition orders: ``"energy"`` = energy outer (all tiles at one energy, then the next energy);
 #: ``"tile"`` = tile outer (the whole energy list at one tile, then the next tile).
@@ -33,7 +34,7 @@ def acquisition_order(n_energies: int, n_tiles: int, order: str = "energy") -> l
         Entry ``seq_num − 1`` is the (energy_index, tile_index) of primary event ``seq_num``.
     """
     if order not in ORDERS:
-        raise ValueError(f"order={order!r}; expected one of {ORDERS}")
+        raise PlanArgumentError(f"order={order!r}; expected one of {ORDERS}")
     if order == "energy":
         return [(ie, it) for ie in range(n_energies) for it in range(n_tiles)]
     return [(ie, it) for it in range(n_tiles) for ie in range(n_energies)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from xbeam_bluesky.errors import XbeamInputError
+from xbeam_bluesky.errors import PlanArgumentError
 
 #: Keys a plan that wraps another (``optimal_xanes_imaging`` around ``xanes_imaging``) may set for it.
 WRAPPER_KEYS = frozenset({"plan_name"})
@@ -16,17 +16,17 @@ def check_user_md(md: Mapping[str, Any] | None, owned: Iterable[str], plan: str)
 
     Raises
     ------
-    XbeamInputError
+    PlanArgumentError
         Naming the clashing keys: the start document would otherwise describe something that was not measured
         (and e.g. live clustering would skip the run).
     """
     if md is None:
         return {}
     if not isinstance(md, Mapping):
-        raise XbeamInputError(f"md = {md!r}; expected a dict of extra start-document metadata")
+        raise PlanArgumentError(f"md = {md!r}; expected a dict of extra start-document metadata")
     clash = sorted(set(md) & set(owned))
     if clash:
-        raise XbeamInputError(
+        raise PlanArgumentError(
             f"md sets {clash}, which {plan} writes itself (they describe what is measured); "
             "rename them, e.g. under md={'user': {...}}"
         )

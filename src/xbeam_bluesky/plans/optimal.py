@@ -15,7 +15,7 @@ from bluesky.protocols import Movable, Readable
 from bluesky.utils import MsgGenerator
 
 from xbeam_bluesky.documents import n_tiles, start_tile_positions
-from xbeam_bluesky.errors import XbeamInputError
+from xbeam_bluesky.errors import PlanArgumentError
 from xbeam_bluesky.planning import (
     DEFAULT_MODEL_ERROR,
     DEFAULT_SEPARATION_MODEL_ERROR,
@@ -65,7 +65,7 @@ DEFAULT_N_POINTS = 100
 def _candidate_grid(e0: float, e_range: Sequence[float] | None) -> np.ndarray:
     start, stop, step = default_range(e0) if e_range is None else (float(v) for v in e_range)
     if not (step > 0 and stop > start):
-        raise ValueError(
+        raise PlanArgumentError(
             f"e_range = {e_range!r}; expected [start, stop, step] in eV with start < stop, step > 0"
         )
     return candidate_grid(start, stop, step)
@@ -98,7 +98,7 @@ def _library_candidates(
     if phases is not None:
         missing = [p for p in phases if p not in names]
         if missing:
-            raise ValueError(
+            raise PlanArgumentError(
                 f"phases: {', '.join(missing)} not in the library {library or 'bundled Fe-K'} "
                 f"(spectra covering {grid[0]:.1f}-{grid[-1]:.1f} eV: {', '.join(names)})"
             )
@@ -282,7 +282,7 @@ def optimal_xanes_imaging(
         tile_record: dict[str, Any] = {"source": "explicit", "n_tiles": len(tile_list)}
     elif x_mm is not None or y_mm is not None or polygon_mm is not None:
         if not isinstance(camera, ImagingCamera):
-            raise ValueError(
+            raise PlanArgumentError(
                 f"camera {name_of(camera)!r} has no frame_shape/pixel_um to tile a region with; "
                 "pass tiles=[[x, y], ...] in mm instead"
             )
@@ -305,7 +305,7 @@ def optimal_xanes_imaging(
         tile_record = {"source": "tiling", **{k: v for k, v in tiling.to_dict().items() if k != "tiles"}}
     else:
         if not isinstance(stage, XYStage):
-            raise XbeamInputError(f"stage = {stage!r} has no x and y axes; expected a sample stage")
+            raise PlanArgumentError(f"stage = {stage!r} has no x and y axes; expected a sample stage")
         x = yield from bps.rd(stage.x)
         y = yield from bps.rd(stage.y)
         tile_list = [[float(x), float(y)]]
@@ -330,7 +330,7 @@ def optimal_xanes_imaging(
         design_record = {**_start_record(record), "source": source}
     else:
         if objective not in ("spectrum", "map"):
-            raise ValueError(f"objective = {objective!r}; expected 'spectrum' or 'map'")
+            raise PlanArgumentError(f"objective = {objective!r}; expected 'spectrum' or 'map'")
         stops = (n_points, time_budget_s, target_rmse if objective == "spectrum" else target_separation)
         if all(v is None for v in stops):
             if objective == "spectrum":
@@ -376,7 +376,7 @@ def optimal_xanes_imaging(
             budget = (float(time_budget_s) - darks_s) / frames_per_entry
             shortest = time_model.scan_time_s(grid[[0, -1]], dwell) * frames_per_entry + darks_s
             if float(time_budget_s) < shortest:
-                raise ValueError(
+                raise PlanArgumentError(
                     f"time_budget_s = {time_budget_s} s is too small for even the two end points on "
                     f"{len(tile_list)} tile(s) with {n_flats} flat(s) and {n_darks} dark(s): {shortest:.1f} s"
                 )
@@ -543,13 +543,13 @@ def _adaptive_passes(
     from xbeam_bluesky.storage import analysis_results
 
     if time_budget_s is None:
-        raise ValueError("adaptive=True needs time_budget_s (the two passes share it)")
+        raise PlanArgumentError("adaptive=True needs time_budget_s (the two passes share it)")
     if not 0 < first_pass_fraction < 1:
-        raise ValueError(
+        raise PlanArgumentError(
             f"first_pass_fraction = {first_pass_fraction!r}; expected a share strictly between 0 and 1"
         )
     if results_client is None:
-        raise ValueError(
+        raise PlanArgumentError(
             "adaptive=True needs results_client: the tiled container holding the runs and the live clustering "
             "results (Storage.client), from which the first pass's cluster spectra are read"
         )
@@ -560,7 +560,7 @@ def _adaptive_passes(
         try:
             results_client = from_uri(uri)
         except Exception as exc:  # any failure to open it is the same input error
-            raise ValueError(
+            raise PlanArgumentError(
                 f"results_client = {uri.split('?')[0]!r}: cannot open this tiled server ({exc}); expected the URI "
                 "of the tiled server the runs and the live clustering write to"
             ) from exc

@@ -25,6 +25,7 @@ from xbeam_bluesky.documents import (
     XanesDataKeys,
     json_safe,
 )
+from xbeam_bluesky.errors import PlanArgumentError
 from xbeam_bluesky.plans.layout import ORDERS
 from xbeam_bluesky.plans.metadata import WRAPPER_KEYS, check_user_md
 from xbeam_bluesky.plans.segments import DetectorSegments, lean_mv
@@ -53,7 +54,7 @@ def _check_within(device: Any, value: float, what: str) -> None:
     limits = _limits(device)
     if limits is not None and not limits[0] <= value <= limits[1]:
         units = device.units if isinstance(device, LimitedAxis) else ""
-        raise ValueError(
+        raise PlanArgumentError(
             f"{what} {value} {units} is outside the limits of {name_of(device)}: "
             f"[{limits[0]}, {limits[1]}] {units}"
         )
@@ -63,9 +64,9 @@ def _as_xy(value: Any, what: str) -> tuple[float, float]:
     try:
         x, y = (float(v) for v in value)
     except (TypeError, ValueError):
-        raise ValueError(f"{what} = {value!r}; expected an [x, y] pair of numbers in mm") from None
+        raise PlanArgumentError(f"{what} = {value!r}; expected an [x, y] pair of numbers in mm") from None
     if not (math.isfinite(x) and math.isfinite(y)):
-        raise ValueError(f"{what} = {value!r}; expected finite numbers in mm")
+        raise PlanArgumentError(f"{what} = {value!r}; expected finite numbers in mm")
     return x, y
 
 
@@ -98,22 +99,22 @@ def validate_xanes_imaging(
     """
     check_slots(camera, mono, stage, shutter)
     if isinstance(energies, str | bytes) or not hasattr(energies, "__iter__"):
-        raise ValueError(f"energies = {energies!r}; expected a list of energies in eV")
+        raise PlanArgumentError(f"energies = {energies!r}; expected a list of energies in eV")
     energies_f = []
     for i, e in enumerate(energies):
         try:
             value = float(e)
         except (TypeError, ValueError):
-            raise ValueError(f"energies[{i}] = {e!r}; expected a number in eV") from None
+            raise PlanArgumentError(f"energies[{i}] = {e!r}; expected a number in eV") from None
         if not math.isfinite(value):
-            raise ValueError(f"energies[{i}] = {e!r}; expected a finite energy in eV")
+            raise PlanArgumentError(f"energies[{i}] = {e!r}; expected a finite energy in eV")
         _check_within(mono, value, f"energies[{i}] =")
         energies_f.append(value)
     if not energies_f:
-        raise ValueError("energies is empty; expected at least one energy in eV")
+        raise PlanArgumentError("energies is empty; expected at least one energy in eV")
     tiles_f = [_as_xy(t, f"tiles[{i}]") for i, t in enumerate(list(tiles))]
     if not tiles_f:
-        raise ValueError("tiles is empty; expected at least one [x, y] stage position in mm")
+        raise PlanArgumentError("tiles is empty; expected at least one [x, y] stage position in mm")
     for i, (x, y) in enumerate(tiles_f):
         _check_within(stage.x, x, f"tiles[{i}] x =")
         _check_within(stage.y, y, f"tiles[{i}] y =")
@@ -122,28 +123,32 @@ def validate_xanes_imaging(
     if longest is not None and max(dwells) > longest:
         i = dwells.index(max(dwells))
         what = f"dwell[{i}]" if len(set(dwells)) > 1 else "dwell"
-        raise ValueError(
+        raise PlanArgumentError(
             f"{what} = {dwells[i]} s saturates camera {name_of(camera)!r}: its brightest "
             f"open-beam pixel would pass 90 % of full scale above {longest:.3g} s; use shorter exposures "
             "(measure an energy twice for more photons)"
         )
     if len(set(dwells)) > 1 and not isinstance(camera, Preparable):
-        raise ValueError(
+        raise PlanArgumentError(
             f"dwell differs between energies but camera {name_of(camera)!r} is not Preparable: "
             "its exposure cannot be set per energy; pass a single dwell"
         )
     if order not in ORDERS:
-        raise ValueError(f"order = {order!r}; expected one of {ORDERS}")
+        raise PlanArgumentError(f"order = {order!r}; expected one of {ORDERS}")
     if int(n_darks) != n_darks or n_darks < 0 or int(n_flats) != n_flats or n_flats < 0:
-        raise ValueError(f"n_darks = {n_darks!r}, n_flats = {n_flats!r}; expected non-negative integers")
+        raise PlanArgumentError(
+            f"n_darks = {n_darks!r}, n_flats = {n_flats!r}; expected non-negative integers"
+        )
     if n_darks and shutter is None:
-        raise ValueError(f"n_darks = {n_darks} but no shutter was given; pass shutter=... or n_darks=0")
+        raise PlanArgumentError(
+            f"n_darks = {n_darks} but no shutter was given; pass shutter=... or n_darks=0"
+        )
     flat_xy = None
     if n_flats:
         if flat_position is None:
             flat_position = stage.out_position_mm if isinstance(stage, SampleStage) else None
             if flat_position is None:
-                raise ValueError(
+                raise PlanArgumentError(
                     f"n_flats = {n_flats} needs flat_position=[x, y] (sample out of the beam, mm); "
                     f"{name_of(stage)} has no out_position_mm"
                 )
@@ -152,7 +157,7 @@ def validate_xanes_imaging(
         _check_within(stage.y, flat_xy[1], "flat_position y =")
     for device, what in ((camera, "camera"), (mono, "mono"), (stage, "stage")):
         if not isinstance(device, Readable):
-            raise ValueError(f"{what} = {device!r} is not a bluesky Readable device")
+            raise PlanArgumentError(f"{what} = {device!r} is not a bluesky Readable device")
     return energies_f, tiles_f, flat_xy, dwells
 
 
@@ -169,10 +174,10 @@ def check_slots(camera: Any, mono: Any, stage: Any, shutter: Any = None) -> None
 
     Raises
     ------
-    XbeamInputError
+    PlanArgumentError
         Naming the slot, the device and what the slot needs.
     """
-    from xbeam_bluesky.errors import XbeamInputError
+    from xbeam_bluesky.errors import PlanArgumentError
 
     need = {
         "camera": (camera, (Readable, Triggerable, WritesStreamAssets), "an area detector (Readable, Triggerable, "
@@ -184,19 +189,19 @@ def check_slots(camera: Any, mono: Any, stage: Any, shutter: Any = None) -> None
         need["shutter"] = (shutter, (Movable,), "a Movable shutter ('open' / 'closed')")
     for slot, (device, protocols, what) in need.items():
         if slot != "shutter" and not isinstance(device, Readable):
-            raise XbeamInputError(f"{slot} = {device!r} is not a bluesky Readable device")
+            raise PlanArgumentError(f"{slot} = {device!r} is not a bluesky Readable device")
         if not all(isinstance(device, p) for p in protocols):
-            raise XbeamInputError(f"{slot} = {_name(device)} is not {what}")
+            raise PlanArgumentError(f"{slot} = {_name(device)} is not {what}")
     for axis in ("x", "y"):
         if not isinstance(getattr(stage, axis, None), Movable):
-            raise XbeamInputError(
+            raise PlanArgumentError(
                 f"stage = {_name(stage)} has no Movable {axis} axis; expected a sample stage"
             )
     slots = [(slot, device) for slot, (device, _, _) in need.items()]
     for i, (slot, device) in enumerate(slots):
         for other, again in slots[i + 1 :]:
             if device is again:
-                raise XbeamInputError(f"{_name(device)} is given as both {slot} and {other}")
+                raise PlanArgumentError(f"{_name(device)} is given as both {slot} and {other}")
 
 
 def max_unsaturated_exposure_s(camera: Any, margin: float = 0.9) -> float | None:
@@ -219,16 +224,16 @@ def _dwell_per_energy(dwell: Any, n_energies: int) -> list[float]:
     if not isinstance(dwell, numbers.Real | str | bytes) and hasattr(dwell, "__iter__"):
         dwell = list(dwell)
         if len(dwell) != n_energies:
-            raise ValueError(
+            raise PlanArgumentError(
                 f"dwell has {len(dwell)} entries but energies has {n_energies}; expected one exposure (s) "
                 "per energy, or a single number for all"
             )
         for i, value in enumerate(dwell):
             if not _positive_seconds(value):
-                raise ValueError(f"dwell[{i}] = {value!r}; expected a positive exposure time in s")
+                raise PlanArgumentError(f"dwell[{i}] = {value!r}; expected a positive exposure time in s")
         return [float(v) for v in dwell]
     if not _positive_seconds(dwell):
-        raise ValueError(
+        raise PlanArgumentError(
             f"dwell = {dwell!r}; expected a positive exposure time in s (or a list, one per energy)"
         )
     return [float(dwell)] * n_energies
@@ -296,7 +301,7 @@ def xanes_imaging(
         Pixel size at the sample in µm (default: the camera's ``pixel_um``).
     md : dict, optional
         Extra start-document metadata; a key the plan writes itself (``purpose``, ``energies``, ...) raises
-        ``XbeamInputError`` naming it.
+        ``PlanArgumentError`` naming it.
 
     Returns
     -------

@@ -8,27 +8,48 @@ from typing import Any
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
-from bluesky.protocols import Readable
+from bluesky.protocols import Readable, Triggerable
 from bluesky.utils import MsgGenerator
 
 from xbeam_bluesky.bundled import resolve_cif
 from xbeam_bluesky.documents import PURPOSE_KEY, XRD, XrdDataKeys
+from xbeam_bluesky.errors import PlanArgumentError
 from xbeam_bluesky.plans.metadata import check_user_md
-from xbeam_bluesky.protocols import HasExposure
+from xbeam_bluesky.protocols import HasExposure, PowderDetector, name_of
 
 
 def validate_xrd_powder(detector: Any, exposure: float, phases: Sequence[str], num: int) -> list[str]:
-    """Check the arguments of :func:`xrd_powder`; returns the phases as a list of str."""
+    """Check the arguments of :func:`xrd_powder` before anything moves; returns the phases as a list of str.
+
+    The detector must be a Readable, Triggerable :class:`~xbeam_bluesky.protocols.PowderDetector`; every CIF is
+    read and validated by the Rietveld CIF reader (:func:`~xbeam_bluesky.rietveld.load_phase`), so a malformed
+    CIF is refused before the measurement rather than found by the refinement after it.
+
+    Raises
+    ------
+    PlanArgumentError
+        Naming the argument and what was expected.
+    CifError, InputFileError
+        A CIF that is missing or cannot be used (the message names the file).
+    """
+    from xbeam_bluesky.rietveld import load_phase
+
     if not isinstance(detector, Readable):
-        raise ValueError(f"detector = {detector!r} is not a bluesky Readable device")
+        raise PlanArgumentError(f"detector = {detector!r} is not a bluesky Readable device")
+    if not (isinstance(detector, Triggerable) and isinstance(detector, PowderDetector)):
+        raise PlanArgumentError(
+            f"detector = {name_of(detector)!r} ({type(detector).__name__}) is not a powder detector: expected a "
+            "Triggerable device with two_theta and counts signals and an exposure (e.g. the camera is an "
+            "imaging detector; pass the diffractometer, e.g. xrd)"
+        )
     if not (isinstance(exposure, int | float) and math.isfinite(exposure) and exposure > 0):
-        raise ValueError(f"exposure = {exposure!r}; expected a positive time in s")
+        raise PlanArgumentError(f"exposure = {exposure!r}; expected a positive time in s")
     if isinstance(phases, str) or not phases:
-        raise ValueError(f"phases = {phases!r}; expected a non-empty list of CIF names")
+        raise PlanArgumentError(f"phases = {phases!r}; expected a non-empty list of CIF names")
     for phase in phases:
-        resolve_cif(str(phase))
+        load_phase(resolve_cif(str(phase)))
     if int(num) != num or num < 1:
-        raise ValueError(f"num = {num!r}; expected a positive integer")
+        raise PlanArgumentError(f"num = {num!r}; expected a positive integer")
     return [str(p) for p in phases]
 
 
@@ -59,7 +80,7 @@ def xrd_powder(
         Sample description.
     md : dict, optional
         Extra start-document metadata; a key the plan writes itself (``purpose``, ``phases``, ...) raises
-        ``XbeamInputError`` naming it.
+        ``PlanArgumentError`` naming it.
 
     Returns
     -------

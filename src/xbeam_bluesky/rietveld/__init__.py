@@ -10,23 +10,24 @@ Typical use::
     result = ref.run(Strategy.from_json(p))   # any other strategy, on a fresh copy of the start model
 """
 
+from ._result import RefinementResult
 from .background import BACKGROUND_TYPES
 from .crystal import Phase, load_phase
 from .instrument import Instrument, read_instrument
 from .model import ModelState, PatternCalculator
 from .pattern_io import Pattern, read_pattern
-from .refine import Refinement, RefinementResult
+from .refine import Refinement
 from .report import plot_fit
 from .search import (  # strategy search (issue 6)
     SearchResult,
     SearchSettings,
+    SearchSpace,
     TrialRecord,
     load_warm_start,
     problem_space,
     run_search,
     strategy_document,
 )
-from .search_space import SearchSpace
 from .simulate import simulate_pattern
 from .strategy import PARAMETER_GROUPS, BackgroundSpec, OccupancySpec, Stage, Strategy, default_strategy
 from .validity import ValidityLimits, check_validity

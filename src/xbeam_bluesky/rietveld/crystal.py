@@ -15,6 +15,9 @@ from pathlib import Path
 import gemmi
 import numpy as np
 
+from xbeam_bluesky._inputs import input_file
+from xbeam_bluesky.errors import CifError
+
 from .lattice import a_to_cell, inv_d2, lattice_constraint_matrix, metric_tensor
 
 __all__ = [
@@ -219,35 +222,33 @@ def load_phase(cif: str | Path, name: str | None = None) -> Phase:
     ValueError
         The CIF cannot be parsed, has no cell, space group or atoms, or names an unknown element.
     """
-    path = Path(cif)
-    if not path.is_file():
-        raise FileNotFoundError(f"CIF file not found: {path}")
+    path = input_file(cif, "CIF file")
     try:
         doc = gemmi.cif.read_file(str(path))
     except Exception as exc:  # gemmi raises RuntimeError/ValueError on syntax errors
-        raise ValueError(f"CIF {path}: cannot be parsed ({exc})") from exc
+        raise CifError(f"CIF {path}: cannot be parsed ({exc})") from exc
     block = next(
         (b for b in doc if b.find_value("_atom_site_fract_x") or b.find_loop("_atom_site_fract_x")), None
     )
     if block is None:
-        raise ValueError(f"CIF {path}: no block with atom sites (_atom_site_fract_x)")
+        raise CifError(f"CIF {path}: no block with atom sites (_atom_site_fract_x)")
     try:
         st = gemmi.make_small_structure_from_block(block)
     except Exception as exc:
-        raise ValueError(f"CIF {path}: cannot build the structure ({exc})") from exc
+        raise CifError(f"CIF {path}: cannot build the structure ({exc})") from exc
     if not st.cell.is_crystal() or st.cell.a <= 0:
-        raise ValueError(f"CIF {path}: missing or invalid unit cell (_cell_length_a ...)")
+        raise CifError(f"CIF {path}: missing or invalid unit cell (_cell_length_a ...)")
     sg = st.spacegroup
     if sg is None:
         sg = _spacegroup_from_symops(block)
     if sg is None:
-        raise ValueError(
+        raise CifError(
             f"CIF {path}: no recognisable space group (H-M symbol, Hall symbol or symmetry operations)"
         )
     if not st.sites:
-        raise ValueError(f"CIF {path}: no atom sites")
+        raise CifError(f"CIF {path}: no atom sites")
     if not st.cell.is_compatible_with_spacegroup(sg, 1e-3):
-        raise ValueError(
+        raise CifError(
             f"CIF {path}: the cell {_cell_text(st.cell)} contradicts space group {sg.hm} "
             f"({sg.crystal_system_str()}: expected {_CELL_RULES.get(sg.crystal_system_str(), 'its metric')}); "
             "fix the cell or the space group (nothing is symmetrised silently)"
@@ -261,10 +262,10 @@ def load_phase(cif: str | Path, name: str | None = None) -> Phase:
     for site in st.sites:
         el = site.element
         if el.atomic_number == 0 or el.name in ("X", ""):
-            raise ValueError(f"CIF {path}: site {site.label!r} has unknown element {site.type_symbol!r}")
+            raise CifError(f"CIF {path}: site {site.label!r} has unknown element {site.type_symbol!r}")
         it92 = el.it92
         if it92 is None:
-            raise ValueError(f"CIF {path}: no X-ray form factor for element {el.name!r} (site {site.label})")
+            raise CifError(f"CIF {path}: no X-ray form factor for element {el.name!r} (site {site.label})")
         pos = np.array([site.fract.x, site.fract.y, site.fract.z])
         _check_site(path, site.label, pos, site.occ, site.u_iso)
         m, basis = _orbit_and_basis(pos, rots, trans)
@@ -334,16 +335,16 @@ def _check_site(path: Path, label: str, pos: np.ndarray, occ: float, uiso: float
     non-finite Uiso; warn about a negative Uiso."""
     missing = [ax for ax, v in zip("xyz", pos, strict=True) if not np.isfinite(v)]
     if missing:
-        raise ValueError(
+        raise CifError(
             f"CIF {path}: site {label!r} has no value for _atom_site_fract_{', _atom_site_fract_'.join(missing)} "
             "('?' or '.'); expected a fractional coordinate"
         )
     if not (np.isfinite(occ) and 0.0 <= occ <= 1.0 + OCCUPANCY_SUM_TOL):
-        raise ValueError(
+        raise CifError(
             f"CIF {path}: site {label!r} has occupancy {occ:g}; expected a site fraction in [0, 1]"
         )
     if not np.isfinite(uiso):
-        raise ValueError(
+        raise CifError(
             f"CIF {path}: site {label!r} has Uiso {uiso:g} Å²; expected a finite displacement parameter"
         )
     if (
@@ -363,20 +364,20 @@ def _check_duplicates(
     """Reject repeated labels, the same atom type twice on one site, and a shared site filled beyond 1."""
     dup = sorted({lab for lab in labels if labels.count(lab) > 1})
     if dup:
-        raise ValueError(f"CIF {path}: site label(s) {', '.join(map(repr, dup))} used more than once")
+        raise CifError(f"CIF {path}: site label(s) {', '.join(map(repr, dup))} used more than once")
     for group in position_groups(cell, np.array(xyz)):
         names = [labels[j] for j in group]
         kinds = [types[j] for j in group]
         twice = sorted({t for t in kinds if kinds.count(t) > 1})
         if twice:
             same = [lab for lab, t in zip(names, kinds, strict=True) if t in twice]
-            raise ValueError(
+            raise CifError(
                 f"CIF {path}: duplicated atom: sites {', '.join(map(repr, same))} are both {twice[0]} on one "
                 f"position (within {SHARED_SITE_TOL_A} Å); expected one site per atom type (merge their occupancies)"
             )
         total = float(sum(occ[j] for j in group))
         if len(group) > 1 and total > 1.0 + OCCUPANCY_SUM_TOL:
-            raise ValueError(
+            raise CifError(
                 f"CIF {path}: sites {', '.join(map(repr, names))} share one position with occupancies summing "
                 f"to {total:.4g}; expected at most 1"
             )

@@ -25,15 +25,17 @@ previous model kept, or is not significant is dropped and the previous result ke
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import replace
 
 import numpy as np
 from scipy import stats
 
+from ._result import RefinementResult
 from .crystal import Phase
 from .model import ModelState
-from .refine import Refinement, RefinementResult
-from .strategy import BackgroundSpec, Stage, Strategy, default_strategy
+from .refine import Refinement
+from .strategy import BackgroundSpec, OccupancySpec, Stage, Strategy, default_strategy
 from .validity import check_validity
 
 __all__ = ["ALPHA", "MIN_ATOM_FRACTION", "major_phases", "refine_default", "strain_candidates"]
@@ -170,7 +172,10 @@ def _rule(reason: str) -> str:
 
 
 def refine_default(
-    refinement: Refinement, state: ModelState | None = None, background: BackgroundSpec | None = None
+    refinement: Refinement,
+    state: ModelState | None = None,
+    background: BackgroundSpec | None = None,
+    occupancy: tuple[OccupancySpec, ...] = (),
 ) -> tuple[RefinementResult, Strategy]:
     """Run the default refinement of ``refinement`` (module docstring) from ``state`` (default: the CIFs).
 
@@ -179,14 +184,35 @@ def refine_default(
     background
         The first stage's background (default 6 Chebyshev terms); its ``peaks`` (background humps, deg 2θ)
         stay in every later stage, the grown background included.
+    occupancy
+        Site occupancies refined on request from the atoms stage on (:func:`default_strategy`); a shared
+        site keeps its occupancy sum.
 
     Returns
     -------
     result, strategy
-        The final refinement (its ``stages`` list every stage kept) and the strategy of the kept stages, which
-        ``Refinement.run(strategy)`` replays.
+        The final refinement (its ``stages`` list every stage kept, its ``wall_s`` the whole default
+        refinement's wall time in s) and the strategy of the kept stages, which ``Refinement.run(strategy)``
+        replays.
     """
-    base = default_strategy(background)
+    t0 = time.perf_counter()
+    result, strategy = _refine_default(refinement, state, background, tuple(occupancy))
+    return replace(result, wall_s=time.perf_counter() - t0), strategy
+
+
+def _continue(stage: Stage, refine: tuple[str, ...], occupancy: tuple[OccupancySpec, ...]) -> Strategy:
+    """One stage run on from an earlier result with ``refine`` on; the occupancy request goes with it (a new
+    run would otherwise refine every site's occupancy)."""
+    return Strategy((replace(stage, refine=refine, occupancy=occupancy if "occupancy" in refine else ()),))
+
+
+def _refine_default(
+    refinement: Refinement,
+    state: ModelState | None,
+    background: BackgroundSpec | None,
+    occupancy: tuple[OccupancySpec, ...],
+) -> tuple[RefinementResult, Strategy]:
+    base = default_strategy(background, occupancy)
     peaks = base.stages[0].background.peaks if base.stages[0].background else ()
     *head, last = base.stages
     if len(refinement.phases) == 1:
@@ -205,14 +231,14 @@ def refine_default(
             name=f"{last.name}, background {terms} terms",
             background=BackgroundSpec(early.state.background_kind, terms, peaks),
         )
-        trial = refinement.run(Strategy((replace(grown, refine=so_far),), base.shared_sites), early.state)
+        trial = refinement.run(_continue(grown, so_far, occupancy), early.state)
         if _acceptable(refinement, trial, early):
             last, result = grown, trial
     if result is None:
         if peaks:  # a warm-started run takes its background from its stage: keep the refined humps
             held = BackgroundSpec(early.state.background_kind, len(early.state.background_coefs), peaks)
             last = replace(last, background=held)
-        result = refinement.run(Strategy((replace(last, refine=so_far),), base.shared_sites), early.state)
+        result = refinement.run(_continue(last, so_far, occupancy), early.state)
     stages = [*head, last]
     records = early.stages + result.stages
     everything = so_far
@@ -231,8 +257,7 @@ def refine_default(
             max_cycles=15,
         )
         trial = refinement.run(
-            Strategy((replace(stage, refine=(*everything, "preferred_orientation")),), base.shared_sites),
-            result.state,
+            _continue(stage, (*everything, "preferred_orientation"), occupancy), result.state
         )
         if _acceptable(refinement, trial, result) and _significant(
             result.chi2, trial.chi2, trial.n_points, trial.n_params
@@ -241,7 +266,7 @@ def refine_default(
             records += trial.stages
             result = trial
     if len(refinement.phases) > 1:
-        for stage, trial in _strain_terms(refinement, result, everything, peaks):
+        for stage, trial in _strain_terms(refinement, result, everything, peaks, occupancy):
             stages.append(stage)
             records += trial.stages
             result = trial
@@ -284,7 +309,11 @@ def _mixture_head(
 
 
 def _strain_terms(
-    refinement: Refinement, result: RefinementResult, refined: tuple[str, ...], peaks: tuple
+    refinement: Refinement,
+    result: RefinementResult,
+    refined: tuple[str, ...],
+    peaks: tuple,
+    occupancy: tuple[OccupancySpec, ...],
 ) -> list[tuple[Stage, RefinementResult]]:
     """Per-phase microstrain for a mixture whose phases' peak widths differ: greedily, one phase at a time,
     the best of an isotropic term and the candidate uniaxial axes (one per Laue-equivalent set), each kept
@@ -315,9 +344,7 @@ def _strain_terms(
                     ),
                     max_cycles=15,
                 )
-                run = refinement.run(
-                    Strategy((replace(stage, refine=(*refined, "uniaxial_strain")),)), result.state
-                )
+                run = refinement.run(_continue(stage, (*refined, "uniaxial_strain"), occupancy), result.state)
                 if (best is None or run.chi2 < best[1].chi2) and _broadens(run):
                     if _acceptable(refinement, run, result) and _significant(
                         result.chi2, run.chi2, run.n_points, run.n_params

@@ -6,6 +6,9 @@ import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from xbeam_bluesky._inputs import input_file
+from xbeam_bluesky.errors import RietveldInputError
+
 from .axial import AxialDivergence
 
 __all__ = ["ASYMMETRY_MODELS", "GEOMETRIES", "RADIATIONS", "Instrument", "read_instrument"]
@@ -90,23 +93,25 @@ class Instrument:
 
     def __post_init__(self) -> None:
         if self.asymmetry not in ASYMMETRY_MODELS:
-            raise ValueError(
+            raise RietveldInputError(
                 f"instrument asymmetry {self.asymmetry!r}: expected one of {', '.join(ASYMMETRY_MODELS)}"
             )
         if self.asymmetry == "full_axial":
             self.axial()  # validates the geometry
         if self.geometry not in GEOMETRIES:
-            raise ValueError(
+            raise RietveldInputError(
                 f"instrument geometry {self.geometry!r}: expected one of {', '.join(GEOMETRIES)}"
             )
         if self.radiation not in RADIATIONS:
-            raise ValueError(
+            raise RietveldInputError(
                 f"instrument radiation {self.radiation!r}: expected one of {', '.join(RADIATIONS)}"
             )
         if not 0.0 <= self.mu_r <= 30.0:
-            raise ValueError(f"instrument mu_r {self.mu_r!r}: expected μR between 0 and 30 (dimensionless)")
+            raise RietveldInputError(
+                f"instrument mu_r {self.mu_r!r}: expected μR between 0 and 30 (dimensionless)"
+            )
         if self.mu_r > 0 and self.geometry != "debye_scherrer":
-            raise ValueError(
+            raise RietveldInputError(
                 f"instrument mu_r {self.mu_r}: the cylindrical absorption correction needs the "
                 "debye_scherrer geometry (a thick flat Bragg–Brentano sample needs none)"
             )
@@ -175,9 +180,7 @@ def read_instrument(path: str | Path) -> Instrument:
     ValueError
         The file is neither format, or lacks the wavelength.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"instrument parameter file not found: {p}")
+    p = input_file(path, "instrument parameter file")
     text = p.read_text(errors="replace")
     if (
         re.search(r"^INS\s+\d*\s*ICONS", text, re.M)
@@ -187,7 +190,7 @@ def read_instrument(path: str | Path) -> Instrument:
         return _read_prm(text, p)
     if re.search(r"Lam(1)?\s*:", text):
         return _read_instprm(text, p)
-    raise ValueError(
+    raise RietveldInputError(
         f"instrument file {p}: not a GSAS .PRM nor a GSAS-II .instprm file (no ICONS or Lam1 entry)"
     )
 
@@ -204,7 +207,7 @@ def _read_prm(text: str, p: Path) -> Instrument:
             # "PRCF11" is written as "PRCF1" + "1"; keep both spellings.
     icons = re.search(r"^INS\s+1\s*ICONS(.*)$", text, re.M)
     if not icons:
-        raise ValueError(f"instrument file {p}: GSAS .PRM without an ICONS line (wavelengths)")
+        raise RietveldInputError(f"instrument file {p}: GSAS .PRM without an ICONS line (wavelengths)")
     # fixed-width fields after "INS  1 ICONS": LAM1 [0:10], LAM2 [10:20], ZERO [20:30], POLA [40:50],
     # IPOLA [50:55], KRATIO [55:65] (GSAS-II reads the same columns; blank fields make split() unsafe)
     line = icons.group(1)
@@ -214,7 +217,9 @@ def _read_prm(text: str, p: Path) -> Instrument:
         pola = _field(line, 40, 50, 0.7)
         ratio = _field(line, 55, 65, 0.5)
     except ValueError as exc:
-        raise ValueError(f"instrument file {p}: malformed ICONS line {line.strip()!r}: {exc}") from exc
+        raise RietveldInputError(
+            f"instrument file {p}: malformed ICONS line {line.strip()!r}: {exc}"
+        ) from exc
     m_htype = re.search(r"^INS\s+HTYPE\s+(\S+)", text, re.M)
     htype = m_htype.group(1).upper() if m_htype else "PXC"
     radiation = "neutron" if htype[1:2] == "N" else "xray"
@@ -309,13 +314,13 @@ def _read_instprm(text: str, p: Path) -> Instrument:
             if key == "Asymmetry":
                 asymmetry = val.strip()
                 if asymmetry not in ASYMMETRY_MODELS:
-                    raise ValueError(
+                    raise RietveldInputError(
                         f"instrument file {p}: Asymmetry {asymmetry!r}: expected one of {', '.join(ASYMMETRY_MODELS)}"
                     )
             elif key == "Geometry":
                 geometry = val.strip()
                 if geometry not in GEOMETRIES:
-                    raise ValueError(
+                    raise RietveldInputError(
                         f"instrument file {p}: Geometry {geometry!r}: expected one of {', '.join(GEOMETRIES)}"
                     )
             elif key == "Type":
@@ -324,11 +329,11 @@ def _read_instprm(text: str, p: Path) -> Instrument:
                 try:
                     values[_INSTPRM_KEYS[key]] = float(val.split(",")[0])
                 except ValueError as exc:
-                    raise ValueError(
+                    raise RietveldInputError(
                         f"instrument file {p}: value of {key!r} is not a number: {val!r}"
                     ) from exc
     if "wavelength1" not in values:
-        raise ValueError(f"instrument file {p}: no Lam1 (or Lam) wavelength")
+        raise RietveldInputError(f"instrument file {p}: no Lam1 (or Lam) wavelength")
     if "wavelength2" not in values:
         values["wavelength2"] = 0.0
         values["ratio"] = 0.0
@@ -339,4 +344,4 @@ def _read_instprm(text: str, p: Path) -> Instrument:
             **values, asymmetry=asymmetry, geometry=geometry, radiation=radiation, source=str(p)
         )
     except ValueError as exc:
-        raise ValueError(f"instrument file {p}: {exc}") from exc
+        raise RietveldInputError(f"instrument file {p}: {exc}") from exc

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from xbeam_bluesky._inputs import input_file
+from xbeam_bluesky.errors import PatternFormatError
+
 __all__ = ["Pattern", "read_pattern"]
 
 
@@ -49,33 +52,35 @@ class Pattern:
         self.sigma = np.asarray(self.sigma, dtype=float)
         where = self.source or "pattern"
         if not (self.two_theta.shape == self.counts.shape == self.sigma.shape) or self.two_theta.ndim != 1:
-            raise ValueError(f"{where}: 2θ, counts and sigma must be 1-D arrays of the same length")
+            raise PatternFormatError(f"{where}: 2θ, counts and sigma must be 1-D arrays of the same length")
         if self.two_theta.size < 10:
-            raise ValueError(
+            raise PatternFormatError(
                 f"{where}: only {self.two_theta.size} points; expected a powder pattern (≥ 10 points)"
             )
         if not np.all(np.isfinite(self.two_theta)):
-            raise ValueError(f"{where}: 2θ contains NaN or infinite values")
+            raise PatternFormatError(f"{where}: 2θ contains NaN or infinite values")
         bad = ~np.isfinite(self.counts)
         if np.any(bad):
-            raise ValueError(
+            raise PatternFormatError(
                 f"{where}: {int(bad.sum())} counts are NaN or infinite (first at 2θ = {self.two_theta[bad][0]:.4f} deg)"
             )
         steps = np.diff(self.two_theta)
         if np.any(steps <= 0):
             i = int(np.argmax(steps <= 0))
-            raise ValueError(
+            raise PatternFormatError(
                 f"{where}: 2θ is not strictly increasing (at point {i + 1}: {self.two_theta[i]:.5f} -> "
                 f"{self.two_theta[i + 1]:.5f} deg)"
             )
         if self.two_theta[0] <= 0 or self.two_theta[-1] >= 180:
-            raise ValueError(
+            raise PatternFormatError(
                 f"{where}: 2θ must lie in (0, 180) deg, got {self.two_theta[0]}..{self.two_theta[-1]}"
             )
         if np.any(np.isnan(self.sigma)) or np.any(self.sigma <= 0):
-            raise ValueError(f"{where}: standard uncertainties must be positive (use inf for zero weight)")
+            raise PatternFormatError(
+                f"{where}: standard uncertainties must be positive (use inf for zero weight)"
+            )
         if not np.any((self.counts > 0) & np.isfinite(self.sigma)):
-            raise ValueError(
+            raise PatternFormatError(
                 f"{where}: no weighted point has a positive count (an empty or all-zero pattern); "
                 "expected measured intensities"
             )
@@ -95,7 +100,7 @@ def _counting_sigma(y: np.ndarray, p: Path) -> np.ndarray:
     have no counting statistics, so they are refused."""
     neg = y < 0
     if np.any(neg):
-        raise ValueError(
+        raise PatternFormatError(
             f"pattern file {p}: {int(neg.sum())} negative counts (min {y.min():g}) and no standard "
             "uncertainties: background-subtracted data need their esds (a 2θ, counts, esd file), √counts "
             "does not apply"
@@ -118,14 +123,12 @@ def read_pattern(path: str | Path) -> Pattern:
     ValueError
         The content is in no known format, or the data are invalid (non-monotonic 2θ, NaN counts, ...).
     """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"pattern file not found: {p}")
+    p = input_file(path, "pattern file")
     raw = p.read_bytes()
     if raw[:4] in (b"RAW ", b"RAW2") or raw[:7] in (b"RAW1.01", b"RAW4.00"):
         return _read_bruker_raw(raw, p)
     if b"\x00" in raw[:2048]:
-        raise ValueError(
+        raise PatternFormatError(
             f"pattern file {p}: binary content in no known format (expected Bruker RAW, or text)"
         )
     text = raw.decode("latin-1")
@@ -148,7 +151,7 @@ def _read_gsas(text: str, p: Path) -> Pattern:
         nchan = int(fields[2])
         bintyp = fields[4].upper()
     except (IndexError, ValueError) as exc:
-        raise ValueError(f"pattern file {p}: malformed GSAS BANK line {lines[bank_i]!r}") from exc
+        raise PatternFormatError(f"pattern file {p}: malformed GSAS BANK line {lines[bank_i]!r}") from exc
     fmt = fields[-1].upper() if fields[-1].upper() in ("STD", "ESD", "ALT", "FXYE", "FXY") else "STD"
     radiation = "neutron" if p.suffix.lower() == ".cwn" or "neutron" in lines[0].lower() else ""
     body = [line for line in lines[bank_i + 1 :] if line.strip() and not line.startswith("#")]
@@ -159,7 +162,7 @@ def _read_gsas(text: str, p: Path) -> Pattern:
         e = rows[:, 2] if rows.shape[1] > 2 else _counting_sigma(y, p)
         return Pattern(x, y, np.where(e > 0, e, np.inf), f"{p} (GSAS FXYE)", radiation)
     if bintyp not in ("CONST", "CONS") and fmt != "ALT":
-        raise ValueError(f"pattern file {p}: GSAS binning {bintyp!r} not supported (expected CONST)")
+        raise PatternFormatError(f"pattern file {p}: GSAS binning {bintyp!r} not supported (expected CONST)")
     if fmt == "ALT":
         xs, ys, es = [], [], []
         for line in body:
@@ -199,7 +202,9 @@ def _read_gsas(text: str, p: Path) -> Pattern:
     y = np.array(ys[:nchan])
     n = np.array(ns[:nchan], dtype=float)
     if len(y) < nchan:
-        raise ValueError(f"pattern file {p}: GSAS STD holds {len(y)} values, BANK line promises {nchan}")
+        raise PatternFormatError(
+            f"pattern file {p}: GSAS STD holds {len(y)} values, BANK line promises {nchan}"
+        )
     var = y / n
     sigma = np.where(
         var > 0, np.sqrt(np.maximum(var, 1e-300)), np.inf
@@ -216,7 +221,7 @@ def _read_bruker_raw(raw: bytes, p: Path) -> Pattern:
         return _read_raw_v1(raw, p)
     if raw[:4] == b"RAW2":
         return _read_raw_v2(raw, p)
-    raise ValueError(
+    raise PatternFormatError(
         f"pattern file {p}: Bruker RAW variant {raw[:7]!r} not supported "
         "(supported: 'RAW ' v1, 'RAW2' v2, 'RAW1.01' v3; export RAW4.00 files to xy or UXD)"
     )
@@ -236,12 +241,12 @@ def _read_raw_v3(raw: bytes, p: Path) -> Pattern:
         supp = struct.unpack_from("<I", raw, pos + 256)[0]
         data0 = pos + header_len + supp
         if header_len != 304 or step <= 0 or data0 + 4 * steps > len(raw):
-            raise ValueError(f"pattern file {p}: corrupt Bruker RAW1.01 range header at byte {pos}")
+            raise PatternFormatError(f"pattern file {p}: corrupt Bruker RAW1.01 range header at byte {pos}")
         ys.append(np.frombuffer(raw, dtype="<f4", count=steps, offset=data0).astype(float))
         xs.append(start_2theta + step * np.arange(steps))
         pos = data0 + 4 * steps
     if not xs:
-        raise ValueError(f"pattern file {p}: Bruker RAW1.01 without data ranges")
+        raise PatternFormatError(f"pattern file {p}: Bruker RAW1.01 without data ranges")
     x, y = np.concatenate(xs), np.concatenate(ys)
     return Pattern(x, y, _counting_sigma(y, p), f"{p} (Bruker RAW1.01)")
 
@@ -264,12 +269,12 @@ def _read_raw_v1(raw: bytes, p: Path) -> Pattern:
         start = struct.unpack_from("<f", raw, pos + 20)[0]
         more = struct.unpack_from("<I", raw, pos + 140)[0]
         if steps == 0 or step <= 0 or pos + 144 + 4 * steps > len(raw):
-            raise ValueError(f"pattern file {p}: corrupt Bruker RAW v1 range header at byte {pos}")
+            raise PatternFormatError(f"pattern file {p}: corrupt Bruker RAW v1 range header at byte {pos}")
         ys.append(np.frombuffer(raw, dtype="<f4", count=steps, offset=pos + 144).astype(float))
         xs.append(start + step * np.arange(steps))
         pos += 144 + 4 * steps
     if not xs:
-        raise ValueError(f"pattern file {p}: Bruker RAW v1 without readable ranges")
+        raise PatternFormatError(f"pattern file {p}: Bruker RAW v1 without readable ranges")
     x, y = np.concatenate(xs), np.concatenate(ys)
     return Pattern(x, y, _counting_sigma(y, p), f"{p} (Bruker RAW v1)")
 
@@ -290,12 +295,12 @@ def _read_raw_v2(raw: bytes, p: Path) -> Pattern:
         step, start = struct.unpack_from("<ff", raw, pos + 12)
         data0 = pos + header_len
         if header_len < 48 or step <= 0 or data0 + 4 * steps > len(raw):
-            raise ValueError(f"pattern file {p}: corrupt Bruker RAW2 range header at byte {pos}")
+            raise PatternFormatError(f"pattern file {p}: corrupt Bruker RAW2 range header at byte {pos}")
         ys.append(np.frombuffer(raw, dtype="<f4", count=steps, offset=data0).astype(float))
         xs.append(start + step * np.arange(steps))
         pos = data0 + 4 * steps
     if not xs:
-        raise ValueError(f"pattern file {p}: Bruker RAW2 without data ranges")
+        raise PatternFormatError(f"pattern file {p}: Bruker RAW2 without data ranges")
     x, y = np.concatenate(xs), np.concatenate(ys)
     return Pattern(x, y, _counting_sigma(y, p), f"{p} (Bruker RAW2)")
 
@@ -332,7 +337,9 @@ def _read_uxd(text: str, p: Path) -> Pattern:
         y = np.array(counts)
         x = start + keys["STEPSIZE"] * np.arange(len(y))
         return Pattern(x, y, _counting_sigma(y, p), f"{p} (Bruker UXD)")
-    raise ValueError(f"pattern file {p}: Bruker UXD without data (expected _2THETA/_STEPSIZE and counts)")
+    raise PatternFormatError(
+        f"pattern file {p}: Bruker UXD without data (expected _2THETA/_STEPSIZE and counts)"
+    )
 
 
 # ---------------------------------------------------------------------------------------- text formats
@@ -385,17 +392,17 @@ def _read_columns(text: str, p: Path) -> Pattern:
             rows.append([float(t) for t in toks])
             started = True
         elif started:
-            raise ValueError(f"pattern file {p}: line {ln} is not numeric data: {s[:60]!r}")
+            raise PatternFormatError(f"pattern file {p}: line {ln} is not numeric data: {s[:60]!r}")
         else:
             header = [t.lower().strip("#\"'") for t in _split(s.lstrip("#"))]
     if not rows:
-        raise ValueError(
+        raise PatternFormatError(
             f"pattern file {p}: no known format (expected GSAS, Bruker RAW/UXD, FullProf .dat, or 2-3 numeric "
             "columns 2θ, counts[, sigma])"
         )
     widths = {len(r) for r in rows}
     if len(widths) != 1:
-        raise ValueError(f"pattern file {p}: rows have different numbers of columns {sorted(widths)}")
+        raise PatternFormatError(f"pattern file {p}: rows have different numbers of columns {sorted(widths)}")
     arr = np.array(rows)
     x = arr[:, 0]
     if arr.shape[1] <= 3:
@@ -406,7 +413,7 @@ def _read_columns(text: str, p: Path) -> Pattern:
         return Pattern(x, y, np.where(e > 0, e, np.inf), f"{p} (columns)")
     # more than three columns (e.g. GSAS-II's CSV export x, y_obs, weight, y_calc, y_bkg): the header decides
     if len(header) != arr.shape[1]:
-        raise ValueError(
+        raise PatternFormatError(
             f"pattern file {p}: {arr.shape[1]} numeric columns and no header line naming them; expected 2θ, "
             "counts[, sigma], or a header such as 'x, y_obs, weight, y_calc, y_bkg' (GSAS-II CSV)"
         )
@@ -414,7 +421,7 @@ def _read_columns(text: str, p: Path) -> Pattern:
     i_w = next((i for i, h in enumerate(header) if h in _WEIGHT_NAMES), None)
     i_e = next((i for i, h in enumerate(header) if h in _SIGMA_NAMES), None)
     if i_y is None or (i_w is None and i_e is None):
-        raise ValueError(
+        raise PatternFormatError(
             f"pattern file {p}: header {header} names no counts column ({', '.join(sorted(_COUNT_NAMES))}) "
             f"or no weight/esd column ({', '.join(sorted(_WEIGHT_NAMES | _SIGMA_NAMES))})"
         )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .refine import RefinementResult
+from ._result import RefinementResult
 
 __all__ = ["plot_fit"]
 

@@ -17,10 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from xbeam_bluesky.errors import PatternFormatError, RietveldInputError
+
+from ._result import RefinementResult
 from .crystal import Phase
 from .instrument import Instrument
 from .pattern_io import Pattern
-from .refine import Refinement, RefinementResult
+from .refine import Refinement
 from .strategy import Strategy, default_strategy
 
 __all__ = ["DEFAULT_DEGRADE_FACTOR", "SequentialResult", "plot_series", "refine_series", "series_value"]
@@ -42,7 +45,9 @@ def series_value(path: str | Path, key: str) -> float:
     text = Path(path).read_text(errors="replace")
     m = re.search(re.escape(key) + r"\s*[=:]\s*([+-]?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)", text)
     if not m:
-        raise ValueError(f"pattern file {path}: no series value {key!r} followed by '=' or ':' and a number")
+        raise PatternFormatError(
+            f"pattern file {path}: no series value {key!r} followed by '=' or ':' and a number"
+        )
     return float(m.group(1))
 
 
@@ -126,12 +131,16 @@ def refine_series(
         No patterns, ``values`` of the wrong length, or ``degrade_factor`` ≤ 1.
     """
     if not patterns:
-        raise ValueError("sequential refinement: no patterns")
+        raise RietveldInputError("sequential refinement: no patterns")
     vals = list(range(len(patterns))) if values is None else [float(v) for v in values]
     if len(vals) != len(patterns):
-        raise ValueError(f"sequential refinement: {len(vals)} series values for {len(patterns)} patterns")
+        raise RietveldInputError(
+            f"sequential refinement: {len(vals)} series values for {len(patterns)} patterns"
+        )
     if not degrade_factor > 1.0:
-        raise ValueError(f"degrade_factor {degrade_factor!r}: expected a factor > 1 on the previous Rwp")
+        raise RietveldInputError(
+            f"degrade_factor {degrade_factor!r}: expected a factor > 1 on the previous Rwp"
+        )
     results: list[RefinementResult] = []
     restarted: list[str] = []
     walls: list[float] = []

@@ -19,6 +19,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xbeam_bluesky._inputs import read_text
+from xbeam_bluesky.errors import RietveldInputError
+
 from .background import BACKGROUND_TYPES
 
 __all__ = ["PARAMETER_GROUPS", "BackgroundSpec", "OccupancySpec", "Stage", "Strategy", "default_strategy"]
@@ -59,12 +62,14 @@ class BackgroundSpec:
 
     def __post_init__(self) -> None:
         if self.type not in BACKGROUND_TYPES:
-            raise ValueError(f"background type {self.type!r}: expected one of {', '.join(BACKGROUND_TYPES)}")
+            raise RietveldInputError(
+                f"background type {self.type!r}: expected one of {', '.join(BACKGROUND_TYPES)}"
+            )
         if not isinstance(self.terms, int) or not 1 <= self.terms <= 36:
-            raise ValueError(f"background terms {self.terms!r}: expected an integer from 1 to 36")
+            raise RietveldInputError(f"background terms {self.terms!r}: expected an integer from 1 to 36")
         for pk in self.peaks:
             if len(pk) != 2 or not (0 < pk[0] < 180 and 0 < pk[1] < 180):
-                raise ValueError(
+                raise RietveldInputError(
                     f"background peak {pk!r}: expected [position, fwhm] in deg 2θ, 0 < position < 180, "
                     "0 < fwhm < 180"
                 )
@@ -75,7 +80,7 @@ class BackgroundSpec:
         try:
             peaks = tuple((float(p[0]), float(p[1])) for p in d.get("peaks", ()))
         except (TypeError, ValueError, IndexError) as exc:
-            raise ValueError(
+            raise RietveldInputError(
                 f"background peaks {d.get('peaks')!r}: expected a list of [position, fwhm] pairs (deg 2θ)"
             ) from exc
         return cls(str(d.get("type", "chebyshev")), int(d.get("terms", 6)), peaks)
@@ -104,25 +109,29 @@ class OccupancySpec:
     def __post_init__(self) -> None:
         where = f"occupancy{'' if self.phase is None else f' of phase {self.phase!r}'}"
         if not self.sites or not all(isinstance(lab, str) and lab for lab in self.sites):
-            raise ValueError(f"{where}: 'sites' must be a non-empty list of site labels, got {self.sites!r}")
+            raise RietveldInputError(
+                f"{where}: 'sites' must be a non-empty list of site labels, got {self.sites!r}"
+            )
         dup = sorted({lab for lab in self.sites if self.sites.count(lab) > 1})
         if dup:
-            raise ValueError(f"{where}: site labels listed twice: {', '.join(dup)}")
+            raise RietveldInputError(f"{where}: site labels listed twice: {', '.join(dup)}")
         if isinstance(self.tie_shared_sites, bool):
             return
         seen: set[str] = set()
         for group in self.tie_shared_sites:
             if len(group) < 2:
-                raise ValueError(f"{where}: a tied group needs at least two labels, got {list(group)}")
+                raise RietveldInputError(
+                    f"{where}: a tied group needs at least two labels, got {list(group)}"
+                )
             missing = [lab for lab in group if lab not in self.sites]
             if missing:
-                raise ValueError(
+                raise RietveldInputError(
                     f"{where}: tied labels {', '.join(missing)} are not among the refined sites "
                     f"{', '.join(self.sites)}"
                 )
             again = seen.intersection(group)
             if again:
-                raise ValueError(
+                raise RietveldInputError(
                     f"{where}: labels {', '.join(sorted(again))} are in more than one tied group"
                 )
             seen.update(group)
@@ -131,17 +140,19 @@ class OccupancySpec:
     def from_dict(cls, d: dict[str, Any], where: str) -> OccupancySpec:
         """Build from ``{"sites": [...], "phase": ..., "tie_shared_sites": ...}`` (unknown keys are an error)."""
         if not isinstance(d, dict):
-            raise ValueError(f"{where}: occupancy entries must be objects with 'sites', got {d!r}")
+            raise RietveldInputError(f"{where}: occupancy entries must be objects with 'sites', got {d!r}")
         allowed = {"sites", "phase", "tie_shared_sites"}
         extra = set(d) - allowed
         if extra:
-            raise ValueError(f"{where}: unknown occupancy keys {sorted(extra)}; allowed {sorted(allowed)}")
+            raise RietveldInputError(
+                f"{where}: unknown occupancy keys {sorted(extra)}; allowed {sorted(allowed)}"
+            )
         if "sites" not in d or isinstance(d["sites"], str):
-            raise ValueError(f"{where}: occupancy needs 'sites', a list of site labels")
+            raise RietveldInputError(f"{where}: occupancy needs 'sites', a list of site labels")
         tie = d.get("tie_shared_sites", True)
         if not isinstance(tie, bool):
             if not isinstance(tie, list) or not all(isinstance(g, list) for g in tie):
-                raise ValueError(
+                raise RietveldInputError(
                     f"{where}: 'tie_shared_sites' must be true, false or a list of label lists, got {tie!r}"
                 )
             tie = tuple(tuple(g) for g in tie)
@@ -152,7 +163,7 @@ class OccupancySpec:
                 tie_shared_sites=tie,
             )
         except ValueError as exc:
-            raise ValueError(f"{where}: {exc}") from None
+            raise RietveldInputError(f"{where}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (round-trips through :meth:`from_dict`)."""
@@ -212,29 +223,33 @@ class Stage:
     def __post_init__(self) -> None:
         for g in (*self.refine, *self.fix):
             if g not in PARAMETER_GROUPS:
-                raise ValueError(
+                raise RietveldInputError(
                     f"stage {self.name or '?'}: unknown parameter group {g!r}; expected one of {PARAMETER_GROUPS}"
                 )
         if self.range is not None:
             lo, hi = self.range
             if not (0 < lo < hi < 180):
-                raise ValueError(
+                raise RietveldInputError(
                     f"stage {self.name or '?'}: range {self.range} must satisfy 0 < min < max < 180 deg"
                 )
         if not isinstance(self.max_cycles, int) or self.max_cycles < 1:
-            raise ValueError(
+            raise RietveldInputError(
                 f"stage {self.name or '?'}: max_cycles must be a positive integer, got {self.max_cycles!r}"
             )
         if len(self.occupancy) > 1 and any(o.phase is None for o in self.occupancy):
-            raise ValueError(f"stage {self.name or '?'}: several occupancy entries need a 'phase' each")
+            raise RietveldInputError(
+                f"stage {self.name or '?'}: several occupancy entries need a 'phase' each"
+            )
         phases = [o.phase for o in self.occupancy]
         dup = sorted({ph for ph in phases if phases.count(ph) > 1})
         if dup:
-            raise ValueError(f"stage {self.name or '?'}: occupancy of phase(s) {dup} given more than once")
+            raise RietveldInputError(
+                f"stage {self.name or '?'}: occupancy of phase(s) {dup} given more than once"
+            )
         if self.atom_phases is not None and (
             not self.atom_phases or not all(isinstance(n, str) and n for n in self.atom_phases)
         ):
-            raise ValueError(
+            raise RietveldInputError(
                 f"stage {self.name or '?'}: atom_phases {list(self.atom_phases)!r}; expected a non-empty list "
                 "of phase names"
             )
@@ -256,7 +271,7 @@ class Stage:
         }
         extra = set(d) - allowed
         if extra:
-            raise ValueError(
+            raise RietveldInputError(
                 f"strategy stage {index}: unknown keys {sorted(extra)}; allowed {sorted(allowed)}"
             )
         bkg = d.get("background")
@@ -269,7 +284,9 @@ class Stage:
         atom_phases = d.get("atom_phases")
         if atom_phases is not None:
             if not isinstance(atom_phases, list) or not all(isinstance(n, str) for n in atom_phases):
-                raise ValueError(f"{where}: atom_phases {atom_phases!r}; expected a list of phase names")
+                raise RietveldInputError(
+                    f"{where}: atom_phases {atom_phases!r}; expected a list of phase names"
+                )
             atom_phases = tuple(atom_phases)
         return cls(
             refine=tuple(d.get("refine", ())),
@@ -327,7 +344,7 @@ def _strain_axis(
             return tuple((str(k), axis(ax)) for k, ax in value.items())
         return axis(value)
     except (TypeError, ValueError) as exc:
-        raise ValueError(
+        raise RietveldInputError(
             f"{where}: strain_axis {value!r}: expected [h, k, l] or {{phase: [h, k, l]}}"
         ) from exc
 
@@ -351,18 +368,18 @@ class Strategy:
 
     def __post_init__(self) -> None:
         if not self.stages:
-            raise ValueError("strategy: needs at least one stage")
+            raise RietveldInputError("strategy: needs at least one stage")
         if not isinstance(self.shared_sites, bool):
             for group in self.shared_sites:
                 if len(group) < 2 or not all(isinstance(lab, str) and lab for lab in group):
-                    raise ValueError(
+                    raise RietveldInputError(
                         f"strategy: a shared_sites group needs at least two site labels, got {list(group)}"
                     )
         active: set[str] = set()
         for stage in self.stages:
             active = (active | set(stage.refine)) - set(stage.fix)
             if stage.occupancy and "occupancy" not in active:
-                raise ValueError(
+                raise RietveldInputError(
                     f"stage {stage.name or '?'}: names occupancy sites but does not refine 'occupancy'"
                 )
 
@@ -373,11 +390,11 @@ class Strategy:
             d = d["strategy"]  # an ``xbeam refine`` result.json: replay the strategy it ran
         stages = d.get("stages") if isinstance(d, dict) else d
         if not isinstance(stages, list):
-            raise ValueError("strategy: expected {'stages': [...]} or a list of stages")
+            raise RietveldInputError("strategy: expected {'stages': [...]} or a list of stages")
         shared = d.get("shared_sites", True) if isinstance(d, dict) else True
         if not isinstance(shared, bool):
             if not isinstance(shared, list) or not all(isinstance(g, list) for g in shared):
-                raise ValueError(
+                raise RietveldInputError(
                     f"strategy: 'shared_sites' must be true, false or a list of label lists, got {shared!r}"
                 )
             shared = tuple(tuple(g) for g in shared)
@@ -387,12 +404,10 @@ class Strategy:
     def from_json(cls, path: str | Path) -> Strategy:
         """Read a strategy JSON file."""
         p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"strategy file not found: {p}")
         try:
-            data = json.loads(p.read_text())
+            data = json.loads(read_text(p, "strategy file"))
         except json.JSONDecodeError as exc:
-            raise ValueError(f"strategy file {p}: not valid JSON ({exc})") from exc
+            raise RietveldInputError(f"strategy file {p}: not valid JSON ({exc})") from exc
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -404,20 +419,31 @@ class Strategy:
         return out
 
 
-def default_strategy(background: BackgroundSpec | None = None) -> Strategy:
+def default_strategy(
+    background: BackgroundSpec | None = None, occupancy: tuple[OccupancySpec, ...] = ()
+) -> Strategy:
     """The default staged sequence: background+scale → cell+displacement → profile → atoms → U V W.
 
     Mirrors the usual GSAS-II recipe for lab Bragg–Brentano data (the X, Y Lorentzian terms play the
     role of GSAS-II's isotropic size and microstrain).
+
+    Parameters
+    ----------
+    background
+        The first stage's background (default 6 Chebyshev terms).
+    occupancy
+        Site occupancies refined on request (a solid solution's shared site, its sum kept): the atoms stage
+        also refines the ``occupancy`` group for these sites; empty (default) = occupancies fixed.
     """
     bkg = background or BackgroundSpec("chebyshev", 6)
+    atoms = ("atoms_xyz", "atoms_uiso", "occupancy") if occupancy else ("atoms_xyz", "atoms_uiso")
     return Strategy(
         (
             Stage(name="background+scale", refine=("background", "scale"), background=bkg, max_cycles=5),
             # a few cycles suffice here: the cell keeps refining with the profile in the next stage
             Stage(name="cell+displacement", refine=("cell", "displacement"), max_cycles=6),
             Stage(name="profile X Y", refine=("X", "Y"), max_cycles=10),
-            Stage(name="atoms", refine=("atoms_xyz", "atoms_uiso"), max_cycles=15),
+            Stage(name="atoms", refine=atoms, occupancy=tuple(occupancy), max_cycles=15),
             Stage(name="profile U V W", refine=("U", "V", "W"), max_cycles=15),
         )
     )

@@ -7,6 +7,8 @@ import logging
 import numpy as np
 from numpy.typing import ArrayLike
 
+from xbeam_bluesky.errors import XbeamInputError
+
 logger = logging.getLogger(__name__)
 
 #: K-edge energies (eV) of the elemental metals (Bearden & Burr, as tabulated by Athena/xraydb).
@@ -34,7 +36,7 @@ def edge_energy(edge: str) -> float:
     for name, energy in {**K_EDGES_EV, **L3_EDGES_EV}.items():
         if name.lower() == edge.strip().lower():
             return energy
-    raise ValueError(
+    raise XbeamInputError(
         f"unknown absorption edge {edge!r}; expected one of {', '.join([*K_EDGES_EV, *L3_EDGES_EV])}"
     )
 

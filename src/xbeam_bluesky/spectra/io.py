@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from xbeam_bluesky._inputs import input_file
 from xbeam_bluesky.bundled import XAS_DIR
+from xbeam_bluesky.errors import InputFileError
 from xbeam_bluesky.spectra.model import Spectrum, SpectrumFormatError, SpectrumKind
 
 logger = logging.getLogger(__name__)
@@ -44,7 +46,7 @@ def bundled_library_dir(edge: str = "Fe-K") -> Path:
     folder = edge.replace("-", "_")
     path = XAS_DIR / folder
     if not path.is_dir():
-        raise FileNotFoundError(
+        raise InputFileError(
             f"no bundled reference library for edge {edge!r} (expected {path}); bundled: Fe-K"
         )
     return path
@@ -160,9 +162,7 @@ def read_spectrum(path: str | Path, *, kind: SpectrumKind | None = None) -> Spec
         The file is unreadable, has no numeric table, non-finite values, non-positive counts, or
         energies that are neither increasing nor decreasing; the message names the file and line or point.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"spectrum file not found: {path}")
+    path = input_file(path, "spectrum file")
     header, table = _read_table(path)
     names = _column_names(header, table.shape[1])
     detected, mu_col, i0_col, it_col = _kind_and_columns(names, header, path)
@@ -230,7 +230,7 @@ def library_files(directory: str | Path) -> list[Path]:
     """Spectrum files below ``directory`` (recursively), sorted, documentation files excluded."""
     root = Path(directory)
     if not root.is_dir():
-        raise FileNotFoundError(f"spectrum library directory not found: {root}")
+        raise InputFileError(f"spectrum library directory not found: {root}")
     return sorted(
         p
         for p in root.rglob("*")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xbeam_bluesky.errors import XbeamInputError
 from xbeam_bluesky.spectra.io import read_spectrum
 from xbeam_bluesky.spectra.model import Spectrum, SpectrumFormatError
 from xbeam_bluesky.spectra.normalize import find_e0, normalize, resample
@@ -154,9 +155,9 @@ def aligned_library(
         ``dropped`` (and logged).
     """
     if align not in ("calibration", "edge", "none"):
-        raise ValueError(f"align={align!r}; expected 'calibration', 'edge' or 'none'")
+        raise XbeamInputError(f"align={align!r}; expected 'calibration', 'edge' or 'none'")
     if normalization not in ("auto", "edge", "none"):
-        raise ValueError(f"normalization={normalization!r}; expected 'auto', 'edge' or 'none'")
+        raise XbeamInputError(f"normalization={normalization!r}; expected 'auto', 'edge' or 'none'")
     if normalization == "auto":
         library = _aligned(spectra, grid, align, e0_ref, "edge")
         if any("normalize" in reason for reason in library.dropped.values()):

@@ -8,11 +8,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from xbeam_bluesky.errors import SpectrumFormatError
+
 SpectrumKind = Literal["counts", "mu", "normalized"]
-
-
-class SpectrumFormatError(ValueError):
-    """A spectrum file or array cannot be used; the message names the file and the problem."""
 
 
 @dataclass(frozen=True, eq=False)

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from xbeam_bluesky.errors import StackFormatError, XbeamInputError
+
 
 @dataclass(frozen=True)
 class PhotonNoiseModel:
@@ -32,9 +34,11 @@ class PhotonNoiseModel:
 
     def __post_init__(self) -> None:
         if not self.gain > 0:
-            raise ValueError(f"PhotonNoiseModel gain={self.gain!r}; expected a positive variance per count")
+            raise XbeamInputError(
+                f"PhotonNoiseModel gain={self.gain!r}; expected a positive variance per count"
+            )
         if int(self.flat_frames) != self.flat_frames or self.flat_frames < 1:
-            raise ValueError(
+            raise XbeamInputError(
                 f"PhotonNoiseModel flat_frames={self.flat_frames!r}; expected a positive number of averaged flats"
             )
 
@@ -121,11 +125,11 @@ class EstimatedNoiseModel:
 
     def __post_init__(self) -> None:
         if not (self.a >= 0 and self.b >= 0 and self.a + self.b > 0):
-            raise ValueError(
+            raise XbeamInputError(
                 f"EstimatedNoiseModel a={self.a!r}, b={self.b!r}; expected non-negative, not both 0"
             )
         if not self.i0_ref > 0:
-            raise ValueError(f"EstimatedNoiseModel i0_ref={self.i0_ref!r}; expected positive counts")
+            raise XbeamInputError(f"EstimatedNoiseModel i0_ref={self.i0_ref!r}; expected positive counts")
 
     @property
     def effective_counts(self) -> float:
@@ -190,15 +194,15 @@ def estimate_noise(
     e = np.asarray(energies, dtype=np.float64)
     mu = np.asarray(od, dtype=np.float64).reshape(np.shape(od)[0], -1)
     if mu.shape[0] != e.size or e.size < 3:
-        raise ValueError(
+        raise StackFormatError(
             f"estimate_noise: {mu.shape[0]} frames, {e.size} energies; expected ≥ 3, one per frame"
         )
     if np.any(np.diff(e) <= 0):
-        raise ValueError("estimate_noise: energies must increase (sort the stack by energy first)")
+        raise StackFormatError("estimate_noise: energies must increase (sort the stack by energy first)")
     rng = np.random.default_rng(seed)
     keep = np.flatnonzero(np.all(np.isfinite(mu), axis=0))
     if keep.size == 0:
-        raise ValueError("estimate_noise: no pixel has finite values at every energy")
+        raise StackFormatError("estimate_noise: no pixel has finite values at every energy")
     mu = mu[:, rng.choice(keep, min(max_pixels, keep.size), replace=False)]
     w = ((e[2:] - e[1:-1]) / (e[2:] - e[:-2]))[:, None]
     resid = mu[1:-1] - (w * mu[:-2] + (1 - w) * mu[2:])
@@ -216,7 +220,7 @@ def estimate_noise(
         var.append((1.4826 * mad) ** 2)
         weight.append(np.sqrt(r.size))
     if not var:
-        raise ValueError("estimate_noise: too few samples to estimate the noise (need ≥ 50 per μt bin)")
+        raise StackFormatError("estimate_noise: too few samples to estimate the noise (need ≥ 50 per μt bin)")
     var, centre, weight = np.asarray(var), np.asarray(centre), np.asarray(weight)
     scale = weight / np.maximum(var, 1e-30)
     basis = np.stack([np.ones_like(centre), np.exp(centre)], axis=1) * scale[:, None]
@@ -239,4 +243,4 @@ def noise_model(
             offset=defaults.offset if offset is None else offset,
             flat_frames=flat_frames,
         )
-    raise ValueError(f"noise model {kind!r}; expected 'photon', 'scmos' or 'estimate' (estimate_noise)")
+    raise XbeamInputError(f"noise model {kind!r}; expected 'photon', 'scmos' or 'estimate' (estimate_noise)")

@@ -19,6 +19,9 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from xbeam_bluesky._inputs import input_file
+from xbeam_bluesky.errors import StackFormatError
+
 StackKind = Literal["od", "counts"]
 
 #: File endings :func:`read_stack` understands (case-insensitive).
@@ -33,8 +36,17 @@ STACK_SUFFIXES: dict[str, str] = {
 }
 
 
-class StackFormatError(ValueError):
-    """A stack file cannot be used; the message names the file and what was expected."""
+#: Largest median |value| an absorbance stack can have: μt is typically 0–5; raw counts or a ×1000 absorbance
+#: are far above (the clustering applies the same rule to the frames it samples).
+MAX_MEDIAN_ABSORBANCE = 20.0
+
+
+def _median_abs(frames: NDArray[np.float32], n_sample: int = 100_000) -> float:
+    """Median |value| of the finite values among about ``n_sample`` evenly strided ones (0 if none is finite)."""
+    flat = frames.reshape(-1)
+    sample = np.abs(flat[:: max(1, flat.size // n_sample)])
+    sample = sample[np.isfinite(sample)]
+    return float(np.median(sample)) if sample.size else 0.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,6 +94,14 @@ class MeasuredStack:
             raise StackFormatError(f"{where}: energies must be positive finite eV, got {energies[:5]}…")
         if self.kind not in ("od", "counts"):
             raise StackFormatError(f"{where}: kind={self.kind!r}; expected 'od' or 'counts'")
+        if self.kind == "od":
+            level = _median_abs(frames)
+            if level > MAX_MEDIAN_ABSORBANCE:
+                raise StackFormatError(
+                    f"{where}: absorbance frames with median |value| {level:.4g}; expected absorbance "
+                    f"μt = −ln(I/I0), typically 0–5 (median at most {MAX_MEDIAN_ABSORBANCE:g}). Is this raw counts "
+                    "or a scaled absorbance? Store −ln(I/I0), or read the file as transmitted counts"
+                )
         if self.i0 is not None:
             i0 = np.asarray(self.i0, dtype=np.float64).ravel()
             if i0.size != energies.size or not np.all(np.isfinite(i0) & (i0 > 0)):
@@ -262,8 +282,7 @@ def read_tiff_stack(
     import tifffile
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"TIFF stack not found: {path}")
+    path = input_file(path, "TIFF stack")
     try:
         frames = np.asarray(tifffile.imread(path), dtype=np.float32)
     except (OSError, ValueError, tifffile.TiffFileError) as exc:
@@ -404,8 +423,7 @@ def read_hdf5_stack(path: str | Path) -> MeasuredStack:
     import h5py
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"stack file not found: {path}")
+    path = input_file(path, "stack file")
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
@@ -446,9 +464,7 @@ def read_stack(path: str | Path, *, energies: Any = None, kind: StackKind | None
         raise StackFormatError(
             f"{path}: unknown stack format {suffix or '(no ending)'!r}; expected one of {known}"
         )
-    if not path.is_file():
-        what = "HDF5 file" if suffix in (".h5", ".hdf5", ".nxs", ".hdf") else "stack file"
-        raise FileNotFoundError(f"{path}: no such {what}")
+    input_file(path, "HDF5 file" if suffix in (".h5", ".hdf5", ".nxs", ".hdf") else "stack file")
     if suffix == ".hdr":
         return read_axis2000(path)
     if suffix in (".tif", ".tiff"):

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from xbeam_bluesky.config import XbeamConfig, load_config
+from xbeam_bluesky.errors import OutputPathError
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ def ensure_writable(directory: Path, what: str = "data directory") -> Path:
 
     Raises
     ------
-    PermissionError
+    OutputPathError
         Naming the directory and the reason.
     """
     directory = Path(directory).expanduser()
@@ -30,7 +31,7 @@ def ensure_writable(directory: Path, what: str = "data directory") -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise PermissionError(
+        raise OutputPathError(
             f"{what} {directory} is not writable ({exc.strerror or exc}); set XBEAM_DATA_DIR or pass a "
             "writable --data-dir"
         ) from exc

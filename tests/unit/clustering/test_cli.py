@@ -31,7 +31,7 @@ def stack_file(tmp_path_factory, library, energies, noise, noisy_absorbance):
 
 
 def _cluster(path, out, *extra) -> dict:
-    code = main(["cluster", str(path), "--references", REFS, "--draws", "300", "--out", str(out), *extra])
+    code = main(["cluster", str(path), "--references", REFS, "--out", str(out), *extra])
     assert code == 0
     return out
 
@@ -79,7 +79,7 @@ def test_bad_inputs_exit_2_with_a_message(stack_file, tmp_path, capsys) -> None:
     assert main(["cluster", str(no_energy), "--i0", "1e4", "--out", str(tmp_path / "o.h5")]) == 2
     assert "no dataset /energy" in capsys.readouterr().err
     assert main(["cluster", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "o.h5")]) == 2
-    assert "no such HDF5 file" in capsys.readouterr().err
+    assert "HDF5 file not found" in capsys.readouterr().err
     code = main(["cluster", str(path), "--references", "nonsense", "--out", str(tmp_path / "o.h5")])
     assert code == 2 and "nonsense" in capsys.readouterr().err
     assert main(["cluster", str(path), "--i0", "-3", "--out", str(tmp_path / "o.h5")]) == 2

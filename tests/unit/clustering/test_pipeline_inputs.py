@@ -76,3 +76,33 @@ def test_pixels_without_the_edge_are_no_fe_and_not_clustered(stack, energies, li
     assert matched_scores(truth[~band], result.labels[~band], 3).macro_f1 > 0.99
     record = result.summary()["absorber_test"]
     assert record["class"] == "no Fe" and record["no_absorber_pixels"] == int((names_of == "no Fe").sum())
+
+
+def test_three_energy_map_removes_only_the_constant(energies, library, noisy_absorbance, caplog):
+    """A three-energy valence map (below, on and above the edge) leaves one degree of freedom after standardization:
+    the straight-line baseline would take it, so the pipeline removes a constant only, says so and records it —
+    and still separates phases whose edges differ."""
+    names = list(library)[:3]
+    pick = np.searchsorted(energies, [7110.0, 7124.0, 7160.0])
+    spectra = np.stack([library[n][pick] for n in names])
+    shape_z = spectra - spectra.mean(axis=1, keepdims=True)
+    shape_z /= np.linalg.norm(shape_z, axis=1, keepdims=True)
+    distinct = [0] + [i for i in (1, 2) if np.min(np.linalg.norm(shape_z[i] - shape_z[:i], axis=1)) > 0.05]
+    truth = np.repeat(np.arange(len(distinct)), 40 * 40 // len(distinct) + 1)[: 40 * 40].reshape(40, 40)
+    jump = np.where(np.arange(40)[None, :] < 4, 0.0, 0.8) * np.ones((40, 1))  # four columns hold no Fe
+    mu = 0.4 + jump * spectra[distinct][truth].transpose(2, 0, 1)
+    data = noisy_absorbance(mu, 1e5, NOISE).astype(np.float32)
+    refs = spectra[distinct]
+    with caplog.at_level("WARNING"):
+        pipeline = ClusteringPipeline(
+            energies[pick], 1e5, NOISE, tuple(np.array(names)[distinct]), refs, discover=False, denoise=False,
+            element="Fe",
+        )  # fmt: skip
+        result = pipeline.cluster([ArrayStack(data)])
+    assert "removing degree 0 instead" in caplog.text and "fitting 0" in caplog.text
+    assert result.metadata["baseline_degree_removed"] == 0
+    assert len(distinct) >= 2
+    names_map = np.array(["masked", *result.sites.names, *result.class_names])[result.labels]
+    assert np.mean(names_map[:, :4] == "no Fe") > 0.99 and np.mean(names_map[:, 4:] == "no Fe") < 0.01
+    fe = np.s_[:, 4:]
+    assert matched_scores(truth[fe], result.labels[fe], len(distinct)).macro_f1 > 0.95

@@ -33,7 +33,7 @@ def _model(out: Path) -> dict:
 @pytest.mark.parametrize("noise", ["photon", "estimate"])
 def test_tiff_counts_with_each_noise_model(crop: Path, tmp_path: Path, capsys, noise: str):
     out = tmp_path / "o.h5"
-    args = ["cluster", str(crop), "--library", str(DATA / "references"), "--noise", noise, "--draws", "300"]
+    args = ["cluster", str(crop), "--library", str(DATA / "references"), "--noise", noise]
     assert main([*args, "--out", str(out)]) == 0
     assert json.loads(capsys.readouterr().out)["noise"] == noise
     model = _model(out)
@@ -47,7 +47,7 @@ def test_tiff_counts_with_each_noise_model(crop: Path, tmp_path: Path, capsys, n
 
 def test_box_region_and_bad_input(crop: Path, tmp_path: Path, capsys):
     out = tmp_path / "o.h5"
-    refs = ["--library", str(DATA / "references"), "--draws", "300", "--out", str(out)]
+    refs = ["--library", str(DATA / "references"), "--out", str(out)]
     assert main(["cluster", str(crop), "--i0-region", "0:4,0:5", *refs]) == 0
     capsys.readouterr()
     assert _model(out)["od_i0"] == {**_model(out)["od_i0"], "n_pixels": 20, "source": "user region"}

@@ -73,7 +73,7 @@ def test_gram_accumulator_and_fractions_by_hand() -> None:
 
 def test_bad_stack_inputs(case, tmp_path) -> None:
     sites, _, stack = case
-    with pytest.raises(FileNotFoundError, match="no such HDF5 file"):
+    with pytest.raises(FileNotFoundError, match="HDF5 file not found"):
         HDF5Stack(tmp_path / "missing.h5")
     path = tmp_path / "bad.h5"
     with h5py.File(path, "w") as f:

@@ -54,4 +54,29 @@ def test_second_pass_falls_back_to_the_library_when_the_first_pass_gives_one_clu
     assert got is library and source.startswith("library (") and "1 usable of 1" in source
     two = np.stack([0.4 + 0.8 * small_prior.mean[idx], 0.4 + 0.8 * step[idx]])
     got, source = second_pass_candidates(e_grid[idx], two, ["c1", "c2"], small_prior, noise, 0.2, library)
-    assert source == "first-pass clusters" and got.names == ("c1", "c2") and got.kind == ("data", "data")
+    assert source == "first-pass clusters and library"
+    assert got.names == ("c1", "c2", "lib a", "lib b") and got.kind == ("data", "data", "library", "library")
+    # c1 is the prior mean, which its reconstruction returns exactly: within the model error of "lib a", one phase
+    assert "c1/lib a" in got.phase_names
+
+
+def test_second_pass_keeps_library_phases_a_merged_first_pass_hid(small_prior) -> None:
+    """A first pass that merged two phases (its cluster is their mean) and found a third: the second design must
+    still separate the two merged phases, and the merged spectrum from both."""
+    from xbeam_bluesky.planning import phase_candidates, second_pass_candidates
+
+    e_grid = small_prior.energies_eV
+    a = 1.0 / (1.0 + np.exp(-(e_grid - 7114.0) / 1.5))
+    b = 1.0 / (1.0 + np.exp(-(e_grid - 7120.0) / 1.5))
+    c = 1.0 / (1.0 + np.exp(-(e_grid - 7128.0) / 1.5))
+    library = phase_candidates(np.stack([a, b, c]), ["a", "b", "c"])
+    idx = np.array([0, 20, 26, 30, 40, 80])
+    noise = TransmissionNoise(i0_counts_per_s=2e4)
+    clusters = np.stack([0.4 + 0.8 * (0.5 * (a + b))[idx], 0.4 + 0.8 * c[idx]])
+    got, _ = second_pass_candidates(
+        e_grid[idx], clusters, ["merged", "third"], small_prior, noise, 0.2, library
+    )
+    phase = dict(zip(got.names, got.phase, strict=True))
+    assert len({phase["a"], phase["b"], phase["merged"]}) == 3  # a, b and their mixture are three phases
+    pairs = {tuple(sorted((got.names[i], got.names[j]))) for i, j in got.pairs}
+    assert {("a", "b"), ("a", "merged"), ("b", "merged")} <= pairs

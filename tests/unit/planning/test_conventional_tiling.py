@@ -12,7 +12,7 @@ from xbeam_bluesky.planning import (
     fe_k_grid,
     plan_tiles,
 )
-from xbeam_bluesky.planning.conventional import ETOK
+from xbeam_bluesky.planning._conventional import ETOK
 
 
 def test_conventional_grid_regions():

@@ -16,7 +16,7 @@ from xbeam_bluesky.planning import (
     exchange_refine,
     greedy_select,
 )
-from xbeam_bluesky.planning.exchange import _pair_reduction
+from xbeam_bluesky.planning._exchange import _pair_reduction
 
 
 def _direct_trace(cov, counts, pick_variance):

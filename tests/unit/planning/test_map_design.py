@@ -17,7 +17,7 @@ from xbeam_bluesky.planning import (
     map_separations,
     phase_candidates,
 )
-from xbeam_bluesky.planning.map_design import _noise_weights, _PairSums
+from xbeam_bluesky.planning._map_design import _noise_weights, _PairSums
 from xbeam_bluesky.spectra import PhotonNoiseModel
 
 GRID = np.arange(7100.0, 7141.0, 1.0)

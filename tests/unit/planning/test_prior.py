@@ -14,7 +14,7 @@ from xbeam_bluesky.planning import (
     prior_from_library,
     rbf_kernel,
 )
-from xbeam_bluesky.planning.prior import RawDataExtension
+from xbeam_bluesky.planning._prior import RawDataExtension
 from xbeam_bluesky.spectra import bundled_library_dir
 
 

@@ -8,6 +8,7 @@ import pytest
 from xbeam_bluesky.rietveld import (
     Instrument,
     Refinement,
+    SearchSpace,
     Strategy,
     load_phase,
     read_instrument,
@@ -16,7 +17,6 @@ from xbeam_bluesky.rietveld import (
 from xbeam_bluesky.rietveld.axial import AxialDivergence, axial_extent, axial_quadrature
 from xbeam_bluesky.rietveld.pattern_io import Pattern
 from xbeam_bluesky.rietveld.profile import PeakSet, _pv, evaluate_peaks, tch_mix
-from xbeam_bluesky.rietveld.search_space import SearchSpace
 
 LAB = AxialDivergence(soller=2.5, source_length=12.0, sample_length=15.0, receiver_length=12.0, radius=200.0)
 

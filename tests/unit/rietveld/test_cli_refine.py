@@ -212,3 +212,19 @@ def test_refine_with_a_full_axial_instrument_file(tmp_path, data_dir):
     stages[2]["refine"] = ["X", "Y", "SH/L"]
     strategy.write_text(json.dumps({"stages": stages}))
     assert main([*args, "--strategy", str(strategy), "--out", str(out)]) == 2
+
+
+def test_the_refine_cli_modules_do_not_import_each_other_in_a_cycle():
+    """``cli/refine.py`` imports ``refine_auto`` and ``refine_sequential``; they take the shared inputs from
+    ``cli/_refine_inputs.py`` and import nothing of ``cli/refine.py``, not even inside a function."""
+    import ast
+    from pathlib import Path
+
+    import xbeam_bluesky.cli as cli
+
+    folder = Path(cli.__file__).parent
+    for module in ("refine_auto", "refine_sequential", "_refine_inputs"):
+        tree = ast.parse((folder / f"{module}.py").read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert "xbeam_bluesky.cli.refine" not in imported, module

@@ -80,3 +80,20 @@ def test_run_without_a_strategy_is_the_default_refinement(setup):
     pattern = _simulate(phase, x, inst, 200.0, po_ratio=0.85, seed=3)
     ref = Refinement(pattern, [phase], inst)
     assert ref.run().rwp == pytest.approx(refine_default(ref)[0].rwp, rel=1e-12)
+
+
+def test_the_result_times_the_whole_default_refinement(setup, monkeypatch):
+    """``wall_s`` of the default refinement covers every run it made (it was the last stage's only)."""
+    phase, x, inst = setup
+    ref = Refinement(_simulate(phase, x, inst, 100.0 + 0.5 * x), [phase], inst)
+    walls = []
+    run = Refinement._run
+
+    def timed(self, strategy, state):
+        res = run(self, strategy, state)
+        walls.append(res.wall_s)
+        return res
+
+    monkeypatch.setattr(Refinement, "_run", timed)
+    res, _ = refine_default(ref)
+    assert len(walls) >= 2 and res.wall_s >= sum(walls)

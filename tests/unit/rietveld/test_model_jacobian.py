@@ -37,10 +37,10 @@ def setup(pbso4_phase):
 @pytest.mark.parametrize("group", GROUPS)
 def test_jacobian_block_matches_finite_differences(setup, group):
     ref, calc, st = setup
-    params = ref._params(st, {group})
+    params = ref.parameters.params(st, {group})
     ev = calc.evaluate(st, frozenset({group}), jacobian=True)
-    jac = ref._jacobian(ev.blocks, params)
-    p0 = ref._get(st, params)
+    jac = ref.parameters.jacobian(ev.blocks, params)
+    p0 = ref.parameters.get(st, params)
     scale = np.abs(ev.y).max()
     for i in range(len(p0)):
         h = 1e-6 * max(abs(p0[i]), 1e-2)
@@ -49,9 +49,9 @@ def test_jacobian_block_matches_finite_differences(setup, group):
         s1, s2 = st.copy(), st.copy()
         pp = p0.copy()
         pp[i] += h
-        ref._set(s1, params, pp)
+        ref.parameters.set(s1, params, pp)
         pp[i] -= 2 * h
-        ref._set(s2, params, pp)
+        ref.parameters.set(s2, params, pp)
         fd = (calc.evaluate(s1).y - calc.evaluate(s2).y) / (2 * h)
         # position/width derivatives neglect the tiny θ-dependence of LP, widths and FCJ node layout
         tol = (
@@ -65,9 +65,9 @@ def test_jacobian_block_matches_finite_differences(setup, group):
 
 def test_shl_derivative_is_a_secant_that_points_the_right_way(setup):
     ref, calc, st = setup
-    params = ref._params(st, {"SH/L"})
+    params = ref.parameters.params(st, {"SH/L"})
     ev = calc.evaluate(st, frozenset({"SH/L"}), jacobian=True)
-    col = ref._jacobian(ev.blocks, params)[:, 0]
+    col = ref.parameters.jacobian(ev.blocks, params)[:, 0]
     s1 = st.copy()
     s1.instrument = s1.instrument.with_changes(sh_l=st.instrument.sh_l + 1e-3)
     fd = (calc.evaluate(s1).y - ev.y) / 1e-3

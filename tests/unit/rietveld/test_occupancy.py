@@ -108,27 +108,27 @@ def test_occupancy_jacobian_block_with_ties_matches_finite_differences(pbso4_pha
     ref = Refinement(Pattern(x, np.ones_like(x), np.ones_like(x), "dummy"), [ph], inst)
     # Pb on its own, O1 and O2 tied (an explicit group: the column moves them in opposite directions)
     spec = OccupancySpec(("Pb", "O1", "O2"), tie_shared_sites=(("O1", "O2"),))
-    ref._occ_maps = ref._occupancy_maps((spec,), "test")
+    ref.parameters.occ_maps = ref._occupancy_maps((spec,), "test")
     st = initial_state([ph], inst)
     st.phases[0].occupancy = np.array([0.8, 1.0, 0.7, 0.5, 1.0])
     st.phases[0].scale = 1e-3
     calc = PatternCalculator(x, [ph], inst)
     calc.update_reflections(st)
-    params = ref._params(st, {"occupancy"})
+    params = ref.parameters.params(st, {"occupancy"})
     assert [p.name for p in params] == ["PbSO4:Pb:occ", "PbSO4:O1:occ"]
     # bounds keep both tied sites in [0, 1]: O1 in [0.2, 1] so that O2 = 1.2 − O1 stays in [0.2, 1]
     assert (params[1].lower, params[1].upper) == pytest.approx((0.2, 1.0))
     ev = calc.evaluate(st, frozenset({"occupancy"}), jacobian=True)
-    jac = ref._jacobian(ev.blocks, params)
-    p0 = ref._get(st, params)
+    jac = ref.parameters.jacobian(ev.blocks, params)
+    p0 = ref.parameters.get(st, params)
     h = 1e-6
     for i in range(len(p0)):
         s1, s2 = st.copy(), st.copy()
         pp = p0.copy()
         pp[i] += h
-        ref._set(s1, params, pp)
+        ref.parameters.set(s1, params, pp)
         pp[i] -= 2 * h
-        ref._set(s2, params, pp)
+        ref.parameters.set(s2, params, pp)
         assert s1.phases[0].occupancy[2] + s1.phases[0].occupancy[3] == pytest.approx(1.2, abs=1e-12)
         fd = (calc.evaluate(s1).y - calc.evaluate(s2).y) / (2 * h)
         assert np.abs(jac[:, i] - fd).max() <= 2e-3 * np.abs(fd).max(), params[i].name

@@ -95,18 +95,18 @@ def ds_setup(pbso4_phase):
 )
 def test_debye_scherrer_jacobian_matches_finite_differences(ds_setup, group):
     ref, calc, st = ds_setup
-    params = ref._params(st, {group})
+    params = ref.parameters.params(st, {group})
     ev = calc.evaluate(st, frozenset({group}), jacobian=True)
-    jac = ref._jacobian(ev.blocks, params)
-    p0 = ref._get(st, params)
+    jac = ref.parameters.jacobian(ev.blocks, params)
+    p0 = ref.parameters.get(st, params)
     for i in range(len(p0)):
         h = 1e-6 * max(abs(p0[i]), 1e-2)
         s1, s2 = st.copy(), st.copy()
         pp = p0.copy()
         pp[i] += h
-        ref._set(s1, params, pp)
+        ref.parameters.set(s1, params, pp)
         pp[i] -= 2 * h
-        ref._set(s2, params, pp)
+        ref.parameters.set(s2, params, pp)
         fd = (calc.evaluate(s1).y - calc.evaluate(s2).y) / (2 * h)
         tol = 2e-3 if group in ("absorption", "background") else 3e-2
         assert np.abs(jac[:, i] - fd).max() <= tol * np.abs(fd).max(), params[i].name
@@ -135,21 +135,27 @@ def test_absorption_refuses_bragg_brentano(pbso4_phase):
         Instrument.lab_cu_ka().with_changes(mu_r=0.5)
 
 
-def test_background_peak_recovers_a_simulated_hump(pbso4_phase):
-    """A pattern with a known amorphous hump: the background peak finds its position, width and area."""
+@pytest.fixture(scope="module")
+def hump(pbso4_phase):
+    """A simulated capillary pattern with a known amorphous hump (position, FWHM deg 2θ; area): pattern,
+    instrument, the hump."""
     from xbeam_bluesky.rietveld.background import background_peaks
 
     x = np.arange(3.0, 25.0, 0.004)
     inst = Instrument.monochromatic(0.45, geometry="debye_scherrer").with_changes(x=0.5, y=2.0)
     truth = np.array([[6.3, 3.2, 1500.0]])
-    ref0 = Refinement(Pattern(x, np.ones_like(x), np.ones_like(x), "t"), [pbso4_phase], inst)
     st = initial_state([pbso4_phase], inst)
     st.phases[0].scale = 2e-4
     calc = PatternCalculator(x, [pbso4_phase], inst)
     calc.update_reflections(st)
     expected = calc.evaluate(st).y + 40.0 + background_peaks(x, truth)[0]
     y = np.random.default_rng(3).poisson(expected).astype(float)
-    pat = Pattern(x, y, np.sqrt(np.maximum(y, 1.0)), "sim")
+    return Pattern(x, y, np.sqrt(np.maximum(y, 1.0)), "sim"), inst, truth
+
+
+def test_background_peak_recovers_a_simulated_hump(pbso4_phase, hump):
+    """A pattern with a known amorphous hump: the background peak finds its position, width and area."""
+    pat, inst, truth = hump
     strategy = Strategy.from_dict(
         [
             {
@@ -164,7 +170,22 @@ def test_background_peak_recovers_a_simulated_hump(pbso4_phase):
     pk = res.background["peaks"][0]
     for key, true in zip(("position", "fwhm", "area"), truth[0], strict=True):
         assert abs(pk[key] - true) <= 4 * pk[f"{key}_esd"] + 1e-3 * true, (key, pk)
-    del ref0
+
+
+def test_the_search_reference_default_refines_the_background_peaks_of_the_space(pbso4_phase, hump):
+    """``--auto --background-peak``: the default sequence the search compares with (and starts from) has the
+    humps too (it ignored them before)."""
+    from xbeam_bluesky.rietveld import SearchSpace
+    from xbeam_bluesky.rietveld.search._run import _reference
+
+    pat, inst, truth = hump
+    ref = Refinement(pat, [pbso4_phase], inst)
+    summary, strategy = _reference(ref, SearchSpace(*ref.fit_range, background_peaks=((8.0, 2.0),)))
+    assert strategy.stages[0].background.peaks == ((8.0, 2.0),)
+    (pk,) = summary["background"]["peaks"]
+    assert abs(pk["position"] - truth[0, 0]) <= 4 * pk["position_esd"] + 0.01, pk
+    summary, _ = _reference(ref, SearchSpace(*ref.fit_range))
+    assert "peaks" not in summary["background"]
 
 
 @pytest.fixture(scope="module")
@@ -359,6 +380,48 @@ def test_cucr2o4_auto_search_from_the_prm_alone_matches_gsas2(data_dir):
     cuo = next(p for p in res["phases"] if p["name"] == "CuO")
     assert abs(100 * cuo["weight_fraction"] - GSAS2_CUO_WT) <= 0.3
     assert [a["uiso"] for a in cuo["atoms"]] == pytest.approx([0.001, 0.001])  # the CIF's, not refined
+
+
+def test_zero_shift_and_displace_x_are_degenerate_at_low_angles_and_never_refined_together(data_dir):
+    """At 4.5–26° 2θ a capillary's DisplaceX (∝ cos 2θ) moves the peaks like a zero shift: refined together
+    with the cell their correlation is 1.000, so the search space refines DisplaceX alone when a point switches
+    both on (the lab PbSO4 range keeps both: its pairs are left to the correlation rule)."""
+    from xbeam_bluesky.rietveld import SearchSpace, problem_space
+    from xbeam_bluesky.rietveld.search import degenerate_shift_pairs
+    from xbeam_bluesky.rietveld.validity import check_degeneracy
+
+    d = data_dir / "cucr2o4"
+    refinement = Refinement(
+        read_pattern(d / "OH_00.fxye"),
+        [load_phase(d / "CuCr2O4.cif"), load_phase(d / "CuO.cif")],
+        read_instrument(d / "OH_00.prm"),
+        fit_range=(4.5, 26.096),
+    )
+    assert degenerate_shift_pairs(refinement) == (("zero", "displacement"),)
+    both = Strategy.from_dict(
+        [
+            {"refine": ["background", "scale"], "max_cycles": 5},
+            {"refine": ["cell", "zero", "displacement", "X", "Y"], "max_cycles": 8},
+        ]
+    )
+    res = refinement.run(both)
+    (reason,) = check_degeneracy(res.parameter_names, res.correlation)
+    assert "zero/displacement" in reason
+    space = problem_space(refinement, exclude=("U", "V", "W", "SH/L"))
+    assert space.exclusive_shifts == (("zero", "displacement"),)
+    stages = space.strategy({**space.default_params(), "zero": True, "displacement": True}).stages
+    refined = {g for st in stages for g in st.refine}
+    assert "displacement" in refined and "zero" not in refined
+    assert SearchSpace.from_dict(space.to_dict()) == space
+    lab = Refinement(
+        read_pattern(data_dir / "pbso4" / "PBSO4.XRA"),
+        [load_phase(data_dir / "pbso4" / "PbSO4-Wyckoff.cif")],
+        read_instrument(data_dir / "pbso4" / "INST_XRY.PRM"),
+        fit_range=(16.0, 158.4),
+    )
+    assert degenerate_shift_pairs(lab) == ()
+    with pytest.raises(ValueError, match="exclusive_shifts pair"):
+        SearchSpace(4.5, 26.0, exclusive_shifts=(("zero", "cell"),))
 
 
 def test_atom_phases_round_trip_and_unknown_phase_is_named(ds_setup):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from xbeam_bluesky.rietveld import SearchSettings, SearchSpace
-from xbeam_bluesky.rietveld.search import _evaluate_with
+from xbeam_bluesky.rietveld.search._run import _evaluate_with
 from xbeam_bluesky.rietveld.validity import ValidityLimits, check_degeneracy
 
 

@@ -7,7 +7,7 @@ import copy
 import numpy as np
 import pytest
 
-from xbeam_bluesky.rietveld.search_report import parameter_values, structure_shifts, summarize_top
+from xbeam_bluesky.rietveld.search import parameter_values, structure_shifts, summarize_top
 
 A, B, C = 8.48, 5.40, 6.96
 

@@ -29,7 +29,7 @@ def _space(ref: Refinement) -> SearchSpace:
 
 
 def test_invalid_trials_get_the_capped_penalty_and_never_win(pbso4_refinement, monkeypatch):
-    import xbeam_bluesky.rietveld.search as search_module
+    import xbeam_bluesky.rietveld.search._run as search_module
 
     real_check = search_module.check_validity
 
@@ -61,6 +61,36 @@ def test_every_trial_invalid_gives_no_best_and_the_reasons(pbso4_refinement):
     assert all(t.objective == settings.penalty_rwp for t in res.trials)
     assert any("Uiso" in r for r in res.failure_reasons())
     assert res.to_dict()["strategy"] is None and res.report["top"] == []
+
+
+def test_search_and_package_gives_the_result_document_or_the_failure(pbso4_refinement):
+    """The one "search, then package" function of ``xbeam refine --auto`` and ``AutoRietveld``."""
+    from xbeam_bluesky.rietveld.search import search_and_package
+
+    space = _space(pbso4_refinement)
+    settings = SearchSettings(n_trials=1, n_startup_trials=1, start_from_default=False)
+    done = search_and_package(
+        pbso4_refinement, space=space, settings=settings, warm_start=[space.default_params()]
+    )
+    assert done.ok and done.failure == ""
+    doc = done.document()
+    best = done.search.best_result
+    assert doc["rwp"] == best.rwp == doc["best_rwp"] and doc["phases"] == best.to_dict()["phases"]
+    assert doc["wall_s"] == done.search.wall_s >= doc["refinement_wall_s"] == best.wall_s
+    replay = pbso4_refinement.run(Strategy.from_dict(done.strategy))  # the strategy document replays
+    assert replay.rwp == pytest.approx(best.rwp, rel=1e-9)
+    bad = SearchSettings(
+        n_trials=1, n_startup_trials=1, start_from_default=False, limits=ValidityLimits(uiso_max=1e-9)
+    )
+    failed = search_and_package(
+        pbso4_refinement, space=space, settings=bad, warm_start=[space.default_params()]
+    )
+    assert not failed.ok and failed.strategy is None
+    assert (
+        failed.failure.startswith("every trial of the strategy search was invalid: 1× ")
+        and "Uiso" in failed.failure
+    )
+    assert failed.document()["status"] == "failed" and failed.document()["message"] == failed.failure
 
 
 def test_warm_start_evaluates_the_previous_best_first(pbso4_refinement, tmp_path):

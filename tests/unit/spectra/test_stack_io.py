@@ -139,3 +139,25 @@ def test_real_stack_od_and_i0_region(nxs):
     support = np.log(i0_file / found.counts)
     assert 0.7 < np.median(support) < 0.95
     assert found.n_pixels == pytest.approx(1562, abs=2)
+
+
+def test_an_absorbance_stack_out_of_the_absorbance_range_is_refused(tmp_path: Path, nxs):
+    """The real STXM frames as transmitted counts, and their OD × 1000, are no absorbance: refused naming the
+    expected range; the OD itself (median well inside 0–5) is read."""
+    i0 = bright_region_i0(nxs.frames)
+    od = optical_density(nxs.frames, i0.counts).astype(np.float32)
+    for name, frames, ok in (("od", od, True), ("counts", nxs.frames, False), ("od1000", 1000 * od, False)):
+        path = tmp_path / f"{name}.h5"
+        with h5py.File(path, "w") as f:
+            f["stack"], f["energy"] = frames, nxs.energies
+        if ok:
+            assert read_stack(path).kind == "od"
+            continue
+        median = float(np.median(np.abs(frames[np.isfinite(frames)])))
+        with pytest.raises(
+            StackFormatError, match=r"expected absorbance μt = −ln\(I/I0\), typically 0–5"
+        ) as exc:
+            read_stack(path)
+        assert str(path) in str(exc.value) and "raw counts or a scaled absorbance" in str(exc.value)
+        reported = float(str(exc.value).split("median |value| ")[1].split(";")[0])
+        assert reported == pytest.approx(median, rel=0.05)  # a strided sample of the frames

@@ -13,6 +13,7 @@ from xbeam_bluesky.devices.sim.camera_model import CameraModel
 from xbeam_bluesky.devices.sim.diffractometer import SimPowderDiffractometer, rietveld_renderer
 from xbeam_bluesky.devices.sim.motion import SimMonochromator, SimSampleStage, SimShutter
 from xbeam_bluesky.devices.sim.phantom import Phantom
+from xbeam_bluesky.errors import ConfigError, OutputPathError
 
 #: Crystal phases of the simulated powder sample: bundled CIF → scale factor.
 DEFAULT_XRD_PHASES: dict[str, float] = {"PbSO4-Wyckoff.cif": 1.0}
@@ -121,14 +122,14 @@ def make_sim_beamline(
     config = config or SimBeamlineConfig()
     unknown = set(overrides) - set(SimBeamlineConfig.__dataclass_fields__)
     if unknown:
-        raise ValueError(f"unknown simulated-beamline option(s) {sorted(unknown)}")
+        raise ConfigError(f"unknown simulated-beamline option(s) {sorted(unknown)}")
     for key, value in overrides.items():
         setattr(config, key, value)
     detector_dir = Path(detector_dir)
     try:
         detector_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise PermissionError(f"detector directory {detector_dir} cannot be created: {exc}") from exc
+        raise OutputPathError(f"detector directory {detector_dir} cannot be created: {exc}") from exc
     width, height = config.sample_size_mm
     phantom = phantom or Phantom(width_mm=width, height_mm=height, seed=config.seed)
     ts = config.time_scale

@@ -23,6 +23,7 @@ from ophyd_async.core import (
 from ophyd_async.core import StandardReadableFormat as Format
 
 from xbeam_bluesky.bundled import CIF_DIR, bundled_cifs
+from xbeam_bluesky.errors import InputFileError
 
 #: renderer(two_theta_deg) -> expected counts per second at each 2θ.
 PatternRenderer = Callable[[np.ndarray], np.ndarray]
@@ -96,7 +97,7 @@ def rietveld_renderer(
         if not path.is_file():
             path = CIF_DIR / name
         if not path.is_file():
-            raise FileNotFoundError(f"CIF {name!r} not found (bundled CIFs: {bundled_cifs()})")
+            raise InputFileError(f"CIF {name!r} not found (bundled CIFs: {bundled_cifs()})")
         cifs.append(path)
     scales = [float(s) for s in phases.values()]
 

@@ -11,12 +11,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from xbeam_bluesky.planning.grid import candidate_grid, default_range
-from xbeam_bluesky.planning.noise import TransmissionNoise
-from xbeam_bluesky.planning.prior import GaussianProcessPrior, prior_from_library
-from xbeam_bluesky.planning.reconstruction import grid_indices, reconstruct
-from xbeam_bluesky.planning.timing import ScanTimeModel
-from xbeam_bluesky.planning.warp import EnergyWarp
+from xbeam_bluesky.errors import DesignInputError
+from xbeam_bluesky.planning._grid import candidate_grid, default_range
+from xbeam_bluesky.planning._noise import TransmissionNoise
+from xbeam_bluesky.planning._prior import GaussianProcessPrior, prior_from_library
+from xbeam_bluesky.planning._reconstruction import grid_indices, reconstruct
+from xbeam_bluesky.planning._timing import ScanTimeModel
+from xbeam_bluesky.planning._warp import EnergyWarp
 from xbeam_bluesky.spectra import PhotonNoiseModel
 
 #: ħ²/2mₑ in eV·Å²: E - E0 = k² / ETOK (k in Å⁻¹).
@@ -65,11 +66,11 @@ def conventional_grid(
         ("k_step_per_A", k_step_per_A),
     ):
         if not value > 0:
-            raise ValueError(f"{name} must be > 0, got {value!r}")
+            raise DesignInputError(f"{name} must be > 0, got {value!r}")
     if not stop_eV > start_eV:
-        raise ValueError(f"stop_eV ({stop_eV}) must be above start_eV ({start_eV})")
+        raise DesignInputError(f"stop_eV ({stop_eV}) must be above start_eV ({start_eV})")
     if not edge_to_eV > edge_from_eV:
-        raise ValueError(f"edge_to_eV ({edge_to_eV}) must be above edge_from_eV ({edge_from_eV})")
+        raise DesignInputError(f"edge_to_eV ({edge_to_eV}) must be above edge_from_eV ({edge_from_eV})")
     edge_lo = min(max(e0_eV + edge_from_eV, start_eV), stop_eV)
     edge_hi = min(max(e0_eV + edge_to_eV, start_eV), stop_eV)
     pre = np.arange(start_eV, edge_lo, pre_step_eV)

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from xbeam_bluesky.planning.timing import ScanTimeModel
+from xbeam_bluesky.errors import DesignInputError
+from xbeam_bluesky.planning._timing import ScanTimeModel
 
 #: Smallest default overlap between neighbouring tiles (fraction of the tile size), for stitching.
 MIN_OVERLAP = 0.05
@@ -19,9 +20,9 @@ def tile_size_mm(fov_px: tuple[int, int], pixel_um: float) -> tuple[float, float
     """Field of view (width, height) in mm of a camera with ``fov_px`` pixels of ``pixel_um`` µm."""
     width, height = (int(v) for v in fov_px)
     if width <= 0 or height <= 0:
-        raise ValueError(f"fov_px must be two positive pixel counts, got {fov_px!r}")
+        raise DesignInputError(f"fov_px must be two positive pixel counts, got {fov_px!r}")
     if not (np.isfinite(pixel_um) and pixel_um > 0):
-        raise ValueError(f"pixel_um must be > 0 µm, got {pixel_um!r}")
+        raise DesignInputError(f"pixel_um must be > 0 µm, got {pixel_um!r}")
     return width * pixel_um * 1e-3, height * pixel_um * 1e-3
 
 
@@ -32,7 +33,7 @@ def default_overlap(size_mm: tuple[float, float], repeatability_um: float) -> fl
     :data:`MIN_OVERLAP` (stitching margin).
     """
     if not repeatability_um >= 0:
-        raise ValueError(f"repeatability_um must be >= 0 µm, got {repeatability_um!r}")
+        raise DesignInputError(f"repeatability_um must be >= 0 µm, got {repeatability_um!r}")
     return max(MIN_OVERLAP, 2.0 * repeatability_um * 1e-3 / min(size_mm))
 
 
@@ -96,7 +97,7 @@ def _axis_centers(lo: float, hi: float, size: float, step: float) -> NDArray[np.
 def _check_range(name: str, value: ArrayLike) -> tuple[float, float]:
     lo, hi = (float(v) for v in np.asarray(value, dtype=float).ravel())
     if not (np.isfinite(lo) and np.isfinite(hi) and hi >= lo):
-        raise ValueError(f"{name} must be START:STOP with finite START <= STOP (mm), got {value!r}")
+        raise DesignInputError(f"{name} must be START:STOP with finite START <= STOP (mm), got {value!r}")
     return lo, hi
 
 
@@ -117,7 +118,7 @@ def check_stage_limits(centers_mm: NDArray[np.float64], limits_mm: dict[str, tup
         outside = np.flatnonzero((centers_mm[:, column] < lo) | (centers_mm[:, column] > hi))
         if outside.size:
             i = int(outside[0])
-            raise ValueError(
+            raise DesignInputError(
                 f"tile {i} at {axis} = {centers_mm[i, column]:.4f} mm is outside the stage {axis} limits "
                 f"[{lo}, {hi}] mm ({outside.size} tiles outside)"
             )
@@ -160,12 +161,12 @@ def plan_tiles(
     if overlap is None:
         overlap = default_overlap(size, repeatability_um)
     if not (0.0 <= overlap < 1.0):
-        raise ValueError(f"overlap must be a fraction in [0, 1), got {overlap!r}")
+        raise DesignInputError(f"overlap must be a fraction in [0, 1), got {overlap!r}")
     step = (size[0] * (1 - overlap), size[1] * (1 - overlap))
     polygon = None
     if polygon_mm is not None:
         if x_mm is not None or y_mm is not None:
-            raise ValueError("give either x_mm/y_mm (rectangle) or polygon_mm, not both")
+            raise DesignInputError("give either x_mm/y_mm (rectangle) or polygon_mm, not both")
         polygon = np.asarray(polygon_mm, dtype=float)
         if (
             polygon.ndim != 2
@@ -173,7 +174,7 @@ def plan_tiles(
             or polygon.shape[0] < 3
             or not np.all(np.isfinite(polygon))
         ):
-            raise ValueError(
+            raise DesignInputError(
                 f"polygon_mm must be at least 3 finite (x, y) vertices, got shape {polygon.shape}"
             )
         x_lo, y_lo = polygon.min(axis=0)
@@ -181,7 +182,7 @@ def plan_tiles(
         region: dict[str, Any] = {"polygon_mm": polygon.tolist()}
     else:
         if x_mm is None or y_mm is None:
-            raise ValueError("give the region: x_mm and y_mm (rectangle) or polygon_mm")
+            raise DesignInputError("give the region: x_mm and y_mm (rectangle) or polygon_mm")
         x_lo, x_hi = _check_range("x_mm", x_mm)
         y_lo, y_hi = _check_range("y_mm", y_mm)
         region = {"x_mm": [x_lo, x_hi], "y_mm": [y_lo, y_hi]}
@@ -261,7 +262,7 @@ def estimate_imaging_time(
     energies = np.asarray(energies_eV, dtype=float)
     dwell = np.broadcast_to(np.asarray(dwell_s, dtype=float), energies.shape)
     if n_tiles < 1:
-        raise ValueError(f"n_tiles must be >= 1, got {n_tiles}")
+        raise DesignInputError(f"n_tiles must be >= 1, got {n_tiles}")
     mono = ScanTimeModel() if mono is None else mono
     n_e = energies.size
     exposure = float(dwell.sum()) * n_tiles

@@ -5,7 +5,7 @@ The clustering (:mod:`xbeam_bluesky.clustering`) tells two phases apart by the s
 energies (z) with their photon noise (τ); sites closer than ``MERGE_THRESHOLD`` (3.719) are merged into one
 cluster, and ``Φ(−D)`` is the chance that noise makes a pixel of p correlate better with q. This module chooses
 the energies (and a dwell per energy) that make every pair of candidate phases separable, per second of beam time
-including monochromator moves and settles (:class:`~xbeam_bluesky.planning.timing.ScanTimeModel`).
+including monochromator moves and settles (:class:`~xbeam_bluesky.planning._timing.ScanTimeModel`).
 
 Objective: the expected pairwise confusion ``L = Σ_pairs Φ(−D_pq)``, D_pq the smaller of both directions at the
 worst sample thickness; minimising L is a soft maximum of the weakest separations. Greedy forward selection per
@@ -39,8 +39,9 @@ from xbeam_bluesky.clustering import (
     standardize,
     standardized_noise,
 )
-from xbeam_bluesky.planning.noise import TransmissionNoise
-from xbeam_bluesky.planning.timing import ScanTimeModel
+from xbeam_bluesky.errors import DesignInputError
+from xbeam_bluesky.planning._noise import TransmissionNoise
+from xbeam_bluesky.planning._timing import ScanTimeModel
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ DEFAULT_SCREEN_STRIDE = 4
 DEFAULT_EXCHANGE_ROUNDS = 2
 
 
-class MapDesignError(ValueError):
+class MapDesignError(DesignInputError):
     """A phase-map design cannot be made from these inputs (the message says which and what is needed)."""
 
 

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from xbeam_bluesky.errors import DesignInputError
+
 
 @dataclass(frozen=True)
 class ScanTimeModel:
@@ -49,15 +51,15 @@ class ScanTimeModel:
 
     def __post_init__(self) -> None:
         if not self.max_exposure_s > 0:
-            raise ValueError(f"max_exposure_s must be > 0 s, got {self.max_exposure_s!r}")
+            raise DesignInputError(f"max_exposure_s must be > 0 s, got {self.max_exposure_s!r}")
         for name in ("dwell_s", "settle_s", "move_overhead_s", "pick_overhead_s", "split_overhead_s"):
             value = getattr(self, name)
             if not np.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0 s, got {value!r}")
+                raise DesignInputError(f"{name} must be a finite number >= 0 s, got {value!r}")
         if self.dwell_s <= 0:
-            raise ValueError(f"dwell_s must be > 0 s, got {self.dwell_s!r}")
+            raise DesignInputError(f"dwell_s must be > 0 s, got {self.dwell_s!r}")
         if not self.speed_eV_per_s > 0:
-            raise ValueError(f"speed_eV_per_s must be > 0 eV/s, got {self.speed_eV_per_s!r}")
+            raise DesignInputError(f"speed_eV_per_s must be > 0 eV/s, got {self.speed_eV_per_s!r}")
 
     def move_time_s(self, start_eV: ArrayLike, stop_eV: ArrayLike) -> NDArray[np.float64]:
         """Time (s) of monochromator moves from ``start_eV`` to ``stop_eV``, excluding settle; 0 if equal."""

@@ -6,7 +6,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.linalg import cho_factor, cho_solve
 
-from xbeam_bluesky.planning.prior import GaussianProcessPrior
+from xbeam_bluesky.planning._prior import GaussianProcessPrior
 
 
 def grid_indices(

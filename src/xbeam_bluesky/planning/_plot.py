@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from xbeam_bluesky.planning.design import EnergyDesign
-from xbeam_bluesky.planning.map_design import MapDesign, PhaseCandidates
-from xbeam_bluesky.planning.prior import GaussianProcessPrior
+from xbeam_bluesky.planning._design import EnergyDesign
+from xbeam_bluesky.planning._map_design import MapDesign, PhaseCandidates
+from xbeam_bluesky.planning._prior import GaussianProcessPrior
 
 
 def plot_design(design: EnergyDesign, prior: GaussianProcessPrior, path: str | Path) -> Path:

@@ -1,7 +1,7 @@
 """Bayesian strategy search (BBO-Rietveld): optuna TPE over refinement strategies, trials in worker processes.
 
 The objective of a trial is the Rwp (%) of the final full-range stage of its strategy
-(:class:`~xbeam_bluesky.rietveld.search_space.SearchSpace`). A trial whose refinement fails or whose model
+(:class:`~xbeam_bluesky.rietveld.search.SearchSpace`). A trial whose refinement fails or whose model
 breaks :func:`~xbeam_bluesky.rietveld.validity.check_validity` or
 :func:`~xbeam_bluesky.rietveld.validity.check_degeneracy` scores the capped penalty
 ``SearchSettings.penalty_rwp`` instead (TPE ranks trials, so a cap is as informative as the paper's 1e9 and keeps
@@ -36,23 +36,26 @@ from typing import Any
 import numpy as np
 import optuna
 
-from .crystal import Phase
-from .default_sequence import MIN_ATOM_FRACTION, major_phases, refine_default, strain_candidates
-from .instrument import Instrument
-from .pattern_io import Pattern
-from .refine import Refinement, RefinementResult
-from .search_report import summarize_top
-from .search_space import SearchSpace
-from .strategy import BackgroundSpec, Strategy, default_strategy
-from .validity import ValidityLimits, check_degeneracy, check_start_model, check_validity
+from xbeam_bluesky._inputs import read_text
+from xbeam_bluesky.errors import RietveldInputError
+
+from .._result import RefinementResult
+from ..crystal import Phase
+from ..default_sequence import refine_default
+from ..instrument import Instrument
+from ..pattern_io import Pattern
+from ..refine import Refinement
+from ..strategy import BackgroundSpec, Strategy
+from ..validity import ValidityLimits, check_degeneracy, check_start_model, check_validity
+from ._problem import problem_space
+from ._report import summarize_top
+from ._space import SearchSpace
 
 __all__ = [
     "SearchResult",
     "SearchSettings",
     "TrialRecord",
-    "degenerate_shift_terms",
     "load_warm_start",
-    "problem_space",
     "run_search",
     "strategy_document",
 ]
@@ -107,19 +110,19 @@ class SearchSettings:
 
     def __post_init__(self) -> None:
         if not isinstance(self.n_trials, int) or self.n_trials < 1:
-            raise ValueError(f"n_trials = {self.n_trials!r}; expected a positive integer")
+            raise RietveldInputError(f"n_trials = {self.n_trials!r}; expected a positive integer")
         if not isinstance(self.n_jobs, int) or self.n_jobs < 1:
-            raise ValueError(f"n_jobs = {self.n_jobs!r}; expected a positive integer")
+            raise RietveldInputError(f"n_jobs = {self.n_jobs!r}; expected a positive integer")
         if self.timeout_s is not None and not self.timeout_s > 0:
-            raise ValueError(f"timeout_s = {self.timeout_s!r}; expected a positive time in s or None")
+            raise RietveldInputError(f"timeout_s = {self.timeout_s!r}; expected a positive time in s or None")
         if not self.penalty_rwp > 0:
-            raise ValueError(f"penalty_rwp = {self.penalty_rwp!r}; expected a positive Rwp in %")
+            raise RietveldInputError(f"penalty_rwp = {self.penalty_rwp!r}; expected a positive Rwp in %")
         if not self.reference_tolerance > 0:
-            raise ValueError(
+            raise RietveldInputError(
                 f"reference_tolerance = {self.reference_tolerance!r}; expected a positive number of esd"
             )
         if self.top_k < 1:
-            raise ValueError(f"top_k = {self.top_k!r}; expected a positive integer")
+            raise RietveldInputError(f"top_k = {self.top_k!r}; expected a positive integer")
 
 
 @dataclass
@@ -283,16 +286,14 @@ def load_warm_start(path: str | Path) -> tuple[list[dict[str, Any]], list[dict[s
         The file is missing, not JSON, or holds no ``search`` block (not written by a search).
     """
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"warm-start file not found: {p}")
     try:
-        doc = json.loads(p.read_text())
+        doc = json.loads(read_text(p, "warm-start file"))
     except json.JSONDecodeError as exc:
-        raise ValueError(f"warm-start file {p}: not valid JSON ({exc})") from exc
+        raise RietveldInputError(f"warm-start file {p}: not valid JSON ({exc})") from exc
     strategy = doc.get("strategy") if isinstance(doc.get("strategy"), dict) else doc
     search = strategy.get("search") if isinstance(strategy, dict) else None
     if not isinstance(search, dict) or not isinstance(search.get("params"), dict):
-        raise ValueError(
+        raise RietveldInputError(
             f"warm-start file {p}: no 'search' block with 'params'; expected a strategy saved by a search "
             "(xbeam refine --auto --save-strategy) or its result.json"
         )
@@ -366,92 +367,13 @@ def _evaluate_with(
 
 
 # ---------------------------------------------------------------------- the search (parent side)
-#: a shift term whose 2θ dependence the cell and zero shift reproduce but for this fraction of its variance
-#: over the fit range is left out of the space (capillary DisplaceY ∝ sin 2θ at 4.5–26°: 4e-4; lab
-#: transparency at 16–158°: 0.94)
-DEGENERATE_SHIFT_FRACTION = 0.01
-
-
-def degenerate_shift_terms(refinement: Refinement) -> tuple[str, ...]:
-    """The search's shift terms that a cell change plus a zero shift mimic over the fit range.
-
-    A cell change moves peaks by ∝ tan θ, a zero shift by a constant; transparency (flat plate) and a
-    capillary's offset along the beam both shift peaks ∝ sin 2θ, which at low angles is nearly a·1 + b·tan θ.
-    Fitting sin 2θ by those two over the range (uniform in 2θ) leaves a fraction of its variance; below
-    ``DEGENERATE_SHIFT_FRACTION`` every trial that refines the term is degenerate (|r| with the cell
-    ≥ 0.998 measured on the 11-BM CuCr2O4 pattern), so it is not offered.
-    """
-    lo, hi = refinement.fit_range
-    tth = np.radians(np.linspace(lo, hi, 400))
-    basis = np.column_stack([np.ones_like(tth), np.tan(tth / 2)])
-    y = np.sin(tth)
-    resid = y - basis @ np.linalg.lstsq(basis, y, rcond=None)[0]
-    left = float(resid @ resid) / float(np.sum((y - y.mean()) ** 2))
-    return ("transparency",) if left < DEGENERATE_SHIFT_FRACTION else ()
-
-
-def problem_space(
-    refinement: Refinement,
-    *,
-    exclude: Sequence[str] = (),
-    background_peaks: Sequence[tuple[float, float]] = (),
-    min_atom_fraction: float = MIN_ATOM_FRACTION,
-) -> SearchSpace:
-    """The search space for a refinement problem: its final 2θ range and asymmetry model, and for a mixture
-    the atoms of the major phases only plus a per-phase microstrain switch.
-
-    A mixture's weight fractions are estimated first by the default sequence's stages before the atoms
-    (background + scale, cell + displacement, X Y; a fraction of a second); phases below
-    ``min_atom_fraction`` keep their CIF atoms in every trial (their few weak reflections cannot carry
-    them: the Uiso of a 1 wt % phase runs to a bound). Every phase of a mixture is offered an isotropic or
-    one uniaxial strain term per Laue-equivalent axis (:func:`~.default_sequence.strain_candidates`).
-
-    A peak-shift term that the cell (with a zero shift) reproduces over the fit range is left out too
-    (:func:`degenerate_shift_terms`: a capillary's offset along the beam at 4.5–26° 2θ).
-
-    Parameters
-    ----------
-    exclude
-        Terms never refined (:class:`SearchSpace`).
-    background_peaks
-        Background humps ``(position, fwhm)`` (deg 2θ) in every trial's background.
-    min_atom_fraction
-        Smallest weight fraction of a phase whose atoms are refined.
-    """
-    exclude = (*exclude, *(t for t in degenerate_shift_terms(refinement) if t not in exclude))
-    atom_phases: tuple[str, ...] | None = None
-    strain: tuple[tuple[str, tuple[tuple[int, int, int], ...]], ...] = ()
-    if len(refinement.phases) > 1:
-        head = default_strategy(BackgroundSpec("chebyshev", 6, tuple(background_peaks))).stages[:3]
-        with np.errstate(all="ignore"):
-            early = refinement.run(Strategy(head))
-        if early.ok:
-            major = major_phases(early, min_atom_fraction)
-            if len(major) < len(refinement.phases):
-                atom_phases = major
-        else:
-            logger.warning(
-                "strategy search: weight fractions not estimated (%s: %s); atoms of every phase refined",
-                early.status,
-                early.message,
-            )
-        strain = tuple((ph.name, tuple(strain_candidates(ph))) for ph in refinement.phases)
-    return SearchSpace(
-        *refinement.fit_range,
-        exclude=tuple(exclude),
-        asymmetry_parameter=refinement.instrument.asymmetry_parameter,
-        atom_phases=atom_phases,
-        strain_axes=strain,
-        background_peaks=tuple(background_peaks),
-    )
-
-
-def _reference(refinement: Refinement) -> tuple[dict[str, Any] | None, Strategy | None]:
-    """The default sequence's refinement summary (the reference cell of the report) and kept strategy;
-    ``(None, None)`` if it fails."""
+def _reference(refinement: Refinement, space: SearchSpace) -> tuple[dict[str, Any] | None, Strategy | None]:
+    """The default sequence's refinement summary (the reference cell of the report) and kept strategy, with
+    the space's background humps and occupancy request; ``(None, None)`` if it fails."""
+    background = BackgroundSpec(peaks=space.background_peaks) if space.background_peaks else None
     try:
         with np.errstate(all="ignore"):
-            result, strategy = refine_default(refinement)
+            result, strategy = refine_default(refinement, background=background, occupancy=space.occupancy)
     except (ValueError, ArithmeticError, np.linalg.LinAlgError, IndexError) as exc:
         logger.warning("strategy search: the default sequence (reference) failed: %s", exc)
         return None, None
@@ -551,7 +473,9 @@ def _search(
             study.enqueue_trial(dict(point))  # also when the history holds it: new data, new Rwp
         else:
             logger.warning("strategy search: warm-start point outside the search space skipped: %s", point)
-    reference, reference_strategy = _reference(refinement) if settings.start_from_default else (None, None)
+    reference, reference_strategy = (
+        _reference(refinement, space) if settings.start_from_default else (None, None)
+    )
     if reference_strategy is not None:
         point = space.point_from_strategy(reference_strategy)
         if point is not None:
@@ -622,7 +546,7 @@ def _search(
     report = summarize_top(
         [{"number": t.number, "rwp": t.rwp, "params": t.params, "summary": t.summary} for t in ranked],
         settings.shift_tolerance,
-        reference=(reference if settings.start_from_default else _reference(refinement)[0])
+        reference=(reference if settings.start_from_default else _reference(refinement, space)[0])
         if ranked
         else None,
         reference_tolerance=settings.reference_tolerance,

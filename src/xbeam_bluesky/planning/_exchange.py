@@ -1,6 +1,6 @@
 """Exchange refinement of an A-optimal energy design at equal or lower beam time (Fedorov-type exchanges).
 
-The greedy forward selection (:func:`xbeam_bluesky.planning.design.greedy_select`) never revisits a pick. Once it
+The greedy forward selection (:func:`xbeam_bluesky.planning._design.greedy_select`) never revisits a pick. Once it
 has spent the time, a pick placed early can be worth less than the same time spent elsewhere. This step takes the
 greedy's design (counts of dwell units per candidate) and applies exact improving moves:
 
@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 from scipy.linalg import cho_factor, cho_solve
 from threadpoolctl import threadpool_limits
 
-from xbeam_bluesky.planning.timing import ScanTimeModel
+from xbeam_bluesky.planning._timing import ScanTimeModel
 
 #: Prior correlation below which two moves are treated as independent and applied in the same round.
 _INDEPENDENT_CORRELATION = 1e-3

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from xbeam_bluesky.errors import DesignInputError
+
 
 @dataclass(frozen=True)
 class EnergyWarp:
@@ -30,9 +32,9 @@ class EnergyWarp:
 
     def __post_init__(self) -> None:
         if not np.isfinite(self.center_eV):
-            raise ValueError(f"warp center_eV must be finite, got {self.center_eV!r}")
+            raise DesignInputError(f"warp center_eV must be finite, got {self.center_eV!r}")
         if not self.scale_eV > 0 or not np.isfinite(self.scale_eV):
-            raise ValueError(f"warp scale_eV must be a finite value > 0 eV, got {self.scale_eV!r}")
+            raise DesignInputError(f"warp scale_eV must be a finite value > 0 eV, got {self.scale_eV!r}")
 
     def apply(self, energies_eV: ArrayLike) -> NDArray[np.float64]:
         """Warped coordinate ``u(E)`` (eV-like units; ``u(E1) = 0``)."""

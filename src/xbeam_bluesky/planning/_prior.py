@@ -11,7 +11,8 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.linalg import cho_factor, cho_solve
 from scipy.optimize import minimize
 
-from xbeam_bluesky.planning.warp import EnergyWarp
+from xbeam_bluesky.errors import DesignInputError
+from xbeam_bluesky.planning._warp import EnergyWarp
 
 #: Length scales (eV) searched when fitting the prior; the Fe K optimum (≈ 4 eV) lies well inside.
 DEFAULT_LENGTH_SCALES_EV: NDArray[np.float64] = np.geomspace(0.5, 30.0, 41)
@@ -137,9 +138,9 @@ def fit_kernel(
         chosen and of the stationary kernel.
     """
     if kernel not in KERNELS:
-        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+        raise DesignInputError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     if kernel == "stationary" and warp is not None:
-        raise ValueError("a warp was given with kernel='stationary'; use kernel='warped'")
+        raise DesignInputError("a warp was given with kernel='stationary'; use kernel='warped'")
     e, lib, mu, s = _strided(energies_eV, library, std_floor)
 
     def loglik(c: float, w: EnergyWarp | None) -> float:
@@ -213,12 +214,12 @@ class RawDataExtension:
 
     def __post_init__(self) -> None:
         if not self.jump_mean > 0:
-            raise ValueError(f"jump_mean must be > 0, got {self.jump_mean!r}")
+            raise DesignInputError(f"jump_mean must be > 0, got {self.jump_mean!r}")
         for name in ("jump_std", "background_std"):
             if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+                raise DesignInputError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not self.e0_eV > 0:
-            raise ValueError(f"e0_eV must be > 0 eV, got {self.e0_eV!r}")
+            raise DesignInputError(f"e0_eV must be > 0 eV, got {self.e0_eV!r}")
 
     def background_functions(self, energies_eV: NDArray[np.float64]) -> tuple[NDArray[np.float64], ...]:
         """The background basis ``(E0/E)³, (E0/E)⁴, 1`` on the grid."""
@@ -273,7 +274,7 @@ class GaussianProcessPrior:
         if np.any(np.asarray(self.std) <= 0):
             raise ValueError("prior std must be > 0 everywhere")
         if not self.length_scale_eV > 0:
-            raise ValueError(f"length_scale_eV must be > 0 eV, got {self.length_scale_eV!r}")
+            raise DesignInputError(f"length_scale_eV must be > 0 eV, got {self.length_scale_eV!r}")
 
     @property
     def size(self) -> int:
@@ -345,13 +346,13 @@ class GaussianProcessPrior:
         e = np.asarray(energies_eV, dtype=float)
         lib = np.asarray(library, dtype=float)
         if lib.ndim != 2 or lib.shape[1] != e.size:
-            raise ValueError(f"library must have shape (n_spectra, {e.size}), got {lib.shape}")
+            raise DesignInputError(f"library must have shape (n_spectra, {e.size}), got {lib.shape}")
         if lib.shape[0] < 3:
-            raise ValueError(f"a prior needs at least 3 usable library spectra, got {lib.shape[0]}")
+            raise DesignInputError(f"a prior needs at least 3 usable library spectra, got {lib.shape[0]}")
         bad = np.flatnonzero(~np.all(np.isfinite(lib), axis=1))
         if bad.size:
             which = [names[i] if i < len(names) else f"row {i}" for i in bad]
-            raise ValueError(f"library spectra contain NaN or inf: {', '.join(which)}")
+            raise DesignInputError(f"library spectra contain NaN or inf: {', '.join(which)}")
         meta = dict(metadata or {})
         meta.update(
             fit_noise_std=fit_noise_std,
@@ -448,7 +449,7 @@ def prior_from_library(
     source = str(directory) if directory is not None else "bundled Fe-K"
     if len(names) < 3:
         reasons = "; ".join(f"{k}: {v}" for k, v in dropped.items())
-        raise ValueError(
+        raise DesignInputError(
             f"library {source} has {len(names)} spectra covering {grid[0]:.1f}-{grid[-1]:.1f} eV, "
             f"at least 3 are needed" + (f" (dropped: {reasons})" if reasons else "")
         )

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .lattice import metric_tensor
+from ..lattice import metric_tensor
 
 __all__ = ["parameter_values", "reference_differences", "structure_shifts", "summarize_top"]
 

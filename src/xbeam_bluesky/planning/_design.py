@@ -15,11 +15,13 @@ from numpy.typing import NDArray
 from scipy.linalg import blas
 from threadpoolctl import threadpool_limits
 
-from xbeam_bluesky.planning.exchange import DEFAULT_MAX_ENERGIES, ExchangeResult, exchange_refine
-from xbeam_bluesky.planning.noise import TransmissionNoise
-from xbeam_bluesky.planning.prior import GaussianProcessPrior
-from xbeam_bluesky.planning.reconstruction import error_decomposition
-from xbeam_bluesky.planning.timing import ScanTimeModel
+from xbeam_bluesky._inputs import read_text
+from xbeam_bluesky.errors import DesignInputError
+from xbeam_bluesky.planning._exchange import DEFAULT_MAX_ENERGIES, ExchangeResult, exchange_refine
+from xbeam_bluesky.planning._noise import TransmissionNoise
+from xbeam_bluesky.planning._prior import GaussianProcessPrior
+from xbeam_bluesky.planning._reconstruction import error_decomposition
+from xbeam_bluesky.planning._timing import ScanTimeModel
 
 logger = logging.getLogger(__name__)
 
@@ -121,13 +123,13 @@ def greedy_select(
         No stopping rule, a bad criterion, or a time budget too small for the two end points.
     """
     if criterion not in ("A", "D"):
-        raise ValueError(f"criterion must be 'A' or 'D', got {criterion!r}")
+        raise DesignInputError(f"criterion must be 'A' or 'D', got {criterion!r}")
     if n_points is None and time_budget_s is None and target_rmse is None:
-        raise ValueError("give at least one stopping rule: n_points, time_budget_s or target_rmse")
+        raise DesignInputError("give at least one stopping rule: n_points, time_budget_s or target_rmse")
     if n_points is not None and n_points < 2:
-        raise ValueError(f"n_points must be >= 2 (the two end points), got {n_points}")
+        raise DesignInputError(f"n_points must be >= 2 (the two end points), got {n_points}")
     if target_rmse is not None and not target_rmse > 0:
-        raise ValueError(f"target_rmse must be > 0, got {target_rmse}")
+        raise DesignInputError(f"target_rmse must be > 0, got {target_rmse}")
     n = cov.shape[0]
     if cov.shape != (n, n) or energies_eV.shape != (n,):
         raise ValueError(f"cov must be ({energies_eV.size}, {energies_eV.size}), got {cov.shape}")
@@ -146,7 +148,7 @@ def greedy_select(
         raise ValueError("pick_variance must return n positive variances")
     nu = v_next.copy()
     if lookahead < 1:
-        raise ValueError(f"lookahead must be >= 1 pick, got {lookahead}")
+        raise DesignInputError(f"lookahead must be >= 1 pick, got {lookahead}")
     ahead = [r for r in (2**i for i in range(1, 31)) if r <= lookahead] if per_time else []
     v_ahead = [np.asarray(pick_variance(all_idx, np.full(n, r, dtype=np.intp)), dtype=float) for r in ahead]
     selected: list[float] = []
@@ -157,7 +159,7 @@ def greedy_select(
     times: list[float] = []
     min_time = time_model.scan_time_s(energies_eV[[0, -1]], time_model.dwell_s)
     if time_budget_s is not None and time_budget_s < min_time:
-        raise ValueError(
+        raise DesignInputError(
             f"time budget {time_budget_s:g} s is too small for even the two end points "
             f"{energies_eV[0]:.2f} and {energies_eV[-1]:.2f} eV ({min_time:.3g} s)"
         )
@@ -309,9 +311,9 @@ def load_design(source: str | Path | dict[str, Any]) -> dict[str, Any]:
 
     Raises
     ------
-    FileNotFoundError
-        The path does not exist.
-    ValueError
+    InputFileError
+        The path does not exist, is a directory or is not text (a ``FileNotFoundError`` too).
+    DesignInputError
         Not JSON, or ``energies_eV``/``dwell_s`` missing, of different lengths, not sorted and unique, or not
         positive.
     """
@@ -321,23 +323,21 @@ def load_design(source: str | Path | dict[str, Any]) -> dict[str, Any]:
     else:
         path = Path(source)
         name = str(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"design file {path} does not exist")
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(read_text(path, "design file"))
         except json.JSONDecodeError as exc:
-            raise ValueError(f"design file {path} is not valid JSON: {exc}") from exc
+            raise DesignInputError(f"design file {path} is not valid JSON: {exc}") from exc
     for key in ("energies_eV", "dwell_s"):
         if key not in data:
-            raise ValueError(f"{name} has no {key!r} list")
+            raise DesignInputError(f"{name} has no {key!r} list")
     energies = np.asarray(data["energies_eV"], dtype=float)
     dwell = np.asarray(data["dwell_s"], dtype=float)
     if energies.ndim != 1 or energies.size == 0 or energies.shape != dwell.shape:
-        raise ValueError(f"{name}: energies_eV and dwell_s must be non-empty lists of the same length")
+        raise DesignInputError(f"{name}: energies_eV and dwell_s must be non-empty lists of the same length")
     if not (np.all(np.isfinite(energies)) and np.all(np.diff(energies) > 0)):
-        raise ValueError(f"{name}: energies_eV must be finite, sorted and unique")
+        raise DesignInputError(f"{name}: energies_eV must be finite, sorted and unique")
     if not (np.all(np.isfinite(dwell)) and np.all(dwell > 0)):
-        raise ValueError(f"{name}: dwell_s must be finite and > 0")
+        raise DesignInputError(f"{name}: dwell_s must be finite and > 0")
     return data
 
 
@@ -380,7 +380,7 @@ def design_energies(
         See :func:`greedy_select`.
     exchange_rounds, exchange_window
         A-criterion only: after the greedy, at most this many rounds of exact exchange moves
-        (:func:`xbeam_bluesky.planning.exchange.exchange_refine`: move a dwell unit between energies, shift an
+        (:func:`xbeam_bluesky.planning._exchange.exchange_refine`: move a dwell unit between energies, shift an
         energy by up to ``exchange_window`` grid steps, spend time freed by a dropped energy), accepted only if
         they lower the expected error without exceeding the time budget (or, without a budget, the greedy
         design's time) and the number of picks; the two end points stay. 0 rounds: the greedy design as it is.

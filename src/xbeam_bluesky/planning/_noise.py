@@ -8,6 +8,8 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from xbeam_bluesky.errors import DesignInputError
+
 
 class DetectorVarianceModel(Protocol):
     """What the design needs from :class:`xbeam_bluesky.spectra.PhotonNoiseModel`."""
@@ -57,11 +59,11 @@ class TransmissionNoise:
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.i0_counts_per_s) and self.i0_counts_per_s > 0):
-            raise ValueError(f"i0_counts_per_s must be > 0 counts/s, got {self.i0_counts_per_s!r}")
+            raise DesignInputError(f"i0_counts_per_s must be > 0 counts/s, got {self.i0_counts_per_s!r}")
         if not (np.isfinite(self.edge_jump) and self.edge_jump > 0):
-            raise ValueError(f"edge_jump must be > 0, got {self.edge_jump!r}")
+            raise DesignInputError(f"edge_jump must be > 0, got {self.edge_jump!r}")
         if not (np.isfinite(self.mu_t_pre_edge) and self.mu_t_pre_edge >= 0):
-            raise ValueError(f"mu_t_pre_edge must be >= 0, got {self.mu_t_pre_edge!r}")
+            raise DesignInputError(f"mu_t_pre_edge must be >= 0, got {self.mu_t_pre_edge!r}")
 
     def absorbance(self, normalized: ArrayLike) -> NDArray[np.float64]:
         """Sample absorbance μt for a normalized spectrum."""

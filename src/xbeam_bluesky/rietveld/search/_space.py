@@ -20,7 +20,10 @@ Lorentzian X Y stay before the atoms. With it the default sequence is (nearly) a
 For a mixture, ``strain_axes`` adds one switch per phase, ``strain:<phase>``: no per-phase microstrain, or the
 ``uniaxial_strain`` term along one of the offered axes ([0, 0, 0] = isotropic), refined in a stage after the
 profile terms. ``background_peaks`` (broad humps: amorphous scattering, a capillary) are in the first stage's
-background of every point. Without these (one phase, no humps) the space is the one of earlier versions, so
+background of every point, and ``occupancy`` (site occupancies refined on request, a shared site keeping its
+sum) in the atoms stage of every point. ``exclusive_shifts`` names pairs of shift terms that move the peaks
+alike over the range (zero shift and a capillary's DisplaceX at low angles): a point switching both on
+refines only the second. Without these (one phase, no humps) the space is the one of earlier versions, so
 saved strategies still warm-start.
 
 The range of stages 1–5 is sampled as two fractions in [0, 1] so the space is static (multivariate TPE
@@ -41,8 +44,8 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from .background import BACKGROUND_TYPES
-from .strategy import BackgroundSpec, Stage, Strategy
+from ..background import BACKGROUND_TYPES
+from ..strategy import BackgroundSpec, OccupancySpec, Stage, Strategy
 
 __all__ = ["PROFILE_TERMS", "SearchSpace"]
 
@@ -93,6 +96,13 @@ class SearchSpace:
         [h, k, l] it chooses from ([0, 0, 0] = isotropic); empty = no switch.
     background_peaks
         Background humps ``(position, fwhm)`` (deg 2θ) in the first stage's background.
+    occupancy
+        Site occupancies the atoms stage refines in every point (a solid solution's shared site, its sum
+        kept); empty = occupancies fixed.
+    exclusive_shifts
+        Pairs ``(dropped, kept)`` of shift terms never refined together: a point switching both on refines
+        ``kept`` only (the pair moves the peaks alike over the range, e.g. ``("zero", "displacement")`` for a
+        capillary at 4.5–26° 2θ; see :func:`~xbeam_bluesky.rietveld.search.degenerate_shift_pairs`).
     """
 
     two_theta_min: float
@@ -108,6 +118,8 @@ class SearchSpace:
     atom_phases: tuple[str, ...] | None = None
     strain_axes: tuple[tuple[str, tuple[tuple[int, int, int], ...]], ...] = ()
     background_peaks: tuple[tuple[float, float], ...] = ()
+    occupancy: tuple[OccupancySpec, ...] = ()
+    exclusive_shifts: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         lo, hi = self.two_theta_min, self.two_theta_max
@@ -153,6 +165,11 @@ class SearchSpace:
                     "[h, k, l] ([0, 0, 0] = isotropic)"
                 )
         BackgroundSpec("chebyshev", 1, self.background_peaks)  # checks the humps
+        for pair in self.exclusive_shifts:
+            if len(pair) != 2 or pair[0] == pair[1] or not set(pair) <= set(_SHIFT_TERMS):
+                raise ValueError(
+                    f"search space: exclusive_shifts pair {pair!r}; expected two different terms of {_SHIFT_TERMS}"
+                )
 
     # ------------------------------------------------------------------ sampling
     def distributions(self) -> dict[str, BaseDistribution]:
@@ -246,6 +263,10 @@ class SearchSpace:
         first = self.first_range(params)
         full = (round(self.two_theta_min, 6), round(self.two_theta_max, 6))
         n = self.stage_cycles
+        shift_on = {t: bool(params[t]) for t in _SHIFT_TERMS}
+        for dropped, kept in self.exclusive_shifts:
+            if shift_on[dropped] and shift_on[kept]:
+                shift_on[dropped] = False
         stages = [
             Stage(
                 name="background+scale",
@@ -255,13 +276,13 @@ class SearchSpace:
                 max_cycles=n,
             ),
             Stage(
-                name="cell" + ("+zero" if params["zero"] else ""),
-                refine=("cell", "zero") if params["zero"] else ("cell",),
+                name="cell" + ("+zero" if shift_on["zero"] else ""),
+                refine=("cell", "zero") if shift_on["zero"] else ("cell",),
                 range=first,
                 max_cycles=n,
             ),
         ]
-        shifts = tuple(t for t in ("displacement", "transparency") if params[t])
+        shifts = tuple(t for t in ("displacement", "transparency") if shift_on[t])
         if shifts:
             stages.append(Stage(name="+".join(shifts), refine=shifts, range=first, max_cycles=n))
         profile = tuple(t for t in PROFILE_TERMS if params[t])
@@ -304,10 +325,13 @@ class SearchSpace:
             )
         stages.append(
             Stage(
-                name="atoms",
-                refine=("atoms_xyz", "atoms_uiso"),
+                name="atoms" + (" + occupancy" if self.occupancy else ""),
+                refine=("atoms_xyz", "atoms_uiso", "occupancy")
+                if self.occupancy
+                else ("atoms_xyz", "atoms_uiso"),
                 range=first,
                 max_cycles=n,
+                occupancy=self.occupancy,
                 atom_phases=self.atom_phases,
             )
         )
@@ -367,6 +391,10 @@ class SearchSpace:
             extra["strain_axes"] = {name: [list(a) for a in axes] for name, axes in self.strain_axes}
         if self.background_peaks:
             extra["background_peaks"] = [list(p) for p in self.background_peaks]
+        if self.occupancy:
+            extra["occupancy"] = [o.to_dict() for o in self.occupancy]
+        if self.exclusive_shifts:
+            extra["exclusive_shifts"] = [list(p) for p in self.exclusive_shifts]
         return extra | {
             "two_theta_min": self.two_theta_min,
             "two_theta_max": self.two_theta_max,
@@ -394,6 +422,10 @@ class SearchSpace:
             for name, axes in dict(d.get("strain_axes", {})).items()
         )
         d["background_peaks"] = tuple((float(p), float(f)) for p, f in d.get("background_peaks", ()))
+        d["occupancy"] = tuple(
+            OccupancySpec.from_dict(o, "search space: occupancy") for o in d.get("occupancy", ())
+        )
+        d["exclusive_shifts"] = tuple((str(a), str(b)) for a, b in d.get("exclusive_shifts", ()))
         return cls(**d)
 
     def contains(self, params: Mapping[str, Any]) -> bool:
