@@ -75,7 +75,7 @@ def test_limit_switch_stops_the_plan_and_the_axis(real_ns, stage_x):
     _caput("T:X:SimHighSwitch", 3.0)  # the flats are taken at x = 6 mm: the way there crosses the switch
     uid, stop = _run_failing(ns, _xanes(ns), MotorFaultError)
     assert stop["exit_status"] == "fail"
-    assert "T:X.HLS = 1" in stop["reason"] and "limit switch at 3.0" in stop["reason"]
+    assert "T:X.HLS = 1" in stop["reason"] and "limit switch at 3.0" in stop["reason"], stop["reason"]
     assert ns["tiled_client"][uid].metadata["stop"]["reason"] == stop["reason"]
     # the axis stayed on the switch: the plan's clean-up (back to the start) did not drive it further
     assert _caget("T:X.RBV") == 3.0 and _caget("T:X.HLS") == 1

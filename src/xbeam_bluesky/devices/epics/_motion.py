@@ -75,7 +75,7 @@ class FaultCheckingMotorLogic(MotorFlyableMovableLogic):
         try:
             await self.setpoint.set(new_position, timeout=limit)
         except TimeoutError:
-            position = await self.readback.get_value()
+            position = await self.readback.get_value(cached=False)
             await self.motor_stop.set(1)
             raise MotorFaultError(
                 f"{self.record}: the move to {new_position} did not finish (DMOV stayed 0) within {limit:.3g} s "
@@ -86,7 +86,7 @@ class FaultCheckingMotorLogic(MotorFlyableMovableLogic):
             self.high_limit_switch.get_value(),
             self.low_limit_switch.get_value(),
             self.limit_violation.get_value(),
-            self.readback.get_value(),
+            self.readback.get_value(cached=False),
             self.deadband.get_value(),
         )
         if violation:

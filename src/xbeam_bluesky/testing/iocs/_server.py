@@ -88,6 +88,31 @@ def ioc_argument_parser(description: str, default_prefix: str) -> argparse.Argum
     return parser
 
 
+def _send_without_delay() -> None:
+    """Set ``TCP_NODELAY`` on every client circuit of the caproto server, as an EPICS IOC (rsrv) does.
+
+    caproto's asyncio server leaves Nagle's algorithm on: a reply written while the previous one is not yet
+    acknowledged waits for the client's delayed ACK (~40 ms on Linux), so concurrent requests (ophyd-async gathers
+    several gets or puts at once) took ~9 ms each instead of ~0.3 ms.
+    """
+    import socket
+
+    from caproto.asyncio import utils
+
+    if getattr(utils._TransportWrapper, "_xbeam_nodelay", False):
+        return
+    original = utils._TransportWrapper.__init__
+
+    def init(self: Any, reader: Any, writer: Any) -> None:
+        original(self, reader, writer)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    utils._TransportWrapper.__init__ = init
+    utils._TransportWrapper._xbeam_nodelay = True
+
+
 class _NoBeaconErrors(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith("Failed to send beacon")
@@ -121,6 +146,7 @@ def serve(pvdb: dict[str, Any], args: argparse.Namespace, on_start: Callable[[],
     logging.getLogger("caproto.ctx").addFilter(_NoBeaconErrors())
     # SIGTERM ends the server like Ctrl-C does (its shutdown hooks close the open files)
     signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    _send_without_delay()
     if on_start is not None:
         on_start()
     run(pvdb, interfaces=[args.interface], log_pv_names=args.verbose)

@@ -241,13 +241,18 @@ class CameraIOC:
         Draws the frames.
     beam
         Reads the beamline state at each exposure.
+    reuse_frame
+        Render the first frame only and send it at every exposure (benchmarks the CA and HDF5 path without the
+        physics).
     """
 
     def __init__(
         self, prefix: str, renderer: PhantomRenderer, beam: BeamState, driver_suffix: str = "cam1:",
-        hdf_suffix: str = "HDF1:",
+        hdf_suffix: str = "HDF1:", reuse_frame: bool = False,
     ) -> None:  # fmt: skip
         self.renderer = renderer
+        self.reuse_frame = reuse_frame
+        self._frame: np.ndarray | None = None
         self.beam = beam
         self.driver = _Driver(prefix=prefix + driver_suffix, owner=self)
         self.hdf = _HDF5(prefix=prefix + hdf_suffix, owner=self)
@@ -302,7 +307,12 @@ class CameraIOC:
                 if await self._wait_abort(exposure):
                     aborted = True
                     break
-                frame = await asyncio.to_thread(self.renderer.render, state[0], state[1], exposure, state[2])
+                frame = self._frame
+                if frame is None:
+                    frame = await asyncio.to_thread(
+                        self.renderer.render, state[0], state[1], exposure, state[2]
+                    )
+                    self._frame = frame if self.reuse_frame else None
                 taken += 1
                 await drv.array_counter.write(int(drv.array_counter_rbv.value) + 1)
                 await drv.unique_id.write(int(drv.unique_id.value) + 1)
@@ -445,6 +455,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--photon-flux", type=float, default=2.0e4, help="photons/pixel/s in the open beam")
     parser.add_argument("--sample-mm", type=float, nargs=2, default=(20.0, 10.0), metavar=("W", "H"))
     parser.add_argument("--seed", type=int, default=0, help="seed of phantom, flat field and noise")
+    parser.add_argument(
+        "--reuse-frame",
+        action="store_true",
+        help="render one frame and send it at every exposure (benchmarks)",
+    )
     for pv in ("energy", "x", "y", "shutter"):
         parser.add_argument(f"--{pv}-pv", default="", help=f"PV of the {pv} the camera sees (default: none)")
     args = parser.parse_args(argv)
@@ -456,7 +471,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     phantom = Phantom(width_mm=args.sample_mm[0], height_mm=args.sample_mm[1], seed=args.seed)
     beam = BeamState(args.energy_pv, args.x_pv, args.y_pv, args.shutter_pv)
-    ioc = CameraIOC(args.prefix, PhantomRenderer(model, phantom, args.seed), beam, args.driver, args.hdf)
+    ioc = CameraIOC(
+        args.prefix, PhantomRenderer(model, phantom, args.seed), beam, args.driver, args.hdf, args.reuse_frame
+    )
     serve(ioc.pvdb, args)
 
 
