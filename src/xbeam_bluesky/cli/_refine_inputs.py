@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from xbeam_bluesky.cli import CLIError
+from xbeam_bluesky.errors import XbeamInputError
 
 __all__ = [
     "background_peaks",
@@ -55,7 +56,7 @@ def occupancy_request(args: argparse.Namespace) -> tuple[Any, ...]:
         labels = tuple(lab.strip() for lab in sites.split(",") if lab.strip())
         try:
             specs.append(OccupancySpec(labels, phase or None))
-        except ValueError as exc:
+        except XbeamInputError as exc:
             raise CLIError(f"--occupancy {text!r}: {exc}; expected [PHASE:]SITE,SITE, e.g. La1,Sr1") from exc
     return tuple(specs)
 
@@ -79,7 +80,7 @@ def chosen_strategy(args: argparse.Namespace) -> Any:
     bkg = stages[i].background or BackgroundSpec()
     try:
         stages[i] = replace(stages[i], background=replace(bkg, peaks=bkg.peaks + peaks))
-    except ValueError as exc:
+    except XbeamInputError as exc:
         raise CLIError(f"--background-peak: {exc}") from exc
     return Strategy(tuple(stages))
 
@@ -93,7 +94,7 @@ def default_background(args: argparse.Namespace) -> Any:
         return None
     try:
         return BackgroundSpec(peaks=peaks)
-    except ValueError as exc:
+    except XbeamInputError as exc:
         raise CLIError(f"--background-peak: {exc}") from exc
 
 
@@ -159,6 +160,6 @@ def load_instrument(args: argparse.Namespace) -> Any:
     if changes:
         try:
             instrument = instrument.with_changes(**changes)
-        except ValueError as exc:
+        except XbeamInputError as exc:
             raise CLIError(f"--geometry/--mu-r: {exc}") from exc
     return instrument

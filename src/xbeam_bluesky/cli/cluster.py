@@ -303,13 +303,10 @@ def _run_input(args: argparse.Namespace, references: list[str] | None) -> _Input
             )
             sources.append(ArrayStack(mu))
         assert index is not None
-        try:
-            pipeline, record = run_pipeline(
-                start, sources, index.tolist(), flats, dark, library_dir=args.library,
-                options=_options(args, references),
-            )  # fmt: skip
-        except XbeamInputError as exc:
-            raise CLIError(str(exc)) from exc
+        pipeline, record = run_pipeline(
+            start, sources, index.tolist(), flats, dark, library_dir=args.library,
+            options=_options(args, references),
+        )  # fmt: skip
         pixel = start.get("tiles", {}).get("pixel_size_um")
         return _Input(sources, pipeline.energies, pipeline.i0_counts, [tuple(p) for p in positions], pixel,
                       {**record["i0_model"], "noise": record["noise"], "noise_model": record["noise_model"]},

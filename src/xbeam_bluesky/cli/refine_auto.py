@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from xbeam_bluesky.cli import CLIError
+from xbeam_bluesky.errors import XbeamInputError
 
 
 def add_auto_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,7 +93,7 @@ def run_auto(args: argparse.Namespace) -> int:
     exclude = tuple(t.strip() for t in args.exclude.split(",") if t.strip())
     try:
         SearchSpace(*refinement.fit_range, exclude=exclude)  # names a bad --exclude before any work
-    except ValueError as exc:
+    except XbeamInputError as exc:
         raise CLIError(f"--exclude {args.exclude!r}: {exc}") from exc
     space = problem_space(
         refinement,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from xbeam_bluesky.cli import CLIError
+from xbeam_bluesky.errors import XbeamInputError
 
 
 def series_files(specs: list[str]) -> list[Path]:
@@ -43,7 +44,7 @@ def _ordered(args: argparse.Namespace, files: list[Path]) -> tuple[list[Path], l
     elif args.series_key is not None:
         try:
             values = [series_value(f, args.series_key) for f in files]
-        except (ValueError, OSError) as exc:
+        except (XbeamInputError, OSError) as exc:
             raise CLIError(f"--series-key {args.series_key!r}: {exc}") from exc
         label = args.series_key
     else:
@@ -79,20 +80,17 @@ def run_sequential(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
 
-    try:
-        seq = refine_series(
-            patterns,
-            phases,
-            instrument,
-            values=values,
-            strategy=strategy,
-            fit_range=fit_range,
-            find_strategy=find,
-            degrade_factor=args.degrade_factor,
-            progress=progress,
-        )
-    except ValueError as exc:
-        raise CLIError(str(exc)) from exc
+    seq = refine_series(
+        patterns,
+        phases,
+        instrument,
+        values=values,
+        strategy=strategy,
+        fit_range=fit_range,
+        find_strategy=find,
+        degrade_factor=args.degrade_factor,
+        progress=progress,
+    )
     rows = []
     for f, v, res, why, wall in zip(files, seq.values, seq.results, seq.restarted, seq.wall_s, strict=True):
         row = {"file": str(f), "value": v, **res.to_dict(), "restarted": why, "pattern_wall_s": wall}

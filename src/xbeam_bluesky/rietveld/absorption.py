@@ -17,6 +17,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from xbeam_bluesky.errors import RietveldInputError
+
 __all__ = ["cylinder_transmission"]
 
 #: 2θ nodes (deg) of the table; A(2θ) is smooth, so cubic interpolation between 0.5° nodes is enough
@@ -72,7 +74,7 @@ def cylinder_transmission(two_theta: np.ndarray, mu_r: float) -> tuple[np.ndarra
         μR negative or not finite.
     """
     if not np.isfinite(mu_r) or mu_r < 0:
-        raise ValueError(f"mu_r {mu_r!r}: expected a finite μR ≥ 0 (dimensionless)")
+        raise RietveldInputError(f"mu_r {mu_r!r}: expected a finite μR ≥ 0 (dimensionless)")
     a_nodes, da_nodes = _node_values(float(mu_r))
     tth = np.clip(np.asarray(two_theta, dtype=float), 0.0, 180.0)
     return _cubic(tth, a_nodes), _cubic(tth, da_nodes)

@@ -30,6 +30,8 @@ from functools import lru_cache
 import numpy as np
 from scipy.spatial import ConvexHull
 
+from xbeam_bluesky.errors import RietveldInputError
+
 __all__ = ["AxialDivergence", "axial_extent", "axial_quadrature"]
 
 #: Gauss–Legendre nodes along each of the source, sample and receiver lengths
@@ -64,7 +66,7 @@ class AxialDivergence:
         for name in ("soller", "source_length", "sample_length", "receiver_length", "radius"):
             value = getattr(self, name)
             if not np.isfinite(value) or value <= 0:
-                raise ValueError(f"axial divergence {name} = {value!r}: expected a positive number")
+                raise RietveldInputError(f"axial divergence {name} = {value!r}: expected a positive number")
 
 
 @lru_cache(maxsize=16)
@@ -83,7 +85,7 @@ def _table(geom: AxialDivergence) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     w = w.ravel()
     keep = w > 0
     if not np.any(keep):
-        raise ValueError(f"axial divergence {geom}: the Soller slits transmit no ray")
+        raise RietveldInputError(f"axial divergence {geom}: the Soller slits transmit no ray")
     a, b, w = a[keep], b[keep], w[keep]
     # compress to the weighted mean of each cell of an _N_TABLE² grid: keeps the mean exactly
     ia = _bin(a, _N_TABLE)

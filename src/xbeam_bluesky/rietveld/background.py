@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from xbeam_bluesky.errors import RietveldInputError
+
 __all__ = ["BACKGROUND_PEAK_ETA", "BACKGROUND_TYPES", "background_basis", "background_peaks"]
 
 #: Lorentzian fraction of a background peak's pseudo-Voigt (fixed; the hump's shape is rarely better known)
@@ -56,9 +58,9 @@ def background_basis(kind: str, n_terms: int, two_theta: np.ndarray, wavelength:
         Wavelength (Å) for the Q power series.
     """
     if kind not in BACKGROUND_TYPES:
-        raise ValueError(f"background type {kind!r}: expected one of {', '.join(BACKGROUND_TYPES)}")
+        raise RietveldInputError(f"background type {kind!r}: expected one of {', '.join(BACKGROUND_TYPES)}")
     if not 1 <= int(n_terms) <= 36:
-        raise ValueError(f"background terms {n_terms!r}: expected an integer from 1 to 36")
+        raise RietveldInputError(f"background terms {n_terms!r}: expected an integer from 1 to 36")
     n = int(n_terms)
     x = np.asarray(two_theta, dtype=float)
     lo, hi = float(x[0]), float(x[-1])

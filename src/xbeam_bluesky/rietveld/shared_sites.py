@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from xbeam_bluesky.errors import RietveldInputError
+
 from .crystal import Phase
 
 __all__ = ["SiteTies", "resolve_site_groups"]
@@ -61,7 +63,7 @@ class SiteTies:
             rep = g[0]
             for j in g:
                 if not np.allclose(phase.xyz_basis[j], phase.xyz_basis[rep], atol=1e-8):
-                    raise ValueError(
+                    raise RietveldInputError(
                         f"phase {phase.name!r}: sites {phase.labels[rep]!r} and {phase.labels[j]!r} are declared "
                         "one shared site but lie on different special positions; expected atoms at one position"
                     )
@@ -128,7 +130,7 @@ def resolve_site_groups(phase: Phase, declared: bool | tuple[tuple[str, ...], ..
                 continue
             if len(known) != len(names):
                 missing = [lab for lab in names if lab not in phase.labels]
-                raise ValueError(
+                raise RietveldInputError(
                     f"shared_sites: phase {phase.name!r} has no site {', '.join(map(repr, missing))}; "
                     f"sites: {', '.join(phase.labels)}"
                 )
@@ -136,6 +138,6 @@ def resolve_site_groups(phase: Phase, declared: bool | tuple[tuple[str, ...], ..
     used = [j for g in groups for j in g]
     again = sorted({phase.labels[j] for j in used if used.count(j) > 1})
     if again:
-        raise ValueError(f"shared_sites: labels {', '.join(again)} are in more than one group")
+        raise RietveldInputError(f"shared_sites: labels {', '.join(again)} are in more than one group")
     groups += [[j] for j in range(phase.n_sites) if j not in used]
     return sorted(groups, key=min)

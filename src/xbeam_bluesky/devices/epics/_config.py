@@ -7,6 +7,8 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from xbeam_bluesky.errors import ConfigError, InputFileError
+
 from ._camera import CameraNoise
 from ._motion import DEFAULT_STALL_TIMEOUT_S
 
@@ -96,7 +98,7 @@ class CameraConfig:
 
         Raises
         ------
-        ValueError
+        ConfigError
             Some but not all of ``gain``, ``read_noise``, ``dark_offset``, ``i0_counts_per_s`` are given,
             ``peak_counts_per_s`` without them, or a value out of range (named).
         """
@@ -104,11 +106,11 @@ class CameraConfig:
         given = [k for k, v in required.items() if v is not None]
         if not given:
             if self.peak_counts_per_s is not None:
-                raise ValueError(f"peak_counts_per_s needs the noise keys {list(NOISE_KEYS)} as well")
+                raise ConfigError(f"peak_counts_per_s needs the noise keys {list(NOISE_KEYS)} as well")
             return None
         if len(given) != len(required):
             missing = [k for k in NOISE_KEYS if k not in given]
-            raise ValueError(
+            raise ConfigError(
                 f"noise keys {given} given without {missing}; expected all of {list(NOISE_KEYS)}"
             )
         return CameraNoise(
@@ -150,9 +152,9 @@ class XrdConfig:
 
         calibrated_two_theta(self.two_theta_start_deg, self.two_theta_step_deg, self.n_channels)
         if self.array_dtype not in ARRAY_DTYPES:
-            raise ValueError(f"array_dtype = {self.array_dtype!r}; expected one of {sorted(ARRAY_DTYPES)}")
+            raise ConfigError(f"array_dtype = {self.array_dtype!r}; expected one of {sorted(ARRAY_DTYPES)}")
         if not self.timeout_s > 0:
-            raise ValueError(f"timeout_s = {self.timeout_s!r}; expected a positive time in s")
+            raise ConfigError(f"timeout_s = {self.timeout_s!r}; expected a positive time in s")
 
 
 @dataclass(frozen=True)
@@ -181,48 +183,48 @@ _PAIRS = {"limits_eV", "x_limits_mm", "y_limits_mm", "out_position_mm", "shape"}
 def _section(source: str, name: str, table: Any, cls: type) -> Any:
     where = f"{source}: [epics.{name}]"
     if not isinstance(table, dict):
-        raise ValueError(f"{where} must be a table, got {type(table).__name__}")
+        raise ConfigError(f"{where} must be a table, got {type(table).__name__}")
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(table) - set(known))
     if unknown:
-        raise ValueError(f"{where} has unknown key(s) {unknown}; expected some of {sorted(known)}")
+        raise ConfigError(f"{where} has unknown key(s) {unknown}; expected some of {sorted(known)}")
     missing = [n for n, f in known.items() if f.default is MISSING and n not in table]
     if missing:
-        raise ValueError(f"{where} is missing required key(s) {missing}")
+        raise ConfigError(f"{where} is missing required key(s) {missing}")
     values: dict[str, Any] = {}
     for key, value in table.items():
         if key in _PAIRS:
             if not (
                 isinstance(value, list) and len(value) == 2 and all(isinstance(v, int | float) for v in value)
             ):
-                raise ValueError(f"{where} {key} = {value!r}; expected a pair of numbers like [1.0, 2.0]")
+                raise ConfigError(f"{where} {key} = {value!r}; expected a pair of numbers like [1.0, 2.0]")
             values[key] = (
                 (int(value[0]), int(value[1])) if key == "shape" else (float(value[0]), float(value[1]))
             )
         elif key in {"pixel_size_um", "readout_s", *NOISE_KEYS, "peak_counts_per_s", "saturation_adu"}:
             if not isinstance(value, int | float) or value < 0:
-                raise ValueError(f"{where} {key} = {value!r}; expected a non-negative number")
+                raise ConfigError(f"{where} {key} = {value!r}; expected a non-negative number")
             values[key] = float(value)
         elif key == "stall_timeout_s":
             if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
-                raise ValueError(f"{where} {key} = {value!r}; expected a positive time in s")
+                raise ConfigError(f"{where} {key} = {value!r}; expected a positive time in s")
             values[key] = float(value)
         elif key in {"two_theta_start_deg", "two_theta_step_deg", "timeout_s"}:
             if not isinstance(value, int | float) or isinstance(value, bool):
-                raise ValueError(f"{where} {key} = {value!r}; expected a number")
+                raise ConfigError(f"{where} {key} = {value!r}; expected a number")
             values[key] = float(value)
         elif key == "n_channels":
             if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError(f"{where} {key} = {value!r}; expected an integer number of channels")
+                raise ConfigError(f"{where} {key} = {value!r}; expected an integer number of channels")
             values[key] = value
         elif not isinstance(value, str) or not value:
-            raise ValueError(f"{where} {key} = {value!r}; expected a non-empty string (a PV name or suffix)")
+            raise ConfigError(f"{where} {key} = {value!r}; expected a non-empty string (a PV name or suffix)")
         else:
             values[key] = value
     try:
         return cls(**values)
     except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def load_epics_config(path: str | Path) -> EpicsBeamlineConfig:
@@ -240,25 +242,25 @@ def load_epics_config(path: str | Path) -> EpicsBeamlineConfig:
 
     Raises
     ------
-    FileNotFoundError
-        If ``path`` does not exist.
-    ValueError
+    InputFileError
+        If ``path`` does not exist (a ``FileNotFoundError``).
+    ConfigError
         If the file is not valid TOML, has no ``[epics]`` table, or a section has a missing, unknown or
         mistyped key (the message names the file, section and key).
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"EPICS config file {path} does not exist")
+        raise InputFileError(f"EPICS config file {path} does not exist")
     try:
         document = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML ({exc})") from None
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
     epics = document.get("epics")
     if not isinstance(epics, dict):
-        raise ValueError(f"{path}: no [epics] table; expected [epics.mono], [epics.stage], [epics.camera]")
+        raise ConfigError(f"{path}: no [epics] table; expected [epics.mono], [epics.stage], [epics.camera]")
     unknown = sorted(set(epics) - set(_SECTIONS))
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"{path}: unknown section(s) {['epics.' + u for u in unknown]}; expected {list(_SECTIONS)}"
         )
     sections: dict[str, Any] = {}
@@ -266,5 +268,5 @@ def load_epics_config(path: str | Path) -> EpicsBeamlineConfig:
         if name in epics:
             sections[name] = _section(str(path), name, epics[name], cls)
         elif name not in _OPTIONAL:
-            raise ValueError(f"{path}: missing section [epics.{name}]")
+            raise ConfigError(f"{path}: missing section [epics.{name}]")
     return EpicsBeamlineConfig(**sections, source=str(path))

@@ -44,6 +44,8 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from xbeam_bluesky.errors import RietveldInputError
+
 from ..background import BACKGROUND_TYPES
 from ..strategy import BackgroundSpec, OccupancySpec, Stage, Strategy
 
@@ -124,50 +126,54 @@ class SearchSpace:
     def __post_init__(self) -> None:
         lo, hi = self.two_theta_min, self.two_theta_max
         if not 0 < lo < hi < 180:
-            raise ValueError(f"search space: 2θ range {lo}..{hi} deg must satisfy 0 < min < max < 180")
+            raise RietveldInputError(
+                f"search space: 2θ range {lo}..{hi} deg must satisfy 0 < min < max < 180"
+            )
         if not 0 < self.min_width <= hi - lo:
-            raise ValueError(
+            raise RietveldInputError(
                 f"search space: min_width {self.min_width} deg must be positive and at most the range width "
                 f"{hi - lo:.3f} deg"
             )
         unknown = set(self.background_types) - set(BACKGROUND_TYPES)
         if not self.background_types or unknown:
-            raise ValueError(
+            raise RietveldInputError(
                 f"search space: background_types {self.background_types!r}; expected a non-empty subset of "
                 f"{BACKGROUND_TYPES}"
             )
         if not 1 <= self.max_background_terms <= 36:
-            raise ValueError(
+            raise RietveldInputError(
                 f"search space: max_background_terms {self.max_background_terms}; expected 1..36"
             )
         if self.stage_cycles < 1 or self.final_cycles < 1:
-            raise ValueError("search space: stage_cycles and final_cycles must be positive integers")
+            raise RietveldInputError("search space: stage_cycles and final_cycles must be positive integers")
         unknown_terms = set(self.exclude) - set(_OPTIONAL)
         if unknown_terms:
-            raise ValueError(
+            raise RietveldInputError(
                 f"search space: cannot exclude {sorted(unknown_terms)}; expected some of {list(_OPTIONAL)}"
             )
         if self.asymmetry_parameter not in ("SH/L", "soller"):
-            raise ValueError(
+            raise RietveldInputError(
                 f"search space: asymmetry_parameter {self.asymmetry_parameter!r}; expected 'SH/L' or 'soller'"
             )
         for axis in self.po_axes:
             if len(axis) != 3 or not any(axis):
-                raise ValueError(
+                raise RietveldInputError(
                     f"search space: preferred-orientation axis {axis!r}; expected a non-zero [h, k, l]"
                 )
         if self.atom_phases is not None and not self.atom_phases:
-            raise ValueError("search space: atom_phases is empty; expected phase names or None (every phase)")
+            raise RietveldInputError(
+                "search space: atom_phases is empty; expected phase names or None (every phase)"
+            )
         for name, axes in self.strain_axes:
             if not axes or any(len(a) != 3 for a in axes):
-                raise ValueError(
+                raise RietveldInputError(
                     f"search space: strain axes of phase {name!r}: {axes!r}; expected a non-empty list of "
                     "[h, k, l] ([0, 0, 0] = isotropic)"
                 )
         BackgroundSpec("chebyshev", 1, self.background_peaks)  # checks the humps
         for pair in self.exclusive_shifts:
             if len(pair) != 2 or pair[0] == pair[1] or not set(pair) <= set(_SHIFT_TERMS):
-                raise ValueError(
+                raise RietveldInputError(
                     f"search space: exclusive_shifts pair {pair!r}; expected two different terms of {_SHIFT_TERMS}"
                 )
 
@@ -245,20 +251,22 @@ class SearchSpace:
         """
         missing = [k for k in self.default_params() if k not in params]
         if missing:
-            raise ValueError(f"strategy parameters: missing {missing}")
+            raise RietveldInputError(f"strategy parameters: missing {missing}")
         bkg_type = str(params["background_type"])
         if bkg_type not in self.background_types:
-            raise ValueError(
+            raise RietveldInputError(
                 f"strategy parameter background_type {bkg_type!r}; expected one of {self.background_types}"
             )
         terms = int(params["background_terms"])
         if not 1 <= terms <= self.max_background_terms:
-            raise ValueError(
+            raise RietveldInputError(
                 f"strategy parameter background_terms {terms}; expected 1..{self.max_background_terms}"
             )
         stray = [k for k in self.exclude if params.get(k) not in (None, False, _NO_PO)]
         if stray:
-            raise ValueError(f"strategy parameters: {stray} switched on but excluded from the search space")
+            raise RietveldInputError(
+                f"strategy parameters: {stray} switched on but excluded from the search space"
+            )
         params = {**{k: _NO_PO if k == "preferred_orientation" else False for k in self.exclude}, **params}
         first = self.first_range(params)
         full = (round(self.two_theta_min, 6), round(self.two_theta_max, 6))
@@ -297,7 +305,7 @@ class SearchSpace:
         if po != _NO_PO:
             keys = {_axis_key(a): a for a in self.po_axes}
             if po not in keys:
-                raise ValueError(
+                raise RietveldInputError(
                     f"strategy parameter preferred_orientation {po!r}; expected one of {[_NO_PO, *keys]}"
                 )
             po_axis = keys[po]
@@ -376,7 +384,7 @@ class SearchSpace:
                 continue
             keys = {_axis_key(a): a for a in axes}
             if value not in keys:
-                raise ValueError(
+                raise RietveldInputError(
                     f"strategy parameter {_STRAIN + name} {value!r}; expected one of {[_NO_STRAIN, *keys]}"
                 )
             out.append((name, tuple(int(v) for v in keys[value])))
@@ -442,5 +450,5 @@ class SearchSpace:
 def _fraction(params: Mapping[str, Any], key: str) -> float:
     value = float(params[key])
     if not 0.0 <= value <= 1.0:
-        raise ValueError(f"strategy parameter {key} = {value}; expected a fraction in [0, 1]")
+        raise RietveldInputError(f"strategy parameter {key} = {value}; expected a fraction in [0, 1]")
     return value
