@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 
 import numpy as np
 from bluesky.protocols import Reading
@@ -29,6 +28,8 @@ from ophyd_async.core import (
 from ophyd_async.core import StandardReadableFormat as Format
 from ophyd_async.epics.adcore import ADBaseIO, ADImageMode
 from ophyd_async.epics.core import epics_signal_r
+
+from xbeam_bluesky.bundled import CIF_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ ARRAY_DTYPES: dict[str, type[np.generic]] = {
 }
 
 #: Bundled CIF the default mock renders (the sample of the simulated beamline).
-MOCK_CIF = Path(__file__).resolve().parents[2] / "data" / "cif" / "PbSO4-Wyckoff.cif"
+MOCK_CIF = CIF_DIR / "PbSO4-Wyckoff.cif"
 #: Counts per second at the strongest peak of the mock pattern, and its flat background (counts/s).
 MOCK_PEAK_COUNTS_PER_S = 5.0e4
 MOCK_BACKGROUND_COUNTS_PER_S = 1.0e3
