@@ -191,7 +191,7 @@ class SearchResult:
     trials
         Every trial, in order.
     report
-        :func:`~xbeam_bluesky.rietveld.search_report.summarize_top` of the best valid trials.
+        :func:`~xbeam_bluesky.rietveld.search.summarize_top` of the best valid trials.
     space, settings
         What was searched, and how.
     wall_s
