@@ -217,11 +217,13 @@ class ClusteringPipeline:
         """Rules on the subsample (pixels × energies): an energy with no finite value or one constant value over
         every pixel (an all-zero or missing frame), and values that are not absorbance (raw counts, scaled μt)."""
         finite = np.isfinite(x)
+        every = bool(finite.all())  # the usual case: no masked copies of the subsample needed
+        hi = x.max(axis=0, initial=-np.inf) if every else np.max(np.where(finite, x, -np.inf), axis=0, initial=-np.inf)
+        lo = x.min(axis=0, initial=np.inf) if every else np.min(np.where(finite, x, np.inf), axis=0, initial=np.inf)
         for what, bad in (
             ("no finite value (all NaN/Inf)", ~finite.any(axis=0)),
             ("the same value in every sampled pixel (an all-zero or missing frame?)",
-             finite.any(axis=0) & (np.nanmax(np.where(finite, x, np.nan), axis=0, initial=-np.inf)
-                                   == np.nanmin(np.where(finite, x, np.inf), axis=0, initial=np.inf))),
+             finite.any(axis=0) & (hi == lo)),
         ):  # fmt: skip
             idx = np.flatnonzero(bad)
             if idx.size:
@@ -229,7 +231,7 @@ class ClusteringPipeline:
                     f"stack frame(s) {idx[:5].tolist()} (energies {self.energies[idx[:5]].round(2).tolist()} eV) "
                     f"have {what}; remove or re-measure them"
                 )
-        level = float(np.median(np.abs(x[finite]))) if finite.any() else 0.0
+        level = float(np.median(np.abs(x if every else x[finite]))) if finite.any() else 0.0
         if level > 20.0:
             raise ClusteringInputError(
                 f"stack values have median |value| {level:.4g}: expected absorbance μt = −ln(I/I0) (typically "

@@ -481,6 +481,7 @@ class StreamingAssigner:
         c_bg = self._background_coords(z_r, q, rec)
         groups = self.sites.groups
         single = self.sites.n_clusters == 1
+        same_group = groups[:, None] == groups[None, :]  # (K, K): site pairs of one cluster
         # pass 1: best site, best site of another cluster, amplitudes and residual per pixel
         n = self.n_pixels
         best, second = np.zeros(n, np.intp), np.zeros(n, np.intp)
@@ -497,7 +498,7 @@ class StreamingAssigner:
             b = np.argmax(scores, axis=1)
             best[s:e], s_best[s:e] = b, np.einsum("rn,nr->n", p, c[b])  # the winner's score in float64
             if not single:
-                scores[groups[None, :] == groups[b][:, None]] = -np.inf
+                scores[same_group[b]] = -np.inf
                 b2 = np.argmax(scores, axis=1)
                 second[s:e], s_second[s:e] = b2, np.einsum("rn,nr->n", p, c[b2])
             r = css - s_best[s:e] ** 2
