@@ -512,13 +512,14 @@ class StreamingAssigner:
 
         def second_pass(s: int, e: int, sums: NoiseSums) -> None:
             sl = slice(s, e)
-            total, squares = sums.residual_moments(best[sl], mean[sl], s_best[sl])
+            at = sums.grid_position(s_best[sl])  # shared by both sums
+            total, squares = sums.residual_moments(best[sl], mean[sl], s_best[sl], at=at)
             with np.errstate(all="ignore"):
                 excess = (rss[sl] - total * (n_rec - 2) / n_rec) / np.sqrt(2.0 * squares)
                 if single:
                     margin = np.full(e - s, np.inf)
                 else:
-                    pair = sums.pair_variance(best[sl], second[sl], mean[sl], s_best[sl])
+                    pair = sums.pair_variance(best[sl], second[sl], mean[sl], s_best[sl], at=at)
                     margin = (s_best[sl] - s_second[sl]) / np.sqrt(pair)
             conf[sl] = np.where(ok[sl], margin, 0.0)
             novel[sl] = ok[sl] & (excess > novel_threshold)
