@@ -525,7 +525,7 @@ class StreamingAssigner:
             novel[sl] = ok[sl] & (excess > novel_threshold)
 
         c32 = c.astype(np.float32)
-        small = [(s, min(s + 8192, n)) for s in range(0, n, 8192)]  # K scores per pixel stay in cache
+        small = [(s, min(s + 32768, n)) for s in range(0, n, 32768)]  # few work items: less pool overhead
         with threadpool_limits(1, user_api="blas"):
             list(self._pool.map(lambda ch: first_pass(*ch), small))
             if ok.any():  # a tile with no valid pixel (all dead or saturated) stays all unassigned
