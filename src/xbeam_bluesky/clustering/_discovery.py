@@ -328,7 +328,10 @@ def _partition(
                 continue
         # outliers: a sub-population no centre explains opens a centre
         new: list[NDArray[np.float64]] = []
-        q = np.einsum("ne,ne->n", (z - centers[labels]) ** 2, inv_var)
+        q = centers[labels]  # then (z − centre)² / τ² summed over energy, in place: one n × E work array
+        np.subtract(z, q, out=q)
+        q *= q
+        q = np.einsum("ne,ne->n", q, inv_var)
         out = q > limit
         for a in range(k):
             members = labels == a

@@ -256,12 +256,13 @@ class ClusteringPipeline:
         tau_photon = standardized_noise(x, self.i0_counts, self.noise)
         floor = model_error_floor(len(self.energies), self.model_error_floor)
         seeds = self._library_z
-        tau = np.sqrt(tau_photon**2 + floor**2)
+        photon2 = tau_photon**2
+        tau = np.sqrt(photon2 + floor**2)
         centers, labels = partition_spectra(z, tau, seeds, max_clusters=self.max_clusters)
         eps = estimate_model_error(z, tau_photon, centers, labels, floor=floor)
-        centers, labels = partition_spectra(
-            z, np.sqrt(tau_photon**2 + eps**2), centers, max_clusters=self.max_clusters
-        )
+        np.add(photon2, eps**2, out=tau)
+        np.sqrt(tau, out=tau)
+        centers, labels = partition_spectra(z, tau, centers, max_clusters=self.max_clusters)
         eps = estimate_model_error(z, tau_photon, centers, labels, floor=floor)
         mu = np.stack([x[labels == k].mean(axis=0) for k in range(len(centers))])
         names, origin = self._names(standardize(mu))
