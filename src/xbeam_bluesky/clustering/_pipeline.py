@@ -211,7 +211,7 @@ class ClusteringPipeline:
         x = np.concatenate(picked) if picked else np.empty((0, len(self.energies)))
         self._check_frames(x)
         ok = np.all(np.isfinite(x), axis=1) & (np.ptp(x, axis=1) > 0)
-        return x[ok]
+        return x if ok.all() else x[ok]
 
     def _check_frames(self, x: NDArray[np.float64]) -> None:
         """Rules on the subsample (pixels × energies): an energy with no finite value or one constant value over
