@@ -318,7 +318,9 @@ def _partition(
                 if a > b:
                     continue
                 tau_a, tau_b = (_median_noise(tau, member[c], medians) for c in (a, b))  # when first needed
-                if not _distinct(z, tau, member[a], member[b], centers[a], centers[b], merge, tau_a, tau_b, tau2):
+                if not _distinct(
+                    z, tau, member[a], member[b], centers[a], centers[b], merge, tau_a, tau_b, tau2
+                ):
                     labels = np.where(labels == b, a, labels)
                     labels = labels - (labels > b)
                     centers = np.delete(centers, b, axis=0)

@@ -218,8 +218,16 @@ class ClusteringPipeline:
         every pixel (an all-zero or missing frame), and values that are not absorbance (raw counts, scaled μt)."""
         finite = np.isfinite(x)
         every = bool(finite.all())  # the usual case: no masked copies of the subsample needed
-        hi = x.max(axis=0, initial=-np.inf) if every else np.max(np.where(finite, x, -np.inf), axis=0, initial=-np.inf)
-        lo = x.min(axis=0, initial=np.inf) if every else np.min(np.where(finite, x, np.inf), axis=0, initial=np.inf)
+        hi = (
+            x.max(axis=0, initial=-np.inf)
+            if every
+            else np.max(np.where(finite, x, -np.inf), axis=0, initial=-np.inf)
+        )
+        lo = (
+            x.min(axis=0, initial=np.inf)
+            if every
+            else np.min(np.where(finite, x, np.inf), axis=0, initial=np.inf)
+        )
         for what, bad in (
             ("no finite value (all NaN/Inf)", ~finite.any(axis=0)),
             ("the same value in every sampled pixel (an all-zero or missing frame?)",
