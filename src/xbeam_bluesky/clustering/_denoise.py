@@ -88,6 +88,22 @@ def novel_fraction_check(
     return {"novel_fraction": frac, "novel_warning": warn}
 
 
+def _window_counts(mask: NDArray[np.bool_], window: int) -> NDArray[np.unsignedinteger]:
+    """Pixels of ``mask`` in the ``window`` × ``window`` neighbourhood of every pixel (outside the image counts
+    as not in ``mask``): two 1-D passes of shifted sums, exact integers in a type wide enough for window²."""
+    kind = np.uint8 if window * window <= np.iinfo(np.uint8).max else np.uint32
+    counts = mask.astype(kind)
+    half = window // 2
+    for axis in (0, 1):
+        line = np.moveaxis(counts, axis, 0)
+        total = line.copy()
+        for d in range(1, min(half, line.shape[0] - 1) + 1):
+            total[d:] += line[:-d]
+            total[:-d] += line[d:]
+        counts = np.moveaxis(total, 0, axis)
+    return counts
+
+
 def pure_regions(mask: ArrayLike, *, window: int = 5, min_count: int = 23) -> NDArray[np.bool_]:
     """Pixels of ``mask`` 8-connected (through ``mask``) to a near-pure window.
 
@@ -111,17 +127,12 @@ def pure_regions(mask: ArrayLike, *, window: int = 5, min_count: int = 23) -> ND
         raise DenoiseInputError(
             f"min_count={min_count}; expected 1..{window * window} for a {window}×{window} window"
         )
-    # window sums as two 1-D passes (exact: integer counts in an integer type wide enough for window²)
-    kind = np.uint8 if window * window <= np.iinfo(np.uint8).max else np.uint32
-    counts = m.astype(kind)
-    for axis in (0, 1):
-        counts = ndimage.correlate1d(counts, np.ones(window, kind), axis=axis, mode="constant")
-    seeds = m & (counts >= min_count)
+    seeds = m & (_window_counts(m, window) >= min_count)
     if not seeds.any():
         return np.zeros_like(m)
     comp, _ = ndimage.label(m, structure=_EIGHT)
     keep = np.zeros(comp.max() + 1, dtype=bool)
-    keep[np.unique(comp[seeds])] = True
+    keep[comp[seeds]] = True
     keep[0] = False
     return keep[comp]
 

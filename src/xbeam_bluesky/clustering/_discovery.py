@@ -166,11 +166,13 @@ def _distinct(
     merge: float,
     tau_a: NDArray[np.float64] | None = None,
     tau_b: NDArray[np.float64] | None = None,
+    tau2: NDArray[np.float64] | None = None,
 ) -> bool:
     """Are two groups of pixels two phases? Yes if their centres are farther than ``merge`` in D with the
     members' median noise (one pixel tells them apart), or if the pooled pixels, projected on the line through
     the two centres in units of each pixel's own noise, spread more than one phase can (many pixels tell them
-    apart). ``tau_a``, ``tau_b``: the groups' median noise when already known."""
+    apart). ``tau_a``, ``tau_b``: the groups' median noise when already known; ``tau2``: ``tau**2`` when already
+    computed."""
     ta = np.median(tau[members_a], axis=0) if tau_a is None else tau_a
     tb = np.median(tau[members_b], axis=0) if tau_b is None else tau_b
     d = min(directed_separation(c_a, c_b, ta), directed_separation(c_b, c_a, tb))
@@ -185,8 +187,9 @@ def _distinct(
     if norm == 0:
         return False
     u = u / norm
-    zp, tp = z[both], tau[both]
-    t = ((zp - zp.mean(axis=0)) @ u) / np.sqrt((tp**2) @ (u**2))
+    zp = z[both]
+    tp2 = tau[both] ** 2 if tau2 is None else tau2[both]
+    t = ((zp - zp.mean(axis=0)) @ u) / np.sqrt(tp2 @ (u**2))
     return float(np.var(t)) > _bimodal_limit(n, z.shape[1])
 
 
@@ -292,7 +295,8 @@ def _partition(
     centers = standardize(z.mean(axis=0))[None] if seeds is None or len(seeds) == 0 else np.array(seeds)
     labels = np.argmax(z @ centers.T, axis=1)
     one_phase: set[tuple[int, int, int]] = set()
-    inv_var = 1.0 / tau**2
+    tau2 = tau**2
+    inv_var = 1.0 / tau2
     medians: dict[bytes, NDArray[np.float64]] = {}  # a member set's median noise, kept while it recurs
     for _ in range(max_iter):
         centers, counts = _recenter(z, labels, len(centers))
@@ -314,7 +318,9 @@ def _partition(
                 if a > b:
                     continue
                 tau_a, tau_b = (_median_noise(tau, member[c], medians) for c in (a, b))  # when first needed
-                if not _distinct(z, tau, member[a], member[b], centers[a], centers[b], merge, tau_a, tau_b):
+                if not _distinct(
+                    z, tau, member[a], member[b], centers[a], centers[b], merge, tau_a, tau_b, tau2
+                ):
                     labels = np.where(labels == b, a, labels)
                     labels = labels - (labels > b)
                     centers = np.delete(centers, b, axis=0)
@@ -324,7 +330,10 @@ def _partition(
                 continue
         # outliers: a sub-population no centre explains opens a centre
         new: list[NDArray[np.float64]] = []
-        q = np.einsum("ne,ne->n", (z - centers[labels]) ** 2, inv_var)
+        q = centers[labels]  # then (z − centre)² / τ² summed over energy, in place: one n × E work array
+        np.subtract(z, q, out=q)
+        q *= q
+        q = np.einsum("ne,ne->n", q, inv_var)
         out = q > limit
         for a in range(k):
             members = labels == a
@@ -348,7 +357,7 @@ def _partition(
                 m0 = np.zeros(n, bool)
                 m1[members[side]] = True
                 m0[members[~side]] = True
-                if _distinct(z, tau, m1, m0, c1, c0, merge):
+                if _distinct(z, tau, m1, m0, c1, c0, merge, tau2=tau2):
                     centers[a] = c0
                     new.append(c1)
                 else:

@@ -77,10 +77,15 @@ def estimate_model_error(
     use = lab >= 0
     if use.sum() < 2:
         return np.array(lo_floor, dtype=np.float64)
-    cz = c[lab[use]]
-    r2 = (z[use] - cz) ** 2
+    every = bool(use.all())  # the usual case: no copies of the used rows
+    cz = c[lab if every else lab[use]]
+    r2 = np.subtract(z if every else z[use], cz)
+    r2 *= r2
     # standardizing by the noisy norm adds z_i · (z·δx)/‖x − mean‖ to channel i: variance c_i² Σ_j c_j² τ_j²
-    t2 = tau[use] ** 2
-    t2 += cz**2 * np.einsum("ne,ne->n", cz**2, t2)[:, None]
-    excess = np.median(r2 / _CHI2_1_MEDIAN - t2, axis=0)  # ε² at which the ratios' median is m
+    t2 = np.square(tau if every else tau[use])
+    cz *= cz
+    t2 += cz * np.einsum("ne,ne->n", cz, t2)[:, None]
+    r2 /= _CHI2_1_MEDIAN
+    r2 -= t2
+    excess = np.median(r2, axis=0)  # ε² at which the ratios' median is m
     return np.maximum(np.sqrt(np.maximum(excess, 0.0)), lo_floor)

@@ -9,6 +9,8 @@ once per finalize and interpolated per pixel: O(1) per pixel instead of O(n_ener
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -51,6 +53,14 @@ def photon_coefficients(noise: AbsorbanceNoise, i0_counts: float | ArrayLike) ->
             f"at i0_counts={i0_counts}"
         )
     return coef
+
+
+class GridPosition(NamedTuple):
+    """Amplitudes placed on a :class:`NoiseSums` grid in s: the grid interval ``index`` (0 … n_grid − 2) and the
+    fraction ``frac`` (0 … 1) of the way through it, one per pixel."""
+
+    index: NDArray[np.intp]
+    frac: NDArray[np.float64]
 
 
 class NoiseSums:
@@ -115,7 +125,8 @@ class NoiseSums:
             fa = fb = fc = 1.0
         self._k = z.shape[0]
         pairs = np.asarray(pairs, dtype=np.intp).reshape(-1, 2)
-        self._codes = np.unique(pairs[:, 0] * self._k + pairs[:, 1])
+        # the distinct pair codes, sorted (a count per possible code: faster than sorting a pair per pixel)
+        self._codes = np.flatnonzero(np.bincount(pairs[:, 0] * self._k + pairs[:, 1], minlength=self._k**2))
         a, b = np.divmod(self._codes, self._k)
         d2 = (z[a] - z[b]) ** 2  # (P, n)
         self.w = np.empty((3, len(self._codes), n_grid))
@@ -124,14 +135,20 @@ class NoiseSums:
         self.w[2] = np.einsum("pn,pgn->pg", d2 * fc, ez[a] ** 2)
         self._w_model = (d2 * e2).sum(axis=1)
 
-    def _interp(
-        self, table: NDArray[np.float64], index: tuple, s: NDArray[np.float64]
-    ) -> NDArray[np.float64]:
-        """Linear interpolation in s of ``table[*index, grid]`` per pixel."""
+    def grid_position(self, s: NDArray[np.float64]) -> GridPosition:
+        """Where amplitudes ``s`` fall on the grid in s (clipped to it): pass it as ``at`` to the sums asked for
+        the same pixels so it is worked out once."""
         x = np.clip(s, 0.0, self.s[-1]) / self._step
         i = np.minimum(x.astype(np.intp), len(self.s) - 2)
-        f = x - i
-        return table[(*index, i)] * (1 - f) + table[(*index, i + 1)] * f
+        return GridPosition(i, x - i)
+
+    def _interp(
+        self, table: NDArray[np.float64], row: NDArray[np.intp], at: GridPosition
+    ) -> NDArray[np.float64]:
+        """Linear interpolation in s of ``table[row, grid]`` per pixel (``table`` (rows, n_grid), C-ordered)."""
+        i, f = at
+        flat = row * table.shape[1] + i  # one flat take per neighbour: cheaper than a 2-D fancy index
+        return table.ravel().take(flat) * (1 - f) + table.ravel().take(flat + 1) * f
 
     def pair_variance(
         self,
@@ -139,20 +156,30 @@ class NoiseSums:
         second: NDArray[np.intp],
         mean: NDArray[np.float64],
         s: NDArray[np.float64],
+        *,
+        at: GridPosition | None = None,
     ) -> NDArray[np.float64]:
-        """Σ_i (z_a,i − z_b,i)² Var(μ_i) per pixel (a = best, b = second site)."""
+        """Σ_i (z_a,i − z_b,i)² Var(μ_i) per pixel (a = best, b = second site); ``at``: :meth:`grid_position` of
+        ``s`` when already known."""
         a, b, c = self._mult
         em = np.exp(mean)
+        at = self.grid_position(s) if at is None else at
         row = np.searchsorted(self._codes, best * self._k + second)
-        w1 = self._interp(self.w[1], (row,), s)
-        w2 = self._interp(self.w[2], (row,), s)
+        w1 = self._interp(self.w[1], row, at)
+        w2 = self._interp(self.w[2], row, at)
         return a * self.w[0][row, 0] + b * em * w1 + c * em**2 * w2 + s**2 * self._w_model[row]
 
     def residual_moments(
-        self, best: NDArray[np.intp], mean: NDArray[np.float64], s: NDArray[np.float64]
+        self,
+        best: NDArray[np.intp],
+        mean: NDArray[np.float64],
+        s: NDArray[np.float64],
+        *,
+        at: GridPosition | None = None,
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        """(Σ_i Var(μ_i), Σ_i Var(μ_i)²) per pixel along its best site (photon noise ⊕ model error)."""
-        total, squares = self._photon_moments(best, mean, s)
+        """(Σ_i Var(μ_i), Σ_i Var(μ_i)²) per pixel along its best site (photon noise ⊕ model error); ``at``:
+        :meth:`grid_position` of ``s`` when already known."""
+        total, squares = self._photon_moments(best, mean, self.grid_position(s) if at is None else at)
         s2 = s**2
         return (
             total + s2 * self._e2_sum,
@@ -160,16 +187,16 @@ class NoiseSums:
         )
 
     def _photon_moments(
-        self, best: NDArray[np.intp], mean: NDArray[np.float64], s: NDArray[np.float64]
+        self, best: NDArray[np.intp], mean: NDArray[np.float64], at: GridPosition
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         em = np.exp(mean)
         if self.per_energy:
-            t_b, t_c, s1, s2, s3, s4 = (self._interp(self.p[k], (best,), s) for k in range(6))
+            t_b, t_c, s1, s2, s3, s4 = (self._interp(self.p[k], best, at) for k in range(6))
             total = self._total0 + em * t_b + em**2 * t_c
             squares = self._squares0 + em * s1 + em**2 * s2 + em**3 * s3 + em**4 * s4
             return total, squares
         a, b, c = self.coef
-        p1, p2, p3, p4 = (self._interp(self.p[k], (best,), s) for k in range(4))
+        p1, p2, p3, p4 = (self._interp(self.p[k], best, at) for k in range(4))
         total = self.n * a + b * em * p1 + c * em**2 * p2
         squares = (
             self.n * a * a

@@ -211,17 +211,27 @@ class ClusteringPipeline:
         x = np.concatenate(picked) if picked else np.empty((0, len(self.energies)))
         self._check_frames(x)
         ok = np.all(np.isfinite(x), axis=1) & (np.ptp(x, axis=1) > 0)
-        return x[ok]
+        return x if ok.all() else x[ok]
 
     def _check_frames(self, x: NDArray[np.float64]) -> None:
         """Rules on the subsample (pixels × energies): an energy with no finite value or one constant value over
         every pixel (an all-zero or missing frame), and values that are not absorbance (raw counts, scaled μt)."""
         finite = np.isfinite(x)
+        every = bool(finite.all())  # the usual case: no masked copies of the subsample needed
+        hi = (
+            x.max(axis=0, initial=-np.inf)
+            if every
+            else np.max(np.where(finite, x, -np.inf), axis=0, initial=-np.inf)
+        )
+        lo = (
+            x.min(axis=0, initial=np.inf)
+            if every
+            else np.min(np.where(finite, x, np.inf), axis=0, initial=np.inf)
+        )
         for what, bad in (
             ("no finite value (all NaN/Inf)", ~finite.any(axis=0)),
             ("the same value in every sampled pixel (an all-zero or missing frame?)",
-             finite.any(axis=0) & (np.nanmax(np.where(finite, x, np.nan), axis=0, initial=-np.inf)
-                                   == np.nanmin(np.where(finite, x, np.inf), axis=0, initial=np.inf))),
+             finite.any(axis=0) & (hi == lo)),
         ):  # fmt: skip
             idx = np.flatnonzero(bad)
             if idx.size:
@@ -229,7 +239,7 @@ class ClusteringPipeline:
                     f"stack frame(s) {idx[:5].tolist()} (energies {self.energies[idx[:5]].round(2).tolist()} eV) "
                     f"have {what}; remove or re-measure them"
                 )
-        level = float(np.median(np.abs(x[finite]))) if finite.any() else 0.0
+        level = float(np.median(np.abs(x if every else x[finite]))) if finite.any() else 0.0
         if level > 20.0:
             raise ClusteringInputError(
                 f"stack values have median |value| {level:.4g}: expected absorbance μt = −ln(I/I0) (typically "
@@ -254,12 +264,13 @@ class ClusteringPipeline:
         tau_photon = standardized_noise(x, self.i0_counts, self.noise)
         floor = model_error_floor(len(self.energies), self.model_error_floor)
         seeds = self._library_z
-        tau = np.sqrt(tau_photon**2 + floor**2)
+        photon2 = tau_photon**2
+        tau = np.sqrt(photon2 + floor**2)
         centers, labels = partition_spectra(z, tau, seeds, max_clusters=self.max_clusters)
         eps = estimate_model_error(z, tau_photon, centers, labels, floor=floor)
-        centers, labels = partition_spectra(
-            z, np.sqrt(tau_photon**2 + eps**2), centers, max_clusters=self.max_clusters
-        )
+        np.add(photon2, eps**2, out=tau)
+        np.sqrt(tau, out=tau)
+        centers, labels = partition_spectra(z, tau, centers, max_clusters=self.max_clusters)
         eps = estimate_model_error(z, tau_photon, centers, labels, floor=floor)
         mu = np.stack([x[labels == k].mean(axis=0) for k in range(len(centers))])
         names, origin = self._names(standardize(mu))

@@ -39,6 +39,9 @@ def standardize(spectra: ArrayLike) -> NDArray[np.float64]:
     s = np.asarray(spectra, dtype=np.float64)
     c = s - s.mean(axis=-1, keepdims=True)
     norm = np.linalg.norm(c, axis=-1, keepdims=True)
+    if np.all(norm > 0):  # no flat spectrum: divide in place (no further copies of the spectra)
+        c /= norm
+        return c
     with np.errstate(invalid="ignore", divide="ignore"):
         z = np.where(norm > 0, c / np.where(norm > 0, norm, 1.0), 0.0)
     return z

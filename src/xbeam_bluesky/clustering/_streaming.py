@@ -481,6 +481,7 @@ class StreamingAssigner:
         c_bg = self._background_coords(z_r, q, rec)
         groups = self.sites.groups
         single = self.sites.n_clusters == 1
+        same_group = groups[:, None] == groups[None, :]  # (K, K): site pairs of one cluster
         # pass 1: best site, best site of another cluster, amplitudes and residual per pixel
         n = self.n_pixels
         best, second = np.zeros(n, np.intp), np.zeros(n, np.intp)
@@ -497,7 +498,7 @@ class StreamingAssigner:
             b = np.argmax(scores, axis=1)
             best[s:e], s_best[s:e] = b, np.einsum("rn,nr->n", p, c[b])  # the winner's score in float64
             if not single:
-                scores[groups[None, :] == groups[b][:, None]] = -np.inf
+                scores[same_group[b]] = -np.inf
                 b2 = np.argmax(scores, axis=1)
                 second[s:e], s_second[s:e] = b2, np.einsum("rn,nr->n", p, c[b2])
             r = css - s_best[s:e] ** 2
@@ -511,19 +512,20 @@ class StreamingAssigner:
 
         def second_pass(s: int, e: int, sums: NoiseSums) -> None:
             sl = slice(s, e)
-            total, squares = sums.residual_moments(best[sl], mean[sl], s_best[sl])
+            at = sums.grid_position(s_best[sl])  # shared by both sums
+            total, squares = sums.residual_moments(best[sl], mean[sl], s_best[sl], at=at)
             with np.errstate(all="ignore"):
                 excess = (rss[sl] - total * (n_rec - 2) / n_rec) / np.sqrt(2.0 * squares)
                 if single:
                     margin = np.full(e - s, np.inf)
                 else:
-                    pair = sums.pair_variance(best[sl], second[sl], mean[sl], s_best[sl])
+                    pair = sums.pair_variance(best[sl], second[sl], mean[sl], s_best[sl], at=at)
                     margin = (s_best[sl] - s_second[sl]) / np.sqrt(pair)
             conf[sl] = np.where(ok[sl], margin, 0.0)
             novel[sl] = ok[sl] & (excess > novel_threshold)
 
         c32 = c.astype(np.float32)
-        small = [(s, min(s + 8192, n)) for s in range(0, n, 8192)]  # K scores per pixel stay in cache
+        small = [(s, min(s + 32768, n)) for s in range(0, n, 32768)]  # few work items: less pool overhead
         with threadpool_limits(1, user_api="blas"):
             list(self._pool.map(lambda ch: first_pass(*ch), small))
             if ok.any():  # a tile with no valid pixel (all dead or saturated) stays all unassigned

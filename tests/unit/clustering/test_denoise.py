@@ -52,3 +52,18 @@ def test_pure_regions_flood_fill_reaches_thin_tails() -> None:
         pure_regions(mask, window=4)
     with pytest.raises(ValueError, match="min_count"):
         pure_regions(mask, min_count=26)
+
+
+@pytest.mark.parametrize("window", [1, 3, 5, 17])
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (7, 40), (40, 6)])
+def test_window_counts_equal_a_direct_window_sum(window: int, shape: tuple[int, int]) -> None:
+    """The shifted-sum window counts equal the count of mask pixels in each zero-padded window, summed directly."""
+    from xbeam_bluesky.clustering._denoise import _window_counts
+
+    mask = np.random.default_rng(window * 100 + shape[0]).random(shape) < 0.5
+    h = window // 2
+    padded = np.pad(mask, h).astype(int)
+    expected = np.array(
+        [[padded[y : y + window, x : x + window].sum() for x in range(shape[1])] for y in range(shape[0])]
+    )
+    assert np.array_equal(_window_counts(mask, window).astype(int), expected)
