@@ -301,15 +301,7 @@ class AutoRietveld:
             "local_minimum_suspected": out["search"]["local_minimum_suspected"],
             "wall_s": time.perf_counter() - t0,
         }
-        result_uid = write_analysis_result(
-            self.client,
-            uid,
-            RESULT_KIND,
-            out["arrays"],
-            json_safe(metadata, nonfinite_to_none=True),
-            png=out["png"],
-        )
-        self.handled.append((uid, result_uid, "success"))
+        result_uid = self._write_success(uid, out, metadata)
         if skey is not None:
             self._remember_series(skey, uid, result_uid, out, base["series_index"])
         logger.info(
@@ -376,15 +368,7 @@ class AutoRietveld:
             "strategy": out["strategy"],
             "wall_s": time.perf_counter() - t0,
         }
-        result_uid = write_analysis_result(
-            self.client,
-            uid,
-            RESULT_KIND,
-            out["arrays"],
-            json_safe(metadata, nonfinite_to_none=True),
-            png=out["png"],
-        )
-        self.handled.append((uid, result_uid, "success"))
+        result_uid = self._write_success(uid, out, metadata)
         self._remember_series(skey, uid, result_uid, out, base["series_index"])
         logger.info(
             "auto-rietveld: run %s (series %s #%d) refined from run %s, Rwp %.2f %%; result %s",
@@ -486,6 +470,19 @@ class AutoRietveld:
             raise _Failure(f"the refinement worker process died ({exc})") from exc
         except Exception as exc:  # whatever the search raised becomes the failure record
             raise _Failure(f"the refinement failed: {type(exc).__name__}: {exc}") from exc
+
+    def _write_success(self, uid: str, out: dict[str, Any], metadata: dict[str, Any]) -> str:
+        """Write a refined run's arrays, fit plot and metadata to tiled, linked to run ``uid``; the result's uid."""
+        result_uid = write_analysis_result(
+            self.client,
+            uid,
+            RESULT_KIND,
+            out["arrays"],
+            json_safe(metadata, nonfinite_to_none=True),
+            png=out["png"],
+        )
+        self.handled.append((uid, result_uid, "success"))
+        return result_uid
 
 
 def auto_rietveld(context: LiveContext) -> AutoRietveld:
